@@ -1,0 +1,1 @@
+"""EverySkill data layer."""

@@ -1,0 +1,20 @@
+"""
+The EverySkill Piccolo app: its tables, migrations and commands.
+"""
+
+import os
+
+from piccolo.conf.apps import AppConfig
+
+from tables import TABLES
+
+CURRENT_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+
+APP_CONFIG = AppConfig(
+    app_name="everyskill",
+    migrations_folder_path=os.path.join(CURRENT_DIRECTORY, "piccolo_migrations"),
+    table_classes=list(TABLES),
+    migration_dependencies=[],
+    commands=[],
+)
