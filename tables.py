@@ -119,6 +119,7 @@ def _tenant() -> ForeignKey[Tenant]:
     return ForeignKey(
         references=Tenant,
         null=False,
+        required=True,
         on_delete=OnDelete.no_action,
         on_update=OnUpdate.no_action,
         index=True,
@@ -137,6 +138,7 @@ def _user(*, null: bool, help_text: str, index: bool = False) -> ForeignKey[User
     return ForeignKey(
         references=User,
         null=null,
+        required=not null,
         on_delete=OnDelete.no_action,
         on_update=OnUpdate.no_action,
         index=index,
@@ -163,8 +165,8 @@ class Tenant(Table, tablename="tenants"):
     """
 
     id = _id()
-    name = Text(help_text="Display name of the organisation.")
-    slug = Text(unique=True, help_text="Short unique name, used in URLs.")
+    name = Text(required=True, help_text="Display name of the organisation.")
+    slug = Text(required=True, unique=True, help_text="Short unique name, used in URLs.")
     created_at = _created_at()
 
     @classmethod
@@ -180,8 +182,8 @@ class User(Table, tablename="users"):
 
     id = _id()
     tenant_id = _tenant()
-    email = Text(help_text="Email address, unique within the tenant.")
-    name = Text(help_text="Display name.")
+    email = Text(required=True, help_text="Email address, unique within the tenant.")
+    name = Text(required=True, help_text="Display name.")
     created_at = _created_at()
 
     @classmethod
@@ -199,8 +201,8 @@ class Skill(Table, tablename="skills"):
 
     id = _id()
     tenant_id = _tenant()
-    slug = Text(help_text="Short name, unique within the tenant.")
-    name = Text(help_text="Display name.")
+    slug = Text(required=True, help_text="Short name, unique within the tenant.")
+    name = Text(required=True, help_text="Display name.")
     description = _nullable_text("What the skill does.")
     author_id = _user(null=True, help_text="The user who wrote the skill.")
     average_rating = _nullable_int(
@@ -239,13 +241,14 @@ class SkillVersion(Table, tablename="skill_versions"):
     skill_id = ForeignKey(
         references=Skill,
         null=False,
+        required=True,
         on_delete=OnDelete.cascade,
         on_update=OnUpdate.no_action,
         index=True,
         help_text="The skill this is a version of.",
     )
-    version = Integer(help_text="Version number, from 1, unique per skill.")
-    content = Text(help_text="The skill's instructions at this version.")
+    version = Integer(required=True, help_text="Version number, from 1, unique per skill.")
+    content = Text(required=True, help_text="The skill's instructions at this version.")
     changelog = _nullable_text("What changed since the previous version.")
     author_id = _user(null=True, help_text="Who published this version.")
     created_at = _created_at()
@@ -271,6 +274,7 @@ class SkillFeedback(Table, tablename="skill_feedback"):
     skill_id = ForeignKey(
         references=Skill,
         null=False,
+        required=True,
         on_delete=OnDelete.cascade,
         on_update=OnUpdate.no_action,
         index=True,
@@ -293,6 +297,7 @@ class SkillFeedback(Table, tablename="skill_feedback"):
         "live elsewhere)."
     )
     feedback_type = Text(
+        required=True,
         choices=FeedbackType,
         index=True,
         help_text="thumbs_up, thumbs_down, suggestion, training_example or bug_report.",
@@ -340,6 +345,7 @@ class TokenMeasurement(Table, tablename="token_measurements"):
     skill_id = ForeignKey(
         references=Skill,
         null=False,
+        required=True,
         on_delete=OnDelete.cascade,
         on_update=OnUpdate.no_action,
         index=True,
@@ -352,7 +358,7 @@ class TokenMeasurement(Table, tablename="token_measurements"):
     input_tokens = _nullable_int("Input (prompt) tokens.")
     output_tokens = _nullable_int("Output (completion) tokens.")
     total_tokens = _nullable_int("Input plus output tokens.")
-    model_name = Text(index=True, help_text="Model identifier, e.g. claude-sonnet-4-5.")
+    model_name = Text(required=True, index=True, help_text="Model identifier, e.g. claude-sonnet-4-5.")
     model_provider = Text(default="anthropic", help_text="Model vendor.")
     estimated_cost_microcents = _nullable_int(
         "Estimated cost in microcents (1e-8 USD); NULL when unknown."
@@ -377,6 +383,7 @@ class BenchmarkRun(Table, tablename="benchmark_runs"):
     skill_id = ForeignKey(
         references=Skill,
         null=False,
+        required=True,
         on_delete=OnDelete.cascade,
         on_update=OnUpdate.no_action,
         index=True,
@@ -396,7 +403,7 @@ class BenchmarkRun(Table, tablename="benchmark_runs"):
         index=True,
         help_text="pending, running, completed or failed.",
     )
-    models = Array(base_column=Text(), help_text="The models compared.")
+    models = Array(required=True, base_column=Text(), help_text="The models compared.")
     best_model = _nullable_text("Model with the highest average quality.")
     best_quality_score = _nullable_int("Its rounded average quality (0-100).")
     cheapest_model = _nullable_text("Model with the lowest average cost.")
@@ -420,14 +427,15 @@ class BenchmarkResult(Table, tablename="benchmark_results"):
     benchmark_run_id = ForeignKey(
         references=BenchmarkRun,
         null=False,
+        required=True,
         on_delete=OnDelete.cascade,
         on_update=OnUpdate.no_action,
         index=True,
         help_text="The run this result belongs to.",
     )
-    model_name = Text(index=True, help_text="Model identifier.")
-    model_provider = Text(help_text="Model vendor.")
-    test_case_index = Integer(help_text="Position of the test case, from 0.")
+    model_name = Text(required=True, index=True, help_text="Model identifier.")
+    model_provider = Text(required=True, help_text="Model vendor.")
+    test_case_index = Integer(required=True, help_text="Position of the test case, from 0.")
     input_used = _nullable_text("The input given to the model.")
     output_produced = _nullable_text("What the model produced.")
     expected_output = _nullable_text("What it should have produced.")

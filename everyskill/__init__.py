@@ -1,1 +1,51 @@
-"""EverySkill data layer."""
+"""
+EverySkill data layer: a multi-tenant catalogue of AI skills, with feedback,
+token and cost measurements and model benchmarks, on PostgreSQL.
+
+Modules, one per capability:
+
+- ``everyskill.rows``: row types (the Piccolo tables) and validated new-row
+  models, re-exported here;
+- ``everyskill.tenancy``: acting for one tenant under row-level security;
+- ``everyskill.database``: which server to use (``DATABASE_URL`` or embedded);
+- ``everyskill.embedded_db``: the embedded PostgreSQL's life cycle;
+- ``everyskill.migration_sql``: raw SQL steps of the migrations.
+"""
+
+from everyskill.rows import (
+    BenchmarkResult,
+    BenchmarkRun,
+    NewBenchmarkResult,
+    NewBenchmarkRun,
+    NewSkill,
+    NewSkillFeedback,
+    NewSkillVersion,
+    NewTenant,
+    NewTokenMeasurement,
+    NewUser,
+    Skill,
+    SkillFeedback,
+    SkillVersion,
+    Tenant,
+    TokenMeasurement,
+    User,
+)
+
+__all__ = [
+    "BenchmarkResult",
+    "BenchmarkRun",
+    "NewBenchmarkResult",
+    "NewBenchmarkRun",
+    "NewSkill",
+    "NewSkillFeedback",
+    "NewSkillVersion",
+    "NewTenant",
+    "NewTokenMeasurement",
+    "NewUser",
+    "Skill",
+    "SkillFeedback",
+    "SkillVersion",
+    "Tenant",
+    "TokenMeasurement",
+    "User",
+]

