@@ -1,0 +1,111 @@
+"""
+Test fixtures: a real PostgreSQL, never a mock.
+
+At start-up the suite takes the server from ``DATABASE_URL`` or, without it,
+the embedded PostgreSQL, creates a scratch database ``everyskill_test_<pid>``
+on it, migrates it with the ``piccolo`` command line, and points
+``DATABASE_URL`` at it, so that everything the tests run (Piccolo, the admin,
+child processes) uses the scratch database. It is dropped at the end. The role
+in the URL needs CREATEDB (the embedded owner has it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import asyncpg
+import psutil
+import pytest
+
+from everyskill.database import database_url
+from tests.support import (
+    TEST_DATABASE_PREFIX,
+    create_database,
+    drop_database,
+    run_piccolo,
+    with_database,
+)
+
+_server_url: str | None = None
+_test_database: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _server_url, _test_database
+    _server_url = database_url()
+    asyncio.run(_drop_abandoned_test_databases(_server_url))
+    _test_database = f"{TEST_DATABASE_PREFIX}{os.getpid()}"
+    asyncio.run(create_database(_server_url, _test_database))
+    test_url = with_database(_server_url, _test_database)
+    os.environ["DATABASE_URL"] = test_url
+    run_piccolo(test_url, "migrations", "forwards", "all")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _server_url and _test_database:
+        asyncio.run(drop_database(_server_url, _test_database))
+
+
+async def _drop_abandoned_test_databases(server_url: str) -> None:
+    """Drop scratch databases of test runs whose process no longer exists."""
+    connection = await asyncpg.connect(server_url)
+    try:
+        names = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1",
+            TEST_DATABASE_PREFIX.replace("_", r"\_") + "%",
+        )
+    finally:
+        await connection.close()
+    for (name,) in names:
+        suffix = name[len(TEST_DATABASE_PREFIX) :].split("_")[0]
+        if suffix.isdigit() and not psutil.pid_exists(int(suffix)):
+            await drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """The owner's URL of the server the tests run on (not a scratch database)."""
+    assert _server_url is not None
+    return _server_url
+
+
+@pytest.fixture(scope="session")
+def database_url_for_tests() -> str:
+    """The owner's URL of the migrated scratch database."""
+    return os.environ["DATABASE_URL"]
+
+
+@pytest.fixture
+async def owner(database_url_for_tests: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the owner: the admin's view, every tenant."""
+    connection = await asyncpg.connect(database_url_for_tests)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def app_connection(
+    database_url_for_tests: str,
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection made the way the application makes it (owner's URL; each
+    tenant operation then switches to the application role)."""
+    connection = await asyncpg.connect(database_url_for_tests)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """An empty scratch database, dropped afterwards; yields its owner URL."""
+    name = f"{TEST_DATABASE_PREFIX}{os.getpid()}_{os.urandom(4).hex()}"
+    await create_database(server_url, name)
+    try:
+        yield with_database(server_url, name)
+    finally:
+        await drop_database(server_url, name)

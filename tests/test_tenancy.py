@@ -1,0 +1,284 @@
+"""
+Tenant isolation, tested the way the application connects: the owner's URL,
+and every tenant operation in ``tenant_transaction`` (the application role,
+one tenant). The owner only prepares rows and checks what really happened.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from everyskill.tenancy import APP_ROLE, TenantScopeError, tenant_transaction
+from tests.support import TenantRows, make_tenant
+
+TABLES = {
+    "users": "user_id",
+    "skills": "skill_id",
+    "skill_versions": "version_id",
+    "skill_feedback": "feedback_id",
+    "token_measurements": "measurement_id",
+    "benchmark_runs": "run_id",
+    "benchmark_results": "result_id",
+}
+
+
+@pytest.fixture
+async def two_tenants(owner: asyncpg.Connection) -> tuple[TenantRows, TenantRows]:
+    return await make_tenant(owner, "a"), await make_tenant(owner, "b")
+
+
+async def test_application_role_is_confined(owner: asyncpg.Connection) -> None:
+    """The role the application runs as cannot skip row-level security."""
+    role = await owner.fetchrow(
+        "SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = $1",
+        APP_ROLE,
+    )
+    assert role is not None
+    assert (role["rolsuper"], role["rolbypassrls"], role["rolcanlogin"]) == (False, False, False)
+    owned = await owner.fetchval(
+        "SELECT count(*) FROM pg_class WHERE relowner = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        APP_ROLE,
+    )
+    assert owned == 0
+
+
+async def test_a_tenant_reads_only_its_own_rows(
+    app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, b = two_tenants
+    async with tenant_transaction(app_connection, a.tenant_id) as db:
+        assert await db.fetchval("SELECT current_user") == APP_ROLE
+        tenants = await db.fetch("SELECT id FROM tenants")
+        assert [row["id"] for row in tenants] == [a.tenant_id]
+        for table, attribute in TABLES.items():
+            ids = {row["id"] for row in await db.fetch(f"SELECT id FROM {table}")}
+            assert getattr(a, attribute) in ids, table
+            assert getattr(b, attribute) not in ids, table
+            tenant_ids = {row["tenant_id"] for row in await db.fetch(f"SELECT tenant_id FROM {table}")}
+            assert tenant_ids == {a.tenant_id}, table
+
+
+async def test_a_tenant_changes_only_its_own_rows(
+    app_connection: asyncpg.Connection,
+    owner: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    """An UPDATE with no WHERE at all still touches one tenant's rows."""
+    a, b = two_tenants
+    async with tenant_transaction(app_connection, a.tenant_id) as db:
+        await db.execute("UPDATE skills SET description = 'changed by a'")
+        await db.execute("UPDATE skill_feedback SET comment = 'changed by a'")
+    assert await owner.fetchval("SELECT description FROM skills WHERE id = $1", a.skill_id) == "changed by a"
+    assert await owner.fetchval("SELECT description FROM skills WHERE id = $1", b.skill_id) is None
+    assert await owner.fetchval("SELECT comment FROM skill_feedback WHERE id = $1", b.feedback_id) is None
+
+
+async def test_a_tenant_deletes_only_its_own_rows(
+    app_connection: asyncpg.Connection,
+    owner: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    a, b = two_tenants
+    async with tenant_transaction(app_connection, a.tenant_id) as db:
+        await db.execute("DELETE FROM skill_feedback")
+        await db.execute("DELETE FROM benchmark_runs")
+    for row_id in (a.feedback_id, a.run_id, a.result_id):
+        assert await owner.fetchval(
+            "SELECT count(*) FROM (SELECT id FROM skill_feedback UNION ALL SELECT id FROM benchmark_runs"
+            " UNION ALL SELECT id FROM benchmark_results) x WHERE id = $1",
+            row_id,
+        ) == 0
+    for table, row_id in (
+        ("skill_feedback", b.feedback_id),
+        ("benchmark_runs", b.run_id),
+        ("benchmark_results", b.result_id),
+    ):
+        assert await owner.fetchval(f"SELECT count(*) FROM {table} WHERE id = $1", row_id) == 1
+
+
+async def test_a_tenant_cannot_write_rows_of_another_tenant(
+    app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, b = two_tenants
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.execute(
+                "INSERT INTO skills (tenant_id, slug, name) VALUES ($1, 'x', 'X')", b.tenant_id
+            )
+    async with tenant_transaction(app_connection, a.tenant_id) as db:
+        assert await db.execute("UPDATE skills SET name = 'hijacked' WHERE id = $1", b.skill_id) == "UPDATE 0"
+        assert await db.execute("DELETE FROM skills WHERE id = $1", b.skill_id) == "DELETE 0"
+
+
+@pytest.mark.parametrize("setting", [None, ""])
+async def test_no_tenant_reads_and_writes_nothing(
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+    setting: str | None,
+) -> None:
+    """As the application role with the tenant unset or empty: fail closed."""
+    a, _ = two_tenants
+    async with app_connection.transaction():
+        await app_connection.execute(f"SET LOCAL ROLE {APP_ROLE}")
+        if setting is not None:
+            await app_connection.execute("SELECT set_config('app.current_tenant_id', $1, true)", setting)
+        assert await app_connection.fetchval("SELECT count(*) FROM tenants") == 0
+        for table in TABLES:
+            assert await app_connection.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+        assert await app_connection.execute("UPDATE skills SET name = 'x'") == "UPDATE 0"
+        assert await app_connection.execute("DELETE FROM skill_feedback") == "DELETE 0"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with app_connection.transaction():
+            await app_connection.execute(f"SET LOCAL ROLE {APP_ROLE}")
+            if setting is not None:
+                await app_connection.execute("SELECT set_config('app.current_tenant_id', $1, true)", setting)
+            await app_connection.execute(
+                "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type)"
+                " VALUES ($1, $2, 'bug_report')",
+                a.tenant_id,
+                a.skill_id,
+            )
+
+
+async def test_an_empty_tenant_id_is_refused_before_the_database(app_connection: asyncpg.Connection) -> None:
+    for bad in ("", "   "):
+        with pytest.raises(TenantScopeError):
+            async with tenant_transaction(app_connection, bad):
+                pass
+    assert not app_connection.is_in_transaction()
+
+
+async def test_a_row_cannot_be_moved_to_another_tenant(
+    app_connection: asyncpg.Connection,
+    owner: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    a, b = two_tenants
+    for table, attribute in TABLES.items():
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_connection, a.tenant_id) as db:
+                await db.execute(
+                    f"UPDATE {table} SET tenant_id = $1 WHERE id = $2",
+                    b.tenant_id,
+                    getattr(a, attribute),
+                )
+    assert await owner.fetchval("SELECT tenant_id FROM skills WHERE id = $1", a.skill_id) == a.tenant_id
+
+
+@pytest.mark.parametrize(
+    ("statement", "target"),
+    [
+        ("INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type) VALUES ($1, $2, 'bug_report')", "skill_id"),
+        ("INSERT INTO token_measurements (tenant_id, skill_id, model_name) VALUES ($1, $2, 'm')", "skill_id"),
+        ("INSERT INTO skill_versions (tenant_id, skill_id, version, content) VALUES ($1, $2, 9, 'c')", "skill_id"),
+        ("INSERT INTO skills (tenant_id, slug, name, author_id) VALUES ($1, 'stolen', 'S', $2)", "user_id"),
+        ("INSERT INTO benchmark_results (tenant_id, benchmark_run_id, model_name, model_provider, test_case_index)"
+         " VALUES ($1, $2, 'm', 'p', 0)", "run_id"),
+    ],
+)
+async def test_a_row_cannot_point_at_another_tenants_row(
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+    statement: str,
+    target: str,
+) -> None:
+    """Foreign-key checks bypass row-level security; the tenant-matching keys
+    refuse a reference to another tenant's row all the same."""
+    a, b = two_tenants
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.execute(statement, a.tenant_id, getattr(b, target))
+
+
+@pytest.mark.parametrize("column", ["user_id", "reviewed_by"])
+async def test_feedback_cannot_name_another_tenants_user(
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+    column: str,
+) -> None:
+    a, b = two_tenants
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.execute(f"UPDATE skill_feedback SET {column} = $1 WHERE id = $2", b.user_id, a.feedback_id)
+
+
+async def test_a_version_must_belong_to_the_same_skill(
+    app_connection: asyncpg.Connection, owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """Feedback cannot cite a version of a different skill of its own tenant."""
+    a, _ = two_tenants
+    other_skill = await owner.fetchval(
+        "INSERT INTO skills (tenant_id, slug, name) VALUES ($1, 'other', 'Other') RETURNING id", a.tenant_id
+    )
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.execute(
+                "INSERT INTO skill_feedback (tenant_id, skill_id, skill_version_id, feedback_type)"
+                " VALUES ($1, $2, $3, 'bug_report')",
+                a.tenant_id,
+                other_skill,
+                a.version_id,
+            )
+
+
+async def test_the_tenant_does_not_leak_into_the_next_transaction(
+    app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """After a committed tenant transaction, the same connection is the owner
+    again with no tenant set; as the application role it then sees nothing."""
+    a, _ = two_tenants
+    async with tenant_transaction(app_connection, a.tenant_id) as db:
+        assert await db.fetchval("SELECT count(*) FROM skills") == 1
+    assert await app_connection.fetchval("SELECT current_user") != APP_ROLE
+    assert await app_connection.fetchval("SELECT current_setting('app.current_tenant_id', true)") in (None, "")
+    async with app_connection.transaction():
+        await app_connection.execute(f"SET LOCAL ROLE {APP_ROLE}")
+        assert await app_connection.fetchval("SELECT count(*) FROM skills") == 0
+
+
+async def test_a_rolled_back_tenant_transaction_leaves_nothing(
+    app_connection: asyncpg.Connection, owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+    with pytest.raises(RuntimeError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.execute("UPDATE skills SET name = 'half-written'")
+            raise RuntimeError("boom")
+    assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == "Review code"
+    assert await app_connection.fetchval("SELECT current_setting('app.current_tenant_id', true)") in (None, "")
+
+
+async def test_the_application_cannot_write_the_aggregates(
+    app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """The aggregate columns are PostgreSQL's to maintain."""
+    a, _ = two_tenants
+    for column in ("total_feedback", "positive_feedback_pct", "avg_token_cost_microcents"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_connection, a.tenant_id) as db:
+                await db.execute(f"UPDATE skills SET {column} = 1 WHERE id = $1", a.skill_id)
+
+
+async def test_measurements_and_results_are_not_edited(
+    app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+    for statement in (
+        "UPDATE token_measurements SET latency_ms = 1",
+        "UPDATE benchmark_results SET quality_score = 1",
+        "DELETE FROM token_measurements",
+        "INSERT INTO tenants (name, slug) VALUES ('x', 'x')",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_connection, a.tenant_id) as db:
+                await db.execute(statement)
+
+
+async def test_the_application_cannot_read_admin_logins(
+    app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.fetch("SELECT * FROM piccolo_user")
