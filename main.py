@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+from types import FrameType
 
 import uvicorn
 from piccolo.apps.migrations.commands.forwards import run_forwards
@@ -45,8 +47,16 @@ async def prepare() -> AdminLogin:
     return await ensure_admin_user()
 
 
+def stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM is how this service is asked to stop: exit normally, so that
+    the embedded server is stopped too. uvicorn handles SIGTERM itself while it
+    serves, shuts down gracefully, then passes the signal on to this handler."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop)
     login = asyncio.run(prepare())
     print(f"\nEverySkill admin: http://{args.host}:{args.port}/", flush=True)
     if login.password is not None:

@@ -12,7 +12,8 @@ Contract
   ``EVERYSKILL_ADMIN_USERNAME`` and ``EVERYSKILL_ADMIN_PASSWORD`` set, that user
   (created, or its password reset); otherwise a user ``admin`` whose random
   password is generated once and kept in ``.everyskill/admin-credentials.json``
-  (outside git, mode 0600). There is never a fixed default password.
+  (outside git, mode 0600; ``EVERYSKILL_ADMIN_CREDENTIALS`` names another
+  file). There is never a fixed default password.
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ from tables import (
     User,
 )
 
-CREDENTIALS_FILE = (
+DEFAULT_CREDENTIALS_FILE = (
     Path(__file__).resolve().parent.parent / ".everyskill" / "admin-credentials.json"
 )
+
+
+def credentials_file() -> Path:
+    """Where a generated admin password is kept (``EVERYSKILL_ADMIN_CREDENTIALS``)."""
+    configured = os.environ.get("EVERYSKILL_ADMIN_CREDENTIALS")
+    return Path(configured) if configured else DEFAULT_CREDENTIALS_FILE
 
 CATALOGUE = "Catalogue"
 FEEDBACK = "Feedback"
@@ -229,22 +236,23 @@ async def ensure_admin_user() -> AdminLogin:
             "Set both EVERYSKILL_ADMIN_USERNAME and EVERYSKILL_ADMIN_PASSWORD, or neither."
         )
 
-    stored = _read_stored_credentials()
+    path = credentials_file()
+    stored = _read_stored_credentials(path)
     if stored and await BaseUser.login(stored["username"], stored["password"]):
-        return AdminLogin(stored["username"], stored["password"], str(CREDENTIALS_FILE))
+        return AdminLogin(stored["username"], stored["password"], str(path))
 
     username, password = "admin", secrets.token_urlsafe(18)
     await _create_or_reset(username, password)
-    CREDENTIALS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(CREDENTIALS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump({"username": username, "password": password}, handle)
-    return AdminLogin(username, password, str(CREDENTIALS_FILE))
+    return AdminLogin(username, password, str(path))
 
 
-def _read_stored_credentials() -> dict[str, str] | None:
+def _read_stored_credentials(path: Path) -> dict[str, str] | None:
     try:
-        data = json.loads(CREDENTIALS_FILE.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if isinstance(data, dict) and {"username", "password"} <= data.keys():

@@ -1,0 +1,138 @@
+"""
+Migrations, through the ``piccolo`` command line on a scratch database:
+``forwards all`` builds everything, running it again changes nothing,
+``backwards all`` removes every object the project made in the database,
+and ``forwards all`` rebuilds the same schema. Also: the Table classes and
+the migrations agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from types import ModuleType
+
+import asyncpg
+from piccolo.apps.migrations.commands.new import AutoMigrationManager
+from piccolo.conf.apps import Finder
+
+from tests.support import PROJECT_ROOT, make_tenant, run_piccolo, snapshot
+
+MIGRATIONS = PROJECT_ROOT / "piccolo_migrations"
+# Piccolo's own bookkeeping table is all that may remain after backwards all.
+PICCOLO_BOOKKEEPING = {"migration", "migration_pkey", "migration_id_seq"}
+
+
+def raw_migrations() -> list[ModuleType]:
+    """The migration modules that carry raw SQL (forwards_sql/backwards_sql)."""
+    modules = []
+    for path in sorted(MIGRATIONS.glob("everyskill_*.py")):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if hasattr(module, "forwards_sql"):
+            modules.append(module)
+    return modules
+
+
+async def role_dependencies(url: str) -> tuple[bool, int, int]:
+    """(app role exists, its dependencies in this database, in other databases)."""
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow(
+            """
+            SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'everyskill_app'),
+                   count(*) FILTER (WHERE d.dbid = (SELECT oid FROM pg_database
+                                                    WHERE datname = current_database())),
+                   count(*) FILTER (WHERE d.dbid <> (SELECT oid FROM pg_database
+                                                     WHERE datname = current_database()))
+              FROM pg_shdepend d
+             WHERE d.refclassid = 'pg_authid'::regclass
+               AND d.refobjid = (SELECT oid FROM pg_roles WHERE rolname = 'everyskill_app')
+            """
+        )
+        assert row is not None
+        return row[0], row[1], row[2]
+    finally:
+        await connection.close()
+
+
+async def test_forwards_backwards_forwards_round_trip(fresh_database: str) -> None:
+    output = run_piccolo(fresh_database, "migrations", "forwards", "all")
+    assert "ok!" in output
+    built = await snapshot(fresh_database)
+    tables = {name for name, kind, *_ in built["tables"] if kind == "r"}
+    assert {
+        "tenants",
+        "users",
+        "skills",
+        "skill_versions",
+        "skill_feedback",
+        "token_measurements",
+        "benchmark_runs",
+        "benchmark_results",
+    } <= tables
+    assert built["policies"] and built["grants"] and built["functions"]
+
+    # Running forwards again changes nothing.
+    again = run_piccolo(fresh_database, "migrations", "forwards", "all")
+    assert "No migrations need to be run" in again
+    assert await snapshot(fresh_database) == built
+
+    # Backwards all removes every object the project made in this database.
+    run_piccolo(fresh_database, "migrations", "backwards", "all", "--auto_agree")
+    emptied = await snapshot(fresh_database)
+    assert {name for name, *_ in emptied["tables"]} <= PICCOLO_BOOKKEEPING
+    assert emptied["columns"] == [
+        row for row in emptied["columns"] if row[0] == "migration"
+    ]
+    for kind in ("policies", "functions", "triggers", "grants"):
+        assert emptied[kind] == [], kind
+    assert "everyskill_app" not in str(emptied["schema_privileges"])
+    exists, here, elsewhere = await role_dependencies(fresh_database)
+    assert here == 0
+    # The cluster-wide role stays only while another database still uses it.
+    assert exists == (elsewhere > 0)
+
+    # And forwards rebuilds exactly what it built the first time.
+    run_piccolo(fresh_database, "migrations", "forwards", "all")
+    assert await snapshot(fresh_database) == built
+
+
+async def test_raw_sql_is_idempotent(fresh_database: str) -> None:
+    """Each raw step run a second time over a migrated database changes nothing."""
+    run_piccolo(fresh_database, "migrations", "forwards", "all")
+    built = await snapshot(fresh_database)
+    connection = await asyncpg.connect(fresh_database)
+    try:
+        for module in raw_migrations():
+            async with connection.transaction():
+                await connection.execute(module.forwards_sql())
+    finally:
+        await connection.close()
+    assert await snapshot(fresh_database) == built
+
+
+async def test_backwards_with_data_in_the_tables(fresh_database: str) -> None:
+    """backwards all works on a database that holds rows, and forwards again."""
+    run_piccolo(fresh_database, "migrations", "forwards", "all")
+    connection = await asyncpg.connect(fresh_database)
+    try:
+        await make_tenant(connection)
+    finally:
+        await connection.close()
+    run_piccolo(fresh_database, "migrations", "backwards", "all", "--auto_agree")
+    emptied = await snapshot(fresh_database)
+    assert {name for name, *_ in emptied["tables"]} <= PICCOLO_BOOKKEEPING
+    run_piccolo(fresh_database, "migrations", "forwards", "all")
+    assert "skill_feedback" in str((await snapshot(fresh_database))["tables"])
+
+
+def test_tables_and_migrations_agree() -> None:
+    """No change to tables.py is left without its auto migration."""
+    app_config = Finder().get_app_config("everyskill")
+    statements = asyncio.run(AutoMigrationManager().get_alter_statements(app_config))
+    changes = [line for statement in statements for line in statement.statements]
+    assert changes == [], "run: piccolo migrations new everyskill --auto"
+
