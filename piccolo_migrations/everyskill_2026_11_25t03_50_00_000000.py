@@ -52,13 +52,9 @@ BEGIN
     END IF;
 END $$;
 
--- The owner may switch to the application role (SET LOCAL ROLE).
-DO $$
-BEGIN
-    IF NOT pg_has_role(current_user, 'everyskill_app', 'SET') THEN
-        EXECUTE format('GRANT everyskill_app TO %I', current_user);
-    END IF;
-END $$;
+-- The owner may switch to the application role (SET LOCAL ROLE). Granting
+-- again is harmless: PostgreSQL only notes that the membership exists.
+GRANT everyskill_app TO CURRENT_USER;
 
 -- Grants: what the application needs, nothing more.
 DO $$ BEGIN
