@@ -12,40 +12,7 @@ Modules, one per capability:
 - ``everyskill.migration_sql``: raw SQL steps of the migrations.
 """
 
-from everyskill.rows import (
-    BenchmarkResult,
-    BenchmarkRun,
-    NewBenchmarkResult,
-    NewBenchmarkRun,
-    NewSkill,
-    NewSkillFeedback,
-    NewSkillVersion,
-    NewTenant,
-    NewTokenMeasurement,
-    NewUser,
-    Skill,
-    SkillFeedback,
-    SkillVersion,
-    Tenant,
-    TokenMeasurement,
-    User,
-)
+from everyskill import rows
+from everyskill.rows import *  # noqa: F403  (the row types and New* models)
 
-__all__ = [
-    "BenchmarkResult",
-    "BenchmarkRun",
-    "NewBenchmarkResult",
-    "NewBenchmarkRun",
-    "NewSkill",
-    "NewSkillFeedback",
-    "NewSkillVersion",
-    "NewTenant",
-    "NewTokenMeasurement",
-    "NewUser",
-    "Skill",
-    "SkillFeedback",
-    "SkillVersion",
-    "Tenant",
-    "TokenMeasurement",
-    "User",
-]
+__all__ = rows.__all__

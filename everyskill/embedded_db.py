@@ -83,7 +83,8 @@ def start() -> str:
                     f"Its log is {pgdata / 'log'}; if the directory is damaged, "
                     "stop every process using it and delete it to start afresh."
                 ) from error
-            _bootstrap(server)
+            with PostgresServer._lock:  # two first starts must not race
+                _bootstrap(server)
             _url = _owner_url(server)
         return _url
 
