@@ -255,7 +255,7 @@ class SkillVersion(Table, tablename="skill_versions"):
 
     @classmethod
     def get_readable(cls) -> Readable:
-        return Readable(template="v%s", columns=[cls.version])
+        return Readable(template="%s", columns=[cls.version])
 
 
 ###############################################################################
