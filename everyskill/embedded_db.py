@@ -81,9 +81,9 @@ def start() -> str:
                 server = get_server(pgdata, cleanup_mode="stop")
             except (subprocess.SubprocessError, OSError, AssertionError) as error:
                 raise EmbeddedDatabaseError(
-                    f"The embedded PostgreSQL in {pgdata} did not start ({error}). "
-                    f"Its log is {pgdata / 'log'}; if the directory is damaged, "
-                    "stop every process using it and delete it to start afresh."
+                    f"The embedded PostgreSQL in {pgdata} did not start ({error}).\n"
+                    f"{_log_tail(pgdata)}\nIf the directory is damaged, stop every "
+                    "process using it and delete it to start afresh."
                 ) from error
             # Registered after get_server(), so it runs before server._cleanup.
             atexit.register(_refresh_postmaster_info, server)
@@ -95,6 +95,14 @@ def start() -> str:
 
 class EmbeddedDatabaseError(RuntimeError):
     """The embedded server could not be started or prepared."""
+
+
+def _log_tail(pgdata: Path, lines: int = 20) -> str:
+    try:
+        tail = (pgdata / "log").read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"(no server log at {pgdata / 'log'})"
+    return f"Last lines of {pgdata / 'log'}:\n" + "\n".join(tail)
 
 
 def _release_handles_of_dead_processes(pgdata: Path) -> None:
@@ -117,7 +125,7 @@ def _forget_dead_postmaster(pgdata: Path) -> None:
     """
     with PostgresServer._lock:
         info = PostmasterInfo.read_from_pgdata(pgdata)
-        if info is None or _is_alive(info.pid):
+        if info is None or _is_postmaster(info):
             return
         if info.socket_path is not None:
             Path(f"{info.socket_path}.lock").unlink(missing_ok=True)
@@ -128,8 +136,29 @@ def _refresh_postmaster_info(server: PostgresServer) -> None:
     """Point the server's cleanup at the postmaster running now, which is not
     the one seen at start() if that one crashed and another start() restarted it."""
     info = PostmasterInfo.read_from_pgdata(server.pgdata)
-    if info is not None and _is_alive(info.pid):
+    if info is not None and _is_postmaster(info):
         server._postmaster_info = info
+
+
+def _is_postmaster(info: PostmasterInfo) -> bool:
+    """Whether the postmaster that wrote ``postmaster.pid`` still runs.
+
+    Its PID alone is not enough: after a reboot the PID may belong to an
+    unrelated process. The process must be a ``postgres`` that started when
+    the file says.
+    """
+    try:
+        process = psutil.Process(info.pid)
+        name: str = process.name()
+        started: float = process.create_time()
+        status: str = process.status()
+    except psutil.NoSuchProcess:
+        return False
+    return (
+        name == "postgres"
+        and status != psutil.STATUS_ZOMBIE
+        and abs(started - info.start_time.timestamp()) < 2
+    )
 
 
 def _is_alive(pid: int) -> bool:

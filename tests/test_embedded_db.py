@@ -607,3 +607,36 @@ def test_start_after_postmaster_crash_before_it_is_reaped(
 
     assert successor.exit() == 0, successor.stderr()
     assert_server_stops(pgdata, new_pid)
+
+
+def test_start_after_a_crash_whose_pid_now_belongs_to_another_process(
+    pgdata: Path, spawn: Any, subreaper: None
+) -> None:
+    """After a reboot, the PID in a stale postmaster.pid may belong to an
+    unrelated running process. start() must not take that process for the
+    server: it starts a new one."""
+    crashed = spawn("crashed")
+    crashed.command("start")
+    old_pid = running_postmaster(pgdata)
+    assert old_pid is not None
+    crashed.process.kill()
+    crashed.wait()
+    crash_postmaster(old_pid, reap=True)
+
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        lines[0] = str(unrelated.pid)
+        (pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n")
+
+        successor = spawn("successor")
+        successor.command("start")
+        assert successor.command("query")["current_user"] == OWNER_ROLE
+        new_pid = running_postmaster(pgdata)
+        assert new_pid is not None and new_pid != unrelated.pid
+        assert unrelated.poll() is None, "the unrelated process was left alone"
+        assert successor.exit() == 0, successor.stderr()
+        assert_server_stops(pgdata, new_pid)
+    finally:
+        unrelated.kill()
+        unrelated.wait()
