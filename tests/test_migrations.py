@@ -16,6 +16,7 @@ import asyncpg
 from piccolo.apps.migrations.commands.new import AutoMigrationManager
 from piccolo.conf.apps import Finder
 
+from tables import TABLES
 from tests.support import PROJECT_ROOT, make_tenant, run_piccolo, snapshot
 
 MIGRATIONS = PROJECT_ROOT / "piccolo_migrations"
@@ -63,16 +64,7 @@ async def test_forwards_backwards_forwards_round_trip(fresh_database: str) -> No
     assert "ok!" in output
     built = await snapshot(fresh_database)
     tables = {name for name, kind, *_ in built["tables"] if kind == "r"}
-    assert {
-        "tenants",
-        "users",
-        "skills",
-        "skill_versions",
-        "skill_feedback",
-        "token_measurements",
-        "benchmark_runs",
-        "benchmark_results",
-    } <= tables
+    assert {table._meta.tablename for table in TABLES} <= tables
     assert built["policies"] and built["grants"] and built["functions"]
 
     # Running forwards again changes nothing.
