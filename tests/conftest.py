@@ -22,6 +22,7 @@ import pytest
 from everyskill.database import database_url
 from tests.support import (
     TEST_DATABASE_PREFIX,
+    connected,
     create_database,
     drop_database,
     run_piccolo,
@@ -50,14 +51,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 async def _drop_abandoned_test_databases(server_url: str) -> None:
     """Drop scratch databases of test runs whose process no longer exists."""
-    connection = await asyncpg.connect(server_url)
-    try:
+    async with connected(server_url) as connection:
         names = await connection.fetch(
             "SELECT datname FROM pg_database WHERE datname LIKE $1",
             TEST_DATABASE_PREFIX.replace("_", r"\_") + "%",
         )
-    finally:
-        await connection.close()
     for (name,) in names:
         suffix = name[len(TEST_DATABASE_PREFIX) :].split("_")[0]
         if suffix.isdigit() and not psutil.pid_exists(int(suffix)):
@@ -80,11 +78,8 @@ def database_url_for_tests() -> str:
 @pytest.fixture
 async def owner(database_url_for_tests: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the owner: the admin's view, every tenant."""
-    connection = await asyncpg.connect(database_url_for_tests)
-    try:
+    async with connected(database_url_for_tests) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
@@ -93,11 +88,8 @@ async def app_connection(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection made the way the application makes it (owner's URL; each
     tenant operation then switches to the application role)."""
-    connection = await asyncpg.connect(database_url_for_tests)
-    try:
+    async with connected(database_url_for_tests) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +21,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE_PREFIX = "everyskill_test_"
 
 
+@asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to ``url``, closed when the block ends."""
+    connection = await asyncpg.connect(url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 def with_database(url: str, database: str) -> str:
     """``url`` with its database replaced by ``database``."""
     parts = urlsplit(url)
@@ -26,19 +38,13 @@ def with_database(url: str, database: str) -> str:
 
 
 async def create_database(server_url: str, name: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    try:
+    async with connected(server_url) as connection:
         await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
 
 
 async def drop_database(server_url: str, name: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    try:
+    async with connected(server_url) as connection:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 def run_piccolo(url: str, *args: str) -> str:
@@ -203,11 +209,8 @@ SNAPSHOT_QUERIES = {
 
 async def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
     """The database's schema objects, query by query, as sorted tuples."""
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         return {
             name: [tuple(row) for row in await connection.fetch(query)]
             for name, query in SNAPSHOT_QUERIES.items()
         }
-    finally:
-        await connection.close()

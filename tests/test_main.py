@@ -15,13 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from piccolo.apps.user.tables import BaseUser
 
 from everyskill.admin import ensure_admin_user
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, connected
 
 
 def free_port() -> int:
@@ -98,12 +97,9 @@ async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(
             process.kill()
             process.communicate()
 
-    connection = await asyncpg.connect(fresh_database)
-    try:
+    async with connected(fresh_database) as connection:
         ran = await connection.fetchval("SELECT count(*) FROM migration WHERE app_name = 'everyskill'")
         assert ran == len(list((PROJECT_ROOT / "piccolo_migrations").glob("everyskill_*.py")))
-    finally:
-        await connection.close()
 
 
 async def test_a_generated_admin_password_is_kept_private_and_reused(

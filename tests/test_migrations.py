@@ -12,12 +12,11 @@ import asyncio
 import importlib.util
 from types import ModuleType
 
-import asyncpg
 from piccolo.apps.migrations.commands.new import AutoMigrationManager
 from piccolo.conf.apps import Finder
 
 from tables import TABLES
-from tests.support import PROJECT_ROOT, make_tenant, run_piccolo, snapshot
+from tests.support import PROJECT_ROOT, connected, make_tenant, run_piccolo, snapshot
 
 MIGRATIONS = PROJECT_ROOT / "piccolo_migrations"
 # Piccolo's own bookkeeping table is all that may remain after backwards all.
@@ -39,8 +38,7 @@ def raw_migrations() -> list[ModuleType]:
 
 async def role_dependencies(url: str) -> tuple[bool, int, int]:
     """(app role exists, its dependencies in this database, in other databases)."""
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         row = await connection.fetchrow(
             """
             SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'everyskill_app'),
@@ -55,8 +53,6 @@ async def role_dependencies(url: str) -> tuple[bool, int, int]:
         )
         assert row is not None
         return row[0], row[1], row[2]
-    finally:
-        await connection.close()
 
 
 async def test_forwards_backwards_forwards_round_trip(fresh_database: str) -> None:
@@ -96,24 +92,18 @@ async def test_raw_sql_is_idempotent(fresh_database: str) -> None:
     """Each raw step run a second time over a migrated database changes nothing."""
     run_piccolo(fresh_database, "migrations", "forwards", "all")
     built = await snapshot(fresh_database)
-    connection = await asyncpg.connect(fresh_database)
-    try:
+    async with connected(fresh_database) as connection:
         for module in raw_migrations():
             async with connection.transaction():
                 await connection.execute(module.forwards_sql())
-    finally:
-        await connection.close()
     assert await snapshot(fresh_database) == built
 
 
 async def test_backwards_with_data_in_the_tables(fresh_database: str) -> None:
     """backwards all works on a database that holds rows, and forwards again."""
     run_piccolo(fresh_database, "migrations", "forwards", "all")
-    connection = await asyncpg.connect(fresh_database)
-    try:
+    async with connected(fresh_database) as connection:
         await make_tenant(connection)
-    finally:
-        await connection.close()
     run_piccolo(fresh_database, "migrations", "backwards", "all", "--auto_agree")
     emptied = await snapshot(fresh_database)
     assert {name for name, *_ in emptied["tables"]} <= PICCOLO_BOOKKEEPING

@@ -12,7 +12,15 @@ import datetime
 import asyncpg
 import pytest
 
-from tables import BenchmarkStatus, FeedbackSource, FeedbackStatus, FeedbackType, Sentiment
+from tables import (
+    TABLES,
+    BenchmarkStatus,
+    FeedbackSource,
+    FeedbackStatus,
+    FeedbackType,
+    Sentiment,
+    Tenant,
+)
 from tests.support import make_tenant
 
 TZ3 = "timestamp(3) with time zone"
@@ -139,15 +147,8 @@ SEED_INDEXES = {
     "benchmark_results": {"benchmark_run_id", "model_name", "tenant_id"},
 }
 
-TENANT_TABLES = [
-    "users",
-    "skills",
-    "skill_versions",
-    "skill_feedback",
-    "token_measurements",
-    "benchmark_runs",
-    "benchmark_results",
-]
+# Every table but tenants carries tenant_id.
+TENANT_TABLES = [table._meta.tablename for table in TABLES if table is not Tenant]
 
 ISOLATION = "(tenant_id = current_setting('app.current_tenant_id'::text, true))"
 
