@@ -33,6 +33,7 @@ from enum import Enum, IntEnum
 
 from piccolo.columns import (
     Array,
+    BigInt,
     Boolean,
     ForeignKey,
     Integer,
@@ -196,7 +197,9 @@ class Skill(Table, tablename="skills"):
     A reusable instruction set for an AI assistant. Besides its catalogue
     entry it carries denormalised aggregates that PostgreSQL keeps exact:
     ``total_feedback``, ``positive_feedback_pct`` and
-    ``avg_token_cost_microcents``.
+    ``avg_token_cost_microcents``, and the counters they are computed from.
+    Triggers on ``skill_feedback`` and ``token_measurements`` maintain all of
+    them; a direct write to them is ignored.
     """
 
     id = _id()
@@ -218,6 +221,23 @@ class Skill(Table, tablename="skills"):
     avg_token_cost_microcents = _nullable_int(
         "Rounded mean cost of the skill's measured uses, in microcents "
         "(1e-8 USD); NULL with no costed measurement."
+    )
+    # The counters the aggregates above are computed from, maintained by the
+    # same triggers, so that a write costs the same however many rows the
+    # skill already has.
+    feedback_thumbs_up = Integer(
+        default=0, help_text="Thumbs-up feedback on this skill (maintained)."
+    )
+    feedback_thumbs_down = Integer(
+        default=0, help_text="Thumbs-down feedback on this skill (maintained)."
+    )
+    costed_measurements = BigInt(
+        default=0,
+        help_text="Token measurements of this skill with a cost (maintained).",
+    )
+    measured_cost_microcents = BigInt(
+        default=0,
+        help_text="Sum of those measurements' costs, in microcents (maintained).",
     )
     created_at = _created_at()
     updated_at = Timestamptz(

@@ -2,17 +2,45 @@
 EverySkill data layer: a multi-tenant catalogue of AI skills, with feedback,
 token and cost measurements and model benchmarks, on PostgreSQL.
 
-Modules, one per capability:
+The query API, one module per capability; every call runs inside
+``async with tenant_scope(tenant_id):``
 
+- ``everyskill.tenancy``: the tenant scope, acting for one tenant under
+  row-level security;
+- ``everyskill.feedback``: recording feedback, its review, listing, and the
+  JSONL export of training examples;
+- ``everyskill.relations``: a skill's, run's, user's and tenant's rows, and
+  forward relations loaded in batches;
+- ``everyskill.pagination``: keyset pages, newest first;
+- ``everyskill.redaction``: secrets replaced by markers before text is stored;
+- ``everyskill.errors``: the typed errors the API raises;
 - ``everyskill.rows``: row types (the Piccolo tables) and validated new-row
-  models, re-exported here;
-- ``everyskill.tenancy``: acting for one tenant under row-level security;
-- ``everyskill.database``: which server to use (``DATABASE_URL`` or embedded);
-- ``everyskill.embedded_db``: the embedded PostgreSQL's life cycle;
-- ``everyskill.migration_sql``: raw SQL steps of the migrations.
+  models.
+
+Running it: ``everyskill.database`` picks the server (``DATABASE_URL`` or the
+embedded one, ``everyskill.embedded_db``); ``everyskill.migration_sql`` runs
+the migrations' raw SQL; ``everyskill.admin`` is the admin app.
 """
 
 from everyskill import rows
+from everyskill.errors import (
+    ConflictError,
+    EverySkillError,
+    InvalidTransitionError,
+    NotFoundError,
+    TenantScopeError,
+    ValidationError,
+)
 from everyskill.rows import *  # noqa: F403  (the row types and New* models)
+from everyskill.tenancy import tenant_scope
 
-__all__ = rows.__all__
+__all__ = [
+    *rows.__all__,
+    "ConflictError",
+    "EverySkillError",
+    "InvalidTransitionError",
+    "NotFoundError",
+    "TenantScopeError",
+    "ValidationError",
+    "tenant_scope",
+]

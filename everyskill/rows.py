@@ -13,14 +13,20 @@ Contract
   outside a column's choices, negative tokens, costs and latencies, scores
   out of range, empty names. A refusal is a ``pydantic.ValidationError`` that
   names the field and the reason.
+- :func:`row_from_record` makes a row object from a database record, and
+  :class:`Saved` is what the API returns for a row it wrote: the row and the
+  counts of secrets redacted from its text.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, Optional
+from typing import Any, Generic, Literal, Optional, TypeVar
 
+import asyncpg
 import pydantic
 from piccolo.columns import Array, Column, ForeignKey, Timestamptz
 from piccolo.table import Table
@@ -47,6 +53,7 @@ __all__ = [
     "NewTenant",
     "NewTokenMeasurement",
     "NewUser",
+    "Saved",
     "Skill",
     "SkillFeedback",
     "SkillVersion",
@@ -54,6 +61,7 @@ __all__ = [
     "TokenMeasurement",
     "User",
     "new_row_model",
+    "row_from_record",
 ]
 
 # Bounds the CHECK constraints of the migrations enforce, by column name.
@@ -142,3 +150,23 @@ NewSkillFeedback = new_row_model(SkillFeedback)
 NewTokenMeasurement = new_row_model(TokenMeasurement)
 NewBenchmarkRun = new_row_model(BenchmarkRun)
 NewBenchmarkResult = new_row_model(BenchmarkResult)
+
+
+RowT = TypeVar("RowT", bound=Table)
+
+
+def row_from_record(table: type[RowT], record: asyncpg.Record | Mapping[str, Any]) -> RowT:
+    """A row object of ``table`` from a database record (all its columns)."""
+    return table(_exists_in_db=True, **dict(record))
+
+
+@dataclass(frozen=True)
+class Saved(Generic[RowT]):
+    """A row the API wrote, with what it had to redact from its text.
+
+    ``redactions`` maps a kind of secret (``"aws_access_key"``, ...) to how
+    many were replaced by markers; it never holds the secrets themselves.
+    """
+
+    row: RowT
+    redactions: Mapping[str, int] = field(default_factory=dict)

@@ -11,26 +11,93 @@ Contract
 - :data:`APP_ROLE` (created by the migrations) is not a superuser, cannot log
   in, has NOBYPASSRLS and owns nothing: PostgreSQL's row-level security confines
   it to the rows whose ``tenant_id`` equals the setting. With the setting unset
-  or empty it reads and writes nothing.
-- :func:`tenant_transaction` refuses an empty or non-string tenant id with
-  :class:`TenantScopeError` before touching the database.
+  or empty it reads and writes nothing. A query that forgets a tenant filter
+  still sees one tenant.
+- :func:`tenant_scope` is how the query API is used: ``async with
+  tenant_scope(tenant_id):`` opens one such transaction on the Piccolo
+  engine (its pool when started) and makes it the current scope of the task.
+  Every API call inside it runs in that transaction, as the application role.
+  Piccolo queries run inside it too, under the same row-level security.
+  - Nested with the same tenant, it reuses the open scope (no new
+    transaction). Nested with another tenant, or opened inside a transaction
+    that is not a tenant scope, it raises :class:`TenantScopeError` without
+    touching the database.
+  - It commits when the block ends and rolls back when the block raises.
+- :func:`operation` is how each API call uses the scope: with no scope it
+  raises :class:`TenantScopeError` before touching the database. Each call
+  runs in a savepoint, so a call that fails leaves nothing half-written and
+  the scope usable; database constraint errors come out typed (see
+  :mod:`everyskill.errors`). Calls made concurrently within one scope (for
+  example with ``asyncio.gather``) take turns on its connection.
+- :func:`tenant_transaction` is the same switch on a bare asyncpg
+  connection, for code that manages its own connections.
+- A tenant id must be a non-empty string; anything else is a
+  :class:`TenantScopeError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
+from everyskill.errors import TenantScopeError, from_database_error
+
+__all__ = [
+    "APP_ROLE",
+    "TENANT_SETTING",
+    "TenantScope",
+    "TenantScopeError",
+    "current_scope",
+    "operation",
+    "tenant_scope",
+    "tenant_transaction",
+]
 
 #: The role row-level security applies to; created by the migrations.
 APP_ROLE = "everyskill_app"
 #: The setting the policies compare ``tenant_id`` with.
 TENANT_SETTING = "app.current_tenant_id"
 
+_SWITCH = "SELECT set_config('role', $1, true), set_config($2, $3, true)"
 
-class TenantScopeError(ValueError):
-    """A tenant operation was attempted without a valid tenant."""
+
+@dataclass(eq=False)
+class TenantScope:
+    """An open tenant scope: one transaction, as the application role."""
+
+    tenant_id: str
+    connection: asyncpg.Connection
+    open: bool = True
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+
+_current: ContextVar[TenantScope | None] = ContextVar("everyskill_tenant_scope", default=None)
+
+
+def _checked(tenant_id: object) -> str:
+    if not isinstance(tenant_id, str) or not tenant_id.strip():
+        raise TenantScopeError(
+            f"tenant_id must be a non-empty string, got {tenant_id!r}"
+        )
+    return tenant_id
+
+
+def _default_engine() -> PostgresEngine:
+    # The engine the tables are bound to: piccolo_conf's DB.
+    from tables import Tenant
+
+    engine = Tenant._meta.db
+    if not isinstance(engine, PostgresEngine):
+        raise TenantScopeError(
+            f"tenant scopes need a PostgresEngine, piccolo_conf gives {engine!r}"
+        )
+    return engine
 
 
 @asynccontextmanager
@@ -42,16 +109,75 @@ async def tenant_transaction(
     Commits when the block ends normally and rolls back when it raises. The
     role and the tenant revert when the transaction ends.
     """
-    if not isinstance(tenant_id, str) or not tenant_id.strip():
-        raise TenantScopeError(
-            f"tenant_id must be a non-empty string, got {tenant_id!r}"
-        )
+    _checked(tenant_id)
     async with connection.transaction():
         # set_config(..., true) is SET LOCAL: it lasts until the transaction ends.
-        await connection.execute(
-            "SELECT set_config('role', $1, true), set_config($2, $3, true)",
-            APP_ROLE,
-            TENANT_SETTING,
-            tenant_id,
-        )
+        await connection.execute(_SWITCH, APP_ROLE, TENANT_SETTING, tenant_id)
         yield connection
+
+
+@asynccontextmanager
+async def tenant_scope(
+    tenant_id: str, *, engine: PostgresEngine | None = None
+) -> AsyncIterator[TenantScope]:
+    """Open (or reuse) the tenant scope for ``tenant_id``; see the module doc."""
+    _checked(tenant_id)
+    current = _current.get()
+    if current is not None and current.open:
+        if current.tenant_id != tenant_id:
+            raise TenantScopeError(
+                f"a scope for tenant {current.tenant_id!r} is open; a scope for "
+                f"{tenant_id!r} cannot be opened inside it. Finish the first scope, "
+                "or run the other tenant's work in a separate task."
+            )
+        yield current
+        return
+
+    engine = engine or _default_engine()
+    if engine.current_transaction.get() is not None:
+        raise TenantScopeError(
+            "a tenant scope cannot be opened inside another transaction: its role "
+            "and tenant would outlive the scope. Open the scope first and run the "
+            "work inside it."
+        )
+    async with engine.transaction() as transaction:
+        connection: asyncpg.Connection = transaction.connection
+        await connection.execute(_SWITCH, APP_ROLE, TENANT_SETTING, tenant_id)
+        scope = TenantScope(tenant_id=tenant_id, connection=connection)
+        token = _current.set(scope)
+        try:
+            yield scope
+        finally:
+            scope.open = False
+            _current.reset(token)
+
+
+def current_scope() -> TenantScope:
+    """The open tenant scope of this task, or :class:`TenantScopeError`."""
+    scope = _current.get()
+    if scope is None or not scope.open:
+        raise TenantScopeError(
+            "no tenant scope: run the call inside `async with tenant_scope(tenant_id):`"
+        )
+    return scope
+
+
+@asynccontextmanager
+async def operation(
+    inputs: Mapping[str, object] | None = None,
+) -> AsyncIterator[TenantScope]:
+    """One API call: a savepoint in the current scope, errors typed.
+
+    ``inputs`` (the call's values by column name) let an error name the id
+    that was not found.
+    """
+    scope = current_scope()
+    async with scope.lock:
+        try:
+            async with scope.connection.transaction():
+                yield scope
+        except asyncpg.PostgresError as error:
+            typed = from_database_error(error, inputs)
+            if typed is None:
+                raise
+            raise typed from error

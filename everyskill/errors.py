@@ -1,0 +1,167 @@
+"""The errors the query API raises: a small typed hierarchy.
+
+Contract
+--------
+- Every error the API raises on purpose is an :class:`EverySkillError`; its
+  message says what was wrong and what to do about it. It never contains a
+  secret the caller passed in (text fields are named, not quoted).
+- :class:`ValidationError` -- the input was refused before anything was
+  written. ``problems`` lists ``(field, reason)`` pairs; ``field`` and
+  ``reason`` are the first of them.
+- :class:`NotFoundError` -- a row named by id does not exist in the current
+  tenant (another tenant's row is, for this tenant, not there).
+- :class:`TenantScopeError` -- the call needs a tenant scope and has none, or
+  asks for another tenant inside one.
+- :class:`InvalidTransitionError` -- the row is not in a state from which the
+  requested change makes sense.
+- :class:`ConflictError` -- another writer got there first (a concurrent
+  review, a duplicate, a deadlock or serialisation failure); retrying with
+  fresh data may succeed.
+- :func:`from_database_error` turns an ``asyncpg`` constraint error into the
+  matching typed error, so that a rule the database enforces reads the same
+  as one checked in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import asyncpg
+import pydantic
+
+
+class EverySkillError(Exception):
+    """Base class of the errors the EverySkill API raises."""
+
+
+class ValidationError(EverySkillError, ValueError):
+    """Input refused before anything was written."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        if not problems:
+            raise ValueError("a ValidationError needs at least one problem")
+        self.problems: tuple[tuple[str, str], ...] = tuple(problems)
+        self.field, self.reason = self.problems[0]
+        super().__init__(
+            "invalid input: "
+            + "; ".join(f"{field}: {reason}" for field, reason in self.problems)
+        )
+
+    @classmethod
+    def of(cls, field: str, reason: str) -> ValidationError:
+        """One problem with one field."""
+        return cls([(field, reason)])
+
+    @classmethod
+    def from_pydantic(cls, error: pydantic.ValidationError) -> ValidationError:
+        """The problems pydantic found, one per field, without the values."""
+        problems = []
+        for detail in error.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in detail["loc"]) or "input"
+            reason = detail["msg"].removeprefix("Value error, ")
+            problems.append((field, reason))
+        return cls(problems)
+
+
+class NotFoundError(EverySkillError, LookupError):
+    """A row named by id does not exist in the current tenant."""
+
+    def __init__(self, kind: str, id: object, field: str | None = None) -> None:
+        self.kind = kind
+        self.id = id
+        self.field = field
+        where = f" (from {field})" if field else ""
+        super().__init__(f"{kind} {id!r} not found in this tenant{where}")
+
+
+class TenantScopeError(EverySkillError, RuntimeError):
+    """A tenant operation without a valid tenant scope."""
+
+
+class InvalidTransitionError(EverySkillError):
+    """The requested change does not make sense from the row's current state."""
+
+    def __init__(self, kind: str, id: str, current: str, wanted: str, allowed_from: Sequence[str]) -> None:
+        self.kind = kind
+        self.id = id
+        self.current = current
+        self.wanted = wanted
+        self.allowed_from = tuple(allowed_from)
+        allowed = " or ".join(self.allowed_from) or "no state"
+        super().__init__(
+            f"{kind} {id!r} is {current}: it can become {wanted} only from {allowed}"
+        )
+
+
+class ConflictError(EverySkillError):
+    """Another writer changed the same data first; retry with fresh data."""
+
+
+# Table name -> the kind of row it holds, for messages.
+_KINDS = {
+    "tenants": "tenant",
+    "users": "user",
+    "skills": "skill",
+    "skill_versions": "skill version",
+    "skill_feedback": "feedback",
+    "token_measurements": "token measurement",
+    "benchmark_runs": "benchmark run",
+    "benchmark_results": "benchmark result",
+}
+# "Key (tenant_id, skill_id)=(t1, s1) is not present in table "skills"."
+_KEY_DETAIL = re.compile(r"Key \((?P<columns>[^)]*)\)=\((?P<values>.*)\) is not present")
+
+
+def from_database_error(
+    error: asyncpg.PostgresError, inputs: Mapping[str, object] | None = None
+) -> EverySkillError | None:
+    """The typed error for a database error, or None if it has none.
+
+    ``inputs`` are the call's values by column name: PostgreSQL leaves the
+    key out of a foreign-key error when row-level security guards the
+    referenced table, so the id is taken from them.
+    """
+    if isinstance(error, asyncpg.ForeignKeyViolationError):
+        detail = error.detail or ""
+        target = detail.rsplit('table "', 1)[-1].rstrip('".') if 'table "' in detail else ""
+        kind = _KINDS.get(target, target or "row")
+        # Foreign keys are named <table>_<column>[_tenant]_fkey.
+        constraint = error.constraint_name or ""
+        field = (
+            constraint.removeprefix(f"{error.table_name}_")
+            .removesuffix("_fkey")
+            .removesuffix("_tenant")
+        )
+        match = _KEY_DETAIL.search(detail)
+        if match:
+            # The last column is the reference itself; tenant_id and the
+            # skill of a (tenant, skill, version) key come before it.
+            field = match["columns"].split(",")[-1].strip()
+            return NotFoundError(kind, match["values"].split(",")[-1].strip(), field)
+        return NotFoundError(kind, (inputs or {}).get(field), field or None)
+    if isinstance(error, asyncpg.CheckViolationError):
+        # Constraints are named <table>_<what>_check.
+        constraint = error.constraint_name or ""
+        field = constraint.removeprefix(f"{error.table_name}_").removesuffix("_check")
+        return ValidationError.of(
+            field or "input", f"refused by the database rule {constraint}"
+        )
+    if isinstance(error, asyncpg.NotNullViolationError):
+        return ValidationError.of(error.column_name or "input", "is required")
+    if isinstance(error, asyncpg.UniqueViolationError):
+        return ConflictError(
+            f"{_KINDS.get(error.table_name or '', 'row')} already exists"
+            f" ({error.constraint_name})"
+        )
+    if isinstance(
+        error,
+        (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError),
+    ):
+        return ConflictError(f"concurrent change, retry: {error.__class__.__name__}")
+    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        return TenantScopeError(
+            "the database refused the change for this tenant "
+            f"({error.message}); rows of another tenant cannot be written"
+        )
+    return None

@@ -1,0 +1,423 @@
+"""Feedback on skills: recording, review, listing and training-data export.
+
+Every function runs in the current tenant scope (see
+:func:`everyskill.tenancy.tenant_scope`) and is one transaction (a savepoint
+of the scope): it writes everything or nothing.
+
+Contract
+--------
+- :func:`record_feedback` records one of the five feedback types with what
+  that type needs, and refuses the rest with a
+  :class:`~everyskill.errors.ValidationError` naming each bad field, before
+  anything is written:
+
+  ==================  ===================================================
+  ``thumbs_up``       sentiment is 1 (set when not given)
+  ``thumbs_down``     sentiment is -1 (set when not given)
+  ``suggestion``      ``suggested_content`` or ``suggested_diff``
+  ``training_example`` ``example_input`` and ``expected_output``;
+                      ``example_output`` optional
+  ``bug_report``      ``comment``
+  ==================  ===================================================
+
+  Suggested content and diffs belong to suggestions only, example fields to
+  training examples only. Optional for all: ``comment``, ``skill_version_id``
+  (a version of the same skill), ``user_id``, ``usage_event_id``,
+  ``quality_score`` (1-10), ``sentiment`` (-1, 0, 1), ``source`` (web, mcp,
+  hook, api; default web). Ids that name no row of the tenant raise
+  :class:`~everyskill.errors.NotFoundError`.
+- Secrets never reach the database: every free-text field (and review notes)
+  goes through :func:`everyskill.redaction.redact_fields` first; the returned
+  :class:`~everyskill.rows.Saved` reports how many of each kind were replaced.
+- Review: pending feedback is ``accepted`` or ``dismissed``
+  (:func:`review_feedback`); accepted feedback is later ``implemented``
+  (:func:`mark_implemented`). The reviewer is a user of the same tenant;
+  ``reviewed_by`` and ``reviewed_at`` are stamped, notes kept. Any other
+  change of status raises :class:`~everyskill.errors.InvalidTransitionError`.
+  When two reviewers race on one item, one wins and the other gets a
+  :class:`~everyskill.errors.ConflictError`.
+- :func:`list_feedback` filters by skill, type, status, source and a
+  ``[since, until)`` range of ``created_at``, newest first, in keyset pages.
+- :func:`export_training_examples` writes the accepted (and implemented)
+  training examples of a skill, or of the whole tenant, as JSONL: one JSON
+  object per line with ``input``, ``expected_output``, ``output``, ``skill``
+  (the skill's slug), ``skill_id``, ``version`` (or null), ``quality`` (or
+  null) and ``feedback_id``, oldest first, streamed from the database.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any, Literal, Protocol
+
+import pydantic
+
+from everyskill.errors import (
+    ConflictError,
+    InvalidTransitionError,
+    NotFoundError,
+    ValidationError,
+)
+from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
+from everyskill.redaction import redact_fields
+from everyskill.rows import Saved, row_from_record
+from everyskill.tenancy import operation
+from tables import FeedbackSource, FeedbackStatus, FeedbackType, SkillFeedback
+
+__all__ = [
+    "FEEDBACK_TEXT_FIELDS",
+    "MAX_TEXT_LENGTH",
+    "TRANSITIONS",
+    "export_training_examples",
+    "get_feedback",
+    "list_feedback",
+    "mark_implemented",
+    "record_feedback",
+    "review_feedback",
+]
+
+#: Free text of a feedback row, redacted before it is written.
+FEEDBACK_TEXT_FIELDS = (
+    "comment",
+    "suggested_content",
+    "suggested_diff",
+    "example_input",
+    "example_output",
+    "expected_output",
+)
+#: The longest text a field takes, in characters.
+MAX_TEXT_LENGTH = 100_000
+
+#: Each status a review can set, and the statuses it can be set from.
+TRANSITIONS: dict[FeedbackStatus, tuple[FeedbackStatus, ...]] = {
+    FeedbackStatus.accepted: (FeedbackStatus.pending,),
+    FeedbackStatus.dismissed: (FeedbackStatus.pending,),
+    FeedbackStatus.implemented: (FeedbackStatus.accepted,),
+}
+
+_Id = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)
+_Text = pydantic.constr(max_length=MAX_TEXT_LENGTH)
+_SENTIMENT_OF = {FeedbackType.thumbs_up.value: 1, FeedbackType.thumbs_down.value: -1}
+_ONLY_FOR = {
+    "suggested_content": FeedbackType.suggestion.value,
+    "suggested_diff": FeedbackType.suggestion.value,
+    "example_input": FeedbackType.training_example.value,
+    "example_output": FeedbackType.training_example.value,
+    "expected_output": FeedbackType.training_example.value,
+}
+
+
+class _FeedbackInput(pydantic.BaseModel):
+    """The fields a caller may give; types and ranges only."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+    skill_id: _Id  # type: ignore[valid-type]
+    feedback_type: Literal[tuple(t.value for t in FeedbackType)]  # type: ignore[valid-type]
+    skill_version_id: _Id | None = None  # type: ignore[valid-type]
+    user_id: _Id | None = None  # type: ignore[valid-type]
+    usage_event_id: _Id | None = None  # type: ignore[valid-type]
+    sentiment: Literal[-1, 0, 1] | None = None
+    quality_score: pydantic.conint(ge=1, le=10) | None = None  # type: ignore[valid-type]
+    source: Literal[tuple(s.value for s in FeedbackSource)] = FeedbackSource.web.value  # type: ignore[valid-type]
+    comment: _Text | None = None  # type: ignore[valid-type]
+    suggested_content: _Text | None = None  # type: ignore[valid-type]
+    suggested_diff: _Text | None = None  # type: ignore[valid-type]
+    example_input: _Text | None = None  # type: ignore[valid-type]
+    example_output: _Text | None = None  # type: ignore[valid-type]
+    expected_output: _Text | None = None  # type: ignore[valid-type]
+
+
+def _validated(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a new feedback row, or ValidationError with every problem."""
+    try:
+        values = _FeedbackInput(**fields).model_dump()
+    except pydantic.ValidationError as error:
+        raise ValidationError.from_pydantic(error) from None
+    # Blank optional text is no text.
+    for name in FEEDBACK_TEXT_FIELDS:
+        if values[name] is not None and not values[name].strip():
+            values[name] = None
+
+    kind = values["feedback_type"]
+    problems: list[tuple[str, str]] = []
+    if kind in _SENTIMENT_OF:
+        wanted = _SENTIMENT_OF[kind]
+        if values["sentiment"] is None:
+            values["sentiment"] = wanted
+        elif values["sentiment"] != wanted:
+            problems.append(("sentiment", f"a {kind} has sentiment {wanted}"))
+    for name, only_for in _ONLY_FOR.items():
+        if values[name] is not None and kind != only_for:
+            problems.append((name, f"only a {only_for} has {name}, not a {kind}"))
+    if kind == FeedbackType.suggestion.value and (
+        values["suggested_content"] is None and values["suggested_diff"] is None
+    ):
+        problems.append(
+            ("suggested_content", "a suggestion needs suggested_content or suggested_diff")
+        )
+    if kind == FeedbackType.training_example.value:
+        for name in ("example_input", "expected_output"):
+            if values[name] is None:
+                problems.append((name, f"a training_example needs {name}"))
+    if kind == FeedbackType.bug_report.value and values["comment"] is None:
+        problems.append(("comment", "a bug_report needs a comment saying what is wrong"))
+    if problems:
+        raise ValidationError(problems)
+    return values
+
+
+_INSERT = """
+INSERT INTO skill_feedback (
+    tenant_id, skill_id, skill_version_id, user_id, usage_event_id,
+    feedback_type, sentiment, comment, suggested_content, suggested_diff,
+    example_input, example_output, expected_output, quality_score, source)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+RETURNING *
+"""
+
+
+async def record_feedback(
+    *,
+    skill_id: str,
+    feedback_type: str | FeedbackType,
+    skill_version_id: str | None = None,
+    user_id: str | None = None,
+    usage_event_id: str | None = None,
+    sentiment: int | None = None,
+    quality_score: int | None = None,
+    source: str | FeedbackSource = FeedbackSource.web,
+    comment: str | None = None,
+    suggested_content: str | None = None,
+    suggested_diff: str | None = None,
+    example_input: str | None = None,
+    example_output: str | None = None,
+    expected_output: str | None = None,
+) -> Saved[SkillFeedback]:
+    """Record one piece of feedback on a skill; see the module's contract."""
+    values = _validated(
+        {
+            "skill_id": skill_id,
+            "feedback_type": _value(feedback_type),
+            "skill_version_id": skill_version_id,
+            "user_id": user_id,
+            "usage_event_id": usage_event_id,
+            "sentiment": sentiment,
+            "quality_score": quality_score,
+            "source": _value(source),
+            "comment": comment,
+            "suggested_content": suggested_content,
+            "suggested_diff": suggested_diff,
+            "example_input": example_input,
+            "example_output": example_output,
+            "expected_output": expected_output,
+        }
+    )
+    texts, redactions = redact_fields({name: values[name] for name in FEEDBACK_TEXT_FIELDS})
+    values.update(texts)
+    async with operation(values) as scope:
+        record = await scope.connection.fetchrow(
+            _INSERT,
+            scope.tenant_id,
+            values["skill_id"],
+            values["skill_version_id"],
+            values["user_id"],
+            values["usage_event_id"],
+            values["feedback_type"],
+            values["sentiment"],
+            values["comment"],
+            values["suggested_content"],
+            values["suggested_diff"],
+            values["example_input"],
+            values["example_output"],
+            values["expected_output"],
+            values["quality_score"],
+            values["source"],
+        )
+    assert record is not None  # INSERT ... RETURNING returns the row
+    return Saved(row_from_record(SkillFeedback, record), redactions)
+
+
+async def get_feedback(feedback_id: str) -> SkillFeedback:
+    """One feedback row of the tenant, or NotFoundError."""
+    _check_id("feedback_id", feedback_id)
+    async with operation() as scope:
+        record = await scope.connection.fetchrow(
+            "SELECT * FROM skill_feedback WHERE id = $1", feedback_id
+        )
+    if record is None:
+        raise NotFoundError("feedback", feedback_id)
+    return row_from_record(SkillFeedback, record)
+
+
+async def review_feedback(
+    feedback_id: str,
+    *,
+    reviewer_id: str,
+    decision: Literal["accepted", "dismissed"] | FeedbackStatus,
+    notes: str | None = None,
+) -> Saved[SkillFeedback]:
+    """Accept or dismiss pending feedback, as ``reviewer_id``, with notes."""
+    wanted = _value(decision)
+    if wanted not in (FeedbackStatus.accepted.value, FeedbackStatus.dismissed.value):
+        raise ValidationError.of(
+            "decision", "must be 'accepted' or 'dismissed' (use mark_implemented to implement)"
+        )
+    return await _transition(feedback_id, FeedbackStatus(wanted), reviewer_id, notes)
+
+
+async def mark_implemented(
+    feedback_id: str, *, reviewer_id: str, notes: str | None = None
+) -> Saved[SkillFeedback]:
+    """Mark accepted feedback as implemented, as ``reviewer_id``."""
+    return await _transition(feedback_id, FeedbackStatus.implemented, reviewer_id, notes)
+
+
+async def _transition(
+    feedback_id: str, wanted: FeedbackStatus, reviewer_id: str, notes: str | None
+) -> Saved[SkillFeedback]:
+    _check_id("feedback_id", feedback_id)
+    _check_id("reviewer_id", reviewer_id)
+    if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_TEXT_LENGTH):
+        raise ValidationError.of("notes", f"must be text of at most {MAX_TEXT_LENGTH} characters")
+    texts, redactions = redact_fields({"review_notes": notes or None})
+    allowed_from = TRANSITIONS[wanted]
+    async with operation({"reviewed_by": reviewer_id}) as scope:
+        connection = scope.connection
+        current = await connection.fetchval(
+            "SELECT status FROM skill_feedback WHERE id = $1", feedback_id
+        )
+        if current is None:
+            raise NotFoundError("feedback", feedback_id)
+        if current not in allowed_from:
+            raise InvalidTransitionError(
+                "feedback", feedback_id, current, wanted.value, [s.value for s in allowed_from]
+            )
+        # The status read above is the condition: if another reviewer changed
+        # it meanwhile, this UPDATE waits for them, then matches no row.
+        record = await connection.fetchrow(
+            """
+            UPDATE skill_feedback
+               SET status = $3, reviewed_by = $4, reviewed_at = now(),
+                   review_notes = coalesce($5, review_notes)
+             WHERE id = $1 AND status = $2
+            RETURNING *
+            """,
+            feedback_id,
+            current,
+            wanted.value,
+            reviewer_id,
+            texts["review_notes"],
+        )
+        if record is None:
+            now = await connection.fetchrow(
+                "SELECT status, reviewed_by FROM skill_feedback WHERE id = $1", feedback_id
+            )
+            state = f"is now {now['status']}" if now else "was deleted"
+            raise ConflictError(
+                f"feedback {feedback_id!r} was {current} but {state}: another "
+                "reviewer changed it first. Reload it and review again if needed."
+            )
+    return Saved(row_from_record(SkillFeedback, record), redactions)
+
+
+async def list_feedback(
+    *,
+    skill_id: str | None = None,
+    feedback_type: str | FeedbackType | None = None,
+    status: str | FeedbackStatus | None = None,
+    source: str | FeedbackSource | None = None,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Page[SkillFeedback]:
+    """The tenant's feedback matching every filter given, newest first."""
+    where = Filter()
+    for name, given, enum in (
+        ("feedback_type", feedback_type, FeedbackType),
+        ("status", status, FeedbackStatus),
+        ("source", source, FeedbackSource),
+    ):
+        if given is not None:
+            value = _value(given)
+            if value not in {member.value for member in enum}:
+                raise ValidationError.of(
+                    name, f"must be one of {', '.join(m.value for m in enum)}"
+                )
+            where.equal(name, value)
+    if skill_id is not None:
+        _check_id("skill_id", skill_id)
+        where.equal("skill_id", skill_id)
+    for name, moment, template in (
+        ("since", since, "created_at >= {}"),
+        ("until", until, "created_at < {}"),
+    ):
+        if moment is not None:
+            if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
+                raise ValidationError.of(name, "must be a timezone-aware datetime")
+            where.add(template, moment)
+    async with operation() as scope:
+        return await fetch_page(
+            scope.connection, SkillFeedback, where, limit=limit, cursor=cursor
+        )
+
+
+class _Writer(Protocol):
+    def write(self, text: str, /) -> Any: ...
+
+
+async def export_training_examples(out: _Writer, *, skill_id: str | None = None) -> int:
+    """Write accepted training examples as JSONL to ``out``; return how many."""
+    where = Filter().add("f.feedback_type = {}", FeedbackType.training_example.value)
+    where.add(
+        "f.status = ANY({})",
+        [FeedbackStatus.accepted.value, FeedbackStatus.implemented.value],
+    )
+    if skill_id is not None:
+        _check_id("skill_id", skill_id)
+        where.add("f.skill_id = {}", skill_id)
+    count = 0
+    async with operation() as scope:
+        if skill_id is not None and not await scope.connection.fetchval(
+            "SELECT EXISTS (SELECT FROM skills WHERE id = $1)", skill_id
+        ):
+            raise NotFoundError("skill", skill_id)
+        records = scope.connection.cursor(
+            f"""
+            SELECT f.id, f.example_input, f.expected_output, f.example_output,
+                   f.quality_score, s.id AS skill_id, s.slug, v.version
+              FROM skill_feedback f
+              JOIN skills s ON s.id = f.skill_id
+              LEFT JOIN skill_versions v ON v.id = f.skill_version_id
+             WHERE {where.sql()}
+             ORDER BY f.created_at, f.id
+            """,
+            *where.arguments,
+            prefetch=500,
+        )
+        async for record in records:
+            line = {
+                "input": record["example_input"],
+                "expected_output": record["expected_output"],
+                "output": record["example_output"],
+                "skill": record["slug"],
+                "skill_id": record["skill_id"],
+                "version": record["version"],
+                "quality": record["quality_score"],
+                "feedback_id": record["id"],
+            }
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _value(value: object) -> object:
+    """An enum member's value, anything else as it is."""
+    return getattr(value, "value", value)
+
+
+def _check_id(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError.of(field, "must be a non-empty id string")
