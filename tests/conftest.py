@@ -18,13 +18,16 @@ from collections.abc import AsyncIterator
 import asyncpg
 import psutil
 import pytest
+from piccolo.engine.postgres import PostgresEngine
 
 from everyskill.database import database_url
 from tests.support import (
     TEST_DATABASE_PREFIX,
+    TenantRows,
     connected,
     create_database,
     drop_database,
+    make_tenant,
     run_piccolo,
     with_database,
 )
@@ -101,3 +104,29 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
         yield with_database(server_url, name)
     finally:
         await drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+async def engine() -> AsyncIterator[PostgresEngine]:
+    """Piccolo's engine (piccolo_conf.DB, on the scratch database) with its
+    connection pool started, as an application starts it: what the tenant
+    scopes of the query API run on."""
+    from tables import Tenant
+
+    db = Tenant._meta.db
+    assert isinstance(db, PostgresEngine)
+    await db.start_connection_pool(min_size=1, max_size=20)
+    yield db
+    await db.close_connection_pool()
+
+
+@pytest.fixture
+async def tenant(owner: asyncpg.Connection, engine: PostgresEngine) -> TenantRows:
+    """A tenant with one row in every table, and the API's engine ready."""
+    return await make_tenant(owner, "api")
+
+
+@pytest.fixture
+async def other_tenant(owner: asyncpg.Connection, engine: PostgresEngine) -> TenantRows:
+    """A second tenant, for isolation checks."""
+    return await make_tenant(owner, "other")

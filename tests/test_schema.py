@@ -306,17 +306,55 @@ async def test_feedback_domain_values_match_the_enums(
 ) -> None:
     """The CHECK constraints accept exactly the values of the Python enums."""
     rows = await make_tenant(owner)
+    # A row of each type carries what its type needs (see test_feedback_type_rules).
     insert = (
-        f"INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, {column})"
-        " VALUES ($1, $2, 'bug_report', $3)"
+        f"INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, comment,"
+        f" reviewed_at, {column}) VALUES ($1, $2, 'bug_report', 'broken', now(), $3)"
         if column != "feedback_type"
-        else "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type) VALUES ($1, $2, $3)"
+        else "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment, comment,"
+        " suggested_content, example_input, expected_output)"
+        " VALUES ($1, $2, $3, CASE $3 WHEN 'thumbs_up' THEN 1 WHEN 'thumbs_down' THEN -1 END,"
+        " 'c', CASE $3 WHEN 'suggestion' THEN 's' END,"
+        " CASE $3 WHEN 'training_example' THEN 'in' END, CASE $3 WHEN 'training_example' THEN 'out' END)"
     )
     for value in values:
         await owner.execute(insert, rows.tenant_id, rows.skill_id, value)
     bogus = 2 if column == "sentiment" else "bogus"
     with pytest.raises(asyncpg.CheckViolationError):
         await owner.execute(insert, rows.tenant_id, rows.skill_id, bogus)
+
+
+@pytest.mark.parametrize(
+    ("columns", "values", "constraint"),
+    [
+        ("feedback_type, sentiment", "'thumbs_up', -1", "skill_feedback_thumbs_sentiment_check"),
+        ("feedback_type", "'thumbs_down'", "skill_feedback_thumbs_sentiment_check"),
+        ("feedback_type", "'suggestion'", "skill_feedback_suggestion_check"),
+        ("feedback_type, suggested_diff", "'suggestion', ''", "skill_feedback_suggestion_check"),
+        ("feedback_type, comment, suggested_diff", "'bug_report', 'c', 'd'",
+         "skill_feedback_suggestion_fields_check"),
+        ("feedback_type, example_input", "'training_example', 'in'",
+         "skill_feedback_training_example_check"),
+        ("feedback_type, sentiment, expected_output", "'thumbs_up', 1, 'out'",
+         "skill_feedback_training_example_fields_check"),
+        ("feedback_type, comment", "'bug_report', ''", "skill_feedback_bug_report_check"),
+        ("feedback_type, sentiment, status", "'thumbs_up', 1, 'accepted'",
+         "skill_feedback_review_check"),
+    ],
+)
+async def test_feedback_type_rules(
+    owner: asyncpg.Connection, columns: str, values: str, constraint: str
+) -> None:
+    """Every writer, not only the query API, gives each type what it needs."""
+    rows = await make_tenant(owner)
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await owner.execute(
+            f"INSERT INTO skill_feedback (tenant_id, skill_id, {columns})"
+            f" VALUES ($1, $2, {values})",
+            rows.tenant_id,
+            rows.skill_id,
+        )
+    assert refused.value.constraint_name == constraint
 
 
 async def test_benchmark_statuses_match_the_enum(owner: asyncpg.Connection) -> None:

@@ -6,10 +6,21 @@ one tenant). The owner only prepares rows and checks what really happened.
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
+from piccolo.engine.postgres import PostgresEngine
 
-from everyskill.tenancy import APP_ROLE, TenantScopeError, tenant_transaction
+from everyskill.tenancy import (
+    APP_ROLE,
+    TenantScopeError,
+    current_scope,
+    operation,
+    tenant_scope,
+    tenant_transaction,
+)
+from tables import Skill, User
 from tests.support import TenantRows, make_tenant
 
 TABLES = {
@@ -134,8 +145,8 @@ async def test_no_tenant_reads_and_writes_nothing(
             if setting is not None:
                 await app_connection.execute("SELECT set_config('app.current_tenant_id', $1, true)", setting)
             await app_connection.execute(
-                "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type)"
-                " VALUES ($1, $2, 'bug_report')",
+                "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, comment)"
+                " VALUES ($1, $2, 'bug_report', 'x')",
                 a.tenant_id,
                 a.skill_id,
             )
@@ -169,7 +180,7 @@ async def test_a_row_cannot_be_moved_to_another_tenant(
 @pytest.mark.parametrize(
     ("statement", "target"),
     [
-        ("INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type) VALUES ($1, $2, 'bug_report')", "skill_id"),
+        ("INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, comment) VALUES ($1, $2, 'bug_report', 'x')", "skill_id"),
         ("INSERT INTO token_measurements (tenant_id, skill_id, model_name) VALUES ($1, $2, 'm')", "skill_id"),
         ("INSERT INTO skill_versions (tenant_id, skill_id, version, content) VALUES ($1, $2, 9, 'c')", "skill_id"),
         ("INSERT INTO skills (tenant_id, slug, name, author_id) VALUES ($1, 'stolen', 'S', $2)", "user_id"),
@@ -214,8 +225,8 @@ async def test_a_version_must_belong_to_the_same_skill(
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         async with tenant_transaction(app_connection, a.tenant_id) as db:
             await db.execute(
-                "INSERT INTO skill_feedback (tenant_id, skill_id, skill_version_id, feedback_type)"
-                " VALUES ($1, $2, $3, 'bug_report')",
+                "INSERT INTO skill_feedback (tenant_id, skill_id, skill_version_id, feedback_type, comment)"
+                " VALUES ($1, $2, $3, 'bug_report', 'x')",
                 a.tenant_id,
                 other_skill,
                 a.version_id,
@@ -282,3 +293,121 @@ async def test_the_application_cannot_read_admin_logins(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with tenant_transaction(app_connection, a.tenant_id) as db:
             await db.fetch("SELECT * FROM piccolo_user")
+
+
+# -- tenant_scope: how the query API acts for a tenant ----------------------------
+
+
+async def test_scope_runs_as_the_application_role_and_piccolo_queries_see_one_tenant(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """Inside a scope even a Piccolo query with no filter at all sees one
+    tenant: PostgreSQL does the filtering."""
+    a, b = two_tenants
+    async with tenant_scope(a.tenant_id) as scope:
+        assert await scope.connection.fetchval("SELECT current_user") == APP_ROLE
+        skills = await Skill.select(Skill.id, Skill.tenant_id)
+        users = await User.objects()
+    assert {row["tenant_id"] for row in skills} == {a.tenant_id}
+    assert a.skill_id in {row["id"] for row in skills}
+    assert {user.tenant_id for user in users} == {a.tenant_id}
+
+
+async def test_nested_scope_of_the_same_tenant_is_the_same_transaction(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+    async with tenant_scope(a.tenant_id) as outer:
+        outer_xid = await outer.connection.fetchval("SELECT txid_current()")
+        async with tenant_scope(a.tenant_id) as inner:
+            assert inner is outer
+            assert await inner.connection.fetchval("SELECT txid_current()") == outer_xid
+
+
+async def test_scope_of_another_tenant_inside_one_is_refused(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, b = two_tenants
+    async with tenant_scope(a.tenant_id):
+        with pytest.raises(TenantScopeError, match="cannot be opened inside"):
+            async with tenant_scope(b.tenant_id):
+                pass  # pragma: no cover
+
+
+async def test_scope_inside_a_plain_transaction_is_refused(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+    async with engine.transaction():
+        with pytest.raises(TenantScopeError, match="inside another transaction"):
+            async with tenant_scope(a.tenant_id):
+                pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("bad", ["", "  ", None, 42])
+async def test_scope_needs_a_tenant_id(engine: PostgresEngine, bad: object) -> None:
+    with pytest.raises(TenantScopeError):
+        async with tenant_scope(bad):  # type: ignore[arg-type]
+            pass  # pragma: no cover
+
+
+async def test_no_scope_is_an_error_and_an_ended_scope_is_closed(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+    with pytest.raises(TenantScopeError, match="no tenant scope"):
+        current_scope()
+    async with tenant_scope(a.tenant_id) as scope:
+        assert current_scope() is scope
+    assert not scope.open
+    with pytest.raises(TenantScopeError):
+        current_scope()
+
+
+async def test_scope_commits_at_the_end_and_rolls_back_on_error(
+    engine: PostgresEngine, owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+
+    async def rename(name: str) -> None:
+        async with operation() as scope:
+            await scope.connection.execute("UPDATE skills SET name = $1 WHERE id = $2", name, a.skill_id)
+
+    async with tenant_scope(a.tenant_id):
+        await rename("committed")
+    with pytest.raises(RuntimeError, match="boom"):
+        async with tenant_scope(a.tenant_id):
+            await rename("rolled back")
+            raise RuntimeError("boom")
+    assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == "committed"
+
+
+async def test_pooled_connections_leave_a_scope_as_the_owner(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """Role and tenant end with the scope: the pool hands out clean connections."""
+    a, _ = two_tenants
+    async with tenant_scope(a.tenant_id) as scope:
+        connection = scope.connection
+    assert engine.pool is not None
+    async with engine.pool.acquire() as pooled:
+        role, tenant = await pooled.fetchrow(
+            "SELECT current_user, current_setting('app.current_tenant_id', true)"
+        )
+    assert role != APP_ROLE and not tenant
+    assert connection is not None
+
+
+async def test_calls_gathered_in_one_scope_take_turns(
+    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    a, _ = two_tenants
+
+    async def tenant_of_setting() -> str:
+        async with operation() as scope:
+            await scope.connection.execute("SELECT pg_sleep(0.01)")
+            return str(await scope.connection.fetchval("SELECT current_setting('app.current_tenant_id')"))
+
+    async with tenant_scope(a.tenant_id):
+        results = await asyncio.gather(*[tenant_of_setting() for _ in range(5)])
+    assert results == [a.tenant_id] * 5

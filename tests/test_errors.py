@@ -1,0 +1,93 @@
+"""
+everyskill.errors: the typed hierarchy, and database errors (raised by a real
+PostgreSQL) turned into typed errors that name the field.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pydantic
+import pytest
+
+from everyskill.errors import (
+    ConflictError,
+    EverySkillError,
+    InvalidTransitionError,
+    NotFoundError,
+    TenantScopeError,
+    ValidationError,
+    from_database_error,
+)
+from tests.support import TenantRows
+
+
+def test_every_error_is_an_everyskill_error() -> None:
+    for error in [
+        ValidationError.of("field", "reason"),
+        NotFoundError("skill", "s1"),
+        TenantScopeError("no scope"),
+        InvalidTransitionError("feedback", "f1", "dismissed", "implemented", ["accepted"]),
+        ConflictError("raced"),
+    ]:
+        assert isinstance(error, EverySkillError)
+        assert str(error)
+
+
+def test_validation_error_lists_problems_without_values() -> None:
+    class Model(pydantic.BaseModel):
+        score: pydantic.conint(ge=1, le=10)  # type: ignore[valid-type]
+        name: str
+
+    with pytest.raises(pydantic.ValidationError) as raised:
+        Model(score=99, name=7)  # type: ignore[arg-type]
+    error = ValidationError.from_pydantic(raised.value)
+    assert [field for field, _ in error.problems] == ["score", "name"]
+    assert (error.field, "99" in str(error)) == ("score", False)
+    with pytest.raises(ValueError):
+        ValidationError([])
+
+
+def test_invalid_transition_says_what_is_allowed() -> None:
+    error = InvalidTransitionError("feedback", "f1", "dismissed", "implemented", ["accepted"])
+    assert "dismissed" in str(error) and "only from accepted" in str(error)
+
+
+async def raised_by(owner: asyncpg.Connection, sql: str, *args: object) -> asyncpg.PostgresError:
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await owner.execute(sql, *args)
+    return raised.value
+
+
+async def test_database_errors_become_typed(owner: asyncpg.Connection, tenant: TenantRows) -> None:
+    missing = from_database_error(
+        await raised_by(
+            owner,
+            "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment)"
+            " VALUES ($1, 'no-such-skill', 'thumbs_up', 1)",
+            tenant.tenant_id,
+        )
+    )
+    assert isinstance(missing, NotFoundError)
+    assert (missing.kind, missing.id, missing.field) == ("skill", "no-such-skill", "skill_id")
+
+    check = from_database_error(
+        await raised_by(owner, "UPDATE skill_feedback SET quality_score = 11 WHERE id = $1", tenant.feedback_id)
+    )
+    assert isinstance(check, ValidationError) and check.field == "quality_score"
+
+    duplicate = from_database_error(
+        await raised_by(
+            owner,
+            "INSERT INTO users (tenant_id, email, name) SELECT tenant_id, email, name FROM users WHERE id = $1",
+            tenant.user_id,
+        )
+    )
+    assert isinstance(duplicate, ConflictError)
+
+    not_null = from_database_error(
+        await raised_by(owner, "INSERT INTO skills (tenant_id, slug) VALUES ($1, 'x')", tenant.tenant_id)
+    )
+    assert isinstance(not_null, ValidationError) and not_null.field == "name"
+
+    syntax = await raised_by(owner, "SELEC 1")
+    assert from_database_error(syntax) is None
