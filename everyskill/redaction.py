@@ -1,0 +1,1069 @@
+"""Secret redaction for free text, before it is stored.
+
+Contract
+--------
+- Free text written by users (feedback comments, corrections, ...) ends up in
+  training data, so secrets must never be stored. Before such a field is
+  written the application passes it through :func:`redact`, or a row's text
+  fields through :func:`redact_fields`.
+- Each secret found is replaced with :func:`marker` of its kind,
+  ``[REDACTED:<kind>]``; everything else is kept byte for byte. A text with no
+  secret comes back unchanged (the very same string) with an empty ``found``.
+- :data:`KINDS` names every kind :func:`redact` reports:
+
+  ``private_key``
+      a PEM private key block (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP or plain
+      ``PRIVATE KEY``), BEGIN and END lines included; also escaped in a JSON
+      string, SSH2 and PuTTY key files, and a block cut short before its END
+      line (the BEGIN line and the base64 lines after it).
+  ``aws_access_key``, ``aws_secret_key``
+      an access key id (``AKIA``/``ASIA``... 20 characters); a 40-character
+      secret access key named as such (``aws_secret_access_key = ...``,
+      ``"SecretAccessKey": ...``) or written just after an access key id.
+  ``github_token``, ``gitlab_token``, ``anthropic_key``, ``openai_key``,
+  ``slack_token``, ``slack_webhook``, ``stripe_key``, ``google_api_key``,
+  ``npm_token``, ``huggingface_token``, ``sendgrid_key``, ``pypi_token``,
+  ``twilio_key``, ``azure_storage_key``
+      a provider's token, known by its prefix or shape. ``stripe_key`` covers
+      secret and restricted keys, live and test (``sk_``, ``rk_``) and
+      webhook secrets (``whsec_``); publishable keys (``pk_live_``,
+      ``pk_test_``) are public by design and kept. ``npm_token`` also covers
+      the value of an ``.npmrc`` ``:_authToken=`` / ``:_auth=`` /
+      ``:_password=`` line. ``twilio_key`` covers ``AC``/``SK`` ids, as
+      detect-secrets does.
+  ``jwt``
+      a JSON Web Token whose header and payload decode to JSON.
+  ``bearer_token``, ``basic_auth``
+      the credentials of ``Bearer <token>`` (or ``Authorization: Token
+      <token>``) and of ``Basic <base64 of user:password>``; the scheme word
+      is kept. A token with a more specific kind (a JWT, a GitHub token...)
+      is reported as that kind, still after the kept word ``Bearer``.
+  ``database_url``, ``url_credentials``
+      the password of a URL with ``user:password@``: ``database_url`` for
+      PostgreSQL, MySQL/MariaDB, MongoDB, Redis, SQL Server and CockroachDB
+      schemes, ``url_credentials`` for any other scheme. Only the password
+      is replaced; scheme, user, host, port, path and query are kept
+      (``postgresql://app:[REDACTED:database_url]@db:5432/app``). A URL
+      without a password is left alone.
+  ``password_assignment``
+      the literal value assigned to a secret-sounding name (password,
+      passwd, pwd, pass, passphrase, secret, token, api key, access/secret/
+      private/client key, ...): ``password = "hunter2"``, ``API_KEY: ...``,
+      ``"token": "..."``, ``export SECRET=...``, ``--password=...``,
+      ``<password>...</password>``, ``PASSWORD 'x'`` in SQL. The value alone
+      is replaced; the name, operator and quotes are kept.
+  ``base64_blob``
+      a base64 (or base64url) string of 40 characters or more, with upper
+      and lower case letters and digits and a high Shannon entropy, that no
+      other kind claimed. That includes such a segment of a URL's path: a
+      share link's id or a webhook's token is a credential.
+
+- Left alone, by design:
+
+  - an environment or config lookup (``os.environ["API_KEY"]``,
+    ``process.env.TOKEN``, ``${{ secrets.X }}``, ``$PASSWORD``,
+    ``getpass()``, ``request.headers.get(...)``), a call, a subscript, a
+    dotted name, and an unquoted word or identifier in code (``password =
+    pw``); an unquoted word is taken as a value only in shell and ``.env``
+    style ``NAME=value`` and in ``--flag=value``;
+  - placeholders: ``"<your-password>"``, ``"..."``, ``"xxx"``, ``"***"``,
+    ``"changeme"``, ``"your_api_key_here"``, ``"{token}"``, ``[PAD]``,
+    templating (``{{ }}``, ``%(x)s``), an environment variable's name
+    (``"OPENAI_API_KEY"``), a keyword and digits (``"token123"``), a
+    capitalised or non-ASCII word (a label: ``"Password": "Passwort"``);
+  - a value of fewer than 4 characters; an unquoted value of digits only (a
+    count, a port: so ``password: 123456`` is kept, ``password: "123456"`` is
+    not); a quoted value with a space in it (a label or a sentence: pass
+    phrases with spaces are not caught); a file name or a path; a
+    comparison with a variable; a tuple assignment (``user, password =
+    "admin", make()``: which value is whose?);
+  - a bearer token shorter than 12 characters or without a digit (prose:
+    "Bearer authentication");
+  - UUIDs, hexadecimal digests and commit hashes (their entropy is too low
+    for ``base64_blob``); base64 of readable text that holds no secret;
+    public keys and certificates (``-----BEGIN CERTIFICATE-----``,
+    ``ssh-ed25519 AAAA...``), Subresource Integrity and ``go.sum`` hashes,
+    ``data:`` URIs; a lone ``BEGIN ... PRIVATE KEY`` line without key
+    material (code that parses keys);
+  - the words password, token, secret or key in prose ("reset your
+    password", "the token count was 300"), except ``my password is x`` and
+    ``API key: x``.
+- Idempotent: a marker is never redacted again, so
+  ``redact(redact(x).text)`` returns the same text with an empty ``found``.
+- Values never leave this module except in the text they were found in:
+  ``found`` holds counts by kind, errors name types only (:func:`redact`
+  raises :class:`TypeError` for anything but a ``str``), nothing is logged,
+  and a :class:`Redaction`'s repr shows the redacted text.
+- Linear cost, cheap in the common case: a pre-filter looks for the
+  detectors' tell-tale prefixes and keywords (substring tests on the
+  lower-cased text) and for a long base64-like run; a text with none of them
+  returns at once, and each detector runs only when its own tell-tales are
+  there. Keyword and scheme patterns are tried where their keyword occurs,
+  not at every position.
+
+Detectors come from detect-secrets where its patterns are sound (its
+plugins' ``denylist`` regexes, its JWT check, its entropy measure and
+templating heuristics), used directly: its ``analyze_line`` machinery reads
+global settings and is built for files, not for finding spans to replace.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import functools
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from detect_secrets.filters.heuristic import is_sequential_string, is_templated_secret
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.basic_auth import BasicAuthDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.keyword import DENYLIST as KEYWORD_DENYLIST
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+__all__ = ["KINDS", "Redaction", "marker", "redact", "redact_fields"]
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """The result of :func:`redact`."""
+
+    #: The text with each secret replaced by its :func:`marker`.
+    text: str
+    #: Kind -> how many secrets of that kind were replaced; empty when none.
+    found: Mapping[str, int]
+
+
+def marker(kind: str) -> str:
+    """The text that replaces a secret of ``kind``: ``[REDACTED:<kind>]``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown redaction kind {kind!r}")
+    return f"[REDACTED:{kind}]"
+
+
+# --------------------------------------------------------------------------
+# Building blocks.
+#
+# A finder gets the text (with the spans claimed so far masked) and the same
+# text lower-cased, of the same length, and yields the spans to replace.
+
+_Span = tuple[int, int]
+_Finder = Callable[[str, str], Iterable[_Span]]
+
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
+_SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+.-")
+_TOKEN_TAIL = re.compile(r"[A-Za-z0-9_\-]*")
+_WORD_TAIL = re.compile(r"[A-Za-z0-9_]*")
+_ALNUM_TAIL = re.compile(r"[A-Za-z0-9]*")
+#: Stands in for claimed characters while later detectors run (see redact).
+_MASK = "\0"
+_MARKER = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
+
+_ENTROPY = Base64HighEntropyString()
+
+
+def _lower(text: str) -> str:
+    """``text`` lower-cased, keeping every offset."""
+    lowered = text.lower()
+    if len(lowered) != len(text):
+        # Only U+0130 lengthens when lower-cased (to "i" and a combining dot).
+        lowered = text.replace("\u0130", "i").lower()
+    return lowered
+
+
+def _occurrences(haystack: str, needle: str) -> Iterator[int]:
+    index = haystack.find(needle)
+    while index >= 0:
+        yield index
+        index = haystack.find(needle, index + 1)
+
+
+def _has_classes(value: str, *, upper: bool = True, lower: bool = True, digit: bool = True) -> bool:
+    return (
+        (not upper or any("A" <= c <= "Z" for c in value))
+        and (not lower or any("a" <= c <= "z" for c in value))
+        and (not digit or any("0" <= c <= "9" for c in value))
+    )
+
+
+def _pattern(
+    pattern: re.Pattern[str],
+    group: int | str = 0,
+    *,
+    tail: re.Pattern[str] | None = None,
+    left: frozenset[str] | None = _ALNUM,
+    right: frozenset[str] | None = None,
+    accept: Callable[[str], bool] | None = None,
+) -> _Finder:
+    """Spans of ``group`` of each match of ``pattern``.
+
+    ``tail`` extends a match over more token characters (a library pattern
+    of fixed length must not leave the end of a longer token behind);
+    ``left``/``right`` refuse a match glued to one of those characters;
+    ``accept`` vets the value.
+    """
+
+    def find(text: str, lowered: str) -> Iterator[_Span]:
+        for match in pattern.finditer(text):
+            start, end = match.span(group)
+            if start < 0:
+                continue
+            if tail is not None:
+                tail_match = tail.match(text, end)
+                if tail_match is not None:
+                    end = tail_match.end()
+            if left is not None and start > 0 and text[start - 1] in left:
+                continue
+            if right is not None and end < len(text) and text[end] in right:
+                continue
+            if accept is not None and not accept(text[start:end]):
+                continue
+            yield start, end
+
+    return find
+
+
+def _anchored(
+    pattern: re.Pattern[str],
+    needles: tuple[str, ...],
+    group: int | str = 0,
+    *,
+    back: frozenset[str] | None = None,
+    accept: Callable[[str], bool] | None = None,
+) -> _Finder:
+    """Spans of ``group`` of ``pattern`` matched where a needle occurs.
+
+    The needles are looked for in the lower-cased text; the match starts
+    there, or earlier over the ``back`` characters (a URL's scheme before
+    ``://``). Much cheaper than a search for a pattern with no literal
+    prefix, and linear however the text is made.
+    """
+
+    def find(text: str, lowered: str) -> Iterator[_Span]:
+        tried: set[int] = set()
+        for needle in needles:
+            for index in _occurrences(lowered, needle):
+                start = index
+                if back is not None:
+                    while start > 0 and text[start - 1] in back:
+                        start -= 1
+                if start in tried:
+                    continue
+                tried.add(start)
+                match = pattern.match(text, start)
+                if match is None:
+                    continue
+                value_start, value_end = match.span(group)
+                if value_start >= 0 and (accept is None or accept(text[value_start:value_end])):
+                    yield value_start, value_end
+
+    return find
+
+
+def _chain(*finders: _Finder) -> _Finder:
+    def find(text: str, lowered: str) -> Iterator[_Span]:
+        for finder in finders:
+            yield from finder(text, lowered)
+
+    return find
+
+
+# --------------------------------------------------------------------------
+# Placeholders: values that stand for a secret without being one.
+
+_PLACEHOLDER_WORDS = frozenset("""
+    password passwd pass pwd passphrase secret secrets token tokens key apikey
+    api_key api-key secret_key secretkey access_token auth_token private_key
+    changeme changeit change_me change-me changethis example examples sample
+    placeholder dummy fake test testing none null nil undefined redacted
+    hidden masked filtered removed default foo bar baz foobar qux todo tbd
+    fixme value string str required optional empty notset not_set unset
+    secret123 password123 mypassword yourpassword
+    """.split())
+_PLACEHOLDER = re.compile(r"""(?ix)
+    ^(?:
+        [x*.\-_#?•]+                           # xxxx, ****, ...., ----
+      | .*(?:x{5}|\*{3}|\.{3}|…).*             # sk-xxxxx..., abc***, ab...
+      | <.*> | \[.*\] | \{.*\} | \(.*\)        # <your-key>, [PAD], {token}
+      | .*\{\{.*  | .*\$\{.*  | .*%\(\w+\)s.* | %s | %\w+%   # templating
+      | your.* | (?:enter|insert|put|add|replace)[_\-\s].*   # your-api-key, enter_key
+      | .*[_\-](?:here|goes[_\-]here)
+      | .*change[_\-]?(?:me|it|this).*
+    )$
+    """)
+# "token123", "password1", "secret_2": an example's value.
+_KEYWORD_AND_DIGITS = re.compile(
+    r"(?i)(?:my|your|the|test|example|sample|dummy)?[_\-]?"
+    r"(?:password|passwd|pass|pwd|secret|token|key|apikey|api_key|test|example|changeme)"
+    r"[_\-]?\d{0,4}"
+)
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+_PATH_OR_FILE = re.compile(r"""(?x)
+    (?:/|\./|\.\./|~/|[A-Za-z]:\\)\S*                       # a path
+    | [\w\-./]+\.(?:pem|key|crt|cer|der|p12|pfx|jks|json|txt|ya?ml|env|ini|toml|cfg|conf
+                    |gpg|asc|pub)
+    """)
+
+
+def _is_placeholder(value: str) -> bool:
+    stripped = value.strip()
+    if not stripped:
+        return True
+    if stripped.lower() in _PLACEHOLDER_WORDS or len(set(stripped.lower())) == 1:
+        return True
+    return (
+        bool(_PLACEHOLDER.match(stripped))
+        or bool(_KEYWORD_AND_DIGITS.fullmatch(stripped))
+        or is_templated_secret(stripped)
+    )
+
+
+# --------------------------------------------------------------------------
+# private_key. The library's PrivateKeyDetector matches the BEGIN line
+# only; the whole block is wanted, and its variants.
+
+_PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----")
+# A line break, real or escaped in a JSON string.
+_NL = r"(?:\r?\n|\\r?\\n)"
+# A whole line of base64 of at least {0} characters, perhaps after a blank line.
+_BASE64_LINE = (
+    _NL + r"(?:[ \t]*" + _NL + r")?[ \t]*[A-Za-z0-9+/=]{{{0},}}(?=[ \t]*(?:" + _NL + r"|$))"
+)
+_PEM_CUT_SHORT = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+    + r"(?:"
+    + _NL
+    + r"[A-Za-z][\w\-]*: [^\r\n\\]*)*"  # Proc-Type:, DEK-Info:, Version:
+    + _BASE64_LINE.format(16)  # a first long line
+    + r"(?:"
+    + _BASE64_LINE.format(4)
+    + r")*"
+)
+_SSH2_BEGIN = re.compile(r"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----")
+_PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d+:")
+_PUTTY_END = re.compile(r"Private-MAC: [0-9a-fA-F]+")
+#: A key block holds, between its first and last line, base64 lines and
+#: "Name: value" headers, perhaps in a JSON string or indented in YAML. Code
+#: between two such lines (a key parser's source) is not a key.
+_KEY_BODY_LINE = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=\-]*|[A-Za-z][\w\-]*: [^\n]*)[ \t]*\r?")
+_LINE_BREAK = re.compile(r"\n|\\n")
+
+
+def _key_body_ok(text: str, start: int, end: int) -> bool:
+    return all(_KEY_BODY_LINE.fullmatch(line) for line in _LINE_BREAK.split(text[start:end]))
+
+
+def _find_private_keys(text: str, lowered: str) -> Iterator[_Span]:
+    # Whole blocks first; for a block cut short, what is left (redact drops
+    # a span that overlaps one found before it). str.find for the end keeps
+    # this linear when END lines are missing.
+    missing: set[str] = set()
+    for begin in _PEM_BEGIN.finditer(text):
+        end_line = f"-----END {begin.group(1)}-----"
+        if end_line in missing:
+            continue
+        end = text.find(end_line, begin.end())
+        if end < 0:
+            missing.add(end_line)
+        elif _key_body_ok(text, begin.end(), end):
+            yield begin.start(), end + len(end_line)
+    for begin in _SSH2_BEGIN.finditer(text):
+        end_line = "---- END SSH2 ENCRYPTED PRIVATE KEY ----"
+        end = text.find(end_line, begin.end())
+        if end < 0:
+            break
+        if _key_body_ok(text, begin.end(), end):
+            yield begin.start(), end + len(end_line)
+    mac: re.Match[str] | None = None
+    for begin in _PUTTY_BEGIN.finditer(text):
+        if mac is None or mac.start() < begin.end():
+            mac = _PUTTY_END.search(text, begin.end())
+            if mac is None:
+                break
+        if _key_body_ok(text, begin.end(), mac.start()):
+            yield begin.start(), mac.end()
+    for match in _PEM_CUT_SHORT.finditer(text):
+        yield match.span()
+
+
+# --------------------------------------------------------------------------
+# jwt. The library's pattern ends with a lazy, unanchored signature, so it
+# matches without the signature; its formal check (header and payload
+# decode to JSON) is sound and used as is.
+
+_JWT = re.compile(
+    r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]+={0,2}\.[A-Za-z0-9_\-]+={0,2}"
+    r"(?:\.[A-Za-z0-9_\-+/]*={0,2})?(?![A-Za-z0-9_\-])"
+)
+
+# --------------------------------------------------------------------------
+# Provider tokens.
+
+_ANTHROPIC = re.compile(r"sk-ant-[A-Za-z0-9_\-]{20,}")
+# The library's OpenAI pattern needs the "T3BlbkFJ" infix of older keys
+# (project, service-account and admin keys do not always carry it), and its
+# leading "[A-Za-z0-9-_]*" backtracks over the whole run for each "sk-" in
+# it, quadratic on crafted input. This pattern covers its keys too.
+_OPENAI = re.compile(r"sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_\-]{20,}")
+_GITHUB_PAT = re.compile(r"github_pat_[A-Za-z0-9_]{22,}")
+_SLACK_OTHER = re.compile(r"(?:xapp-\d+-|xox[a-z]-)[A-Za-z0-9\-]{10,}")
+_SLACK_WORKFLOW_HOOK = re.compile(
+    r"https://hooks\.slack\.com/(?:workflows|triggers)/[A-Za-z0-9_/]{20,}"
+)
+_STRIPE_OTHER = re.compile(r"(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|whsec_[A-Za-z0-9]{24,}")
+_GOOGLE_API_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])")
+_NPM_TOKEN = re.compile(r"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])")
+# The library's NpmDetector captures from the token to the end of the line;
+# only the value is wanted here. Tried where ":_" occurs, in a "//host/" run.
+_NPMRC = re.compile(r"(?i)/:_(?:authToken|auth|password)[ \t]*=[ \t]*(?P<v>[^\s'\"]+)")
+_NPMRC_REGISTRY = re.compile(r"//[^\s/]+")
+_HUGGINGFACE = re.compile(r"hf_[A-Za-z0-9]{34,}(?![A-Za-z0-9_])")
+# The library's pattern, with the key alone as a group: the name is kept.
+_AZURE_ACCOUNT_KEY = re.compile(
+    AzureStorageKeyDetector.denylist[0].pattern.replace("AccountKey=", "AccountKey=(?P<v>", 1) + ")"
+)
+
+
+def _find_npmrc(text: str, lowered: str) -> Iterator[_Span]:
+    for index in _occurrences(lowered, "/:_"):
+        match = _NPMRC.match(text, index)
+        if match is None or not _url_password_ok(match.group("v")):
+            continue
+        line_start = max(text.rfind("\n", 0, index), text.rfind(" ", 0, index), index - 300) + 1
+        if _NPMRC_REGISTRY.match(text, line_start):
+            yield match.span("v")
+
+
+def _openai_ok(value: str) -> bool:
+    return _has_classes(value[3:])  # a random body, not a hyphenated word or slug
+
+
+def _twilio_ok(value: str) -> bool:
+    return any(c.isdigit() for c in value) and any(c.isalpha() for c in value[2:])
+
+
+def _huggingface_ok(value: str) -> bool:
+    return _has_classes(value[3:], digit=False)
+
+
+def _slack_other_ok(value: str) -> bool:
+    return any(c.isdigit() for c in value[5:])
+
+
+# --------------------------------------------------------------------------
+# AWS.
+
+_AWS_KEY_ID = AWSKeyDetector.denylist[0]
+_AWS_KEY_ID_NEEDLES = ("a3t", "abia", "acca", "akia", "asia")
+_AWS_SECRET_QUOTED = AWSKeyDetector.denylist[1]
+_AWS_SECRET_NAMED = re.compile(
+    r"(?i)(?:aws[\w.\-]{0,30}?(?:secret|key)|secret_?access_?key)[\w\-]{0,30}(?:\\?[\"'\]]){0,3}"
+    r"(?:[ \t]*(?::=|=>|=|:)[ \t]*|[ \t]+)(?:\\?[\"'])?"
+    r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+)
+_AWS_SECRET_SHAPE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}")
+_AWS_SECRET_CHARS = frozenset(string.ascii_letters + string.digits + "/+=")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def _aws_secret_ok(value: str) -> bool:
+    return _has_classes(value) and not _HEX.fullmatch(value)
+
+
+def _find_aws_secret_after_key_id(text: str, lowered: str) -> Iterator[_Span]:
+    """A secret access key written just after an access key id (CSV, CLI output)."""
+    for key_id in _AWS_KEY_ID.finditer(text):
+        window = text[key_id.end() : key_id.end() + 120]
+        for candidate in _AWS_SECRET_SHAPE.finditer(window):
+            start, end = key_id.end() + candidate.start(), key_id.end() + candidate.end()
+            if end < len(text) and text[end] in _AWS_SECRET_CHARS:
+                continue
+            if _aws_secret_ok(candidate.group()):
+                yield start, end
+                break
+
+
+# --------------------------------------------------------------------------
+# Credentials in URLs.
+
+_DATABASE_URL = re.compile(
+    r"(?i)(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|mssql|sqlserver|cockroachdb)"
+    r"(?:\+[a-z0-9]+)?://"
+    r"[^\s:/?#@'\"`<>\[\]]{0,256}:(?P<password>[^\s/?#'\"`<>\[\]]{1,256})@(?=[\w\[])"
+)
+_URL_CREDENTIALS = BasicAuthDetector.denylist[0]
+
+
+def _url_password_ok(value: str) -> bool:
+    return not _is_placeholder(value) and value[0] not in "$%{"
+
+
+# --------------------------------------------------------------------------
+# Authorization schemes.
+
+_BEARER = re.compile(r"(?i)(?<![\w\-])bearer[ \t]+(?P<v>[A-Za-z0-9\-._~+/]+=*)")
+_AUTH_TOKEN = re.compile(
+    r"(?i)authorization[\"']?[ \t]*[:=][ \t]*[\"']?token[ \t]+(?P<v>[A-Za-z0-9\-._~+/]+=*)"
+)
+_BASIC = re.compile(r"(?i)(?<![\w\-])basic[ \t]+(?P<v>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
+# curl -u user:password
+_USER_OPTION = re.compile(r"(?<![\w\-])(?:-u|--user)[ \t]+[\"']?[^\s:\"'$]+:(?P<v>[^\s\"']+)")
+
+
+def _opaque_token_ok(value: str) -> bool:
+    if len(value) < 12 or _is_placeholder(value):
+        return False
+    has_letter = any(c.isalpha() for c in value)
+    if any(c.isdigit() for c in value) and has_letter:
+        return True
+    return len(value) >= 20 and _has_classes(value, digit=False) and not value.isalpha()
+
+
+def _basic_credentials_ok(value: str) -> bool:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    user, colon, password = decoded.partition(":")
+    return bool(colon and user and password and decoded.isprintable())
+
+
+def _find_bearer(text: str, lowered: str) -> Iterator[_Span]:
+    for needle, pattern in (("bearer", _BEARER), ("authorization", _AUTH_TOKEN)):
+        for index in _occurrences(lowered, needle):
+            match = pattern.match(text, index)
+            if match is None:
+                continue
+            value = match.group("v").rstrip(".")  # a full stop ends the sentence
+            if _opaque_token_ok(value):
+                yield match.start("v"), match.start("v") + len(value)
+
+
+# --------------------------------------------------------------------------
+# password_assignment. The library's KeywordDetector picks its patterns by
+# file type, has no "token", and in config files takes an unquoted value to
+# the end of the line ("password = getpass()" is a secret to it). Its keyword
+# list is reused; the assignment pattern and the value checks are our own.
+
+_KEYWORDS = "|".join(
+    [keyword.replace("_?", r"[_\- ]?") for keyword in KEYWORD_DENYLIST]
+    + [
+        r"passphrase",
+        r"(?<![a-z0-9])pass",
+        r"token",
+        r"(?:access|secret|encryption|signing|master)[_\- ]?key",
+    ]
+)
+#: Every keyword contains one of these (lower case).
+_KEYWORD_NEEDLES = ("pass", "pwd", "secret", "token", "key", "contrase")
+#: A secret-sounding name ends with a keyword (perhaps "_confirmation", digits).
+_SECRET_NAME = re.compile(
+    r"(?:" + _KEYWORDS + r")(?:[_\-]?(?:base|value|confirm(?:ation)?))?\d*$", re.IGNORECASE
+)
+#: What follows such a name in an assignment, up to and with the value.
+_ASSIGNED = re.compile(
+    r"(?P<close>(?:\\?[\"'`\]]){0,3})"
+    # A type annotation before "=": "password: str = ...", "var password string = ..."
+    r"(?:[ \t]*:[ \t]*[A-Za-z_][\w.]{0,40}(?:\[[^\]\n]{0,80}\])?(?:[ \t]*\|[ \t]*None)?"
+    r"(?=[ \t]*=[^=>])"
+    r"|[ \t]+[A-Za-z_][\w.]{0,40}(?=[ \t]*=[^=>]))?"
+    r"(?:[ \t]*(?P<op>:=|=>|===?|!==?|=|:)[ \t]*|[ \t]+(?P<is>is)[ \t]+|(?P<ws>[ \t]+))"
+    r"(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\"|[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'"
+    r"|`(?P<bq>[^`\n]{0,1024})`|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\"|(?P<bare>[^\s\"'`\\]{1,1024}))"
+)
+_XML_ASSIGNMENT = re.compile(
+    r"<(?P<tag>[\w\-.:]{0,80}?(?:" + _KEYWORDS + r"))>(?P<v>[^<\s][^<\n]{0,1024}?)</(?P=tag)>",
+    re.IGNORECASE,
+)
+_DOTTED_NAME = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|->|::)[A-Za-z_$][\w$]*)+")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[a-zA-Z%]{0,3}")
+_WORDS = re.compile(r"[A-Za-z_\-]+")
+_UPPER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+#: Names whose "<name> is <value>" is taken as an assignment in prose.
+_PROSE_NAME = re.compile(r"(?i)(?:passw(?:or)?d|passphrase|pwd|key)$")
+_TUPLE_TARGET = re.compile(r"(?:^|[\n;(\[])[ \t]*[\w.]+[ \t]*,[ \t]*(?:[\w.]+[ \t]*,[ \t]*)*$")
+_NEXT_PARAMETER = re.compile(r"&(?=[\w.\-]+=)")
+_QUERY_END = re.compile(r"[&#]")
+
+
+def _is_name_char(char: str) -> bool:
+    return char.isalnum() or char in "_.-"
+
+
+def _literal_ok(value: str) -> bool:
+    """Whether a literal (quoted, or known to be literal) value is a secret."""
+    return (
+        len(value) >= 4
+        and not (value.isalpha() and (value.istitle() or not value.isascii()))  # a label
+        and _MASK not in value
+        and not any(c.isspace() for c in value)
+        and not _is_placeholder(value)
+        and not _ENV_NAME.fullmatch(value)
+        and not _PATH_OR_FILE.fullmatch(value)
+        and not value.startswith(("$", "%", "{{", "http://", "https://"))
+    )
+
+
+def _bare_ok(value: str, name: str, glued: bool, in_query: bool) -> bool:
+    """Whether an unquoted value is a secret rather than code or a word."""
+    if not _literal_ok(value) or value[0] in "-&*@!<([{" or _NUMBER.fullmatch(value):
+        return False
+    if any(c in value for c in "()[]") or (_DOTTED_NAME.fullmatch(value) and not in_query):
+        return False  # a call, a subscript, an attribute: code
+    if _WORDS.fullmatch(value):
+        # A word or an identifier: in code a variable, in prose a word. Taken
+        # literally only in shell and .env style NAME=value and --flag=value.
+        return glued and (name.startswith("-") or bool(_UPPER_NAME.fullmatch(name)))
+    return True
+
+
+_NAME_RUN = re.compile(r"[\w.\-]*")
+_NAME_MAX = 100
+
+
+@functools.lru_cache(maxsize=512)
+def _is_secret_name(name: str) -> bool:
+    return len(name) <= _NAME_MAX and _SECRET_NAME.search(name) is not None
+
+
+def _assignment_value(text: str, name_start: int, match: re.Match[str]) -> _Span | None:
+    """The span of the value assigned in ``match``, if it is a secret."""
+    name, op = text[name_start : match.start()], match.group("op")
+    if op == "=" and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start):
+        return None  # "user, password = 'admin', make_password()": which value is whose?
+    if match.group("is") is not None and not _PROSE_NAME.search(name):
+        return None  # "the token is ...": too often prose
+    quoted = next(
+        (group for group in ("dq", "sq", "bq", "eq") if match.group(group) is not None), None
+    )
+    if quoted is not None:
+        if (
+            match.group("ws") is not None
+            and quoted not in ("dq", "sq")
+            and not name.startswith("-")
+        ):
+            return None  # "pass `x` to": code in prose
+        return match.span(quoted) if _literal_ok(match.group(quoted)) else None
+    value, start = match.group("bare"), match.start("bare")
+    if match.group("ws") is not None and not name.startswith("-"):
+        return None  # "password reset", "token count": prose
+    if op in ("==", "===", "!=", "!=="):
+        return None  # a comparison with a variable
+    in_query = name_start > 0 and text[name_start - 1] in "?&"
+    if in_query:
+        value = _QUERY_END.split(value, maxsplit=1)[0]  # a query parameter
+    else:
+        value = _NEXT_PARAMETER.split(value, maxsplit=1)[0]
+    value = value.rstrip(",;:)]}>")
+    if value.endswith(".") and not value.endswith(".."):
+        value = value[:-1]  # a full stop ends the sentence
+    glued = text[match.start() : start] == "="  # NAME=value, --flag=value
+    if _bare_ok(value, name, glued, in_query):
+        return start, start + len(value)
+    return None
+
+
+def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
+    # Names are found from the keywords in them, checked (cached: the same
+    # few names recur), and only then is the rest of the pattern tried; a
+    # search would try the name part at every position. "API key", "secret
+    # key" are names of two words. A name is scanned once however many
+    # keywords it holds, and never further back than a name can be long.
+    names: set[_Span] = set()
+    name_end = -1
+    for index in sorted(i for needle in _KEYWORD_NEEDLES for i in _occurrences(lowered, needle)):
+        if index < name_end:
+            continue  # in the name found last
+        run = _NAME_RUN.match(text, index)
+        name_end = run.end() if run is not None else index + 1
+        start = index
+        while start > 0 and index - start <= _NAME_MAX and _is_name_char(text[start - 1]):
+            start -= 1
+        names.add((start, name_end))
+        if start > 1 and text[start - 1] == " " and _is_name_char(text[start - 2]):
+            previous = start - 1
+            while (
+                previous > 0 and start - previous <= _NAME_MAX and _is_name_char(text[previous - 1])
+            ):
+                previous -= 1
+            names.add((previous, name_end))
+    for start, end in sorted(names):
+        if not _is_secret_name(text[start:end]):
+            continue
+        match = _ASSIGNED.match(text, end)
+        if match is not None:
+            span = _assignment_value(text, start, match)
+            if span is not None:
+                yield span
+    if "</" in text:
+        for match in _XML_ASSIGNMENT.finditer(text):
+            if _literal_ok(match.group("v")):
+                yield match.span("v")
+
+
+# --------------------------------------------------------------------------
+# base64_blob: long base64-like runs with high entropy. The library's
+# Base64HighEntropyString wants quoted strings and flags paths, identifiers
+# and public material; candidates here are vetted further, with its
+# entropy measure and sequence heuristic.
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{40,}={0,2}")
+_BASE64_RUN_CHARS = frozenset(string.ascii_letters + string.digits + "+/_-")
+_BASE64_MIN = 40
+_ENTROPY_LIMIT = 4.5
+# Public by design: Subresource Integrity and lock-file hashes, publishable
+# Stripe keys.
+_PUBLIC_RUN_PREFIX = re.compile(r"sha(?:1|256|384|512)-|pk_(?:live|test)_")
+# Public by design: go.sum hashes, data: URIs, SSH public keys.
+_PUBLIC_RUN_CONTEXT = re.compile(
+    r"(?:\bh1:|;base64,"
+    r"|\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)[ \t]+)$"
+)
+_WORDY_SEGMENT = re.compile(
+    r"[A-Za-z][a-z]{2,}(?:[_\-.][A-Za-z0-9]+)*|[a-z0-9]+(?:[_\-][a-z0-9]+)+"
+)
+
+
+def _blob_ok(value: str) -> bool:
+    body = value.rstrip("=")
+    return (
+        len(body) >= _BASE64_MIN
+        and _has_classes(body)
+        and _ENTROPY.calculate_shannon_entropy(body) > _ENTROPY_LIMIT
+        and not is_sequential_string(body)
+        and not _encodes_harmless_text(body)
+    )
+
+
+def _encodes_harmless_text(body: str) -> bool:
+    """Whether ``body`` is base64 of readable text (words, lines) with no secret in it.
+
+    Documentation shows base64 of sentences; a secret decodes to bytes, or to
+    text that holds a secret (a credentials file), which redact finds.
+    """
+    altchars = b"-_" if "-" in body or "_" in body else None
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    readable = all(c.isprintable() or c in "\n\r\t" for c in decoded)
+    if not readable or decoded.count(" ") + decoded.count("\n") < 2:
+        return False
+    return not redact(decoded).found
+
+
+def _find_blobs(text: str, lowered: str) -> Iterator[_Span]:
+    for match in _BASE64_RUN.finditer(text):
+        start, end = match.span()
+        if start > 0 and text[start - 1] in _BASE64_RUN_CHARS:
+            continue  # the tail of a run glued to a mask or a marker
+        if end < len(text) and text[end] in _BASE64_RUN_CHARS | {"="}:
+            continue
+        run = match.group()
+        if _PUBLIC_RUN_PREFIX.match(run) or _PUBLIC_RUN_CONTEXT.search(
+            text, max(0, start - 40), start
+        ):
+            continue
+        segments = run.split("/")
+        wordy = sum(1 for segment in segments if _WORDY_SEGMENT.fullmatch(segment))
+        if (len(segments) > 2 and wordy >= 2) or (run.startswith("/") and wordy >= 1):
+            # A path, or a URL's path: only a long random segment of it is a secret.
+            offset = start
+            for segment in segments:
+                if _blob_ok(segment):
+                    yield offset, offset + len(segment)
+                offset += len(segment) + 1
+        elif _blob_ok(run):
+            yield start, end
+
+
+# --------------------------------------------------------------------------
+# The detectors, in order of precedence: a span claimed by one is masked for
+# the ones after it.
+
+
+@dataclass(frozen=True)
+class _Detector:
+    kind: str
+    #: The detector runs when one of these occurs in the lower-cased text...
+    needles: tuple[str, ...]
+    find: _Finder
+    #: ...or when this matches the text.
+    shape: re.Pattern[str] | None = None
+
+
+_DETECTORS: tuple[_Detector, ...] = (
+    _Detector("private_key", ("private key", "putty-user-key-file"), _find_private_keys),
+    _Detector(
+        "jwt",
+        ("eyj",),
+        _pattern(_JWT, accept=JwtTokenDetector.is_formally_valid),
+    ),
+    _Detector("anthropic_key", ("sk-ant-",), _pattern(_ANTHROPIC, left=_TOKEN_CHARS)),
+    _Detector(
+        "openai_key",
+        ("sk-",),
+        _pattern(_OPENAI, tail=_TOKEN_TAIL, left=_TOKEN_CHARS, accept=_openai_ok),
+    ),
+    _Detector(
+        "github_token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        # finditer, not the library's findall: its group would yield the prefix only.
+        _chain(
+            _pattern(GitHubTokenDetector.denylist[0], tail=_WORD_TAIL),
+            _pattern(_GITHUB_PAT),
+        ),
+    ),
+    _Detector(
+        "gitlab_token",
+        (
+            "glpat-",
+            "gldt-",
+            "glft-",
+            "glsoat-",
+            "glrt-",
+            "glcbt-",
+            "glimt-",
+            "glptt-",
+            "glagent-",
+            "gloas-",
+            "gr1348941",
+        ),
+        _chain(*(_pattern(pattern) for pattern in GitLabTokenDetector.denylist)),
+    ),
+    _Detector(
+        "slack_webhook",
+        ("hooks.slack.com",),
+        _chain(_pattern(SlackDetector.denylist[1]), _pattern(_SLACK_WORKFLOW_HOOK)),
+    ),
+    _Detector(
+        "slack_token",
+        ("xox", "xapp-"),
+        _chain(
+            _pattern(SlackDetector.denylist[0], tail=_TOKEN_TAIL),
+            _pattern(_SLACK_OTHER, tail=_TOKEN_TAIL, accept=_slack_other_ok),
+        ),
+    ),
+    _Detector(
+        "stripe_key",
+        ("k_live_", "k_test_", "whsec_"),
+        _chain(
+            _pattern(StripeDetector.denylist[0], tail=_ALNUM_TAIL),
+            _pattern(_STRIPE_OTHER, tail=_ALNUM_TAIL),
+        ),
+    ),
+    _Detector("google_api_key", ("aiza",), _pattern(_GOOGLE_API_KEY)),
+    _Detector(
+        "npm_token",
+        ("npm_", "/:_"),
+        _chain(
+            _pattern(_NPM_TOKEN),
+            _find_npmrc,
+        ),
+    ),
+    _Detector("huggingface_token", ("hf_",), _pattern(_HUGGINGFACE, accept=_huggingface_ok)),
+    _Detector("sendgrid_key", ("sg.",), _pattern(SendGridDetector.denylist[0], right=_ALNUM)),
+    _Detector(
+        "pypi_token",
+        ("pypi-",),
+        _chain(*(_pattern(pattern, tail=_TOKEN_TAIL) for pattern in PypiTokenDetector.denylist)),
+    ),
+    _Detector(
+        "twilio_key",
+        (),
+        _chain(
+            *(
+                _pattern(pattern, right=_ALNUM, accept=_twilio_ok)
+                for pattern in TwilioKeyDetector.denylist
+            )
+        ),
+        shape=re.compile(r"AC[a-z0-9]{32}|SK[a-z0-9]{32}"),
+    ),
+    _Detector("azure_storage_key", ("accountkey=",), _pattern(_AZURE_ACCOUNT_KEY, "v", left=None)),
+    # Before aws_access_key: it needs the key id still visible.
+    _Detector("aws_secret_key", _AWS_KEY_ID_NEEDLES, _find_aws_secret_after_key_id),
+    _Detector("aws_access_key", _AWS_KEY_ID_NEEDLES, _pattern(_AWS_KEY_ID, right=_ALNUM)),
+    _Detector(
+        "aws_secret_key",
+        ("aws", "secret_access", "secretaccess"),
+        _chain(
+            _anchored(_AWS_SECRET_QUOTED, ("aws",), 1, accept=_aws_secret_ok),
+            _anchored(_AWS_SECRET_NAMED, ("aws", "secret"), 1, accept=_aws_secret_ok),
+        ),
+    ),
+    _Detector(
+        "database_url",
+        ("://",),
+        _anchored(_DATABASE_URL, ("://",), "password", back=_SCHEME_CHARS, accept=_url_password_ok),
+    ),
+    _Detector(
+        "url_credentials",
+        ("://",),
+        _pattern(_URL_CREDENTIALS, 1, left=None, accept=_url_password_ok),
+    ),
+    _Detector(
+        "basic_auth",
+        ("basic", "-u", "--user"),
+        _chain(
+            _anchored(_BASIC, ("basic",), "v", accept=_basic_credentials_ok),
+            _anchored(_USER_OPTION, ("-u",), "v", back=frozenset("-"), accept=_url_password_ok),
+        ),
+    ),
+    _Detector("bearer_token", ("bearer", "authorization"), _find_bearer),
+    _Detector("password_assignment", _KEYWORD_NEEDLES, _find_assignments),
+    _Detector(
+        "base64_blob",
+        (),
+        _find_blobs,
+        shape=re.compile(r"[A-Za-z0-9+/_\-]{40}"),
+    ),
+)
+
+#: Every kind :func:`redact` can report.
+KINDS: frozenset[str] = frozenset(detector.kind for detector in _DETECTORS)
+
+# The pre-filter: every detector's needles and shapes. Masking claimed spans
+# never creates a needle or a shape, so what the text lacks, the masked text
+# lacks too.
+_NEEDLES = tuple(sorted({needle for detector in _DETECTORS for needle in detector.needles}))
+_SHAPES = tuple(
+    dict.fromkeys(detector.shape for detector in _DETECTORS if detector.shape is not None)
+)
+
+
+# Public material that looks like secrets: kept as is, and hidden from the
+# detectors, as are markers already in the text.
+_PUBLIC_BLOCK_BEGIN = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*(?:PUBLIC KEY(?: BLOCK)?|CERTIFICATE(?: REQUEST)?|X509 CRL))-----"
+)
+
+
+def _shields(text: str) -> list[_Span]:
+    spans = [match.span() for match in _MARKER.finditer(text)] if "[REDACTED:" in text else []
+    if "-----BEGIN" in text:
+        missing: set[str] = set()
+        for begin in _PUBLIC_BLOCK_BEGIN.finditer(text):
+            end_line = f"-----END {begin.group(1)}-----"
+            end = -1 if end_line in missing else text.find(end_line, begin.end())
+            if end < 0:
+                missing.add(end_line)
+            else:
+                spans.append((begin.start(), end + len(end_line)))
+    return spans
+
+
+# --------------------------------------------------------------------------
+# The API.
+
+
+def redact(text: str) -> Redaction:
+    """``text`` with every secret replaced by its :func:`marker`.
+
+    Detectors run in order of precedence; each sees the text with the spans
+    claimed before it masked, so a secret is replaced once, as the most
+    specific kind. ``found`` counts the replacements by kind.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"redact() takes a str, not {type(text).__name__}")
+    lowered = _lower(text)
+    needles = {needle for needle in _NEEDLES if needle in lowered}
+    shapes = {shape for shape in _SHAPES if shape.search(text)}
+    if not needles and not shapes:
+        return Redaction(text, MappingProxyType({}))
+
+    masked = text
+    shields = _shields(text)
+    if shields:
+        masked, lowered = _mask(masked, shields), _mask(lowered, shields)
+
+    claims: list[tuple[int, int, str]] = []
+    for detector in _DETECTORS:
+        if needles.isdisjoint(detector.needles) and detector.shape not in shapes:
+            continue
+        spans = _Spans()
+        for start, end in detector.find(masked, lowered):
+            if start < end and _MASK not in masked[start:end]:
+                spans.add(start, end)
+        if spans:
+            masked, lowered = _mask(masked, spans), _mask(lowered, spans)
+            claims.extend((start, end, detector.kind) for start, end in spans)
+
+    if not claims:
+        return Redaction(text, MappingProxyType({}))
+    claims.sort()
+    pieces: list[str] = []
+    position = 0
+    for start, end, kind in claims:
+        pieces.append(text[position:start])
+        pieces.append(marker(kind))
+        position = end
+    pieces.append(text[position:])
+    counts = Counter(kind for _, _, kind in claims)
+    return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+
+
+def redact_fields(
+    fields: Mapping[str, str | None],
+) -> tuple[dict[str, str | None], dict[str, int]]:
+    """Redact every non-None value; return the redacted fields and the summed counts by kind."""
+    redacted: dict[str, str | None] = {}
+    totals: Counter[str] = Counter()
+    for name, value in fields.items():
+        if value is None:
+            redacted[name] = None
+            continue
+        result = redact(value)
+        redacted[name] = result.text
+        totals.update(result.found)
+    return redacted, dict(sorted(totals.items()))
+
+
+def _mask(text: str, spans: Iterable[_Span]) -> str:
+    pieces: list[str] = []
+    position = 0
+    for start, end in sorted(spans):
+        start = max(start, position)
+        pieces.append(text[position:start])
+        pieces.append(_MASK * max(0, end - start))
+        position = max(position, end)
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+class _Spans:
+    """Disjoint spans; one that overlaps a span already there is dropped."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> None:
+        index = bisect.bisect_right(self.starts, start)
+        if index > 0 and self.ends[index - 1] > start:
+            return
+        if index < len(self.starts) and self.starts[index] < end:
+            return
+        self.starts.insert(index, start)
+        self.ends.insert(index, end)
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def __iter__(self) -> Iterator[_Span]:
+        return zip(self.starts, self.ends)
