@@ -24,6 +24,7 @@ the migrations' raw SQL; ``everyskill.admin`` is the admin app.
 
 from everyskill import rows
 from everyskill.errors import (
+    AlreadyReviewedError,
     ConflictError,
     EverySkillError,
     InvalidTransitionError,
@@ -36,6 +37,7 @@ from everyskill.tenancy import tenant_scope
 
 __all__ = [
     *rows.__all__,
+    "AlreadyReviewedError",
     "ConflictError",
     "EverySkillError",
     "InvalidTransitionError",

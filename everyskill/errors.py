@@ -15,8 +15,12 @@ Contract
 - :class:`InvalidTransitionError` -- the row is not in a state from which the
   requested change makes sense.
 - :class:`ConflictError` -- another writer got there first (a concurrent
-  review, a duplicate, a deadlock or serialisation failure); retrying with
-  fresh data may succeed.
+  review, a duplicate, a row still referenced, a deadlock or serialisation
+  failure); retrying with fresh data may succeed.
+- :class:`AlreadyReviewedError` is both: the feedback was reviewed by someone
+  else before this review. Two reviewers racing on one item therefore always
+  leave the loser with a :class:`ConflictError`, however their calls
+  interleave.
 - :func:`from_database_error` turns an ``asyncpg`` constraint error into the
   matching typed error, so that a rule the database enforces reads the same
   as one checked in Python.
@@ -98,6 +102,28 @@ class ConflictError(EverySkillError):
     """Another writer changed the same data first; retry with fresh data."""
 
 
+class AlreadyReviewedError(InvalidTransitionError, ConflictError):
+    """The feedback was already reviewed (by someone else, or earlier)."""
+
+    def __init__(
+        self,
+        kind: str,
+        id: str,
+        current: str,
+        wanted: str,
+        allowed_from: Sequence[str],
+        reviewed_by: str | None,
+        reviewed_at: object,
+    ) -> None:
+        super().__init__(kind, id, current, wanted, allowed_from)
+        self.reviewed_by = reviewed_by
+        self.reviewed_at = reviewed_at
+        self.args = (
+            f"{kind} {id!r} was already {current} by user {reviewed_by!r} at "
+            f"{reviewed_at}; reload it before reviewing again",
+        )
+
+
 # Table name -> the kind of row it holds, for messages.
 _KINDS = {
     "tenants": "tenant",
@@ -124,6 +150,13 @@ def from_database_error(
     """
     if isinstance(error, asyncpg.ForeignKeyViolationError):
         detail = error.detail or ""
+        if "is still referenced from table" in detail:
+            # A delete or key change of a row others point at.
+            child = detail.rsplit('table "', 1)[-1].rstrip('".')
+            return ConflictError(
+                f"{_KINDS.get(error.table_name or '', 'row')} is still referenced by"
+                f" {_KINDS.get(child, child)} rows; remove or move those first"
+            )
         target = detail.rsplit('table "', 1)[-1].rstrip('".') if 'table "' in detail else ""
         kind = _KINDS.get(target, target or "row")
         # Foreign keys are named <table>_<column>[_tenant]_fkey.
@@ -143,9 +176,11 @@ def from_database_error(
     if isinstance(error, asyncpg.CheckViolationError):
         # Constraints are named <table>_<what>_check.
         constraint = error.constraint_name or ""
-        field = constraint.removeprefix(f"{error.table_name}_").removesuffix("_check")
+        field = error.column_name or constraint.removeprefix(
+            f"{error.table_name}_"
+        ).removesuffix("_check")
         return ValidationError.of(
-            field or "input", f"refused by the database rule {constraint}"
+            field or "input", f"refused by the database rule {constraint}: {error.message}"
         )
     if isinstance(error, asyncpg.NotNullViolationError):
         return ValidationError.of(error.column_name or "input", "is required")
@@ -159,7 +194,9 @@ def from_database_error(
         (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError),
     ):
         return ConflictError(f"concurrent change, retry: {error.__class__.__name__}")
-    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+    if isinstance(error, asyncpg.InsufficientPrivilegeError) and "row-level security" in (
+        error.message or ""
+    ):
         return TenantScopeError(
             "the database refused the change for this tenant "
             f"({error.message}); rows of another tenant cannot be written"

@@ -34,8 +34,11 @@ Contract
   (:func:`mark_implemented`). The reviewer is a user of the same tenant;
   ``reviewed_by`` and ``reviewed_at`` are stamped, notes kept. Any other
   change of status raises :class:`~everyskill.errors.InvalidTransitionError`.
-  When two reviewers race on one item, one wins and the other gets a
-  :class:`~everyskill.errors.ConflictError`.
+  Reviewing feedback already reviewed raises
+  :class:`~everyskill.errors.AlreadyReviewedError`, which is both an invalid
+  transition and a :class:`~everyskill.errors.ConflictError`: when two
+  reviewers race on one item, one wins and the other gets a conflict,
+  whether it read the item before or after the winner committed.
 - :func:`list_feedback` filters by skill, type, status, source and a
   ``[since, until)`` range of ``created_at``, newest first, in keyset pages.
 - :func:`export_training_examples` writes the accepted (and implemented)
@@ -51,9 +54,11 @@ import datetime
 import json
 from typing import Any, Literal, Protocol
 
+import asyncpg
 import pydantic
 
 from everyskill.errors import (
+    AlreadyReviewedError,
     ConflictError,
     InvalidTransitionError,
     NotFoundError,
@@ -285,15 +290,14 @@ async def _transition(
     allowed_from = TRANSITIONS[wanted]
     async with operation({"reviewed_by": reviewer_id}) as scope:
         connection = scope.connection
-        current = await connection.fetchval(
-            "SELECT status FROM skill_feedback WHERE id = $1", feedback_id
+        current = await connection.fetchrow(
+            "SELECT status, reviewed_by, reviewed_at FROM skill_feedback WHERE id = $1",
+            feedback_id,
         )
         if current is None:
             raise NotFoundError("feedback", feedback_id)
-        if current not in allowed_from:
-            raise InvalidTransitionError(
-                "feedback", feedback_id, current, wanted.value, [s.value for s in allowed_from]
-            )
+        if current["status"] not in allowed_from:
+            raise _refusal(feedback_id, current, wanted)
         # The status read above is the condition: if another reviewer changed
         # it meanwhile, this UPDATE waits for them, then matches no row.
         record = await connection.fetchrow(
@@ -305,20 +309,21 @@ async def _transition(
             RETURNING *
             """,
             feedback_id,
-            current,
+            current["status"],
             wanted.value,
             reviewer_id,
             texts["review_notes"],
         )
         if record is None:
             now = await connection.fetchrow(
-                "SELECT status, reviewed_by FROM skill_feedback WHERE id = $1", feedback_id
+                "SELECT status, reviewed_by, reviewed_at FROM skill_feedback WHERE id = $1",
+                feedback_id,
             )
-            state = f"is now {now['status']}" if now else "was deleted"
-            raise ConflictError(
-                f"feedback {feedback_id!r} was {current} but {state}: another "
-                "reviewer changed it first. Reload it and review again if needed."
-            )
+            if now is None:
+                raise ConflictError(
+                    f"feedback {feedback_id!r} was deleted while it was being reviewed"
+                )
+            raise _refusal(feedback_id, now, wanted)
     return Saved(row_from_record(SkillFeedback, record), redactions)
 
 
@@ -411,6 +416,30 @@ async def export_training_examples(out: _Writer, *, skill_id: str | None = None)
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def _refusal(
+    feedback_id: str, current: asyncpg.Record, wanted: FeedbackStatus
+) -> InvalidTransitionError:
+    """Why feedback in ``current`` state cannot become ``wanted``.
+
+    Reviewing feedback that someone already reviewed (or implementing it
+    twice) is an :class:`AlreadyReviewedError`, a conflict: that is what the
+    loser of two racing reviewers gets, whichever read first.
+    """
+    status = current["status"]
+    allowed_from = [s.value for s in TRANSITIONS[wanted]]
+    already = (
+        status == FeedbackStatus.implemented.value
+        if wanted is FeedbackStatus.implemented
+        else status != FeedbackStatus.pending.value
+    )
+    if already:
+        return AlreadyReviewedError(
+            "feedback", feedback_id, status, wanted.value, allowed_from,
+            current["reviewed_by"], current["reviewed_at"],
+        )
+    return InvalidTransitionError("feedback", feedback_id, status, wanted.value, allowed_from)
 
 
 def _value(value: object) -> object:

@@ -7,9 +7,11 @@ Contract
   scope (row-level security applies). It returns a :class:`Page`: the rows,
   and ``next_cursor`` to pass back for the following page (None on the last
   page).
-- Pages are keyset pages: a page costs the same however deep it is, and rows
-  written while a client pages through never make it see a row twice or skip
-  an older one.
+- Pages are keyset pages: rows written while a client pages through never
+  make it see a row twice or skip an older one, and with an index on
+  ``(filter column, created_at DESC, id DESC)`` (feedback has them, by skill
+  and by tenant) a page costs the same however deep it is; without one,
+  PostgreSQL sorts the matching rows for each page.
 - A cursor is opaque text. A cursor that was not made by this module, or for
   another table, is a :class:`~everyskill.errors.ValidationError` on the field
   ``cursor``; ``limit`` must be between 1 and :data:`MAX_LIMIT`.

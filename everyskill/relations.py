@@ -221,6 +221,10 @@ async def feedback_with_relations(
     versions = await parents(feedback, SkillFeedback.skill_version_id)
     users = await parents(feedback, SkillFeedback.user_id)
     reviewers = await parents(feedback, SkillFeedback.reviewed_by)
+    missing = [row.skill_id for row in feedback if row.skill_id not in skills]
+    if missing:
+        # Rows read in another scope, or whose skill was deleted since.
+        raise NotFoundError("skill", missing[0], "skill_id")
     return [
         FeedbackWithRelations(
             feedback=row,

@@ -127,8 +127,8 @@ async def tenant_scope(
         if current.tenant_id != tenant_id:
             raise TenantScopeError(
                 f"a scope for tenant {current.tenant_id!r} is open; a scope for "
-                f"{tenant_id!r} cannot be opened inside it. Finish the first scope, "
-                "or run the other tenant's work in a separate task."
+                f"{tenant_id!r} cannot be opened inside it. Finish the first scope "
+                "first, or run the other tenant's work in a task created outside it."
             )
         yield current
         return

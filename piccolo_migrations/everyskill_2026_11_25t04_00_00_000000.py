@@ -1,11 +1,18 @@
 """
-Feedback rules: what each feedback type must carry, and the indexes that list
-feedback newest first.
+Feedback rules: what each feedback type must carry, the review workflow, and
+the indexes that list feedback newest first.
 
 The query API checks the same rules before it writes (``everyskill.feedback``);
-these constraints hold them for every other writer too (the admin, raw SQL).
-Every statement is idempotent, and ``backwards`` undoes exactly what
-``forwards`` did.
+the constraints and the trigger below hold them for every other writer too
+(the admin, raw SQL, Piccolo queries).
+
+Rows written before these rules existed are first given what can be derived
+(a thumb's sentiment, a review time). Each rule is then added NOT VALID, which
+checks every new write, and validated against the existing rows; if old rows
+break a rule the migration still succeeds, with a WARNING naming the rule and
+the statement to run once those rows are fixed.
+
+Every statement is idempotent, and ``backwards`` undoes what ``forwards`` did.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
@@ -58,19 +65,73 @@ INDEXES = [
 ]
 
 
+BACKFILL = """
+-- What older rows lack and can be derived: a thumb's sentiment follows its
+-- type, and reviewed feedback without a review time takes its creation time.
+UPDATE skill_feedback
+   SET sentiment = CASE feedback_type WHEN 'thumbs_up' THEN 1 ELSE -1 END
+ WHERE feedback_type IN ('thumbs_up', 'thumbs_down')
+   AND sentiment IS DISTINCT FROM CASE feedback_type WHEN 'thumbs_up' THEN 1 ELSE -1 END;
+UPDATE skill_feedback SET reviewed_at = created_at
+ WHERE status <> 'pending' AND reviewed_at IS NULL;
+"""
+
+ADD_RULE = """
+-- {why}
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'skill_feedback'::regclass
+                 AND conname = '{name}') THEN
+    ALTER TABLE skill_feedback ADD CONSTRAINT {name} {definition} NOT VALID;
+  END IF;
+  IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'skill_feedback'::regclass
+             AND conname = '{name}' AND NOT convalidated) THEN
+    BEGIN
+      ALTER TABLE skill_feedback VALIDATE CONSTRAINT {name};
+    EXCEPTION WHEN check_violation THEN
+      RAISE WARNING 'skill_feedback has rows written before the rule {name} ({why_text}); '
+        'new writes are checked. Fix those rows, then run: '
+        'ALTER TABLE skill_feedback VALIDATE CONSTRAINT {name};';
+    END;
+  END IF;
+END $$;
+"""
+
+WORKFLOW = """
+-- The review workflow, for every writer: pending feedback is accepted or
+-- dismissed, accepted feedback is later implemented; no other change of
+-- status. A change of status stamps reviewed_at unless the writer set it.
+CREATE OR REPLACE FUNCTION skill_feedback_review_workflow() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        IF NOT ((OLD.status = 'pending' AND NEW.status IN ('accepted', 'dismissed'))
+                OR (OLD.status = 'accepted' AND NEW.status = 'implemented')) THEN
+            RAISE EXCEPTION 'feedback % cannot go from % to %', OLD.id, OLD.status, NEW.status
+                USING ERRCODE = 'check_violation', TABLE = 'skill_feedback',
+                      COLUMN = 'status', CONSTRAINT = 'skill_feedback_review_workflow',
+                      HINT = 'pending becomes accepted or dismissed; accepted becomes implemented';
+        END IF;
+        IF NEW.reviewed_at IS NOT DISTINCT FROM OLD.reviewed_at THEN
+            NEW.reviewed_at := now();
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER skill_feedback_review_workflow
+    BEFORE UPDATE OF status ON skill_feedback
+    FOR EACH ROW EXECUTE FUNCTION skill_feedback_review_workflow();
+"""
+
+
 def forwards_sql() -> str:
-    statements = []
+    statements = [BACKFILL]
     for name, definition, why in CONSTRAINTS:
         statements.append(
-            f"-- {why}\n"
-            "DO $$ BEGIN\n"
-            "  IF NOT EXISTS (SELECT FROM pg_constraint\n"
-            "                 WHERE conrelid = 'skill_feedback'::regclass"
-            f" AND conname = '{name}') THEN\n"
-            f"    ALTER TABLE skill_feedback ADD CONSTRAINT {name} {definition};\n"
-            "  END IF;\n"
-            "END $$;"
+            ADD_RULE.format(
+                name=name, definition=definition, why=why, why_text=why.replace("'", "''")
+            )
         )
+    statements.append(WORKFLOW)
     for name, definition in INDEXES:
         statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {definition};")
     return "\n".join(statements)
@@ -78,6 +139,10 @@ def forwards_sql() -> str:
 
 def backwards_sql() -> str:
     statements = [f"DROP INDEX IF EXISTS {name};" for name, _ in reversed(INDEXES)]
+    statements.append(
+        "DROP TRIGGER IF EXISTS skill_feedback_review_workflow ON skill_feedback;"
+    )
+    statements.append("DROP FUNCTION IF EXISTS skill_feedback_review_workflow();")
     for name, _definition, _why in reversed(CONSTRAINTS):
         statements.append(
             f"ALTER TABLE skill_feedback DROP CONSTRAINT IF EXISTS {name};"

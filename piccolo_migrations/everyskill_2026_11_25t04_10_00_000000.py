@@ -144,8 +144,11 @@ END $$;
 """
 
 # Existing rows are counted once, before the triggers exist (the guard on
-# skills would otherwise keep the old values).
+# skills would otherwise keep the old values). SHARE mode holds writers off
+# until the migration commits, so that no row lands between the recount and
+# the triggers that count it.
 RECOUNT = """
+LOCK TABLE skill_feedback, token_measurements IN SHARE MODE;
 DROP TRIGGER IF EXISTS skills_guard_aggregates ON skills;
 UPDATE skills s
    SET total_feedback = coalesce(f.total, 0),

@@ -277,3 +277,30 @@ async def test_concurrent_writers_on_one_skill_stay_exact(
     total, _, average = await assert_exact(owner, skill)
     assert 8 * rounds <= int(total) <= 16 * rounds  # type: ignore[call-overload]
     assert average is not None
+
+
+async def test_concurrent_batches_over_several_skills_stay_exact(
+    owner: asyncpg.Connection, tenant: TenantRows, database_url_for_tests: str
+) -> None:
+    """Batches that each touch many skills, in random orders, from 12 writers
+    at once: skills are locked in id order, so no deadlock, and every skill's
+    aggregates equal a recount."""
+    skills = [await new_skill(owner, tenant, f"batch-{i}") for i in range(12)]
+
+    async def writer(seed: int) -> None:
+        chooser = random.Random(seed)
+        async with connected(database_url_for_tests) as connection:
+            for _ in range(10):
+                picked = chooser.sample(skills, 6)
+                await connection.execute(
+                    "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment)"
+                    " SELECT $1, skill, kind, CASE kind WHEN 'thumbs_up' THEN 1 ELSE -1 END"
+                    "   FROM unnest($2::text[], $3::text[]) AS batch (skill, kind)",
+                    tenant.tenant_id,
+                    picked,
+                    [chooser.choice(["thumbs_up", "thumbs_down"]) for _ in picked],
+                )
+
+    await asyncio.gather(*[writer(i) for i in range(12)])
+    totals = [int((await assert_exact(owner, skill))[0]) for skill in skills]  # type: ignore[call-overload]
+    assert sum(totals) == 12 * 10 * 6

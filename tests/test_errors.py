@@ -18,6 +18,7 @@ from everyskill.errors import (
     ValidationError,
     from_database_error,
 )
+from everyskill.tenancy import tenant_transaction
 from tests.support import TenantRows
 
 
@@ -89,5 +90,31 @@ async def test_database_errors_become_typed(owner: asyncpg.Connection, tenant: T
     )
     assert isinstance(not_null, ValidationError) and not_null.field == "name"
 
+    referenced = from_database_error(
+        await raised_by(owner, "DELETE FROM users WHERE id = $1", tenant.user_id)
+    )
+    assert isinstance(referenced, ConflictError) and "still referenced" in str(referenced)
+
     syntax = await raised_by(owner, "SELEC 1")
     assert from_database_error(syntax) is None
+
+
+async def test_privilege_errors(owner: asyncpg.Connection, tenant: TenantRows, other_tenant: TenantRows) -> None:
+    """Writing another tenant's row is a tenant scope error; any other missing
+    privilege is left as PostgreSQL's error."""
+    async def as_application(sql: str, *args: object) -> asyncpg.PostgresError:
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            async with tenant_transaction(owner, tenant.tenant_id):
+                await owner.execute(sql, *args)
+        return raised.value
+
+    rls = await as_application(
+        "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment)"
+        " VALUES ($1, $2, 'thumbs_up', 1)",
+        other_tenant.tenant_id,
+        other_tenant.skill_id,
+    )
+    assert isinstance(from_database_error(rls), TenantScopeError)
+    plain = await as_application("INSERT INTO tenants (name, slug) VALUES ('x', 'x')")
+    assert isinstance(plain, asyncpg.InsufficientPrivilegeError)
+    assert from_database_error(plain) is None

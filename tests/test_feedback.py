@@ -18,6 +18,7 @@ import pytest
 
 from everyskill import feedback
 from everyskill.errors import (
+    AlreadyReviewedError,
     ConflictError,
     InvalidTransitionError,
     NotFoundError,
@@ -343,13 +344,27 @@ async def test_two_reviewers_racing_one_wins_the_other_gets_a_conflict(
     await wait_until_blocked(owner)
     a_may_commit.set()
     await task_a
-    with pytest.raises(ConflictError, match="another reviewer"):
+    with pytest.raises(ConflictError, match="already accepted"):
         await task_b
     row = await owner.fetchrow(
         "SELECT status, reviewed_by FROM skill_feedback WHERE id = $1", tenant.feedback_id
     )
     assert row is not None
     assert (row["status"], row["reviewed_by"]) == ("accepted", tenant.user_id)
+
+
+async def test_a_reviewer_who_comes_second_gets_a_conflict_too(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """Read after the winner committed: still a conflict, naming the winner."""
+    reviewer_b = await add_user(owner, tenant, "reviewer-b")
+    async with tenant_scope(tenant.tenant_id):
+        await feedback.review_feedback(tenant.feedback_id, reviewer_id=tenant.user_id, decision="dismissed")
+    async with tenant_scope(tenant.tenant_id):
+        with pytest.raises(AlreadyReviewedError) as lost:
+            await feedback.review_feedback(tenant.feedback_id, reviewer_id=reviewer_b, decision="accepted")
+    assert isinstance(lost.value, ConflictError) and isinstance(lost.value, InvalidTransitionError)
+    assert lost.value.reviewed_by == tenant.user_id and tenant.user_id in str(lost.value)
 
 
 # -- listing ---------------------------------------------------------------------

@@ -12,6 +12,8 @@ import asyncio
 import importlib.util
 from types import ModuleType
 
+import asyncpg
+import pytest
 from piccolo.apps.migrations.commands.new import AutoMigrationManager
 from piccolo.conf.apps import Finder
 
@@ -118,3 +120,55 @@ def test_tables_and_migrations_agree() -> None:
     changes = [line for statement in statements for line in statement.statements]
     assert changes == [], "run: piccolo migrations new everyskill --auto"
 
+
+
+async def test_feedback_rules_and_aggregates_arrive_on_a_database_with_data(
+    fresh_database: str,
+) -> None:
+    """Rows written before the feedback rules and the live aggregates: what can
+    be derived is filled in, a rule old rows break is left NOT VALID (new
+    writes are still checked) instead of failing the migration, and the
+    aggregates start from a recount."""
+    run_piccolo(
+        fresh_database, "migrations", "forwards", "everyskill",
+        "--migration_id=2026-11-25T03:56:33:498239",
+    )
+    async with connected(fresh_database) as connection:
+        rows = await make_tenant(connection)
+        await connection.execute(
+            "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment, status)"
+            " VALUES ($1, $2, 'thumbs_up', NULL, 'pending'), ($1, $2, 'thumbs_down', 0, 'accepted'),"
+            "        ($1, $2, 'bug_report', NULL, 'pending')",
+            rows.tenant_id,
+            rows.skill_id,
+        )
+    run_piccolo(fresh_database, "migrations", "forwards", "all")
+    async with connected(fresh_database) as connection:
+        thumbs = await connection.fetch(
+            "SELECT feedback_type, sentiment, reviewed_at IS NOT NULL FROM skill_feedback"
+            " WHERE feedback_type LIKE 'thumbs%' ORDER BY 1, 2, 3"
+        )
+        assert [tuple(row) for row in thumbs] == [
+            ("thumbs_down", -1, True),
+            ("thumbs_up", 1, False),
+            ("thumbs_up", 1, False),
+        ]
+        unvalidated = await connection.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'skill_feedback'::regclass"
+            " AND NOT convalidated"
+        )
+        assert [row["conname"] for row in unvalidated] == ["skill_feedback_bug_report_check"]
+        aggregates = await connection.fetchrow(
+            "SELECT total_feedback, positive_feedback_pct, avg_token_cost_microcents"
+            " FROM skills WHERE id = $1",
+            rows.skill_id,
+        )
+        # make_tenant's thumbs up and measurement, and the three rows above.
+        assert tuple(aggregates) == (4, 67, 600000)  # type: ignore[arg-type]
+        # The rule still holds for new writes.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(
+                "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type) VALUES ($1, $2, 'bug_report')",
+                rows.tenant_id,
+                rows.skill_id,
+            )

@@ -438,3 +438,21 @@ async def test_deleting_a_user_with_feedback_is_refused(owner: asyncpg.Connectio
     rows = await make_tenant(owner)
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await owner.execute("DELETE FROM users WHERE id = $1", rows.user_id)
+
+
+async def test_review_workflow_holds_for_every_writer(owner: asyncpg.Connection) -> None:
+    """Even the owner cannot move feedback backwards or skip a step; a change
+    of status stamps reviewed_at."""
+    rows = await make_tenant(owner)
+    update = "UPDATE skill_feedback SET status = $2 WHERE id = $1"
+    with pytest.raises(asyncpg.CheckViolationError, match="cannot go from pending to implemented"):
+        await owner.execute(update, rows.feedback_id, "implemented")
+    await owner.execute(update, rows.feedback_id, "accepted")
+    stamped = await owner.fetchval("SELECT reviewed_at FROM skill_feedback WHERE id = $1", rows.feedback_id)
+    assert stamped is not None
+    for backwards in ["pending", "dismissed"]:
+        with pytest.raises(asyncpg.CheckViolationError, match=f"from accepted to {backwards}"):
+            await owner.execute(update, rows.feedback_id, backwards)
+    await owner.execute(update, rows.feedback_id, "implemented")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await owner.execute(update, rows.feedback_id, "accepted")

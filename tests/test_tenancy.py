@@ -383,19 +383,28 @@ async def test_scope_commits_at_the_end_and_rolls_back_on_error(
 
 
 async def test_pooled_connections_leave_a_scope_as_the_owner(
-    engine: PostgresEngine, two_tenants: tuple[TenantRows, TenantRows]
+    database_url_for_tests: str, two_tenants: tuple[TenantRows, TenantRows]
 ) -> None:
-    """Role and tenant end with the scope: the pool hands out clean connections."""
+    """Role and tenant end with the scope: a pool of one connection hands the
+    very same backend back as the owner, with no tenant set."""
     a, _ = two_tenants
-    async with tenant_scope(a.tenant_id) as scope:
-        connection = scope.connection
-    assert engine.pool is not None
-    async with engine.pool.acquire() as pooled:
-        role, tenant = await pooled.fetchrow(
-            "SELECT current_user, current_setting('app.current_tenant_id', true)"
-        )
-    assert role != APP_ROLE and not tenant
-    assert connection is not None
+    engine = PostgresEngine(config={"dsn": database_url_for_tests})
+    await engine.start_connection_pool(min_size=1, max_size=1)
+    try:
+        async with tenant_scope(a.tenant_id, engine=engine) as scope:
+            pid = await scope.connection.fetchval("SELECT pg_backend_pid()")
+            assert await scope.connection.fetchval("SELECT current_user") == APP_ROLE
+        assert engine.pool is not None
+        async with engine.pool.acquire() as pooled:
+            after = await pooled.fetchrow(
+                "SELECT pg_backend_pid(), current_user,"
+                " current_setting('app.current_tenant_id', true)"
+            )
+    finally:
+        await engine.close_connection_pool()
+    assert after is not None
+    assert after[0] == pid
+    assert after[1] != APP_ROLE and not after[2]
 
 
 async def test_calls_gathered_in_one_scope_take_turns(
