@@ -27,7 +27,8 @@ Contract
   hook, api; default web). Ids that name no row of the tenant raise
   :class:`~everyskill.errors.NotFoundError`.
 - Secrets never reach the database: every free-text field (and review notes)
-  goes through :func:`everyskill.redaction.redact_fields` first; the returned
+  goes through :func:`everyskill.redaction.redact_fields_async` first (big
+  texts are scanned off the event loop); the returned
   :class:`~everyskill.rows.Saved` reports how many of each kind were replaced.
 - Review: pending feedback is ``accepted`` or ``dismissed``
   (:func:`review_feedback`); accepted feedback is later ``implemented``
@@ -65,7 +66,7 @@ from everyskill.errors import (
     ValidationError,
 )
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
-from everyskill.redaction import redact_fields
+from everyskill.redaction import redact_fields_async
 from everyskill.rows import Saved, row_from_record
 from everyskill.tenancy import operation
 from tables import FeedbackSource, FeedbackStatus, FeedbackType, SkillFeedback
@@ -219,7 +220,7 @@ async def record_feedback(
             "expected_output": expected_output,
         }
     )
-    texts, redactions = redact_fields({name: values[name] for name in FEEDBACK_TEXT_FIELDS})
+    texts, redactions = await redact_fields_async({name: values[name] for name in FEEDBACK_TEXT_FIELDS})
     values.update(texts)
     async with operation(values) as scope:
         record = await scope.connection.fetchrow(
@@ -286,7 +287,7 @@ async def _transition(
     _check_id("reviewer_id", reviewer_id)
     if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_TEXT_LENGTH):
         raise ValidationError.of("notes", f"must be text of at most {MAX_TEXT_LENGTH} characters")
-    texts, redactions = redact_fields({"review_notes": notes or None})
+    texts, redactions = await redact_fields_async({"review_notes": notes or None})
     allowed_from = TRANSITIONS[wanted]
     async with operation({"reviewed_by": reviewer_id}) as scope:
         connection = scope.connection

@@ -5,7 +5,11 @@ Contract
 - Free text written by users (feedback comments, corrections, ...) ends up in
   training data, so secrets must never be stored. Before such a field is
   written the application passes it through :func:`redact`, or a row's text
-  fields through :func:`redact_fields`.
+  fields through :func:`redact_fields`; in a coroutine, through
+  :func:`redact_fields_async`, which gives the same result and does not block
+  the event loop: values of more than 4,096 characters in all are redacted
+  in a worker thread (:func:`asyncio.to_thread`), shorter ones inline (a
+  thread costs more than scanning a comment).
 - Each secret found is replaced with :func:`marker` of its kind,
   ``[REDACTED:<kind>]``; everything else is kept byte for byte. A text with no
   secret comes back unchanged (the very same string) with an empty ``found``.
@@ -81,15 +85,23 @@ Contract
     "Bearer authentication");
   - UUIDs, hexadecimal digests and commit hashes (their entropy is too low
     for ``base64_blob``); base64 of readable text that holds no secret;
-    public keys and certificates (``-----BEGIN CERTIFICATE-----``,
-    ``ssh-ed25519 AAAA...``), Subresource Integrity and ``go.sum`` hashes,
+    public keys and certificates (``ssh-ed25519 AAAA...``, a well-formed
+    ``-----BEGIN CERTIFICATE-----`` or ``PUBLIC KEY`` block: base64 lines
+    between its BEGIN line and its own END line; a PGP public key's header
+    lines are still scanned, and a BEGIN line without its END line, or with
+    anything else before it, hides nothing), Subresource Integrity and
+    ``go.sum`` hashes,
     ``data:`` URIs; a lone ``BEGIN ... PRIVATE KEY`` line without key
     material (code that parses keys);
   - the words password, token, secret or key in prose ("reset your
     password", "the token count was 300"), except ``my password is x`` and
     ``API key: x``.
-- Idempotent: a marker is never redacted again, so
-  ``redact(redact(x).text)`` returns the same text with an empty ``found``.
+- Idempotent: a marker (exactly ``[REDACTED:<kind>]`` with a kind of
+  :data:`KINDS`) is never redacted again, so ``redact(redact(x).text)``
+  returns the same text with an empty ``found``. Text glued to a marker is
+  still scanned (``password=[REDACTED:jwt]hunter2secret`` loses its
+  password), and what only looks like a marker (``[REDACTED:other]``) hides
+  nothing.
 - Values never leave this module except in the text they were found in:
   ``found`` holds counts by kind, errors name types only (:func:`redact`
   raises :class:`TypeError` for anything but a ``str``), nothing is logged,
@@ -99,7 +111,12 @@ Contract
   lower-cased text) and for a long base64-like run; a text with none of them
   returns at once, and each detector runs only when its own tell-tales are
   there. Keyword and scheme patterns are tried where their keyword occurs,
-  not at every position.
+  not at every position. However a text is made (a prefix or a BEGIN line
+  repeated thousands of times), each part of it is read a bounded number of
+  times: a pattern reads a bounded stretch from where it starts (a value,
+  at most 1,024 characters) or skips the starts inside what it read last, a
+  key block's body holds no other BEGIN line, and no pattern backtracks
+  over a run for each character of it.
 
 Detectors come from detect-secrets where its patterns are sound (its
 plugins' ``denylist`` regexes, its JWT check, its entropy measure and
@@ -109,14 +126,17 @@ global settings and is built for files, not for finding spans to replace.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import bisect
 import functools
+import heapq
+import itertools
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -135,7 +155,7 @@ from detect_secrets.plugins.slack import SlackDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-__all__ = ["KINDS", "Redaction", "marker", "redact", "redact_fields"]
+__all__ = ["KINDS", "Redaction", "marker", "redact", "redact_fields", "redact_fields_async"]
 
 
 @dataclass(frozen=True)
@@ -172,7 +192,6 @@ _WORD_TAIL = re.compile(r"[A-Za-z0-9_]*")
 _ALNUM_TAIL = re.compile(r"[A-Za-z0-9]*")
 #: Stands in for claimed characters while later detectors run (see redact).
 _MASK = "\0"
-_MARKER = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
 
 _ENTROPY = Base64HighEntropyString()
 
@@ -216,19 +235,26 @@ def _pattern(
     of fixed length must not leave the end of a longer token behind);
     ``left``/``right`` refuse a match glued to one of those characters;
     ``accept`` vets the value.
+
+    A match starting inside the tail of the match before it is skipped: it
+    would be glued to that one, or overlap it, and reading its own tail
+    would read the rest of a long run once for each match in it.
     """
 
     def find(text: str, lowered: str) -> Iterator[_Span]:
+        tail_end = 0
         for match in pattern.finditer(text):
+            if match.start() < tail_end:
+                continue
             start, end = match.span(group)
             if start < 0:
+                continue
+            if left is not None and start > 0 and text[start - 1] in left:
                 continue
             if tail is not None:
                 tail_match = tail.match(text, end)
                 if tail_match is not None:
-                    end = tail_match.end()
-            if left is not None and start > 0 and text[start - 1] in left:
-                continue
+                    end = tail_end = tail_match.end()
             if right is not None and end < len(text) and text[end] in right:
                 continue
             if accept is not None and not accept(text[start:end]):
@@ -342,61 +368,124 @@ _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)----
 _NL = r"(?:\r?\n|\\r?\\n)"
 # A whole line of base64 of at least {0} characters, perhaps after a blank line.
 _BASE64_LINE = (
-    _NL + r"(?:[ \t]*" + _NL + r")?[ \t]*[A-Za-z0-9+/=]{{{0},}}(?=[ \t]*(?:" + _NL + r"|$))"
+    _NL + r"(?:[ \t]*+" + _NL + r")?[ \t]*+[A-Za-z0-9+/=]{{{0},}}+(?=[ \t]*+(?:" + _NL + r"|$))"
 )
 _PEM_CUT_SHORT = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
     + r"(?:"
     + _NL
-    + r"[A-Za-z][\w\-]*: [^\r\n\\]*)*"  # Proc-Type:, DEK-Info:, Version:
+    + r"[A-Za-z][\w\-]*+: [^\r\n\\]*+){0,8}"  # Proc-Type:, DEK-Info:, Version:
     + _BASE64_LINE.format(16)  # a first long line
     + r"(?:"
     + _BASE64_LINE.format(4)
     + r")*"
 )
 _SSH2_BEGIN = re.compile(r"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----")
+_SSH2_END_LINE = "---- END SSH2 ENCRYPTED PRIVATE KEY ----"
 _PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d+:")
 _PUTTY_END = re.compile(r"Private-MAC: [0-9a-fA-F]+")
 #: A key block holds, between its first and last line, base64 lines and
 #: "Name: value" headers, perhaps in a JSON string or indented in YAML. Code
 #: between two such lines (a key parser's source) is not a key.
-_KEY_BODY_LINE = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=\-]*|[A-Za-z][\w\-]*: [^\n]*)[ \t]*\r?")
+_KEY_BODY_LINE = re.compile(r"[ \t]*+(?:[A-Za-z0-9+/=\-]*+|[A-Za-z][\w\-]*+: [^\n]*+)[ \t]*+\r?")
 _LINE_BREAK = re.compile(r"\n|\\n")
 
 
+def _lines(text: str, start: int, end: int) -> Iterator[_Span]:
+    """The lines of ``text[start:end]``, split at real and escaped line breaks."""
+    position = start
+    for line_break in _LINE_BREAK.finditer(text, start, end):
+        yield position, line_break.start()
+        position = line_break.end()
+    yield position, end
+
+
 def _key_body_ok(text: str, start: int, end: int) -> bool:
-    return all(_KEY_BODY_LINE.fullmatch(line) for line in _LINE_BREAK.split(text[start:end]))
+    return all(_KEY_BODY_LINE.fullmatch(text, a, b) for a, b in _lines(text, start, end))
+
+
+class _Next:
+    """``text.find(needle, position)`` for positions that never decrease.
+
+    Each part of the text is searched once, however many positions ask.
+    """
+
+    __slots__ = ("_found", "_needle", "_text")
+
+    def __init__(self, text: str, needle: str) -> None:
+        self._text = text
+        self._needle = needle
+        self._found = -2  # not searched yet
+
+    def __call__(self, position: int) -> int:
+        if self._found == -1 or self._found >= position:
+            return self._found
+        self._found = self._text.find(self._needle, position)
+        return self._found
+
+
+#: A block: (start, body start, body end, end).
+_Block = tuple[int, int, int, int]
+
+
+def _blocks(
+    text: str,
+    begins: Iterable[re.Match[str]],
+    begin_needle: str,
+    end_needle: str,
+    end_of: Callable[[str, re.Match[str], int], int],
+) -> Iterator[_Block]:
+    """Blocks from each BEGIN line in ``begins`` to the first END line after it.
+
+    A block ends at the first ``end_needle`` after its BEGIN line, which
+    ``end_of`` reads (-1 when it is not that BEGIN line's END line), and
+    holds no other ``begin_needle``: a BEGIN line before it is a block cut
+    short, or prose. So the bodies of the blocks found never overlap, and
+    reading them all is linear, as are the searches for the needles,
+    however many BEGIN and END lines there are.
+    """
+    next_begin = _Next(text, begin_needle)
+    next_end = _Next(text, end_needle)
+    for begin in begins:
+        body_start = begin.end()
+        body_end = next_end(body_start)
+        if body_end < 0:
+            return
+        following = next_begin(body_start)
+        if 0 <= following < body_end:
+            continue
+        end = end_of(text, begin, body_end)
+        if end >= 0:
+            yield begin.start(), body_start, body_end, end
+
+
+def _pem_end(text: str, begin: re.Match[str], position: int) -> int:
+    end_line = f"-----END {begin.group(1)}-----"
+    return position + len(end_line) if text.startswith(end_line, position) else -1
+
+
+def _ssh2_end(text: str, begin: re.Match[str], position: int) -> int:
+    return position + len(_SSH2_END_LINE) if text.startswith(_SSH2_END_LINE, position) else -1
+
+
+def _putty_end(text: str, begin: re.Match[str], position: int) -> int:
+    mac = _PUTTY_END.match(text, position)
+    return -1 if mac is None else mac.end()
 
 
 def _find_private_keys(text: str, lowered: str) -> Iterator[_Span]:
     # Whole blocks first; for a block cut short, what is left (redact drops
-    # a span that overlaps one found before it). str.find for the end keeps
-    # this linear when END lines are missing.
-    missing: set[str] = set()
-    for begin in _PEM_BEGIN.finditer(text):
-        end_line = f"-----END {begin.group(1)}-----"
-        if end_line in missing:
-            continue
-        end = text.find(end_line, begin.end())
-        if end < 0:
-            missing.add(end_line)
-        elif _key_body_ok(text, begin.end(), end):
-            yield begin.start(), end + len(end_line)
-    for begin in _SSH2_BEGIN.finditer(text):
-        end_line = "---- END SSH2 ENCRYPTED PRIVATE KEY ----"
-        end = text.find(end_line, begin.end())
-        if end < 0:
-            break
-        if _key_body_ok(text, begin.end(), end):
-            yield begin.start(), end + len(end_line)
-    mac: re.Match[str] | None = None
-    for begin in _PUTTY_BEGIN.finditer(text):
-        if mac is None or mac.start() < begin.end():
-            mac = _PUTTY_END.search(text, begin.end())
-            if mac is None:
-                break
-        if _key_body_ok(text, begin.end(), mac.start()):
-            yield begin.start(), mac.end()
+    # a span that overlaps one found before it).
+    blocks = itertools.chain(
+        _blocks(text, _PEM_BEGIN.finditer(text), "-----BEGIN", "-----END", _pem_end),
+        _blocks(text, _SSH2_BEGIN.finditer(text), "---- BEGIN SSH2 ", "---- END SSH2 ", _ssh2_end),
+        _blocks(
+            text, _PUTTY_BEGIN.finditer(text), "PuTTY-User-Key-File-", "Private-MAC: ", _putty_end
+        ),
+    )
+    for start, body_start, body_end, end in blocks:
+        if _key_body_ok(text, body_start, body_end):
+            yield start, end
     for match in _PEM_CUT_SHORT.finditer(text):
         yield match.span()
 
@@ -404,12 +493,21 @@ def _find_private_keys(text: str, lowered: str) -> Iterator[_Span]:
 # --------------------------------------------------------------------------
 # jwt. The library's pattern ends with a lazy, unanchored signature, so it
 # matches without the signature; its formal check (header and payload
-# decode to JSON) is sound and used as is.
+# decode to JSON) is sound and used on them. The signature is not checked:
+# a token whose signature was cut short, or glued to a marker, is still a
+# token (and once its signature is claimed, the rest would be one anyway).
 
 _JWT = re.compile(
     r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]+={0,2}\.[A-Za-z0-9_\-]+={0,2}"
     r"(?:\.[A-Za-z0-9_\-+/]*={0,2})?(?![A-Za-z0-9_\-])"
 )
+
+
+def _jwt_ok(value: str) -> bool:
+    header, _, rest = value.partition(".")
+    payload = rest.partition(".")[0]
+    return JwtTokenDetector.is_formally_valid(f"{header}.{payload}")
+
 
 # --------------------------------------------------------------------------
 # Provider tokens.
@@ -429,9 +527,15 @@ _STRIPE_OTHER = re.compile(r"(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|whsec_[A-Z
 _GOOGLE_API_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])")
 _NPM_TOKEN = re.compile(r"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])")
 # The library's NpmDetector captures from the token to the end of the line;
-# only the value is wanted here. Tried where ":_" occurs, in a "//host/" run.
-_NPMRC = re.compile(r"(?i)/:_(?:authToken|auth|password)[ \t]*=[ \t]*(?P<v>[^\s'\"]+)")
+# only the value is wanted here. Tried where "/:_" occurs, in a "//host/" run.
+# A value is vetted on its first 1,024 characters (a token, or base64 of
+# user:password, is far shorter) and replaced whole.
+_NPMRC = re.compile(
+    r"(?i)/:_(?:authToken|auth|password)[ \t]*+=[ \t]*+(?P<v>[^\s'\"]{1,1024})(?P<rest>[^\s'\"]*+)"
+)
 _NPMRC_REGISTRY = re.compile(r"//[^\s/]+")
+#: How far back from "/:_" its "//host" may start.
+_NPMRC_LINE_MAX = 300
 _HUGGINGFACE = re.compile(r"hf_[A-Za-z0-9]{34,}(?![A-Za-z0-9_])")
 # The library's pattern, with the key alone as a group: the name is kept.
 _AZURE_ACCOUNT_KEY = re.compile(
@@ -440,13 +544,23 @@ _AZURE_ACCOUNT_KEY = re.compile(
 
 
 def _find_npmrc(text: str, lowered: str) -> Iterator[_Span]:
+    value_end = 0
     for index in _occurrences(lowered, "/:_"):
+        if index < value_end:
+            continue  # in the value read last
         match = _NPMRC.match(text, index)
-        if match is None or not _url_password_ok(match.group("v")):
+        if match is None:
             continue
-        line_start = max(text.rfind("\n", 0, index), text.rfind(" ", 0, index), index - 300) + 1
+        value_end = match.end()
+        if not _url_password_ok(match.group("v")):
+            continue
+        back = index - _NPMRC_LINE_MAX
+        line_start = (
+            max(text.rfind("\n", max(0, back), index), text.rfind(" ", max(0, back), index), back)
+            + 1
+        )
         if _NPMRC_REGISTRY.match(text, line_start):
-            yield match.span("v")
+            yield match.start("v"), match.end()
 
 
 def _openai_ok(value: str) -> bool:
@@ -601,17 +715,13 @@ _NEXT_PARAMETER = re.compile(r"&(?=[\w.\-]+=)")
 _QUERY_END = re.compile(r"[&#]")
 
 
-def _is_name_char(char: str) -> bool:
-    return char.isalnum() or char in "_.-"
-
-
 def _literal_ok(value: str) -> bool:
     """Whether a literal (quoted, or known to be literal) value is a secret."""
     return (
         len(value) >= 4
         and not (value.isalpha() and (value.istitle() or not value.isascii()))  # a label
         and _MASK not in value
-        and not any(c.isspace() for c in value)
+        and _WHITESPACE.search(value) is None
         and not _is_placeholder(value)
         and not _ENV_NAME.fullmatch(value)
         and not _PATH_OR_FILE.fullmatch(value)
@@ -632,22 +742,70 @@ def _bare_ok(value: str, name: str, glued: bool, in_query: bool) -> bool:
     return True
 
 
+#: Masked characters, or what looks like a marker, in a value.
+_OPAQUE = re.compile(r"\0+|\[REDACTED:\w{1,40}\]")
+_WHITESPACE = re.compile(r"\s")
 _NAME_RUN = re.compile(r"[\w.\-]*")
 _NAME_MAX = 100
+# Read in the reversed text: the name characters before a keyword, and the
+# word before a name ("API key").
+_NAME_BACK = re.compile(r"[\w.\-]{0,%d}" % (_NAME_MAX + 1))
+_PREVIOUS_WORD = re.compile(r"[\w.\-]{1,%d}" % _NAME_MAX)
 
 
 @functools.lru_cache(maxsize=512)
 def _is_secret_name(name: str) -> bool:
-    return len(name) <= _NAME_MAX and _SECRET_NAME.search(name) is not None
+    return _SECRET_NAME.search(name) is not None
 
 
-def _assignment_value(text: str, name_start: int, match: re.Match[str]) -> _Span | None:
-    """The span of the value assigned in ``match``, if it is a secret."""
+class _Values:
+    """The values read by _find_assignments: those found, and those vetted.
+
+    A name can sit in the value of a name before it ("password=x;token=y"),
+    and text made of names, "password=password=...", would have each value,
+    up to 1,024 characters, vetted once per name in it. So a long value
+    (over ``_SHORT_VALUE`` characters) that overlaps a long one found is not
+    vetted (redact would drop it), and a name in the long values of
+    ``_VALUE_DEPTH`` names before it is not read: each character is vetted
+    a bounded number of times. (Short values cost little to vet, and nothing
+    to leave out of this bookkeeping.)
+    """
+
+    __slots__ = ("ends", "found", "_last")
+
+    def __init__(self) -> None:
+        self.found = _Spans()
+        #: A heap: the ends of the values vetted (_find_assignments drops
+        #: those before the name it reads).
+        self.ends: list[int] = []
+        self._last: _Span = (-1, -1)
+
+    def worth_vetting(self, start: int, end: int) -> bool:
+        if end - start <= _SHORT_VALUE:
+            return True
+        if (start, end) != self._last:  # "API key" and "key" share a value
+            heapq.heappush(self.ends, end)
+            self._last = (start, end)
+        return not (self.found and self.found.overlaps(start, end))
+
+    def add_found(self, start: int, end: int) -> None:
+        if end - start > _SHORT_VALUE:
+            self.found.add(start, end)
+
+
+_VALUE_DEPTH = 8
+_SHORT_VALUE = 64
+
+
+def _assignment_values(
+    text: str, name_start: int, match: re.Match[str], values: _Values
+) -> list[_Span]:
+    """The span of the value assigned in ``match`` if it is a secret (or of its ends)."""
     name, op = text[name_start : match.start()], match.group("op")
     if op == "=" and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start):
-        return None  # "user, password = 'admin', make_password()": which value is whose?
+        return []  # "user, password = 'admin', make_password()": which value is whose?
     if match.group("is") is not None and not _PROSE_NAME.search(name):
-        return None  # "the token is ...": too often prose
+        return []  # "the token is ...": too often prose
     quoted = next(
         (group for group in ("dq", "sq", "bq", "eq") if match.group(group) is not None), None
     )
@@ -657,13 +815,17 @@ def _assignment_value(text: str, name_start: int, match: re.Match[str]) -> _Span
             and quoted not in ("dq", "sq")
             and not name.startswith("-")
         ):
-            return None  # "pass `x` to": code in prose
-        return match.span(quoted) if _literal_ok(match.group(quoted)) else None
-    value, start = match.group("bare"), match.start("bare")
+            return []  # "pass `x` to": code in prose
+        return [
+            (start, start + len(piece))
+            for piece, start in _value_pieces(match.group(quoted), match.start(quoted))
+            if values.worth_vetting(start, start + len(piece)) and _literal_ok(piece)
+        ]
+    value, value_start = match.group("bare"), match.start("bare")
     if match.group("ws") is not None and not name.startswith("-"):
-        return None  # "password reset", "token count": prose
+        return []  # "password reset", "token count": prose
     if op in ("==", "===", "!=", "!=="):
-        return None  # a comparison with a variable
+        return []  # a comparison with a variable
     in_query = name_start > 0 and text[name_start - 1] in "?&"
     if in_query:
         value = _QUERY_END.split(value, maxsplit=1)[0]  # a query parameter
@@ -672,10 +834,43 @@ def _assignment_value(text: str, name_start: int, match: re.Match[str]) -> _Span
     value = value.rstrip(",;:)]}>")
     if value.endswith(".") and not value.endswith(".."):
         value = value[:-1]  # a full stop ends the sentence
-    glued = text[match.start() : start] == "="  # NAME=value, --flag=value
-    if _bare_ok(value, name, glued, in_query):
-        return start, start + len(value)
-    return None
+    glued = text[match.start() : value_start] == "="  # NAME=value, --flag=value
+    return [
+        (start, start + len(piece))
+        for piece, start in _value_pieces(value, value_start)
+        if values.worth_vetting(start, start + len(piece))
+        and _bare_ok(piece, name, glued, in_query)
+    ]
+
+
+def _value_pieces(value: str, start: int) -> Sequence[tuple[str, int]]:
+    """What to vet of ``value``, at ``start``: the value, or the text at its ends.
+
+    A value with masked characters in it (a marker, a secret found by a
+    detector before) is vetted by its ends, each on its own: the text before
+    the first masked character and the text after the last, when glued to
+    them by a letter or a digit (``password=[REDACTED:jwt]hunter2`` still
+    holds a password; in ``postgres://app:[REDACTED:database_url]@db`` the
+    ends are no password). What only looks like a marker, of an unknown
+    kind, is not shielded, but it is no password either: it splits a value
+    in the same way.
+    """
+    if "[REDACTED:" not in value:
+        first = value.find(_MASK)
+        if first < 0:
+            return ((value, start),)
+        last = value.rfind(_MASK) + 1
+    else:
+        opaque = list(_OPAQUE.finditer(value))
+        if not opaque:
+            return ((value, start),)
+        first, last = opaque[0].start(), opaque[-1].end()
+    pieces = []
+    if first > 0 and value[first - 1] in _ALNUM:
+        pieces.append((value[:first], start))
+    if last < len(value) and value[last] in _ALNUM:
+        pieces.append((value[last:], start + last))
+    return pieces
 
 
 def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
@@ -686,34 +881,40 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
     # keywords it holds, and never further back than a name can be long.
     names: set[_Span] = set()
     name_end = -1
+    backwards = text[::-1]  # names are read back from their keywords
+    size = len(text)
     for index in sorted(i for needle in _KEYWORD_NEEDLES for i in _occurrences(lowered, needle)):
         if index < name_end:
             continue  # in the name found last
         run = _NAME_RUN.match(text, index)
         name_end = run.end() if run is not None else index + 1
-        start = index
-        while start > 0 and index - start <= _NAME_MAX and _is_name_char(text[start - 1]):
-            start -= 1
+        back = _NAME_BACK.match(backwards, size - index)
+        start = index - (back.end() - back.start()) if back is not None else index
         names.add((start, name_end))
-        if start > 1 and text[start - 1] == " " and _is_name_char(text[start - 2]):
-            previous = start - 1
-            while (
-                previous > 0 and start - previous <= _NAME_MAX and _is_name_char(text[previous - 1])
-            ):
-                previous -= 1
-            names.add((previous, name_end))
+        if start > 1 and text[start - 1] == " ":
+            word = _PREVIOUS_WORD.match(backwards, size - start + 1)
+            if word is not None:
+                names.add((start - 1 - (word.end() - word.start()), name_end))
+    values = _Values()
+    ends = values.ends
     for start, end in sorted(names):
-        if not _is_secret_name(text[start:end]):
+        if end - start > _NAME_MAX or not _is_secret_name(text[start:end]):
             continue
+        if ends:
+            while ends and ends[0] <= start:
+                heapq.heappop(ends)
+            if len(ends) >= _VALUE_DEPTH:
+                continue
         match = _ASSIGNED.match(text, end)
         if match is not None:
-            span = _assignment_value(text, start, match)
-            if span is not None:
+            for span in _assignment_values(text, start, match, values):
+                values.add_found(*span)
                 yield span
     if "</" in text:
         for match in _XML_ASSIGNMENT.finditer(text):
-            if _literal_ok(match.group("v")):
-                yield match.span("v")
+            for value, start in _value_pieces(match.group("v"), match.start("v")):
+                if _literal_ok(value):
+                    yield start, start + len(value)
 
 
 # --------------------------------------------------------------------------
@@ -724,6 +925,7 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{40,}={0,2}")
 _BASE64_RUN_CHARS = frozenset(string.ascii_letters + string.digits + "+/_-")
+_BASE64_RUN_AFTER = _BASE64_RUN_CHARS | {"="}
 _BASE64_MIN = 40
 _ENTROPY_LIMIT = 4.5
 # Public by design: Subresource Integrity and lock-file hashes, publishable
@@ -773,7 +975,7 @@ def _find_blobs(text: str, lowered: str) -> Iterator[_Span]:
         start, end = match.span()
         if start > 0 and text[start - 1] in _BASE64_RUN_CHARS:
             continue  # the tail of a run glued to a mask or a marker
-        if end < len(text) and text[end] in _BASE64_RUN_CHARS | {"="}:
+        if end < len(text) and text[end] in _BASE64_RUN_AFTER:
             continue
         run = match.group()
         if _PUBLIC_RUN_PREFIX.match(run) or _PUBLIC_RUN_CONTEXT.search(
@@ -813,7 +1015,7 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "jwt",
         ("eyj",),
-        _pattern(_JWT, accept=JwtTokenDetector.is_formally_valid),
+        _pattern(_JWT, accept=_jwt_ok),
     ),
     _Detector("anthropic_key", ("sk-ant-",), _pattern(_ANTHROPIC, left=_TOKEN_CHARS)),
     _Detector(
@@ -949,22 +1151,50 @@ _SHAPES = tuple(
 
 # Public material that looks like secrets: kept as is, and hidden from the
 # detectors, as are markers already in the text.
+
+#: An exact marker of a known kind; "[REDACTED:anything]" is text like any other.
+_MARKER = re.compile(r"\[REDACTED:(?:" + "|".join(sorted(KINDS)) + r")\]")
 _PUBLIC_BLOCK_BEGIN = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*(?:PUBLIC KEY(?: BLOCK)?|CERTIFICATE(?: REQUEST)?|X509 CRL))-----"
 )
+_PUBLIC_BODY_LINE = re.compile(r"[ \t]*+(?P<base64>[A-Za-z0-9+/=]*+)[ \t]*+\r?")
+_HEADER_LINE = re.compile(r"[A-Za-z][\w\-]*+: [^\n]*+")
+
+
+def _public_block_shields(text: str) -> Iterator[_Span]:
+    """The well-formed public key and certificate blocks, to shield.
+
+    A block's body is base64 lines, perhaps after "Name: value" header lines
+    (a PGP public key's "Version:", "Comment:"): those are left to the
+    detectors, the rest of the block is shielded. A BEGIN line without its
+    own END line, or a body with anything else in it (another BEGIN or END
+    line, prose, a secret), shields nothing.
+    """
+    blocks = _blocks(text, _PUBLIC_BLOCK_BEGIN.finditer(text), "-----BEGIN", "-----END", _pem_end)
+    for start, body_start, body_end, end in blocks:
+        headers_start = headers_end = -1
+        in_base64 = False
+        for index, (line_start, line_end) in enumerate(_lines(text, body_start, body_end)):
+            line = _PUBLIC_BODY_LINE.fullmatch(text, line_start, line_end)
+            if line is not None:
+                in_base64 = in_base64 or line.end("base64") > line.start("base64")
+            elif index > 0 and not in_base64 and _HEADER_LINE.fullmatch(text, line_start, line_end):
+                headers_start = line_start if headers_start < 0 else headers_start
+                headers_end = line_end
+            else:
+                break
+        else:
+            if headers_start < 0:
+                yield start, end
+            else:
+                yield start, headers_start
+                yield headers_end, end
 
 
 def _shields(text: str) -> list[_Span]:
     spans = [match.span() for match in _MARKER.finditer(text)] if "[REDACTED:" in text else []
     if "-----BEGIN" in text:
-        missing: set[str] = set()
-        for begin in _PUBLIC_BLOCK_BEGIN.finditer(text):
-            end_line = f"-----END {begin.group(1)}-----"
-            end = -1 if end_line in missing else text.find(end_line, begin.end())
-            if end < 0:
-                missing.add(end_line)
-            else:
-                spans.append((begin.start(), end + len(end_line)))
+        spans.extend(_public_block_shields(text))
     return spans
 
 
@@ -1034,6 +1264,26 @@ def redact_fields(
     return redacted, dict(sorted(totals.items()))
 
 
+#: Above this many characters in all, redact_fields_async works in a thread.
+_INLINE_LIMIT = 4096
+
+
+async def redact_fields_async(
+    fields: Mapping[str, str | None],
+) -> tuple[dict[str, str | None], dict[str, int]]:
+    """:func:`redact_fields` for a coroutine: the same result, without blocking the event loop.
+
+    Values of more than 4,096 characters in all are redacted in a worker
+    thread (:func:`asyncio.to_thread`); shorter ones inline, as a thread
+    costs more than scanning a comment. The fields are read before the
+    thread starts: the mapping may change while it runs.
+    """
+    snapshot = dict(fields)
+    if sum(len(value) for value in snapshot.values() if value is not None) > _INLINE_LIMIT:
+        return await asyncio.to_thread(redact_fields, snapshot)
+    return redact_fields(snapshot)
+
+
 def _mask(text: str, spans: Iterable[_Span]) -> str:
     pieces: list[str] = []
     position = 0
@@ -1052,6 +1302,12 @@ class _Spans:
     def __init__(self) -> None:
         self.starts: list[int] = []
         self.ends: list[int] = []
+
+    def overlaps(self, start: int, end: int) -> bool:
+        index = bisect.bisect_right(self.starts, start)
+        return (index > 0 and self.ends[index - 1] > start) or (
+            index < len(self.starts) and self.starts[index] < end
+        )
 
     def add(self, start: int, end: int) -> None:
         index = bisect.bisect_right(self.starts, start)

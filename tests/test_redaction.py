@@ -12,13 +12,23 @@ sources.
 from __future__ import annotations
 
 import base64
+import gc
 import random
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
-from everyskill.redaction import KINDS, Redaction, marker, redact, redact_fields
+from everyskill.redaction import (
+    KINDS,
+    Redaction,
+    marker,
+    redact,
+    redact_fields,
+    redact_fields_async,
+)
 from tests import redaction_corpus as corpus
 
 
@@ -275,6 +285,83 @@ def test_public_key_material_is_kept() -> None:
         assert redact(text).text == text
 
 
+def test_a_begin_line_without_its_end_line_hides_nothing() -> None:
+    rng = _rng("unclosed certificate")
+    key_id = corpus.aws_key_id(rng)
+    private_key = _pem(rng, "RSA PRIVATE KEY")
+    certificate = _pem(rng, "CERTIFICATE")
+    text = (
+        "The docs say a bundle starts with -----BEGIN CERTIFICATE----- and then the key.\n"
+        f"aws_access_key_id = {key_id}\n"
+        "password = 'hunter2xyz9'\n"
+        f"{private_key}\n"
+        f"{certificate}\n"
+    )
+    result = redact(text)
+    assert result.found == {"aws_access_key": 1, "password_assignment": 1, "private_key": 1}
+    assert result.text == (
+        "The docs say a bundle starts with -----BEGIN CERTIFICATE----- and then the key.\n"
+        "aws_access_key_id = [REDACTED:aws_access_key]\n"
+        "password = '[REDACTED:password_assignment]'\n"
+        "[REDACTED:private_key]\n"
+        f"{certificate}\n"
+    )
+
+
+def test_only_well_formed_public_blocks_are_shielded() -> None:
+    rng = _rng("public blocks")
+    lines = corpus.pem_body(rng)
+    # A "certificate" with a line that is not base64 in it is no certificate.
+    holder = "\n".join(
+        ["-----BEGIN CERTIFICATE-----", lines[0], 'password = "hunter2xyz9"', *lines[1:]]
+        + ["-----END CERTIFICATE-----"]
+    )
+    result = redact(holder)
+    assert result.found["password_assignment"] == 1
+    assert "hunter2xyz9" not in result.text
+    # A PGP public key's header lines are scanned; its base64 is kept.
+    token = "ghp_" + corpus.chars(rng, corpus.ALNUM, 36)
+    pgp = "\n".join(
+        ["-----BEGIN PGP PUBLIC KEY BLOCK-----", "Version: GnuPG v2", f"Comment: {token}", ""]
+        + [*lines, "-----END PGP PUBLIC KEY BLOCK-----"]
+    )
+    result = redact(pgp)
+    assert result.found == {"github_token": 1}
+    assert result.text == pgp.replace(token, marker("github_token"))
+    # An END line of another label does not close a block.
+    mismatched = "\n".join(["-----BEGIN PUBLIC KEY-----", *lines, "-----END CERTIFICATE-----"])
+    assert set(redact(mismatched).found) == {"base64_blob"}
+
+
+def test_a_key_cut_short_before_a_whole_key_is_found_too() -> None:
+    rng = _rng("two keys")
+    body = corpus.pem_body(rng)
+    cut_short = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(body[:3])
+    whole = _pem(rng, "RSA PRIVATE KEY")
+    result = redact(f"first try:\n{cut_short}\n\nsecond try:\n{whole}\n")
+    assert result.found == {"private_key": 2}
+    assert result.text == (
+        "first try:\n[REDACTED:private_key]\n\nsecond try:\n[REDACTED:private_key]\n"
+    )
+
+
+def test_long_npmrc_values_are_replaced_whole() -> None:
+    rng = _rng("npmrc")
+    value = base64.b64encode(corpus.chars(rng, corpus.ALNUM, 1200).encode()).decode()
+    text = f"//registry.example.com/:_auth={value}\nalways-auth=true"
+    result = redact(text)
+    assert result.found == {"npm_token": 1}
+    assert result.text == "//registry.example.com/:_auth=[REDACTED:npm_token]\nalways-auth=true"
+
+
+def test_names_in_a_value_before_them_are_still_read() -> None:
+    rng = _rng("names in values")
+    value = corpus.chars(rng, corpus.ALNUM, 12) + "7"
+    result = redact(f"run --password=$DB_PASSWORD;token={value} now")
+    assert result.found == {"password_assignment": 1}
+    assert result.text == "run --password=$DB_PASSWORD;token=[REDACTED:password_assignment] now"
+
+
 # --------------------------------------------------------------------------
 # Benign text comes back byte for byte.
 
@@ -359,6 +446,54 @@ def test_markers_written_by_hand_are_left_alone() -> None:
     assert redact(text) == Redaction(text, {})
 
 
+def test_text_glued_to_a_marker_is_still_scanned() -> None:
+    rng = _rng("glued")
+    key_id = corpus.aws_key_id(rng)
+    cases = {
+        "password=[REDACTED:jwt]hunter2secret99": (
+            "password=[REDACTED:jwt][REDACTED:password_assignment]",
+            {"password_assignment": 1},
+        ),
+        'password = "hunter2secret99[REDACTED:jwt]"': (
+            'password = "[REDACTED:password_assignment][REDACTED:jwt]"',
+            {"password_assignment": 1},
+        ),
+        f"keys: [REDACTED:aws_access_key]{key_id}": (
+            "keys: [REDACTED:aws_access_key][REDACTED:aws_access_key]",
+            {"aws_access_key": 1},
+        ),
+        # What only looks like a marker is no shield.
+        'password = "[REDACTED:not_a_kind]hunter2secret99"': (
+            'password = "[REDACTED:not_a_kind][REDACTED:password_assignment]"',
+            {"password_assignment": 1},
+        ),
+        "password=[REDACTED:JWT]hunter2secret99": (
+            "password=[REDACTED:JWT][REDACTED:password_assignment]",
+            {"password_assignment": 1},
+        ),
+    }
+    for text, (expected, found) in cases.items():
+        result = redact(text)
+        assert (result.text, result.found) == (expected, found), text
+        again = redact(result.text)
+        assert (again.text, again.found) == (result.text, {}), text
+
+
+def test_a_jwt_with_its_signature_cut_short_is_still_a_jwt() -> None:
+    rng = _rng("jwt cut short")
+    header = corpus.b64url_json({"alg": "HS256", "typ": "JWT"})
+    payload = corpus.b64url_json({"sub": corpus.a_uuid(rng), "exp": 1_900_000_000})
+    signature = corpus.b64(rng, 32, urlsafe=True, pad=False)
+    signature = signature[: len(signature) - (len(signature) - 1) % 4]  # not base64 any more
+    for text in (
+        f"token: {header}.{payload}.{signature} (pasted from the log)",
+        f"token: {header}.{payload}.{signature}[REDACTED:password_assignment]",
+    ):
+        result = redact(text)
+        assert result.found == {"jwt": 1}, text
+        assert redact(result.text) == Redaction(result.text, {})
+
+
 def test_redact_fields_sums_counts_and_passes_none_through() -> None:
     rng = _rng("fields")
     token = "ghp_" + corpus.chars(rng, corpus.ALNUM, 36)
@@ -379,6 +514,54 @@ def test_redact_fields_sums_counts_and_passes_none_through() -> None:
     assert redact_fields({}) == ({}, {})
 
 
+class _TracedText(str):
+    """A str that notes the threads it is lower-cased on: redact lower-cases what it scans."""
+
+    threads: set[int]
+
+    def lower(self) -> str:
+        self.threads.add(threading.get_ident())
+        return super().lower()
+
+
+def _traced(text: str, threads: set[int]) -> _TracedText:
+    traced = _TracedText(text)
+    traced.threads = threads
+    return traced
+
+
+async def test_redact_fields_async_matches_redact_fields() -> None:
+    rng = _rng("async")
+    token = "ghp_" + corpus.chars(rng, corpus.ALNUM, 36)
+    short: dict[str, str | None] = {"comment": f"my token {token} leaked", "notes": None}
+    long: dict[str, str | None] = {
+        "comment": "\n".join(template.format(s=secret) for template, secret in EXAMPLES.values()),
+        "correction": "all good " * 600,
+        "suggestion": None,
+    }
+    assert sum(len(value or "") for value in short.values()) <= 4096
+    assert sum(len(value or "") for value in long.values()) > 4096
+    for fields in (short, long, {}):
+        assert await redact_fields_async(fields) == redact_fields(fields)
+
+
+async def test_redact_fields_async_scans_long_texts_off_the_event_loop() -> None:
+    loop_thread = threading.get_ident()
+    short_threads: set[int] = set()
+    await redact_fields_async({"comment": _traced("password = 'hunter2xyz9'", short_threads)})
+    assert short_threads == {loop_thread}  # a comment is scanned inline
+
+    long_threads: set[int] = set()
+    fields = {
+        "comment": _traced("password = 'hunter2xyz9'\n" * 100, long_threads),
+        "notes": _traced("fine " * 400, long_threads),
+    }
+    redacted, found = await redact_fields_async(fields)
+    assert found == {"password_assignment": 100}
+    assert long_threads and loop_thread not in long_threads
+    assert redacted["notes"] == fields["notes"]
+
+
 def test_secret_values_are_never_exposed() -> None:
     template, secret = EXAMPLES["stripe_key"]
     result = redact(template.format(s=secret))
@@ -390,20 +573,164 @@ def test_secret_values_are_never_exposed() -> None:
     assert secret not in str(error.value)
 
 
-def test_crafted_inputs_take_linear_time() -> None:
-    crafted = [
-        "password" * 12_500,
-        'password="' * 10_000,
-        "eyJ" * 30_000,
-        "sk-" * 30_000,
-        "-----BEGIN RSA PRIVATE KEY-----\nabc\n" * 2_500,
-        "postgres://" * 10_000,
-        "aws_secret" * 10_000,
-    ]
-    for text in crafted:
-        started = time.perf_counter()
-        redact(text)
-        assert time.perf_counter() - started < 2.0, text[:20]
+# --------------------------------------------------------------------------
+# Cost: crafted inputs, each a worst case for some detector, must take time
+# linear in their length. Each family makes a text of exactly the length
+# asked; the time at 4n must stay well under 16 times (quadratic) the time
+# at n, and 100,000 characters (the longest a field may be) well under a
+# second.
+
+GROWTH_N = 25_000
+GROWTH_RATIO = 8.0
+#: Timings under this are too short for a ratio: noise would dominate.
+GROWTH_FLOOR = 0.002
+LONGEST_FIELD = 100_000
+LONGEST_FIELD_SECONDS = 1.0
+
+
+def _repeat(unit: str, *, head: str = "", last: str = "") -> Callable[[int], str]:
+    def make(length: int) -> str:
+        body = length - len(head) - len(last)
+        return head + (unit * (body // len(unit) + 1))[:body] + last
+
+    return make
+
+
+def _base64_of_text(length: int) -> str:
+    """Base64 of prose that holds base64 of prose, and so on."""
+    text = "the summary skill dropped the table again " * 2
+    while len(text) < length:
+        text = f"see {base64.b64encode(text.encode()).decode()} and the rest of the log"
+    return text[:length]
+
+
+def _distinct_names(length: int) -> str:
+    """Assignments to names never seen before: no cache helps."""
+    return "".join(f"k{i}_password=v{i} " for i in range(length // 10))[:length]
+
+
+def _base64_run(length: int) -> str:
+    raw = _rng("base64 run").randbytes(length)
+    return base64.b64encode(raw).decode()[:length]
+
+
+_RSA_BEGIN = "-----BEGIN RSA PRIVATE KEY-----"
+_RSA_END = "-----END RSA PRIVATE KEY-----"
+
+CRAFTED: dict[str, Callable[[int], str]] = {
+    # private_key, and the public blocks that shield
+    "PEM BEGIN lines, one END": _repeat(_RSA_BEGIN + "\n", last=_RSA_END),
+    "PEM BEGIN lines in headers": _repeat(_RSA_BEGIN + "\nComment: ", last="\n" + _RSA_END),
+    "PEM BEGIN lines on one line": _repeat(_RSA_BEGIN, last=_RSA_END),
+    "PEM escaped BEGIN lines": _repeat(_RSA_BEGIN + "\\n", last=_RSA_END),
+    "PEM body of spaces": _repeat(" ", head=_RSA_BEGIN + "\n", last="!\n" + _RSA_END),
+    "PEM cut short": _repeat(_RSA_BEGIN + "\nProc-Type: 4,ENCRYPTED\nQUFBQUFBQUFBQUFBQUFBQUFB\n"),
+    "PuTTY headers, one MAC": _repeat(
+        "PuTTY-User-Key-File-2: ssh-rsa\n", last="Private-MAC: 0123abcd"
+    ),
+    "SSH2 BEGIN lines, one END": _repeat(
+        "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n",
+        last="---- END SSH2 ENCRYPTED PRIVATE KEY ----",
+    ),
+    "certificate BEGIN lines, one END": _repeat(
+        "-----BEGIN CERTIFICATE-----\n", last="-----END CERTIFICATE-----"
+    ),
+    "certificate header lines": _repeat(
+        "-----BEGIN CERTIFICATE-----\nComment: ", last="\n-----END CERTIFICATE-----"
+    ),
+    # provider tokens
+    "eyJ": _repeat("eyJ"),
+    "eyJa.": _repeat("eyJa."),
+    "sk-": _repeat("sk-"),
+    "sk-ant-": _repeat("sk-ant-"),
+    "ghp_": _repeat("ghp_"),
+    "glagent-": _repeat("glagent-"),
+    "xoxb-1-a": _repeat("xoxb-1-a"),
+    "xoxa- with tails": _repeat("xoxa-aaaaaaaaaa_"),
+    "sk_live_": _repeat("sk_live_"),
+    "AIza": _repeat("AIza"),
+    "npm_": _repeat("npm_"),
+    ".npmrc //a/:_auth=": _repeat("//a/:_auth="),
+    ".npmrc on one line": _repeat("x/:_authToken=", head="//registry.npmjs.org/"),
+    "hf_": _repeat("hf_"),
+    "SG.": _repeat("SG."),
+    "pypi-": _repeat("pypi-AgEIcHlwaS5vcmc"),
+    "Twilio SK": _repeat("SK0123456789abcdef0123456789abcdef"),
+    "AccountKey=": _repeat("AccountKey="),
+    "AKIA": _repeat("AKIA"),
+    "aws_secret_access_key": _repeat("aws_secret_access_key = "),
+    # URLs and authorization schemes
+    "postgres://a:": _repeat("postgres://a:"),
+    "://a:": _repeat("://a:"),
+    "Bearer ": _repeat("Bearer "),
+    "one long bearer token": _repeat("a1", head="Bearer "),
+    "Authorization: token": _repeat("Authorization: token "),
+    "Basic ": _repeat("Basic "),
+    "-u a:": _repeat("-u a:"),
+    # password_assignment
+    "password=": _repeat("password="),
+    'password="': _repeat('password="'),
+    "pwd=/ (paths)": _repeat("pwd=/"),
+    "token=a( (calls)": _repeat("token=a("),
+    'token="...", names inside': _repeat('token="' + "token=" * 150 + '..."\n'),
+    "pwd=a& (query parameters)": _repeat("pwd=a&"),
+    "distinct names": _distinct_names,
+    "tuple targets": _repeat("(a," * 16 + "password="),
+    "password and spaces": _repeat(" ", head="password"),
+    "<password>": _repeat("<password>"),
+    # base64_blob
+    "base64 run": _base64_run,
+    "base64 of base64 of text": _base64_of_text,
+    "base64 path": _repeat("a/"),
+    # markers
+    "markers": _repeat("[REDACTED:jwt]"),
+    "marker shapes": _repeat("[REDACTED:"),
+}
+
+
+def _best_time(text: str, runs: int, *, enough: float = 0.0) -> float:
+    """The best of ``runs`` timings of redact(text).
+
+    It stops once a timing is ``enough`` (the verdict is made), or more than
+    twice that (noise does not halve a timing).
+    """
+    best = float("inf")
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            redact(text)
+            best = min(best, time.perf_counter() - started)
+            if best <= enough or (enough and best > 2 * enough):
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return best
+
+
+def test_crafted_inputs_take_linear_time(capsys: pytest.CaptureFixture[str]) -> None:
+    assert GROWTH_N * 4 == LONGEST_FIELD
+    slow: dict[str, str] = {}
+    lines: list[str] = []
+    for name, make in CRAFTED.items():
+        short, long = make(GROWTH_N), make(4 * GROWTH_N)
+        assert (len(short), len(long)) == (GROWTH_N, 4 * GROWTH_N), name
+        t_short = _best_time(short, 3)
+        # Best of three, stopping early once under the bound: the same verdict.
+        bound = min(GROWTH_RATIO * max(t_short, GROWTH_FLOOR), LONGEST_FIELD_SECONDS)
+        t_long = _best_time(long, 3, enough=bound)
+        lines.append(
+            f"  {name:<34} {t_short * 1e3:8.2f} ms -> {t_long * 1e3:9.2f} ms"
+            f"  x{t_long / t_short:.1f}"
+        )
+        if t_long > bound:
+            slow[name] = f"{t_short * 1e3:.1f} ms -> {t_long * 1e3:.1f} ms"
+    with capsys.disabled():
+        print(f"\nredact() on crafted inputs, {GROWTH_N} -> {4 * GROWTH_N} characters:")
+        print("\n".join(lines))
+    assert not slow, slow
 
 
 # --------------------------------------------------------------------------
