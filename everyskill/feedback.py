@@ -280,6 +280,9 @@ async def mark_implemented(
     return await _transition(feedback_id, FeedbackStatus.implemented, reviewer_id, notes)
 
 
+_REVIEW_STATE = "SELECT status, reviewed_by, reviewed_at FROM skill_feedback WHERE id = $1"
+
+
 async def _transition(
     feedback_id: str, wanted: FeedbackStatus, reviewer_id: str, notes: str | None
 ) -> Saved[SkillFeedback]:
@@ -291,10 +294,7 @@ async def _transition(
     allowed_from = TRANSITIONS[wanted]
     async with operation({"reviewed_by": reviewer_id}) as scope:
         connection = scope.connection
-        current = await connection.fetchrow(
-            "SELECT status, reviewed_by, reviewed_at FROM skill_feedback WHERE id = $1",
-            feedback_id,
-        )
+        current = await connection.fetchrow(_REVIEW_STATE, feedback_id)
         if current is None:
             raise NotFoundError("feedback", feedback_id)
         if current["status"] not in allowed_from:
@@ -316,10 +316,7 @@ async def _transition(
             texts["review_notes"],
         )
         if record is None:
-            now = await connection.fetchrow(
-                "SELECT status, reviewed_by, reviewed_at FROM skill_feedback WHERE id = $1",
-                feedback_id,
-            )
+            now = await connection.fetchrow(_REVIEW_STATE, feedback_id)
             if now is None:
                 raise ConflictError(
                     f"feedback {feedback_id!r} was deleted while it was being reviewed"
