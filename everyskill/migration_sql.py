@@ -7,10 +7,15 @@ Contract
   commits or rolls back together with the rest of its migration.
 - It is an error to call it outside a transaction: a raw step must never be
   half-applied.
+- :func:`raw_migration` is the ``MigrationManager`` of a migration made of
+  raw SQL only: its forwards and backwards SQL, each run with :func:`run_sql`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
 
@@ -28,3 +33,25 @@ async def run_sql(sql: str) -> None:
             "run it through `piccolo migrations forwards`."
         )
     await transaction.connection.execute(sql)
+
+
+def raw_migration(
+    migration_id: str,
+    description: str,
+    forwards_sql: Callable[[], str],
+    backwards_sql: Callable[[], str],
+) -> MigrationManager:
+    """The manager of a raw-SQL migration of the ``everyskill`` app."""
+    manager = MigrationManager(
+        migration_id=migration_id, app_name="everyskill", description=description
+    )
+
+    async def run() -> None:
+        await run_sql(forwards_sql())
+
+    async def run_backwards() -> None:
+        await run_sql(backwards_sql())
+
+    manager.add_raw(run)
+    manager.add_raw_backwards(run_backwards)
+    return manager

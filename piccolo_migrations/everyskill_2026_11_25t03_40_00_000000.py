@@ -7,9 +7,7 @@ did. The definitions are written out here, not imported from ``tables.py``, so
 that this migration means the same thing forever.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-
-from everyskill.migration_sql import run_sql
+from everyskill.migration_sql import raw_migration
 
 ID = "2026-11-25T03:40:00:000000"
 VERSION = "1.38.0"
@@ -283,16 +281,4 @@ def backwards_sql() -> str:
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="everyskill", description=DESCRIPTION
-    )
-
-    async def run():
-        await run_sql(forwards_sql())
-
-    async def run_backwards():
-        await run_sql(backwards_sql())
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+    return raw_migration(ID, DESCRIPTION, forwards_sql, backwards_sql)

@@ -15,9 +15,7 @@ the statement to run once those rows are fixed.
 Every statement is idempotent, and ``backwards`` undoes what ``forwards`` did.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-
-from everyskill.migration_sql import run_sql
+from everyskill.migration_sql import raw_migration
 
 ID = "2026-11-25T04:00:00:000000"
 VERSION = "1.38.0"
@@ -151,16 +149,4 @@ def backwards_sql() -> str:
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="everyskill", description=DESCRIPTION
-    )
-
-    async def run():
-        await run_sql(forwards_sql())
-
-    async def run_backwards():
-        await run_sql(backwards_sql())
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+    return raw_migration(ID, DESCRIPTION, forwards_sql, backwards_sql)

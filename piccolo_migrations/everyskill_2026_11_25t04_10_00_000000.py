@@ -34,9 +34,7 @@ triggers; every statement is idempotent, and ``backwards`` removes what
 ``forwards`` made.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-
-from everyskill.migration_sql import run_sql
+from everyskill.migration_sql import raw_migration
 
 ID = "2026-11-25T04:10:00:000000"
 VERSION = "1.38.0"
@@ -280,16 +278,4 @@ def backwards_sql() -> str:
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="everyskill", description=DESCRIPTION
-    )
-
-    async def run():
-        await run_sql(forwards_sql())
-
-    async def run_backwards():
-        await run_sql(backwards_sql())
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+    return raw_migration(ID, DESCRIPTION, forwards_sql, backwards_sql)
