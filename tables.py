@@ -4,7 +4,8 @@ The EverySkill schema: one ``Table`` per concept, in dependency order.
 The catalogue (``tenants``, ``users``, ``skills``, ``skill_versions``) carries
 the four tables of the feedback / measurement / benchmark plan
 (``skill_feedback``, ``token_measurements``, ``benchmark_runs``,
-``benchmark_results``) and the three aggregate columns on ``skills``.
+``benchmark_results``) and the three aggregate columns on ``skills``, and
+``model_prices``: a tenant's own (negotiated) price of a model.
 
 Piccolo creates the tables and the single-column foreign keys declared here.
 What Piccolo cannot express is added by the raw-SQL migrations that follow the
@@ -37,6 +38,7 @@ from piccolo.columns import (
     Boolean,
     ForeignKey,
     Integer,
+    Numeric,
     Text,
     Timestamptz,
 )
@@ -153,6 +155,17 @@ def _nullable_int(help_text: str) -> Integer:
 
 def _nullable_text(help_text: str) -> Text:
     return Text(null=True, default=None, help_text=help_text)
+
+
+def _rate(*, help_text: str, required: bool = False) -> Numeric:
+    # Microcents per token: 6 decimal places hold $0.000001 per million tokens.
+    return Numeric(
+        digits=(14, 6),
+        null=not required,
+        required=required,
+        default=None,
+        help_text=help_text,
+    )
 
 
 ###############################################################################
@@ -354,10 +367,56 @@ class SkillFeedback(Table, tablename="skill_feedback"):
     created_at = _created_at()
 
 
+class ModelPrice(Table, tablename="model_prices"):
+    """
+    A tenant's own price for a model (a negotiated rate). It wins over the
+    maintained price table (PyPI ``genai-prices``) when the tenant's token
+    measurements and benchmark results are costed. Rates are in microcents
+    per token: $3 per million tokens is 300. Cache rates are optional; cache
+    tokens without their own rate are charged at the input rate.
+    """
+
+    id = _id()
+    tenant_id = _tenant()
+    model_provider = Text(required=True, help_text="Model vendor, e.g. anthropic.")
+    model_name = Text(
+        required=True,
+        help_text="Model identifier, exactly as measurements name it.",
+    )
+    input_microcents_per_token = _rate(
+        required=True,
+        help_text="Price of an uncached input token, in microcents ($3/MTok = 300).",
+    )
+    output_microcents_per_token = _rate(
+        required=True, help_text="Price of an output token, in microcents."
+    )
+    cache_read_microcents_per_token = _rate(
+        help_text="Price of a token read from the prompt cache; NULL: the input rate."
+    )
+    cache_write_microcents_per_token = _rate(
+        help_text="Price of a token written to the prompt cache; NULL: the input rate."
+    )
+    note = _nullable_text("Where the rate comes from (contract, date).")
+    created_at = _created_at()
+    updated_at = Timestamptz(
+        default=TimestamptzNow(), help_text="When the price last changed."
+    )
+
+    @classmethod
+    def get_readable(cls) -> Readable:
+        return Readable(template="%s/%s", columns=[cls.model_provider, cls.model_name])
+
+
 class TokenMeasurement(Table, tablename="token_measurements"):
     """
     Tokens, model, cost and latency of one use of a skill. Costs are in
     microcents (1e-8 USD).
+
+    Token counts follow Anthropic's usage report: ``input_tokens`` are the
+    input tokens that neither came from nor went to the prompt cache; tokens
+    read from the cache and written to it are counted apart, each priced at
+    its own rate. ``total_tokens`` is every input token (uncached, cache read,
+    cache write) plus the output tokens.
     """
 
     id = _id()
@@ -375,9 +434,15 @@ class TokenMeasurement(Table, tablename="token_measurements"):
         "The usage event measured (no foreign key: usage events live elsewhere)."
     )
     user_id = _user(null=True, help_text="Who used the skill.")
-    input_tokens = _nullable_int("Input (prompt) tokens.")
+    input_tokens = _nullable_int(
+        "Input tokens, not counting cache reads and writes (as Anthropic reports them)."
+    )
     output_tokens = _nullable_int("Output (completion) tokens.")
-    total_tokens = _nullable_int("Input plus output tokens.")
+    total_tokens = _nullable_int(
+        "Input (uncached, cache read and cache write) plus output tokens."
+    )
+    cache_read_tokens = _nullable_int("Input tokens read from the prompt cache.")
+    cache_write_tokens = _nullable_int("Input tokens written to the prompt cache.")
     model_name = Text(required=True, index=True, help_text="Model identifier, e.g. claude-sonnet-4-5.")
     model_provider = Text(default="anthropic", help_text="Model vendor.")
     estimated_cost_microcents = _nullable_int(
@@ -434,6 +499,7 @@ class BenchmarkRun(Table, tablename="benchmark_runs"):
     completed_at = Timestamptz(
         null=True, default=None, help_text="When it completed or failed."
     )
+    error_message = _nullable_text("Why the run failed; NULL unless it failed.")
     created_at = _created_at()
 
 
@@ -459,9 +525,13 @@ class BenchmarkResult(Table, tablename="benchmark_results"):
     input_used = _nullable_text("The input given to the model.")
     output_produced = _nullable_text("What the model produced.")
     expected_output = _nullable_text("What it should have produced.")
-    input_tokens = _nullable_int("Input tokens.")
+    input_tokens = _nullable_int("Input tokens, not counting cache reads and writes.")
     output_tokens = _nullable_int("Output tokens.")
-    total_tokens = _nullable_int("Input plus output tokens.")
+    total_tokens = _nullable_int(
+        "Input (uncached, cache read and cache write) plus output tokens."
+    )
+    cache_read_tokens = _nullable_int("Input tokens read from the prompt cache.")
+    cache_write_tokens = _nullable_int("Input tokens written to the prompt cache.")
     latency_ms = _nullable_int("Latency in milliseconds.")
     estimated_cost_microcents = _nullable_int(
         "Estimated cost in microcents (1e-8 USD)."
@@ -482,6 +552,7 @@ TABLES: tuple[type[Table], ...] = (
     Skill,
     SkillVersion,
     SkillFeedback,
+    ModelPrice,
     TokenMeasurement,
     BenchmarkRun,
     BenchmarkResult,

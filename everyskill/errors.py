@@ -131,6 +131,7 @@ _KINDS = {
     "skills": "skill",
     "skill_versions": "skill version",
     "skill_feedback": "feedback",
+    "model_prices": "model price",
     "token_measurements": "token measurement",
     "benchmark_runs": "benchmark run",
     "benchmark_results": "benchmark result",

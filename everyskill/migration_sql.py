@@ -9,6 +9,9 @@ Contract
   half-applied.
 - :func:`raw_migration` is the ``MigrationManager`` of a migration made of
   raw SQL only: its forwards and backwards SQL, each run with :func:`run_sql`.
+- :func:`validated_check` is the SQL of a CHECK constraint added to a table
+  that may hold older rows: enforced on new writes at once, validated when
+  the old rows allow it.
 """
 
 from __future__ import annotations
@@ -55,3 +58,33 @@ def raw_migration(
     manager.add_raw(run)
     manager.add_raw_backwards(run_backwards)
     return manager
+
+
+def validated_check(table: str, name: str, definition: str, why: str) -> str:
+    """SQL that adds a CHECK constraint, keeping a database with older rows usable.
+
+    The constraint is added NOT VALID, which checks every new write, then
+    validated against the existing rows. When older rows break it, the
+    migration still succeeds with a WARNING that names the rule and the
+    statement to run once those rows are fixed. Idempotent.
+    """
+    why_text = why.replace("'", "''")
+    return f"""
+-- {why}
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass
+                 AND conname = '{name}') THEN
+    ALTER TABLE {table} ADD CONSTRAINT {name} {definition} NOT VALID;
+  END IF;
+  IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass
+             AND conname = '{name}' AND NOT convalidated) THEN
+    BEGIN
+      ALTER TABLE {table} VALIDATE CONSTRAINT {name};
+    EXCEPTION WHEN check_violation THEN
+      RAISE WARNING '{table} has rows written before the rule {name} ({why_text}); '
+        'new writes are checked. Fix those rows, then run: '
+        'ALTER TABLE {table} VALIDATE CONSTRAINT {name};';
+    END;
+  END IF;
+END $$;
+"""

@@ -34,6 +34,7 @@ from piccolo.table import Table
 from tables import (
     BenchmarkResult,
     BenchmarkRun,
+    ModelPrice,
     Skill,
     SkillFeedback,
     SkillVersion,
@@ -45,8 +46,10 @@ from tables import (
 __all__ = [
     "BenchmarkResult",
     "BenchmarkRun",
+    "ModelPrice",
     "NewBenchmarkResult",
     "NewBenchmarkRun",
+    "NewModelPrice",
     "NewSkill",
     "NewSkillFeedback",
     "NewSkillVersion",
@@ -69,6 +72,8 @@ _NON_NEGATIVE = {
     "input_tokens",
     "output_tokens",
     "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
     "estimated_cost_microcents",
     "cheapest_cost_microcents",
     "avg_token_cost_microcents",
@@ -109,6 +114,8 @@ def _field(table: type[Table], column: Column) -> tuple[Any, Any]:
         if name in _NON_NEGATIVE:
             low = 0
         constraints.update(ge=low, le=high)
+    if name.endswith("_per_token"):
+        constraints.update(ge=0, max_digits=14, decimal_places=6)
     if annotation is str and name in _NON_EMPTY:
         constraints["min_length"] = 1
     if name == "models":
@@ -147,6 +154,7 @@ NewUser = new_row_model(User)
 NewSkill = new_row_model(Skill)
 NewSkillVersion = new_row_model(SkillVersion)
 NewSkillFeedback = new_row_model(SkillFeedback)
+NewModelPrice = new_row_model(ModelPrice)
 NewTokenMeasurement = new_row_model(TokenMeasurement)
 NewBenchmarkRun = new_row_model(BenchmarkRun)
 NewBenchmarkResult = new_row_model(BenchmarkResult)

@@ -77,13 +77,20 @@ class TenantRows:
     skill_id: str
     version_id: str
     feedback_id: str
+    model_price_id: str | None
     measurement_id: str
     run_id: str
     result_id: str
 
 
-async def make_tenant(owner: asyncpg.Connection, label: str = "t") -> TenantRows:
-    """Insert, as the owner, a tenant with one row in every table."""
+async def make_tenant(
+    owner: asyncpg.Connection, label: str = "t", *, model_price: bool = True
+) -> TenantRows:
+    """Insert, as the owner, a tenant with one row in every table.
+
+    ``model_price=False`` leaves out the tenant's model price, for a database
+    migrated only as far as the tables the plan names.
+    """
     tag = uuid.uuid4().hex[:10]
     async with owner.transaction():
         tenant_id = await owner.fetchval(
@@ -118,6 +125,14 @@ async def make_tenant(owner: asyncpg.Connection, label: str = "t") -> TenantRows
             version_id,
             user_id,
         )
+        model_price_id = None
+        if model_price:
+            model_price_id = await owner.fetchval(
+                "INSERT INTO model_prices (tenant_id, model_provider, model_name,"
+                "  input_microcents_per_token, output_microcents_per_token)"
+                " VALUES ($1, 'anthropic', 'claude-sonnet-4-5', 250, 1250) RETURNING id",
+                tenant_id,
+            )
         measurement_id = await owner.fetchval(
             "INSERT INTO token_measurements"
             " (tenant_id, skill_id, user_id, input_tokens, output_tokens,"
@@ -135,6 +150,10 @@ async def make_tenant(owner: asyncpg.Connection, label: str = "t") -> TenantRows
             skill_id,
             user_id,
         )
+        # Results are recorded while a run is running.
+        await owner.execute(
+            "UPDATE benchmark_runs SET status = 'running' WHERE id = $1", run_id
+        )
         result_id = await owner.fetchval(
             "INSERT INTO benchmark_results"
             " (tenant_id, benchmark_run_id, model_name, model_provider,"
@@ -149,6 +168,7 @@ async def make_tenant(owner: asyncpg.Connection, label: str = "t") -> TenantRows
         skill_id,
         version_id,
         feedback_id,
+        model_price_id,
         measurement_id,
         run_id,
         result_id,

@@ -134,7 +134,7 @@ async def test_feedback_rules_and_aggregates_arrive_on_a_database_with_data(
         "--migration_id=2026-11-25T03:56:33:498239",
     )
     async with connected(fresh_database) as connection:
-        rows = await make_tenant(connection)
+        rows = await make_tenant(connection, model_price=False)
         await connection.execute(
             "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment, status)"
             " VALUES ($1, $2, 'thumbs_up', NULL, 'pending'), ($1, $2, 'thumbs_down', 0, 'accepted'),"

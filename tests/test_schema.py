@@ -8,6 +8,8 @@ Also the hardening the plan lacked: per-row keys, precision, CHECKs.
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -107,6 +109,21 @@ SEED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
     ],
 }
 
+# Columns beyond the plan, added after its columns: prompt-cache token counts
+# (each priced at its own rate) and a failed run's error message.
+ADDED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
+    "skill_feedback": [],
+    "token_measurements": [
+        ("cache_read_tokens", "integer", False, None),
+        ("cache_write_tokens", "integer", False, None),
+    ],
+    "benchmark_runs": [("error_message", "text", False, None)],
+    "benchmark_results": [
+        ("cache_read_tokens", "integer", False, None),
+        ("cache_write_tokens", "integer", False, None),
+    ],
+}
+
 SKILL_AGGREGATES = [
     ("average_rating", "integer", False, None),
     ("total_feedback", "integer", True, "0"),
@@ -172,8 +189,8 @@ async def columns_of(owner: asyncpg.Connection, table: str) -> list[tuple[str, s
 
 @pytest.mark.parametrize("table", sorted(SEED_COLUMNS))
 async def test_seed_table_columns(owner: asyncpg.Connection, table: str) -> None:
-    """Each of the four tables has exactly the plan's columns, in its order."""
-    assert await columns_of(owner, table) == SEED_COLUMNS[table]
+    """Each of the four tables has the plan's columns, in its order, then ours."""
+    assert await columns_of(owner, table) == SEED_COLUMNS[table] + ADDED_COLUMNS[table]
 
 
 async def test_skills_aggregate_columns(owner: asyncpg.Connection) -> None:
@@ -358,11 +375,48 @@ async def test_feedback_type_rules(
 
 
 async def test_benchmark_statuses_match_the_enum(owner: asyncpg.Connection) -> None:
+    """Each status of the enum is reachable through the life cycle; others are refused."""
     rows = await make_tenant(owner)
-    for status in BenchmarkStatus:
-        await owner.execute("UPDATE benchmark_runs SET status = $1 WHERE id = $2", status.value, rows.run_id)
-    with pytest.raises(asyncpg.CheckViolationError):
-        await owner.execute("UPDATE benchmark_runs SET status = 'done' WHERE id = $1", rows.run_id)
+    seen = {await owner.fetchval("SELECT status FROM benchmark_runs WHERE id = $1", rows.run_id)}
+    seen.add(
+        await owner.fetchval(
+            "UPDATE benchmark_runs SET status = 'completed' WHERE id = $1 RETURNING status",
+            rows.run_id,
+        )
+    )
+    other = await owner.fetchrow(
+        "INSERT INTO benchmark_runs (tenant_id, skill_id, triggered_by, models)"
+        " VALUES ($1, $2, $3, ARRAY['gpt-4o']) RETURNING id, status",
+        rows.tenant_id,
+        rows.skill_id,
+        rows.user_id,
+    )
+    assert other is not None
+    seen.add(other["status"])
+    seen.add(
+        await owner.fetchval(
+            "UPDATE benchmark_runs SET status = 'failed', error_message = 'no quota'"
+            " WHERE id = $1 RETURNING status",
+            other["id"],
+        )
+    )
+    assert seen == {status.value for status in BenchmarkStatus}
+    with pytest.raises(asyncpg.CheckViolationError, match="check constraint"):
+        async with without_lifecycle(owner):
+            await owner.execute("UPDATE benchmark_runs SET status = 'done' WHERE id = $1", rows.run_id)
+
+
+@asynccontextmanager
+async def without_lifecycle(owner: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction, rolled back, in which the run life-cycle trigger is off:
+    what the CHECK constraints behind it refuse on their own."""
+    transaction = owner.transaction()
+    await transaction.start()
+    try:
+        await owner.execute("ALTER TABLE benchmark_runs DISABLE TRIGGER benchmark_runs_lifecycle")
+        yield
+    finally:
+        await transaction.rollback()
 
 
 @pytest.mark.parametrize(
@@ -394,7 +448,9 @@ async def test_ranges_and_non_negative_values(owner: asyncpg.Connection, stateme
         "benchmark_runs": rows.run_id,
     }[table]
     with pytest.raises(asyncpg.CheckViolationError):
-        await owner.execute(statement, row_id, value)
+        # The life cycle keeps a run's picks out of plain UPDATEs.
+        async with without_lifecycle(owner):
+            await owner.execute(statement, row_id, value)
 
 
 async def test_required_columns_have_no_silent_default(owner: asyncpg.Connection) -> None:

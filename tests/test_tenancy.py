@@ -28,6 +28,7 @@ TABLES = {
     "skills": "skill_id",
     "skill_versions": "version_id",
     "skill_feedback": "feedback_id",
+    "model_prices": "model_price_id",
     "token_measurements": "measurement_id",
     "benchmark_runs": "run_id",
     "benchmark_results": "result_id",
