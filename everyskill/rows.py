@@ -14,8 +14,10 @@ Contract
   out of range, empty names. A refusal is a ``pydantic.ValidationError`` that
   names the field and the reason.
 - :func:`row_from_record` makes a row object from a database record, and
-  :class:`Saved` is what the API returns for a row it wrote: the row and the
-  counts of secrets redacted from its text.
+  :class:`Saved` is what the API returns for a row it wrote: the row, the
+  counts of secrets redacted from its text, and warnings (a cost that could
+  not be computed, say). :class:`SavedBatch` is the same for a batch: the
+  new rows' ids in input order, summed redactions, and the warnings.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "NewTokenMeasurement",
     "NewUser",
     "Saved",
+    "SavedBatch",
     "Skill",
     "SkillFeedback",
     "SkillVersion",
@@ -174,7 +177,28 @@ class Saved(Generic[RowT]):
 
     ``redactions`` maps a kind of secret (``"aws_access_key"``, ...) to how
     many were replaced by markers; it never holds the secrets themselves.
+    ``warnings`` say what was written but deserves a look, for example a
+    cost left NULL because no price is known for the model.
     """
 
     row: RowT
     redactions: Mapping[str, int] = field(default_factory=dict)
+    warnings: tuple[Warning, ...] = ()
+
+
+@dataclass(frozen=True)
+class SavedBatch:
+    """A batch of rows the API wrote in one transaction.
+
+    ``ids`` are the new rows' ids, in the order of the input; ``redactions``
+    and ``warnings`` are as in :class:`Saved`, for the whole batch.
+    """
+
+    ids: tuple[str, ...]
+    redactions: Mapping[str, int] = field(default_factory=dict)
+    warnings: tuple[Warning, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many rows were written."""
+        return len(self.ids)

@@ -1,0 +1,449 @@
+"""Model prices: what the tokens of a model call cost, in microcents.
+
+Contract
+--------
+- The unit is the microcent: 1e-6 cent, 1e-8 USD. A price of $3 per million
+  tokens is 300 microcents per token (:func:`usd_per_mtok` converts). A cost
+  is rounded half up to a whole microcent, once per call.
+- Token counts follow Anthropic's usage report (:class:`TokenUsage`):
+  ``input_tokens`` are the input tokens that neither came from nor went to
+  the prompt cache; ``cache_read_tokens`` and ``cache_write_tokens`` are
+  counted apart, and each kind is priced at its own rate. (OpenAI's
+  ``prompt_tokens`` include cached tokens: subtract them before recording.)
+- Where a price comes from, first match wins:
+
+  1. the tenant's own price for the (provider, model) pair, set with
+     :func:`set_model_price` (a negotiated rate; stored in ``model_prices``);
+  2. the maintained price table of PyPI ``genai-prices``, read from the data
+     the installed package ships (never fetched: this works offline). It
+     matches model names the way providers write them (dated snapshots,
+     aliases), knows prices that changed over time, and prices long
+     prompts at their tier (above 200k input tokens for some models).
+     Upgrading the pinned package updates the prices.
+
+  A cache rate the price lacks is the input rate. Cache writes are priced at
+  the 5-minute rate.
+- A model that neither knows gets no cost: :meth:`Pricer.cost` returns None
+  and the caller receives a :class:`CostWarning`, never a silent 0. So does a
+  call without both input and output token counts, and a cost too big for
+  the 32-bit cost column.
+- :class:`Pricer` prices many calls at once: it reads the tenant's prices
+  for the models of a batch in one query, looks each model up in the table
+  once, and then costs a call with exact decimal arithmetic (the table's
+  own per-call routine is about a hundred times slower). The tests hold the
+  two to the same result for every model the table knows.
+- :func:`set_model_price`, :func:`get_model_price`, :func:`list_model_prices`
+  and :func:`delete_model_price` manage the tenant's prices inside the
+  current tenant scope; :func:`price_of` says which price applies to a model
+  now.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+import asyncpg
+import pydantic
+from genai_prices import data_snapshot
+from genai_prices import types as genai_types
+
+from everyskill.errors import NotFoundError, ValidationError
+from everyskill.rows import row_from_record
+from everyskill.tenancy import operation
+from tables import ModelPrice
+
+__all__ = [
+    "CATALOGUE",
+    "COST_MAX",
+    "CostWarning",
+    "Pricer",
+    "Rate",
+    "Rates",
+    "TokenUsage",
+    "catalogue_rates",
+    "delete_model_price",
+    "get_model_price",
+    "list_model_prices",
+    "price_of",
+    "set_model_price",
+    "usd_per_mtok",
+]
+
+#: Name of the maintained price table, as it appears in :attr:`Rates.source`.
+CATALOGUE: Literal["genai-prices"] = "genai-prices"
+#: The largest cost one row holds: the cost columns are 32-bit integers.
+COST_MAX = 2**31 - 1
+
+_MICROCENTS_PER_USD = Decimal(100_000_000)
+_TOKENS_PER_MTOK = Decimal(1_000_000)
+_ONE = Decimal(1)
+
+
+def usd_per_mtok(usd: Decimal | int | str) -> Decimal:
+    """Microcents per token for a price in USD per million tokens ($3 -> 300)."""
+    return Decimal(usd) * _MICROCENTS_PER_USD / _TOKENS_PER_MTOK
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """The tokens of one model call (see the module's contract for the convention)."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+    @property
+    def all_input_tokens(self) -> int:
+        """Uncached input plus cache reads and writes: what tiers are chosen by."""
+        return (
+            (self.input_tokens or 0)
+            + (self.cache_read_tokens or 0)
+            + (self.cache_write_tokens or 0)
+        )
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Microcents per token, with tiers: above ``start`` input tokens, ``price``."""
+
+    base: Decimal
+    tiers: tuple[tuple[int, Decimal], ...] = ()
+
+    def at(self, all_input_tokens: int) -> Decimal:
+        """The price per token for a call with this many input tokens in all."""
+        # genai-prices' rule: the highest tier whose start the input exceeds.
+        for start, price in reversed(self.tiers):
+            if all_input_tokens > start:
+                return price
+        return self.base
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What one model's tokens cost, and where that price comes from."""
+
+    model_provider: str
+    model_name: str
+    source: Literal["tenant", "genai-prices"]
+    input: Rate
+    output: Rate
+    cache_read: Rate
+    cache_write: Rate
+    #: A fixed price per call, in microcents (a few models have one).
+    per_call: Decimal = Decimal(0)
+
+    def cost(self, usage: TokenUsage) -> int | None:
+        """The cost of a call in whole microcents, or None without token counts."""
+        if usage.input_tokens is None or usage.output_tokens is None:
+            return None
+        all_input = usage.all_input_tokens
+        exact = (
+            usage.input_tokens * self.input.at(all_input)
+            + (usage.cache_read_tokens or 0) * self.cache_read.at(all_input)
+            + (usage.cache_write_tokens or 0) * self.cache_write.at(all_input)
+            + usage.output_tokens * self.output.at(all_input)
+            + self.per_call
+        )
+        return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP))
+
+
+class CostWarning(UserWarning):
+    """Rows were written without a cost; says which model and why."""
+
+    def __init__(self, model_provider: str, model_name: str, rows: int, reason: str) -> None:
+        self.model_provider = model_provider
+        self.model_name = model_name
+        self.rows = rows
+        self.reason = reason
+        plural = "row" if rows == 1 else "rows"
+        super().__init__(
+            f"{rows} {plural} of model {model_name!r} ({model_provider}) recorded"
+            f" without a cost: {reason}"
+        )
+
+
+def _rate_from_catalogue(price: object) -> Rate | None:
+    if price is None:
+        return None
+    if isinstance(price, genai_types.TieredPrices):
+        return Rate(
+            usd_per_mtok(price.base),
+            tuple((tier.start, usd_per_mtok(tier.price)) for tier in price.tiers),
+        )
+    assert isinstance(price, Decimal)
+    return Rate(usd_per_mtok(price))
+
+
+@functools.lru_cache(maxsize=4096)
+def _catalogue_rates(model_provider: str, model_name: str, hour: datetime.datetime) -> Rates | None:
+    snapshot = data_snapshot.get_snapshot()
+    try:
+        provider, model = snapshot.find_provider_model(model_name, None, model_provider, None)
+    except LookupError:
+        return None
+    prices = model.get_prices(hour)
+    input_rate = _rate_from_catalogue(prices.input_mtok)
+    output_rate = _rate_from_catalogue(prices.output_mtok)
+    if input_rate is None or output_rate is None:
+        # Priced by something other than tokens (audio hours, pages...).
+        return None
+    requests = prices.requests_kcount
+    per_call = Decimal(0)
+    if isinstance(requests, Decimal):
+        per_call = requests * _MICROCENTS_PER_USD / 1000
+    return Rates(
+        model_provider=model_provider,
+        model_name=model_name,
+        source=CATALOGUE,
+        input=input_rate,
+        output=output_rate,
+        cache_read=_rate_from_catalogue(prices.cache_read_mtok) or input_rate,
+        cache_write=_rate_from_catalogue(prices.cache_write_mtok) or input_rate,
+        per_call=per_call,
+    )
+
+
+def catalogue_rates(
+    model_provider: str, model_name: str, at: datetime.datetime | None = None
+) -> Rates | None:
+    """The maintained table's price of a model at a time (now by default), or None."""
+    moment = at or datetime.datetime.now(datetime.timezone.utc)
+    hour = moment.astimezone(datetime.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return _catalogue_rates(model_provider.strip().lower(), model_name.strip(), hour)
+
+
+def _rates_from_row(record: asyncpg.Record | ModelPrice) -> Rates:
+    def value(name: str) -> Any:
+        return record[name] if isinstance(record, asyncpg.Record) else getattr(record, name)
+
+    input_rate = Rate(Decimal(value("input_microcents_per_token")))
+
+    def optional(name: str) -> Rate:
+        given = value(name)
+        return input_rate if given is None else Rate(Decimal(given))
+
+    return Rates(
+        model_provider=value("model_provider"),
+        model_name=value("model_name"),
+        source="tenant",
+        input=input_rate,
+        output=Rate(Decimal(value("output_microcents_per_token"))),
+        cache_read=optional("cache_read_microcents_per_token"),
+        cache_write=optional("cache_write_microcents_per_token"),
+    )
+
+
+class Pricer:
+    """Prices the calls of one batch; collects what could not be priced.
+
+    Make one with :meth:`load` inside an operation of the tenant scope, call
+    :meth:`cost` per call, then read :meth:`warnings`.
+    """
+
+    def __init__(self, tenant_rates: dict[tuple[str, str], Rates], at: datetime.datetime) -> None:
+        self._tenant = tenant_rates
+        self._at = at
+        self._uncosted: Counter[tuple[str, str, str]] = Counter()
+
+    @classmethod
+    async def load(
+        cls,
+        connection: asyncpg.Connection,
+        models: Iterable[tuple[str, str]],
+        at: datetime.datetime | None = None,
+    ) -> Pricer:
+        """A pricer for calls of ``models`` ((provider, model) pairs), on the
+        tenant scope's ``connection``: the tenant's prices in one query."""
+        pairs = sorted(set(models))
+        records = await connection.fetch(
+            """
+            SELECT p.* FROM model_prices p
+              JOIN unnest($1::text[], $2::text[]) AS m(provider, name)
+                ON p.model_provider = m.provider AND p.model_name = m.name
+            """,
+            [provider for provider, _ in pairs],
+            [name for _, name in pairs],
+        )
+        tenant = {(r["model_provider"], r["model_name"]): _rates_from_row(r) for r in records}
+        return cls(tenant, at or datetime.datetime.now(datetime.timezone.utc))
+
+    def rates(self, model_provider: str, model_name: str) -> Rates | None:
+        """The price that applies to a model: the tenant's, else the table's."""
+        tenant = self._tenant.get((model_provider, model_name))
+        if tenant is not None:
+            return tenant
+        return catalogue_rates(model_provider, model_name, self._at)
+
+    def cost(self, model_provider: str, model_name: str, usage: TokenUsage) -> int | None:
+        """The cost of one call in microcents, or None (and a warning later)."""
+        rates = self.rates(model_provider, model_name)
+        if rates is None:
+            self._uncosted[(model_provider, model_name, "unknown")] += 1
+            return None
+        cost = rates.cost(usage)
+        if cost is None:
+            self._uncosted[(model_provider, model_name, "tokens")] += 1
+        elif cost > COST_MAX:
+            self._uncosted[(model_provider, model_name, "too big")] += 1
+            return None
+        return cost
+
+    def warnings(self) -> tuple[CostWarning, ...]:
+        """One warning per model and reason, with how many calls it covers."""
+        reasons = {
+            "unknown": (
+                f"no price for this model, neither the tenant's nor in {CATALOGUE};"
+                " set one with everyskill.pricing.set_model_price"
+            ),
+            "tokens": "a cost needs both input_tokens and output_tokens",
+            "too big": f"the cost exceeds {COST_MAX} microcents, the most a row holds",
+        }
+        return tuple(
+            CostWarning(provider, name, rows, reasons[why])
+            for (provider, name, why), rows in sorted(self._uncosted.items())
+        )
+
+
+###############################################################################
+# The tenant's own prices.
+
+_Name = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)
+_Price = pydantic.condecimal(ge=0, max_digits=14, decimal_places=6, allow_inf_nan=False)
+
+
+class _PriceInput(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    model_name: _Name  # type: ignore[valid-type]
+    model_provider: _Name  # type: ignore[valid-type]
+    input_microcents_per_token: _Price  # type: ignore[valid-type]
+    output_microcents_per_token: _Price  # type: ignore[valid-type]
+    cache_read_microcents_per_token: _Price | None = None  # type: ignore[valid-type]
+    cache_write_microcents_per_token: _Price | None = None  # type: ignore[valid-type]
+    note: pydantic.constr(max_length=10_000) | None = None  # type: ignore[valid-type]
+
+    @pydantic.field_validator("*", mode="before")
+    @classmethod
+    def _no_floats(cls, value: object) -> object:
+        # A float has already lost the exact price; ask for text or Decimal.
+        if isinstance(value, float):
+            raise ValueError("give prices as Decimal, int or str, not float")
+        return value
+
+
+async def set_model_price(
+    model_name: str,
+    *,
+    model_provider: str = "anthropic",
+    input_microcents_per_token: Decimal | int | str,
+    output_microcents_per_token: Decimal | int | str,
+    cache_read_microcents_per_token: Decimal | int | str | None = None,
+    cache_write_microcents_per_token: Decimal | int | str | None = None,
+    note: str | None = None,
+) -> ModelPrice:
+    """Set (or replace) the tenant's price of a model; it wins over the table.
+
+    Prices are microcents per token: ``usd_per_mtok("3")`` is 300.
+    """
+    try:
+        values = _PriceInput(
+            model_name=model_name,
+            model_provider=model_provider,
+            input_microcents_per_token=input_microcents_per_token,
+            output_microcents_per_token=output_microcents_per_token,
+            cache_read_microcents_per_token=cache_read_microcents_per_token,
+            cache_write_microcents_per_token=cache_write_microcents_per_token,
+            note=note,
+        ).model_dump()
+    except pydantic.ValidationError as error:
+        raise ValidationError.from_pydantic(error) from None
+    async with operation(values) as scope:
+        record = await scope.connection.fetchrow(
+            """
+            INSERT INTO model_prices (
+                tenant_id, model_provider, model_name,
+                input_microcents_per_token, output_microcents_per_token,
+                cache_read_microcents_per_token, cache_write_microcents_per_token, note)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (tenant_id, model_provider, model_name) DO UPDATE SET
+                input_microcents_per_token = excluded.input_microcents_per_token,
+                output_microcents_per_token = excluded.output_microcents_per_token,
+                cache_read_microcents_per_token = excluded.cache_read_microcents_per_token,
+                cache_write_microcents_per_token = excluded.cache_write_microcents_per_token,
+                note = excluded.note
+            RETURNING *
+            """,
+            scope.tenant_id,
+            values["model_provider"],
+            values["model_name"],
+            values["input_microcents_per_token"],
+            values["output_microcents_per_token"],
+            values["cache_read_microcents_per_token"],
+            values["cache_write_microcents_per_token"],
+            values["note"],
+        )
+    assert record is not None
+    return row_from_record(ModelPrice, record)
+
+
+def _names(model_name: object, model_provider: object) -> tuple[str, str]:
+    problems = [
+        (field, "must be a non-empty string")
+        for field, value in (("model_name", model_name), ("model_provider", model_provider))
+        if not isinstance(value, str) or not value.strip()
+    ]
+    if problems:
+        raise ValidationError(problems)
+    assert isinstance(model_name, str) and isinstance(model_provider, str)
+    return model_name.strip(), model_provider.strip()
+
+
+async def get_model_price(model_name: str, *, model_provider: str = "anthropic") -> ModelPrice:
+    """The tenant's own price of a model, or NotFoundError."""
+    name, provider = _names(model_name, model_provider)
+    async with operation() as scope:
+        record = await scope.connection.fetchrow(
+            "SELECT * FROM model_prices WHERE model_provider = $1 AND model_name = $2",
+            provider,
+            name,
+        )
+    if record is None:
+        raise NotFoundError("model price", f"{provider}/{name}")
+    return row_from_record(ModelPrice, record)
+
+
+async def list_model_prices() -> list[ModelPrice]:
+    """The tenant's own prices, by provider and model name."""
+    async with operation() as scope:
+        records = await scope.connection.fetch(
+            "SELECT * FROM model_prices ORDER BY model_provider, model_name"
+        )
+    return [row_from_record(ModelPrice, record) for record in records]
+
+
+async def delete_model_price(model_name: str, *, model_provider: str = "anthropic") -> None:
+    """Remove the tenant's price of a model (the table's applies again)."""
+    name, provider = _names(model_name, model_provider)
+    async with operation() as scope:
+        deleted = await scope.connection.fetchval(
+            "DELETE FROM model_prices WHERE model_provider = $1 AND model_name = $2 RETURNING id",
+            provider,
+            name,
+        )
+    if deleted is None:
+        raise NotFoundError("model price", f"{provider}/{name}")
+
+
+async def price_of(model_name: str, *, model_provider: str = "anthropic") -> Rates | None:
+    """The price that applies to the tenant's calls of a model now, or None."""
+    name, provider = _names(model_name, model_provider)
+    async with operation() as scope:
+        pricer = await Pricer.load(scope.connection, [(provider, name)])
+    return pricer.rates(provider, name)
