@@ -37,6 +37,7 @@ from starlette.types import ASGIApp
 from tables import (
     BenchmarkResult,
     BenchmarkRun,
+    ModelPrice,
     Skill,
     SkillFeedback,
     SkillVersion,
@@ -126,6 +127,7 @@ token_measurement_config = TableConfig(
         TokenMeasurement.skill_id,
         TokenMeasurement.model_name,
         TokenMeasurement.total_tokens,
+        TokenMeasurement.cache_read_tokens,
         TokenMeasurement.estimated_cost_microcents,
         TokenMeasurement.latency_ms,
         TokenMeasurement.created_at,
@@ -138,6 +140,25 @@ token_measurement_config = TableConfig(
         TokenMeasurement.created_at,
     ],
     order_by=[OrderBy(TokenMeasurement.created_at, ascending=False)],
+)
+model_price_config = TableConfig(
+    ModelPrice,
+    menu_group=USAGE,
+    visible_columns=[
+        ModelPrice.id,
+        ModelPrice.tenant_id,
+        ModelPrice.model_provider,
+        ModelPrice.model_name,
+        ModelPrice.input_microcents_per_token,
+        ModelPrice.output_microcents_per_token,
+        ModelPrice.updated_at,
+    ],
+    visible_filters=[
+        ModelPrice.tenant_id,
+        ModelPrice.model_provider,
+        ModelPrice.model_name,
+    ],
+    order_by=[OrderBy(ModelPrice.model_provider), OrderBy(ModelPrice.model_name)],
 )
 benchmark_run_config = TableConfig(
     BenchmarkRun,
@@ -188,6 +209,7 @@ TABLE_CONFIGS = [
     skill_version_config,
     skill_feedback_config,
     token_measurement_config,
+    model_price_config,
     benchmark_run_config,
     benchmark_result_config,
 ]

@@ -9,8 +9,9 @@ Contract
   page).
 - Pages are keyset pages: rows written while a client pages through never
   make it see a row twice or skip an older one, and with an index on
-  ``(filter column, created_at DESC, id DESC)`` (feedback has them, by skill
-  and by tenant) a page costs the same however deep it is; without one,
+  ``(filter column, created_at DESC, id DESC)`` (feedback and token
+  measurements have them, by skill and by tenant) a page costs the same
+  however deep it is; without one,
   PostgreSQL sorts the matching rows for each page.
 - A cursor is opaque text. A cursor that was not made by this module, or for
   another table, is a :class:`~everyskill.errors.ValidationError` on the field

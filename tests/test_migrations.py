@@ -172,3 +172,65 @@ async def test_feedback_rules_and_aggregates_arrive_on_a_database_with_data(
                 rows.tenant_id,
                 rows.skill_id,
             )
+
+
+BEFORE_USAGE_RULES = "--migration_id=2026-11-25T05:48:14:678615"
+
+
+async def test_usage_and_benchmark_rules_arrive_on_a_database_with_data(
+    fresh_database: str,
+) -> None:
+    """Runs written before the life cycle existed: a rule they break is left
+    NOT VALID (and still checked on new writes) instead of failing the
+    migration."""
+    run_piccolo(fresh_database, "migrations", "forwards", "everyskill", BEFORE_USAGE_RULES)
+    async with connected(fresh_database) as connection:
+        rows = await make_tenant(connection)
+        # A run marked completed by an older writer, never stamped.
+        await connection.execute(
+            "INSERT INTO benchmark_runs (tenant_id, skill_id, triggered_by, models, status)"
+            " VALUES ($1, $2, $3, ARRAY['gpt-4o'], 'completed')",
+            rows.tenant_id,
+            rows.skill_id,
+            rows.user_id,
+        )
+    output = run_piccolo(fresh_database, "migrations", "forwards", "all")
+    assert "2026-11-25T06:00:00:000000" in output
+    async with connected(fresh_database) as connection:
+        unvalidated = await connection.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'benchmark_runs'::regclass"
+            " AND NOT convalidated ORDER BY 1"
+        )
+        assert [row["conname"] for row in unvalidated] == [
+            "benchmark_runs_completed_at_check",
+            "benchmark_runs_started_at_check",
+        ]
+        # The rules hold for new writes all the same.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(
+                "UPDATE benchmark_runs SET completed_at = NULL WHERE id = $1", rows.run_id
+            )
+
+
+async def test_duplicate_results_stop_the_migration_with_a_way_out(
+    fresh_database: str,
+) -> None:
+    """One result per model and test case cannot be added over duplicates: the
+    migration fails, changes nothing, and says how to find them."""
+    run_piccolo(fresh_database, "migrations", "forwards", "everyskill", BEFORE_USAGE_RULES)
+    async with connected(fresh_database) as connection:
+        rows = await make_tenant(connection)
+        await connection.execute(
+            "INSERT INTO benchmark_results"
+            " (tenant_id, benchmark_run_id, model_name, model_provider, test_case_index)"
+            " VALUES ($1, $2, 'gpt-4o', 'openai', 0)",
+            rows.tenant_id,
+            rows.run_id,
+        )
+    with pytest.raises(AssertionError, match="HAVING count"):
+        run_piccolo(fresh_database, "migrations", "forwards", "all")
+    async with connected(fresh_database) as connection:
+        assert await connection.fetchval("SELECT to_regprocedure('benchmark_run_picks(text)')") is None
+        assert await connection.fetchval(
+            "SELECT count(*) FROM migration WHERE name = '2026-11-25T06:00:00:000000'"
+        ) == 0
