@@ -250,6 +250,8 @@ class Pricer:
     def __init__(self, tenant_rates: dict[tuple[str, str], Rates], at: datetime.datetime) -> None:
         self._tenant = tenant_rates
         self._at = at
+        # A pricer prices at one moment: each model's price is looked up once.
+        self._known: dict[tuple[str, str], Rates | None] = {}
         self._uncosted: Counter[tuple[str, str, str]] = Counter()
 
     @classmethod
@@ -276,10 +278,15 @@ class Pricer:
 
     def rates(self, model_provider: str, model_name: str) -> Rates | None:
         """The price that applies to a model: the tenant's, else the table's."""
-        tenant = self._tenant.get((model_provider, model_name))
-        if tenant is not None:
-            return tenant
-        return catalogue_rates(model_provider, model_name, self._at)
+        key = (model_provider, model_name)
+        if key not in self._known:
+            tenant = self._tenant.get(key)
+            self._known[key] = (
+                tenant
+                if tenant is not None
+                else catalogue_rates(model_provider, model_name, self._at)
+            )
+        return self._known[key]
 
     def cost(self, model_provider: str, model_name: str, usage: TokenUsage) -> int | None:
         """The cost of one call in microcents, or None (and a warning later)."""
