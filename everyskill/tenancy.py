@@ -23,6 +23,8 @@ Contract
     that is not a tenant scope, it raises :class:`TenantScopeError` without
     touching the database.
   - It commits when the block ends and rolls back when the block raises.
+    Cancelled at any moment (while it begins, runs or ends), it still gives
+    its connection back to the pool before the task ends.
 - :func:`operation` is how each API call uses the scope: with no scope it
   raises :class:`TenantScopeError` before touching the database. Each call
   runs in a savepoint, so a call that fails leaves nothing half-written and
@@ -42,9 +44,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
-from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
 from everyskill.errors import TenantScopeError, from_database_error
 
@@ -140,7 +143,7 @@ async def tenant_scope(
             "and tenant would outlive the scope. Open the scope first and run the "
             "work inside it."
         )
-    async with engine.transaction() as transaction:
+    async with _ScopeTransaction(engine) as transaction:
         connection: asyncpg.Connection = transaction.connection
         await connection.execute(_SWITCH, APP_ROLE, TENANT_SETTING, tenant_id)
         scope = TenantScope(tenant_id=tenant_id, connection=connection)
@@ -150,6 +153,55 @@ async def tenant_scope(
         finally:
             scope.open = False
             _current.reset(token)
+
+
+class _ScopeTransaction(PostgresTransaction):
+    """Piccolo's transaction (Piccolo queries inside it use its connection),
+    safe to cancel: the connection goes back to the pool whatever happens
+    while the transaction begins or ends. Piccolo's own skips the release
+    when BEGIN, COMMIT or ROLLBACK is interrupted, and the pool then waits
+    forever for the lost connection when it closes."""
+
+    async def __aenter__(self) -> PostgresTransaction:
+        self.connection = await self.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            self.transaction = self.connection.transaction()
+            await self.begin()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self._release()
+            raise
+        self.context = self.engine.current_transaction.set(self)
+        return self
+
+    async def __aexit__(self, exception_type: Any, exception: Any, traceback: Any) -> bool:
+        try:
+            if exception is not None:
+                if not self._rolled_back:
+                    await self.rollback()  # type: ignore[no-untyped-call]
+            elif not self._committed and not self._rolled_back:
+                await self.commit()  # type: ignore[no-untyped-call]
+        finally:
+            self.engine.current_transaction.reset(self.context)
+            await self._release()
+        return exception is None
+
+    async def _release(self) -> None:
+        # The pool rolls back a transaction left open on the connection. A
+        # cancellation that arrives meanwhile waits for the release to end,
+        # then goes on: the task never ends with its connection still out.
+        if self.engine.pool:
+            release = asyncio.ensure_future(self.engine.pool.release(self.connection))
+        else:
+            release = asyncio.ensure_future(self.connection.close())
+        cancelled = False
+        while not release.done():
+            try:
+                await asyncio.shield(release)
+            except asyncio.CancelledError:
+                cancelled = True
+        release.result()
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def current_scope() -> TenantScope:

@@ -7,8 +7,9 @@ of a benchmark run and what its results may be.
   permissive one, the application role's grants) and one price per
   (tenant, provider, model).
 - Cache-token counts are not negative, like the other token counts.
-- Token measurements are listed newest first by skill and by tenant with a
-  (created_at, id) cursor: an index scan, never a sort of every row.
+- Token measurements and benchmark runs are listed newest first by skill
+  and by tenant, and a run's results by run, with a (created_at, id)
+  cursor: an index scan, never a sort of every row.
 - A benchmark run follows its life cycle for every writer: it is created
   pending; pending becomes running (``started_at`` stamped); running becomes
   completed (``completed_at`` stamped, best and cheapest model picked by
@@ -139,6 +140,12 @@ INDEXES = [
      "token_measurements (skill_id, created_at DESC, id DESC)"),
     ("token_measurements_tenant_id_created_at",
      "token_measurements (tenant_id, created_at DESC, id DESC)"),
+    ("benchmark_runs_skill_id_created_at",
+     "benchmark_runs (skill_id, created_at DESC, id DESC)"),
+    ("benchmark_runs_tenant_id_created_at",
+     "benchmark_runs (tenant_id, created_at DESC, id DESC)"),
+    ("benchmark_results_run_id_created_at",
+     "benchmark_results (benchmark_run_id, created_at DESC, id DESC)"),
 ]
 
 ONE_RESULT_PER_CASE = """

@@ -421,3 +421,36 @@ async def test_calls_gathered_in_one_scope_take_turns(
     async with tenant_scope(a.tenant_id):
         results = await asyncio.gather(*[tenant_of_setting() for _ in range(5)])
     assert results == [a.tenant_id] * 5
+
+
+async def test_cancelling_a_scope_at_any_moment_returns_its_connection(
+    engine: PostgresEngine, owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """A task cancelled while its scope begins, runs or ends gives its
+    connection back to the pool before it ends, and leaves no transaction open."""
+    pool = engine.pool
+    assert pool is not None
+
+    async def write() -> None:
+        async with tenant_scope(tenant.tenant_id) as scope:
+            await scope.connection.execute(
+                "UPDATE skills SET description = 'cancelled' WHERE id = $1", tenant.skill_id
+            )
+            await scope.connection.execute("SELECT pg_sleep(0.002)")
+
+    # Delays from 0 to 6 ms land the cancellation in every phase: acquiring,
+    # BEGIN, the statements, COMMIT, the release. A leak fails, not hangs.
+    async with asyncio.timeout(60):
+        for step in range(60):
+            task = asyncio.create_task(write())
+            await asyncio.sleep(step / 10_000)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert pool.get_idle_size() == pool.get_size(), f"a connection leaked ({step / 10} ms)"
+        # Every connection is usable, and a scope works as before.
+        async with tenant_scope(tenant.tenant_id) as scope:
+            assert await scope.connection.fetchval("SELECT current_user") == APP_ROLE
+    assert await owner.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+        " AND datname = current_database()"
+    ) == 0
