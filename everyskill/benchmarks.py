@@ -1,0 +1,688 @@
+"""Benchmark runs: their life cycle, their results and what they show.
+
+Every function runs in the current tenant scope (see
+:func:`everyskill.tenancy.tenant_scope`) and is one transaction (a savepoint
+of the scope): it writes everything or nothing.
+
+Contract
+--------
+- :func:`create_run` creates a ``pending`` run of a skill (optionally pinned
+  to one of its versions) over ``models``: a non-empty list of distinct,
+  non-empty model names (stripped). Anything else is a
+  :class:`~everyskill.errors.ValidationError` on ``models``. The skill, the
+  version (a version of *that* skill) and ``triggered_by`` (a user) must be
+  rows of the tenant, else :class:`~everyskill.errors.NotFoundError`.
+- The life cycle (:data:`TRANSITIONS`): :func:`start_run` makes a pending
+  run ``running`` (``started_at`` stamped); :func:`complete_run` makes a
+  running run ``completed`` (``completed_at`` stamped, and the best and the
+  cheapest model picked by PostgreSQL's ``benchmark_run_picks`` in the same
+  UPDATE, so the picks see every result committed before it);
+  :func:`fail_run` makes a pending or running run ``failed`` with an error
+  message (required, at most :data:`MAX_ERROR_LENGTH` characters, secrets
+  redacted; ``completed_at`` stamped). Completed and failed are final. Each
+  reads the run ``FOR UPDATE`` and refuses a step that makes no sense with
+  :class:`~everyskill.errors.InvalidTransitionError` (``kind="benchmark
+  run"``, ``allowed_from`` the states it could come from), leaving the run
+  as it was. The database's life-cycle trigger holds the same rules for
+  every other writer.
+- Picks (by the database): best is the highest average quality, ties to the
+  lower average cost, then the name; cheapest is the lowest average cost
+  among models with a costed result, ties to the higher average quality,
+  then the name. Averages are rounded half away from zero. A run completed
+  without results has no picks.
+- :func:`record_result` and :func:`record_results` record results of a
+  running run, one per (model, test case). Before writing they lock the
+  run ``FOR SHARE`` (a completion waits for them, and they wait for a
+  completion) and check, in one query: the run is a row of the tenant
+  (:class:`~everyskill.errors.NotFoundError`), it is running
+  (:class:`RunNotRunningError`, an invalid transition with ``wanted="record
+  results"``), every ``model_name`` is one of its models (ValidationError
+  listing them). A batch naming one (model, test case) twice is a
+  ValidationError; a result recorded before is a
+  :class:`~everyskill.errors.ConflictError`. A batch is one ``INSERT ...
+  SELECT FROM unnest(...)`` statement: all of it or nothing. Its ids are
+  made in Python and returned in input order; a problem in row ``i`` is
+  reported as ``results[i].<field>``.
+- Tokens follow :class:`~everyskill.pricing.TokenUsage`: with input and
+  output tokens known, ``total_tokens`` is input + cache reads + cache
+  writes + output (a different total given is refused); otherwise the total
+  given is kept. A given ``estimated_cost_microcents`` is kept; otherwise
+  the cost is computed with :class:`~everyskill.pricing.Pricer` (the
+  tenant's price wins over the genai-prices table). A result that cannot be
+  priced (unknown model, missing token counts) gets a NULL cost and a
+  :class:`~everyskill.pricing.CostWarning` in the returned warnings; a
+  failed call (``error_message``) without token counts gets a NULL cost and
+  no warning, as nothing is known to have been billed.
+- Free text (:data:`RESULT_TEXT_FIELDS`) goes through
+  :func:`everyskill.redaction.redact_fields_async` before it is written; the
+  returned :class:`~everyskill.rows.Saved` / :class:`~everyskill.rows.SavedBatch`
+  count what was replaced. Blank ``quality_notes`` and ``error_message`` are
+  no text (NULL); inputs and outputs are stored as given.
+- :func:`run_summary` gives one :class:`ModelSummary` per model of the run,
+  in the run's order, models without results included, from one query.
+- :func:`get_run`, :func:`list_runs` (by skill and status, newest first, in
+  keyset pages) and :func:`benchmarked_content` (the skill text the run
+  benchmarks: its pinned version, else the skill's latest version) read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import asyncpg
+import pydantic
+
+from everyskill.errors import (
+    ConflictError,
+    InvalidTransitionError,
+    NotFoundError,
+    ValidationError,
+)
+from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
+from everyskill.pricing import COST_MAX, CostWarning, Pricer, TokenUsage
+from everyskill.redaction import redact_fields_async
+from everyskill.rows import Saved, SavedBatch, row_from_record
+from everyskill.tenancy import operation
+from tables import BenchmarkResult, BenchmarkRun, BenchmarkStatus
+
+__all__ = [
+    "MAX_ERROR_LENGTH",
+    "MAX_MODELS",
+    "MAX_TEXT_LENGTH",
+    "RESULT_TEXT_FIELDS",
+    "TRANSITIONS",
+    "ModelSummary",
+    "ResultInput",
+    "RunNotRunningError",
+    "benchmarked_content",
+    "complete_run",
+    "create_run",
+    "fail_run",
+    "get_run",
+    "list_runs",
+    "record_result",
+    "record_results",
+    "recorded_cases",
+    "run_summary",
+    "start_run",
+]
+
+#: The longest text a result field takes, in characters.
+MAX_TEXT_LENGTH = 100_000
+#: The longest error message (of a run or a result), in characters.
+MAX_ERROR_LENGTH = 10_000
+#: The most models one run compares.
+MAX_MODELS = 100
+#: Free text of a result, redacted before it is written.
+RESULT_TEXT_FIELDS = (
+    "input_used",
+    "output_produced",
+    "expected_output",
+    "quality_notes",
+    "error_message",
+)
+
+#: Each status a step of the life cycle sets, and the statuses it comes from.
+TRANSITIONS: dict[BenchmarkStatus, tuple[BenchmarkStatus, ...]] = {
+    BenchmarkStatus.running: (BenchmarkStatus.pending,),
+    BenchmarkStatus.completed: (BenchmarkStatus.running,),
+    BenchmarkStatus.failed: (BenchmarkStatus.pending, BenchmarkStatus.running),
+}
+
+_INT4_MAX = 2**31 - 1
+_NAME_LENGTH = 200
+_KIND = "benchmark run"
+
+
+class RunNotRunningError(InvalidTransitionError):
+    """Results were recorded for a run that is not running."""
+
+    def __init__(self, run_id: str, current: str) -> None:
+        super().__init__(
+            _KIND, run_id, current, "record results", [BenchmarkStatus.running.value]
+        )
+        self.args = (
+            f"{_KIND} {run_id!r} is {current}: results are recorded only while a run"
+            " is running (start it first; a completed or failed run is final)",
+        )
+
+
+# -- input ------------------------------------------------------------------------
+
+_Name = Annotated[
+    str, pydantic.StringConstraints(strip_whitespace=True, min_length=1, max_length=_NAME_LENGTH)
+]
+_Count = Annotated[int, pydantic.Field(ge=0, le=_INT4_MAX)]
+_Text = Annotated[str, pydantic.StringConstraints(max_length=MAX_TEXT_LENGTH)]
+_Error = Annotated[str, pydantic.StringConstraints(max_length=MAX_ERROR_LENGTH)]
+
+
+class ResultInput(pydantic.BaseModel):
+    """One result to record: the fields of :func:`record_result`, validated."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    model_name: _Name
+    model_provider: _Name
+    test_case_index: _Count
+    input_used: _Text | None = None
+    output_produced: _Text | None = None
+    expected_output: _Text | None = None
+    input_tokens: _Count | None = None
+    output_tokens: _Count | None = None
+    total_tokens: _Count | None = None
+    cache_read_tokens: _Count | None = None
+    cache_write_tokens: _Count | None = None
+    latency_ms: _Count | None = None
+    estimated_cost_microcents: Annotated[int, pydantic.Field(ge=0, le=COST_MAX)] | None = None
+    quality_score: Annotated[int, pydantic.Field(ge=0, le=100)] | None = None
+    quality_notes: _Text | None = None
+    matches_expected: bool | None = None
+    error_message: _Error | None = None
+
+
+# The columns an insert writes from a batch, with their array types, in order.
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "text"),
+    ("model_name", "text"),
+    ("model_provider", "text"),
+    ("test_case_index", "integer"),
+    ("input_used", "text"),
+    ("output_produced", "text"),
+    ("expected_output", "text"),
+    ("input_tokens", "integer"),
+    ("output_tokens", "integer"),
+    ("total_tokens", "integer"),
+    ("cache_read_tokens", "integer"),
+    ("cache_write_tokens", "integer"),
+    ("latency_ms", "integer"),
+    ("estimated_cost_microcents", "integer"),
+    ("quality_score", "integer"),
+    ("quality_notes", "text"),
+    ("matches_expected", "boolean"),
+    ("error_message", "text"),
+)
+_INSERT = f"""
+INSERT INTO benchmark_results (tenant_id, benchmark_run_id, {", ".join(n for n, _ in _COLUMNS)})
+SELECT $1, $2, {", ".join(f"r.{n}" for n, _ in _COLUMNS)}
+  FROM unnest({", ".join(f"${i + 3}::{t}[]" for i, (_, t) in enumerate(_COLUMNS))})
+       WITH ORDINALITY AS r({", ".join(n for n, _ in _COLUMNS)}, position)
+ ORDER BY r.position
+"""
+
+
+def _result_values(given: object, prefix: str) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    """A result's values (validated, total derived), or the problems found."""
+    if isinstance(given, ResultInput):
+        values = given.model_dump()
+    elif isinstance(given, Mapping):
+        try:
+            values = ResultInput.model_validate(dict(given)).model_dump()
+        except pydantic.ValidationError as error:
+            return None, [
+                (f"{prefix}{field}", reason)
+                for field, reason in ValidationError.from_pydantic(error).problems
+            ]
+    else:
+        return None, [
+            (prefix.rstrip(".") or "result", "must be a mapping of result fields or a ResultInput")
+        ]
+    for name in ("quality_notes", "error_message"):
+        if values[name] is not None and not values[name].strip():
+            values[name] = None
+    problems: list[tuple[str, str]] = []
+    if values["input_tokens"] is not None and values["output_tokens"] is not None:
+        derived = (
+            values["input_tokens"]
+            + (values["cache_read_tokens"] or 0)
+            + (values["cache_write_tokens"] or 0)
+            + values["output_tokens"]
+        )
+        if values["total_tokens"] is not None and values["total_tokens"] != derived:
+            problems.append(
+                (
+                    f"{prefix}total_tokens",
+                    f"is {values['total_tokens']}, but input + cache reads + cache writes"
+                    f" + output tokens make {derived}; leave it out to have it computed",
+                )
+            )
+        elif derived > _INT4_MAX:
+            problems.append((f"{prefix}total_tokens", f"{derived} exceeds {_INT4_MAX}"))
+        else:
+            values["total_tokens"] = derived
+    return (None if problems else values), problems
+
+
+def _validated_results(results: Iterable[object], batch: bool) -> list[dict[str, Any]]:
+    if isinstance(results, (str, bytes, Mapping)) or not isinstance(results, Iterable):
+        raise ValidationError.of("results", "must be a list of results")
+    rows: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
+    first_of: dict[tuple[str, int], int] = {}
+    for index, given in enumerate(results):
+        prefix = f"results[{index}]." if batch else ""
+        values, found = _result_values(given, prefix)
+        problems += found
+        if values is None:
+            continue
+        key = (values["model_name"], values["test_case_index"])
+        if key in first_of:
+            problems.append(
+                (
+                    f"{prefix}test_case_index",
+                    f"repeats model {key[0]!r} test case {key[1]} of"
+                    f" results[{first_of[key]}]: one result per model and test case",
+                )
+            )
+        else:
+            first_of[key] = index
+        rows.append(values)
+    if problems:
+        raise ValidationError(problems)
+    return rows
+
+
+def _checked_models(models: object) -> list[str]:
+    if isinstance(models, (str, bytes)) or not isinstance(models, Sequence):
+        raise ValidationError.of("models", "must be a list of model names, not one string")
+    if not models:
+        raise ValidationError.of("models", "must name at least one model")
+    if len(models) > MAX_MODELS:
+        raise ValidationError.of("models", f"names at most {MAX_MODELS} models")
+    names: list[str] = []
+    for index, name in enumerate(models):
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError.of("models", f"models[{index}] must be a non-empty name")
+        if len(name.strip()) > _NAME_LENGTH:
+            raise ValidationError.of(
+                "models", f"models[{index}] is longer than {_NAME_LENGTH} characters"
+            )
+        if name.strip() in names:
+            raise ValidationError.of(
+                "models", f"names each model once; {name.strip()!r} is repeated"
+            )
+        names.append(name.strip())
+    return names
+
+
+def _check_id(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError.of(field, "must be a non-empty id string")
+
+
+def _value(value: object) -> object:
+    """An enum member's value, anything else as it is."""
+    return getattr(value, "value", value)
+
+
+# -- runs ---------------------------------------------------------------------------
+
+
+async def create_run(
+    *,
+    skill_id: str,
+    models: Sequence[str],
+    triggered_by: str,
+    skill_version_id: str | None = None,
+) -> BenchmarkRun:
+    """Create a pending run of a skill over ``models``; see the module's contract."""
+    _check_id("skill_id", skill_id)
+    _check_id("triggered_by", triggered_by)
+    if skill_version_id is not None:
+        _check_id("skill_version_id", skill_version_id)
+    names = _checked_models(models)
+    inputs = {
+        "skill_id": skill_id,
+        "skill_version_id": skill_version_id,
+        "triggered_by": triggered_by,
+    }
+    async with operation(inputs) as scope:
+        record = await scope.connection.fetchrow(
+            """
+            INSERT INTO benchmark_runs (tenant_id, skill_id, skill_version_id, triggered_by, models)
+            VALUES ($1, $2, $3, $4, $5)
+            RETURNING *
+            """,
+            scope.tenant_id,
+            skill_id,
+            skill_version_id,
+            triggered_by,
+            names,
+        )
+    assert record is not None  # INSERT ... RETURNING returns the row
+    return row_from_record(BenchmarkRun, record)
+
+
+async def get_run(run_id: str) -> BenchmarkRun:
+    """One run of the tenant, or NotFoundError."""
+    _check_id("run_id", run_id)
+    async with operation() as scope:
+        record = await scope.connection.fetchrow(
+            "SELECT * FROM benchmark_runs WHERE id = $1", run_id
+        )
+    if record is None:
+        raise NotFoundError(_KIND, run_id)
+    return row_from_record(BenchmarkRun, record)
+
+
+async def list_runs(
+    *,
+    skill_id: str | None = None,
+    status: str | BenchmarkStatus | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Page[BenchmarkRun]:
+    """The tenant's runs, of a skill and in a status when given, newest first."""
+    where = Filter()
+    if skill_id is not None:
+        _check_id("skill_id", skill_id)
+        where.equal("skill_id", skill_id)
+    if status is not None:
+        value = _value(status)
+        if value not in {member.value for member in BenchmarkStatus}:
+            raise ValidationError.of(
+                "status", f"must be one of {', '.join(m.value for m in BenchmarkStatus)}"
+            )
+        where.equal("status", value)
+    async with operation() as scope:
+        return await fetch_page(scope.connection, BenchmarkRun, where, limit=limit, cursor=cursor)
+
+
+async def start_run(run_id: str) -> BenchmarkRun:
+    """Make a pending run running; ``started_at`` is stamped."""
+    return await _transition(run_id, BenchmarkStatus.running)
+
+
+async def complete_run(run_id: str) -> BenchmarkRun:
+    """Make a running run completed; the database picks the best and cheapest model."""
+    return await _transition(run_id, BenchmarkStatus.completed)
+
+
+async def fail_run(run_id: str, *, error_message: str) -> BenchmarkRun:
+    """Make a pending or running run failed, saying why (secrets redacted)."""
+    if (
+        not isinstance(error_message, str)
+        or not error_message.strip()
+        or len(error_message) > MAX_ERROR_LENGTH
+    ):
+        raise ValidationError.of(
+            "error_message",
+            f"a failed run says why: non-blank text of at most {MAX_ERROR_LENGTH} characters",
+        )
+    texts, _redactions = await redact_fields_async({"error_message": error_message.strip()})
+    return await _transition(run_id, BenchmarkStatus.failed, texts["error_message"])
+
+
+async def _transition(
+    run_id: str, wanted: BenchmarkStatus, error_message: str | None = None
+) -> BenchmarkRun:
+    _check_id("run_id", run_id)
+    allowed_from = [status.value for status in TRANSITIONS[wanted]]
+    async with operation() as scope:
+        connection = scope.connection
+        # The row lock orders this step after writers of results (who hold a
+        # SHARE lock on the run) and after any other step of the life cycle.
+        status = await connection.fetchval(
+            "SELECT status FROM benchmark_runs WHERE id = $1 FOR UPDATE", run_id
+        )
+        if status is None:
+            raise NotFoundError(_KIND, run_id)
+        if status not in allowed_from:
+            raise InvalidTransitionError(_KIND, run_id, status, wanted.value, allowed_from)
+        record = await connection.fetchrow(
+            """
+            UPDATE benchmark_runs SET status = $2, error_message = $3
+             WHERE id = $1
+            RETURNING *
+            """,
+            run_id,
+            wanted.value,
+            error_message,
+        )
+    assert record is not None  # the row is locked: it is still there
+    return row_from_record(BenchmarkRun, record)
+
+
+async def benchmarked_content(run_id: str) -> str | None:
+    """The skill text a run benchmarks: its pinned version's, else the latest
+    version's of its skill (None when the skill has no version)."""
+    _check_id("run_id", run_id)
+    async with operation() as scope:
+        record = await scope.connection.fetchrow(
+            """
+            SELECT r.skill_version_id,
+                   (SELECT v.content FROM skill_versions v
+                     WHERE v.id = r.skill_version_id) AS pinned,
+                   (SELECT v.content FROM skill_versions v
+                     WHERE v.skill_id = r.skill_id
+                     ORDER BY v.version DESC LIMIT 1) AS latest
+              FROM benchmark_runs r
+             WHERE r.id = $1
+            """,
+            run_id,
+        )
+    if record is None:
+        raise NotFoundError(_KIND, run_id)
+    content = record["pinned"] if record["skill_version_id"] is not None else record["latest"]
+    return content if isinstance(content, str) else None
+
+
+# -- results ------------------------------------------------------------------------
+
+
+async def record_result(
+    run_id: str,
+    *,
+    model_name: str,
+    model_provider: str,
+    test_case_index: int,
+    input_used: str | None = None,
+    output_produced: str | None = None,
+    expected_output: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    total_tokens: int | None = None,
+    cache_read_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    latency_ms: int | None = None,
+    estimated_cost_microcents: int | None = None,
+    quality_score: int | None = None,
+    quality_notes: str | None = None,
+    matches_expected: bool | None = None,
+    error_message: str | None = None,
+) -> Saved[BenchmarkResult]:
+    """Record one result of a running run; see the module's contract."""
+    fields = {
+        "model_name": model_name,
+        "model_provider": model_provider,
+        "test_case_index": test_case_index,
+        "input_used": input_used,
+        "output_produced": output_produced,
+        "expected_output": expected_output,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": total_tokens,
+        "cache_read_tokens": cache_read_tokens,
+        "cache_write_tokens": cache_write_tokens,
+        "latency_ms": latency_ms,
+        "estimated_cost_microcents": estimated_cost_microcents,
+        "quality_score": quality_score,
+        "quality_notes": quality_notes,
+        "matches_expected": matches_expected,
+        "error_message": error_message,
+    }
+    _check_id("run_id", run_id)
+    rows = _validated_results([fields], batch=False)
+    records, redactions, warnings = await _record(run_id, rows, batch=False)
+    return Saved(row_from_record(BenchmarkResult, records[0]), redactions, warnings)
+
+
+async def record_results(
+    run_id: str, results: Iterable[Mapping[str, Any] | ResultInput]
+) -> SavedBatch:
+    """Record a batch of results of a running run in one statement; all or nothing."""
+    _check_id("run_id", run_id)
+    rows = _validated_results(results, batch=True)
+    _records, redactions, warnings = await _record(run_id, rows, batch=True)
+    return SavedBatch(tuple(row["id"] for row in rows), redactions, warnings)
+
+
+async def _record(
+    run_id: str, rows: list[dict[str, Any]], *, batch: bool
+) -> tuple[list[asyncpg.Record], dict[str, int], tuple[Warning, ...]]:
+    texts, redactions = await redact_fields_async(
+        {f"{index}.{name}": row[name] for index, row in enumerate(rows) for name in RESULT_TEXT_FIELDS}
+    )
+    for index, row in enumerate(rows):
+        for name in RESULT_TEXT_FIELDS:
+            row[name] = texts[f"{index}.{name}"]
+        row["id"] = str(uuid.uuid4())
+
+    async with operation({"benchmark_run_id": run_id}) as scope:
+        connection = scope.connection
+        run = await connection.fetchrow(
+            "SELECT status, models FROM benchmark_runs WHERE id = $1 FOR SHARE", run_id
+        )
+        if run is None:
+            raise NotFoundError(_KIND, run_id, "run_id")
+        if run["status"] != BenchmarkStatus.running.value:
+            raise RunNotRunningError(run_id, run["status"])
+        models = list(run["models"])
+        strangers = [
+            (
+                f"results[{index}].model_name" if batch else "model_name",
+                f"{row['model_name']!r} is not a model of benchmark run {run_id!r};"
+                f" its models are {', '.join(models)}",
+            )
+            for index, row in enumerate(rows)
+            if row["model_name"] not in models
+        ]
+        if strangers:
+            raise ValidationError(strangers)
+        if not rows:
+            return [], redactions, ()
+
+        warnings: tuple[CostWarning, ...] = ()
+        to_price = [
+            row
+            for row in rows
+            if row["estimated_cost_microcents"] is None
+            and not (
+                row["error_message"] is not None
+                and row["input_tokens"] is None
+                and row["output_tokens"] is None
+            )
+        ]
+        if to_price:
+            pricer = await Pricer.load(
+                connection, [(row["model_provider"], row["model_name"]) for row in to_price]
+            )
+            for row in to_price:
+                row["estimated_cost_microcents"] = pricer.cost(
+                    row["model_provider"],
+                    row["model_name"],
+                    TokenUsage(
+                        row["input_tokens"],
+                        row["output_tokens"],
+                        row["cache_read_tokens"],
+                        row["cache_write_tokens"],
+                    ),
+                )
+            warnings = pricer.warnings()
+
+        arguments = [[row[name] for row in rows] for name, _ in _COLUMNS]
+        statement = _INSERT + (" RETURNING *" if not batch else "")
+        try:
+            records = await connection.fetch(statement, scope.tenant_id, run_id, *arguments)
+        except asyncpg.UniqueViolationError as error:
+            raise ConflictError(
+                f"benchmark result already recorded for this model and test case"
+                f" ({error.detail or error.constraint_name}); one result per model"
+                " and test case of a run"
+            ) from error
+    return list(records), redactions, warnings
+
+
+async def recorded_cases(run_id: str) -> set[tuple[str, int]]:
+    """The (model, test case index) pairs a run has results for."""
+    _check_id("run_id", run_id)
+    async with operation() as scope:
+        exists = await scope.connection.fetchval(
+            "SELECT EXISTS (SELECT FROM benchmark_runs WHERE id = $1)", run_id
+        )
+        if not exists:
+            raise NotFoundError(_KIND, run_id)
+        records = await scope.connection.fetch(
+            "SELECT model_name, test_case_index FROM benchmark_results"
+            " WHERE benchmark_run_id = $1",
+            run_id,
+        )
+    return {(record["model_name"], record["test_case_index"]) for record in records}
+
+
+# -- summary ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What one model of a run did, over its results."""
+
+    model_name: str
+    #: How many results the model has.
+    results: int
+    #: Average quality score of the results scored (0-100), or None.
+    avg_quality: float | None
+    #: Share (0-1) of results matching the expected output, among those
+    #: where a match was judged; None when none was.
+    match_rate: float | None
+    avg_latency_ms: float | None
+    #: 95th percentile of latency, linearly interpolated (percentile_cont).
+    p95_latency_ms: float | None
+    avg_cost_microcents: float | None
+    #: How many results are errors (have an error message).
+    errors: int
+
+
+_SUMMARY = """
+SELECT m.model_name,
+       count(r.id) AS results,
+       avg(r.quality_score)::float8 AS avg_quality,
+       (count(*) FILTER (WHERE r.matches_expected))::float8
+           / nullif(count(r.matches_expected), 0) AS match_rate,
+       avg(r.latency_ms)::float8 AS avg_latency_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS p95_latency_ms,
+       avg(r.estimated_cost_microcents)::float8 AS avg_cost_microcents,
+       count(r.error_message) AS errors
+  FROM benchmark_runs run
+ CROSS JOIN LATERAL unnest(run.models) WITH ORDINALITY AS m(model_name, position)
+  LEFT JOIN benchmark_results r
+         ON r.benchmark_run_id = run.id AND r.model_name = m.model_name
+ WHERE run.id = $1
+ GROUP BY m.model_name, m.position
+ ORDER BY m.position
+"""
+
+
+async def run_summary(run_id: str) -> list[ModelSummary]:
+    """One summary per model of the run, in the run's order; see :class:`ModelSummary`."""
+    _check_id("run_id", run_id)
+    async with operation() as scope:
+        records = await scope.connection.fetch(_SUMMARY, run_id)
+    if not records:  # a run has at least one model: no row, no run
+        raise NotFoundError(_KIND, run_id)
+    return [
+        ModelSummary(
+            model_name=record["model_name"],
+            results=record["results"],
+            avg_quality=record["avg_quality"],
+            match_rate=record["match_rate"],
+            avg_latency_ms=record["avg_latency_ms"],
+            p95_latency_ms=record["p95_latency_ms"],
+            avg_cost_microcents=record["avg_cost_microcents"],
+            errors=record["errors"],
+        )
+        for record in records
+    ]
