@@ -9,6 +9,13 @@ The query API, one module per capability; every call runs inside
   row-level security;
 - ``everyskill.feedback``: recording feedback, its review, listing, and the
   JSONL export of training examples;
+- ``everyskill.usage``: token measurements, one or a batch, their costs,
+  listing, and summaries by skill, model and day;
+- ``everyskill.pricing``: what a model's tokens cost, from the tenant's own
+  prices or the maintained genai-prices table;
+- ``everyskill.benchmarks``: benchmark runs, their life cycle, results and
+  per-model summaries; ``everyskill.benchmark_runner`` executes a run
+  against a model client (a deterministic offline one included);
 - ``everyskill.relations``: a skill's, run's, user's and tenant's rows, and
   forward relations loaded in batches;
 - ``everyskill.pagination``: keyset pages, newest first;
@@ -29,6 +36,7 @@ from everyskill.errors import (
     EverySkillError,
     InvalidTransitionError,
     NotFoundError,
+    RunNotRunningError,
     TenantScopeError,
     ValidationError,
 )
@@ -42,6 +50,7 @@ __all__ = [
     "EverySkillError",
     "InvalidTransitionError",
     "NotFoundError",
+    "RunNotRunningError",
     "TenantScopeError",
     "ValidationError",
     "tenant_scope",

@@ -16,7 +16,9 @@ Contract
     holds a transaction open. So the runner is called *outside* a tenant
     scope (inside one it raises :class:`~everyskill.errors.TenantScopeError`).
   - Costs come from the price table (the tenant's price, else genai-prices)
-    through ``record_result``; the client's provider names the price.
+    through ``record_result``; ``client.provider_of(model)`` names the
+    provider whose price applies, so one run compares models of several
+    providers.
     Latency is the client's, else the wall time of the call.
   - A call that raises an ``Exception`` becomes a result with
     ``error_message`` (``"<type>: <message>"``, secrets redacted, at most
@@ -101,9 +103,11 @@ class Completion:
 
 @runtime_checkable
 class ModelClient(Protocol):
-    """Calls models of one provider."""
+    """Calls models; one client may serve models of several providers."""
 
-    provider: str
+    def provider_of(self, model: str) -> str:
+        """The provider serving ``model``: its results are priced as its."""
+        ...
 
     async def complete(self, model: str, prompt: str, *, system: str | None = None) -> Completion:
         """The model's answer to ``prompt``, with ``system`` as system prompt."""
@@ -240,7 +244,7 @@ async def run_benchmark(
                 await steps.record(
                     run_id,
                     model_name=model,
-                    model_provider=client.provider,
+                    model_provider=client.provider_of(model),
                     test_case_index=index,
                     input_used=case.input,
                     expected_output=case.expected_output,
@@ -254,7 +258,7 @@ async def run_benchmark(
             await steps.record(
                 run_id,
                 model_name=model,
-                model_provider=client.provider,
+                model_provider=client.provider_of(model),
                 test_case_index=index,
                 input_used=case.input,
                 output_produced=completion.output,
@@ -389,13 +393,15 @@ class OfflineModelClient:
     raise :class:`OfflineModelError`, and ``failure_rate`` makes that share
     of the other pairs raise too (by hash). Tokens are ``len(text) // 4 + 1``
     (system and prompt for the input); latency is derived from the hash and
-    the output length. ``calls`` records every (model, prompt) asked.
+    the output length. ``calls`` records every (model, prompt) asked. A
+    model is served by ``providers[model]``, else by ``provider``.
     """
 
     answers: Mapping[str, str]
     accuracy: Mapping[str, float] = field(default_factory=dict)
     default_accuracy: float = 0.8
     provider: str = "anthropic"
+    providers: Mapping[str, str] = field(default_factory=dict)
     failures: Collection[tuple[str, str]] = ()
     failure_rate: float = 0.0
     seed: str = ""
@@ -409,10 +415,17 @@ class OfflineModelClient:
             for name, value in rates
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1
         ]
-        if not isinstance(self.provider, str) or not self.provider.strip():
-            problems.append(("provider", "must be a non-empty name"))
+        for name, value in [("provider", self.provider)] + [
+            (f"providers[{model!r}]", given) for model, given in self.providers.items()
+        ]:
+            if not isinstance(value, str) or not value.strip():
+                problems.append((name, "must be a non-empty name"))
         if problems:
             raise ValidationError(problems)
+
+    def provider_of(self, model: str) -> str:
+        """``providers[model]``, else ``provider``."""
+        return self.providers.get(model, self.provider)
 
     def answers_right(self, model: str, prompt: str) -> bool:
         """Whether ``model`` answers ``prompt`` right (when it does not fail)."""

@@ -35,7 +35,7 @@ Contract
   run ``FOR SHARE`` (a completion waits for them, and they wait for a
   completion) and check, in one query: the run is a row of the tenant
   (:class:`~everyskill.errors.NotFoundError`), it is running
-  (:class:`RunNotRunningError`, an invalid transition with ``wanted="record
+  (:class:`~everyskill.errors.RunNotRunningError`, an invalid transition with ``wanted="record
   results"``), every ``model_name`` is one of its models (ValidationError
   listing them). A batch naming one (model, test case) twice is a
   ValidationError; a result recorded before is a
@@ -79,6 +79,7 @@ from everyskill.errors import (
     ConflictError,
     InvalidTransitionError,
     NotFoundError,
+    RunNotRunningError,
     ValidationError,
 )
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
@@ -96,7 +97,6 @@ __all__ = [
     "TRANSITIONS",
     "ModelSummary",
     "ResultInput",
-    "RunNotRunningError",
     "benchmarked_content",
     "complete_run",
     "create_run",
@@ -135,19 +135,6 @@ TRANSITIONS: dict[BenchmarkStatus, tuple[BenchmarkStatus, ...]] = {
 _INT4_MAX = 2**31 - 1
 _NAME_LENGTH = 200
 _KIND = "benchmark run"
-
-
-class RunNotRunningError(InvalidTransitionError):
-    """Results were recorded for a run that is not running."""
-
-    def __init__(self, run_id: str, current: str) -> None:
-        super().__init__(
-            _KIND, run_id, current, "record results", [BenchmarkStatus.running.value]
-        )
-        self.args = (
-            f"{_KIND} {run_id!r} is {current}: results are recorded only while a run"
-            " is running (start it first; a completed or failed run is final)",
-        )
 
 
 # -- input ------------------------------------------------------------------------

@@ -13,7 +13,8 @@ Contract
 - :class:`TenantScopeError` -- the call needs a tenant scope and has none, or
   asks for another tenant inside one.
 - :class:`InvalidTransitionError` -- the row is not in a state from which the
-  requested change makes sense.
+  requested change makes sense. :class:`RunNotRunningError` is one: results
+  were recorded for a benchmark run that is not running.
 - :class:`ConflictError` -- another writer got there first (a concurrent
   review, a duplicate, a row still referenced, a deadlock or serialisation
   failure); retrying with fresh data may succeed.
@@ -95,6 +96,17 @@ class InvalidTransitionError(EverySkillError):
         allowed = " or ".join(self.allowed_from) or "no state"
         super().__init__(
             f"{kind} {id!r} is {current}: it can become {wanted} only from {allowed}"
+        )
+
+
+class RunNotRunningError(InvalidTransitionError):
+    """Results were recorded for a benchmark run that is not running."""
+
+    def __init__(self, run_id: str, current: str) -> None:
+        super().__init__("benchmark run", run_id, current, "record results", ["running"])
+        self.args = (
+            f"benchmark run {run_id!r} is {current}: results are recorded only while a"
+            " run is running (start it first; a completed or failed run is final)",
         )
 
 

@@ -196,7 +196,8 @@ async def test_runs_are_reproducible(owner: asyncpg.Connection, tenant: TenantRo
 class CountingClient:
     """Counts calls in flight; each call takes a little while."""
 
-    provider = "anthropic"
+    def provider_of(self, model: str) -> str:
+        return "anthropic"
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -276,7 +277,8 @@ async def test_when_every_call_fails_the_run_fails(
 
 
 class SecretLeakingClient:
-    provider = "anthropic"
+    def provider_of(self, model: str) -> str:
+        return "anthropic"
 
     async def complete(self, model: str, prompt: str, *, system: str | None = None) -> Completion:
         await asyncio.sleep(0)
@@ -302,7 +304,8 @@ async def test_secrets_from_the_model_are_redacted(
 class BlockingClient:
     """Its calls never return until released."""
 
-    provider = "anthropic"
+    def provider_of(self, model: str) -> str:
+        return "anthropic"
 
     def __init__(self) -> None:
         self.started = 0
@@ -397,7 +400,8 @@ async def test_the_runner_is_called_outside_a_scope(
 
 
 class SystemRecordingClient:
-    provider = "anthropic"
+    def provider_of(self, model: str) -> str:
+        return "anthropic"
 
     def __init__(self) -> None:
         self.systems: set[str | None] = set()
@@ -428,18 +432,27 @@ async def test_a_running_run_is_resumed_without_calling_done_cases_again(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
     """The fixture's run is running with gpt-4o's result on test case 0."""
-    client = offline_client(provider="openai")
+    client = offline_client(providers={"gpt-4o": "openai"})
     run = await run_benchmark(tenant.tenant_id, tenant.run_id, client, CASES[:3])
     assert run.status == "completed"
     assert ("gpt-4o", CASES[0].input) not in client.calls and len(client.calls) == 5
     rows = await stored_results(owner, tenant.run_id)
     assert len(rows) == 6
-    # gpt-4o is priced by the table for provider openai ($2.50 / $10).
+    # One run, two providers, each model priced as its provider's: gpt-4o by
+    # the table for openai ($2.50 / $10), claude-sonnet-4-5 at the tenant's
+    # own anthropic price (250 / 1,250 microcents a token).
+    rates = {"gpt-4o": (250, 1000), "claude-sonnet-4-5": (250, 1250)}
+    priced = 0
     for row in rows:
-        if row["model_name"] == "gpt-4o" and row["test_case_index"] > 0:
-            assert row["estimated_cost_microcents"] == (
-                row["input_tokens"] * 250 + row["output_tokens"] * 1000
-            )
+        if row["model_name"] == "gpt-4o" and row["test_case_index"] == 0:
+            continue  # the fixture's own result
+        input_rate, output_rate = rates[row["model_name"]]
+        assert row["model_provider"] == client.provider_of(row["model_name"])
+        assert row["estimated_cost_microcents"] == (
+            row["input_tokens"] * input_rate + row["output_tokens"] * output_rate
+        )
+        priced += 1
+    assert priced == 5
 
 
 # -- the offline client and the scorer -------------------------------------------------

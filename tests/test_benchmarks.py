@@ -16,11 +16,12 @@ import asyncpg
 import pytest
 
 from everyskill import benchmarks, pricing
-from everyskill.benchmarks import ModelSummary, ResultInput, RunNotRunningError
+from everyskill.benchmarks import ModelSummary, ResultInput
 from everyskill.errors import (
     ConflictError,
     InvalidTransitionError,
     NotFoundError,
+    RunNotRunningError,
     TenantScopeError,
     ValidationError,
 )
