@@ -76,6 +76,7 @@ import asyncpg
 import pydantic
 
 from everyskill.errors import (
+    check_id,
     ConflictError,
     InvalidTransitionError,
     NotFoundError,
@@ -83,7 +84,7 @@ from everyskill.errors import (
     ValidationError,
 )
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
-from everyskill.pricing import COST_MAX, CostWarning, Pricer, TokenUsage
+from everyskill.pricing import COST_MAX, CostWarning, Pricer, TokenUsage, total_tokens
 from everyskill.redaction import redact_fields_async
 from everyskill.rows import Saved, SavedBatch, row_from_record
 from everyskill.tenancy import operation
@@ -221,25 +222,16 @@ def _result_values(given: object, prefix: str) -> tuple[dict[str, Any] | None, l
         if values[name] is not None and not values[name].strip():
             values[name] = None
     problems: list[tuple[str, str]] = []
-    if values["input_tokens"] is not None and values["output_tokens"] is not None:
-        derived = (
-            values["input_tokens"]
-            + (values["cache_read_tokens"] or 0)
-            + (values["cache_write_tokens"] or 0)
-            + values["output_tokens"]
-        )
-        if values["total_tokens"] is not None and values["total_tokens"] != derived:
-            problems.append(
-                (
-                    f"{prefix}total_tokens",
-                    f"is {values['total_tokens']}, but input + cache reads + cache writes"
-                    f" + output tokens make {derived}; leave it out to have it computed",
-                )
-            )
-        elif derived > _INT4_MAX:
-            problems.append((f"{prefix}total_tokens", f"{derived} exceeds {_INT4_MAX}"))
-        else:
-            values["total_tokens"] = derived
+    usage = TokenUsage(
+        values["input_tokens"],
+        values["output_tokens"],
+        values["cache_read_tokens"],
+        values["cache_write_tokens"],
+    )
+    try:
+        values["total_tokens"] = total_tokens(usage, values["total_tokens"])
+    except ValueError as refused:
+        problems.append((f"{prefix}total_tokens", str(refused)))
     return (None if problems else values), problems
 
 
@@ -295,10 +287,6 @@ def _checked_models(models: object) -> list[str]:
     return names
 
 
-def _check_id(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError.of(field, "must be a non-empty id string")
-
 
 def _value(value: object) -> object:
     """An enum member's value, anything else as it is."""
@@ -316,10 +304,10 @@ async def create_run(
     skill_version_id: str | None = None,
 ) -> BenchmarkRun:
     """Create a pending run of a skill over ``models``; see the module's contract."""
-    _check_id("skill_id", skill_id)
-    _check_id("triggered_by", triggered_by)
+    check_id("skill_id", skill_id)
+    check_id("triggered_by", triggered_by)
     if skill_version_id is not None:
-        _check_id("skill_version_id", skill_version_id)
+        check_id("skill_version_id", skill_version_id)
     names = _checked_models(models)
     inputs = {
         "skill_id": skill_id,
@@ -345,7 +333,7 @@ async def create_run(
 
 async def get_run(run_id: str) -> BenchmarkRun:
     """One run of the tenant, or NotFoundError."""
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
             "SELECT * FROM benchmark_runs WHERE id = $1", run_id
@@ -365,7 +353,7 @@ async def list_runs(
     """The tenant's runs, of a skill and in a status when given, newest first."""
     where = Filter()
     if skill_id is not None:
-        _check_id("skill_id", skill_id)
+        check_id("skill_id", skill_id)
         where.equal("skill_id", skill_id)
     if status is not None:
         value = _value(status)
@@ -406,7 +394,7 @@ async def fail_run(run_id: str, *, error_message: str) -> BenchmarkRun:
 async def _transition(
     run_id: str, wanted: BenchmarkStatus, error_message: str | None = None
 ) -> BenchmarkRun:
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     allowed_from = [status.value for status in TRANSITIONS[wanted]]
     async with operation() as scope:
         connection = scope.connection
@@ -436,7 +424,7 @@ async def _transition(
 async def benchmarked_content(run_id: str) -> str | None:
     """The skill text a run benchmarks: its pinned version's, else the latest
     version's of its skill (None when the skill has no version)."""
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
             """
@@ -501,7 +489,7 @@ async def record_result(
         "matches_expected": matches_expected,
         "error_message": error_message,
     }
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     rows = _validated_results([fields], batch=False)
     records, redactions, warnings = await _record(run_id, rows, batch=False)
     return Saved(row_from_record(BenchmarkResult, records[0]), redactions, warnings)
@@ -511,7 +499,7 @@ async def record_results(
     run_id: str, results: Iterable[Mapping[str, Any] | ResultInput]
 ) -> SavedBatch:
     """Record a batch of results of a running run in one statement; all or nothing."""
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     rows = _validated_results(results, batch=True)
     _records, redactions, warnings = await _record(run_id, rows, batch=True)
     return SavedBatch(tuple(row["id"] for row in rows), redactions, warnings)
@@ -595,7 +583,7 @@ async def _record(
 
 async def recorded_cases(run_id: str) -> set[tuple[str, int]]:
     """The (model, test case index) pairs a run has results for."""
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     async with operation() as scope:
         exists = await scope.connection.fetchval(
             "SELECT EXISTS (SELECT FROM benchmark_runs WHERE id = $1)", run_id
@@ -655,7 +643,7 @@ SELECT m.model_name,
 
 async def run_summary(run_id: str) -> list[ModelSummary]:
     """One summary per model of the run, in the run's order; see :class:`ModelSummary`."""
-    _check_id("run_id", run_id)
+    check_id("run_id", run_id)
     async with operation() as scope:
         records = await scope.connection.fetch(_SUMMARY, run_id)
     if not records:  # a run has at least one model: no row, no run

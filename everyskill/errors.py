@@ -8,6 +8,7 @@ Contract
 - :class:`ValidationError` -- the input was refused before anything was
   written. ``problems`` lists ``(field, reason)`` pairs; ``field`` and
   ``reason`` are the first of them.
+  :func:`check_id` is the check every id argument gets.
 - :class:`NotFoundError` -- a row named by id does not exist in the current
   tenant (another tenant's row is, for this tenant, not there).
 - :class:`TenantScopeError` -- the call needs a tenant scope and has none, or
@@ -67,6 +68,12 @@ class ValidationError(EverySkillError, ValueError):
             reason = detail["msg"].removeprefix("Value error, ")
             problems.append((field, reason))
         return cls(problems)
+
+
+def check_id(field: str, value: object) -> None:
+    """ValidationError on ``field`` unless ``value`` is a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError.of(field, "must be a non-empty string")
 
 
 class NotFoundError(EverySkillError, LookupError):

@@ -59,6 +59,7 @@ import asyncpg
 import pydantic
 
 from everyskill.errors import (
+    check_id,
     AlreadyReviewedError,
     ConflictError,
     InvalidTransitionError,
@@ -247,7 +248,7 @@ async def record_feedback(
 
 async def get_feedback(feedback_id: str) -> SkillFeedback:
     """One feedback row of the tenant, or NotFoundError."""
-    _check_id("feedback_id", feedback_id)
+    check_id("feedback_id", feedback_id)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
             "SELECT * FROM skill_feedback WHERE id = $1", feedback_id
@@ -286,8 +287,8 @@ _REVIEW_STATE = "SELECT status, reviewed_by, reviewed_at FROM skill_feedback WHE
 async def _transition(
     feedback_id: str, wanted: FeedbackStatus, reviewer_id: str, notes: str | None
 ) -> Saved[SkillFeedback]:
-    _check_id("feedback_id", feedback_id)
-    _check_id("reviewer_id", reviewer_id)
+    check_id("feedback_id", feedback_id)
+    check_id("reviewer_id", reviewer_id)
     if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_TEXT_LENGTH):
         raise ValidationError.of("notes", f"must be text of at most {MAX_TEXT_LENGTH} characters")
     texts, redactions = await redact_fields_async({"review_notes": notes or None})
@@ -351,7 +352,7 @@ async def list_feedback(
                 )
             where.equal(name, value)
     if skill_id is not None:
-        _check_id("skill_id", skill_id)
+        check_id("skill_id", skill_id)
         where.equal("skill_id", skill_id)
     for name, moment, template in (
         ("since", since, "created_at >= {}"),
@@ -379,7 +380,7 @@ async def export_training_examples(out: _Writer, *, skill_id: str | None = None)
         [FeedbackStatus.accepted.value, FeedbackStatus.implemented.value],
     )
     if skill_id is not None:
-        _check_id("skill_id", skill_id)
+        check_id("skill_id", skill_id)
         where.add("f.skill_id = {}", skill_id)
     count = 0
     async with operation() as scope:
@@ -444,7 +445,3 @@ def _value(value: object) -> object:
     """An enum member's value, anything else as it is."""
     return getattr(value, "value", value)
 
-
-def _check_id(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError.of(field, "must be a non-empty id string")

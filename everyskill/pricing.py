@@ -2,6 +2,8 @@
 
 Contract
 --------
+- :func:`total_tokens` derives (or checks) a call's ``total_tokens``: every
+  input token (uncached, cache read, cache write) plus the output tokens.
 - The unit is the microcent: 1e-6 cent, 1e-8 USD. A price of $3 per million
   tokens is 300 microcents per token (:func:`usd_per_mtok` converts). A cost
   is rounded half up to a whole microcent, once per call.
@@ -61,6 +63,7 @@ from tables import ModelPrice
 __all__ = [
     "CATALOGUE",
     "COST_MAX",
+    "TOTAL_TOKENS_RULE",
     "CostWarning",
     "Pricer",
     "Rate",
@@ -72,6 +75,7 @@ __all__ = [
     "list_model_prices",
     "price_of",
     "set_model_price",
+    "total_tokens",
     "usd_per_mtok",
 ]
 
@@ -107,6 +111,39 @@ class TokenUsage:
             + (self.cache_read_tokens or 0)
             + (self.cache_write_tokens or 0)
         )
+
+
+#: How total_tokens is counted, for the messages that refuse a wrong one.
+TOTAL_TOKENS_RULE = (
+    "total_tokens counts every input token (uncached input, cache reads and cache"
+    " writes) plus the output tokens; input_tokens exclude the cache tokens, as in"
+    " Anthropic's usage report (subtract cached tokens from OpenAI's prompt_tokens)"
+)
+
+
+def total_tokens(usage: TokenUsage, given: int | None) -> int | None:
+    """A call's ``total_tokens``: derived from ``usage`` when not ``given``
+    (if its input and output counts are known), else ``given``, checked.
+
+    Raises ``ValueError`` with the reason when ``given`` disagrees with the
+    counts, or when the total does not fit a 32-bit column.
+    """
+    parts = usage.all_input_tokens + (usage.output_tokens or 0)
+    complete = usage.input_tokens is not None and usage.output_tokens is not None
+    if given is None:
+        if not complete:
+            return None
+        if parts > COST_MAX:
+            raise ValueError(f"the tokens add up to {parts}, more than the {COST_MAX} a row holds")
+        return parts
+    if complete and given != parts:
+        raise ValueError(
+            f"is {given}, but input + cache read + cache write + output tokens"
+            f" = {parts}: {TOTAL_TOKENS_RULE}"
+        )
+    if given < parts:
+        raise ValueError(f"is {given}, less than the {parts} tokens given: {TOTAL_TOKENS_RULE}")
+    return given
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,9 @@ from typing import Annotated, Any
 import asyncpg
 import pydantic
 
-from everyskill.errors import NotFoundError, ValidationError
+from everyskill.errors import check_id, NotFoundError, ValidationError
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
-from everyskill.pricing import CostWarning, Pricer, TokenUsage
+from everyskill.pricing import CostWarning, Pricer, TokenUsage, total_tokens
 from everyskill.rows import Saved, SavedBatch, row_from_record
 from everyskill.tenancy import operation
 from tables import TokenMeasurement
@@ -216,52 +216,18 @@ def _refusal(problems: list[tuple[str, str]]) -> ValidationError:
     return ValidationError(problems)
 
 
-_TOTAL_RULE = (
-    "total_tokens counts every input token (uncached input, cache reads and cache"
-    " writes) plus the output tokens; input_tokens exclude the cache tokens, as in"
-    " Anthropic's usage report (subtract cached tokens from OpenAI's prompt_tokens)"
-)
-
-
 def _totals(rows: Sequence[MeasurementInput], field: _Namer) -> list[int | None]:
-    """Each row's total_tokens, derived or checked (see the module's contract)."""
+    """Each row's total_tokens, derived or checked (see :func:`~everyskill.pricing.total_tokens`)."""
     totals: list[int | None] = []
     problems: list[tuple[str, str]] = []
     for index, row in enumerate(rows):
-        given = row.total_tokens
-        parts = (
-            (row.input_tokens or 0)
-            + (row.cache_read_tokens or 0)
-            + (row.cache_write_tokens or 0)
-            + (row.output_tokens or 0)
+        usage = TokenUsage(
+            row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_write_tokens
         )
-        complete = row.input_tokens is not None and row.output_tokens is not None
-        if given is None and complete:
-            if parts > INT4_MAX:
-                problems.append(
-                    (
-                        field(index, "total_tokens"),
-                        f"the tokens add up to {parts}, more than the {INT4_MAX} a row holds",
-                    )
-                )
-            totals.append(parts)
-        elif given is not None and complete and given != parts:
-            problems.append(
-                (
-                    field(index, "total_tokens"),
-                    f"is {given}, but input + cache read + cache write + output tokens"
-                    f" = {parts}: {_TOTAL_RULE}",
-                )
-            )
-        elif given is not None and given < parts:
-            problems.append(
-                (
-                    field(index, "total_tokens"),
-                    f"is {given}, less than the {parts} tokens given: {_TOTAL_RULE}",
-                )
-            )
-        else:
-            totals.append(given)
+        try:
+            totals.append(total_tokens(usage, row.total_tokens))
+        except ValueError as refused:
+            problems.append((field(index, "total_tokens"), str(refused)))
     if problems:
         raise _refusal(problems)
     return totals
@@ -509,7 +475,7 @@ async def record_measurements(
 
 async def get_measurement(measurement_id: str) -> TokenMeasurement:
     """One measurement of the tenant, or NotFoundError."""
-    _check_id("measurement_id", measurement_id)
+    check_id("measurement_id", measurement_id)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
             "SELECT * FROM token_measurements WHERE id = $1", measurement_id
@@ -728,7 +694,7 @@ def _filter(
         ("user_id", user_id),
     ):
         if value is not None:
-            _check_id(name, value)
+            check_id(name, value)
             where.equal(name, value.strip())
     for name, moment, template in (
         ("since", since, "created_at >= {}"),
@@ -740,7 +706,3 @@ def _filter(
             where.add(template, moment)
     return where
 
-
-def _check_id(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError.of(field, "must be a non-empty string")

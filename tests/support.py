@@ -5,6 +5,7 @@ catalogue snapshot, and sample rows for two tenants.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -234,3 +235,18 @@ async def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
             name: [tuple(row) for row in await connection.fetch(query)]
             for name, query in SNAPSHOT_QUERIES.items()
         }
+
+
+async def wait_until_blocked(owner: asyncpg.Connection, timeout: float = 10.0) -> None:
+    """Until some backend of the test database waits for a lock: how a test
+    knows a concurrent writer has reached the point where it queues."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        waiting = await owner.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no backend blocked on a lock")

@@ -27,7 +27,7 @@ from everyskill.errors import (
 )
 from everyskill.pricing import CostWarning
 from everyskill.tenancy import tenant_scope
-from tests.support import TenantRows, make_tenant
+from tests.support import TenantRows, make_tenant, wait_until_blocked
 
 # A fake AWS access key of the documented example shape, for redaction.
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLQ"
@@ -718,18 +718,6 @@ async def test_run_summary_matches_a_hand_computation(tenant: TenantRows) -> Non
 # -- a completion racing a writer ----------------------------------------------------
 
 
-async def wait_until_blocked(owner: asyncpg.Connection, timeout: float = 10.0) -> None:
-    """Until some backend of the test database waits for a lock."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        waiting = await owner.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no backend blocked on a lock")
 
 
 async def test_a_completion_waits_for_a_writer_and_includes_its_result(

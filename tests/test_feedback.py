@@ -26,7 +26,7 @@ from everyskill.errors import (
     ValidationError,
 )
 from everyskill.tenancy import tenant_scope
-from tests.support import TenantRows
+from tests.support import TenantRows, wait_until_blocked
 
 # A fake AWS access key of the documented example shape, for redaction.
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLQ"
@@ -299,18 +299,6 @@ async def test_review_notes_are_redacted(owner: asyncpg.Connection, tenant: Tena
     assert AWS_KEY not in notes and saved.redactions == {"aws_access_key": 1}
 
 
-async def wait_until_blocked(owner: asyncpg.Connection, timeout: float = 10.0) -> None:
-    """Until some backend of the test database waits for a row lock."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        waiting = await owner.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no backend blocked on a lock")
 
 
 async def test_two_reviewers_racing_one_wins_the_other_gets_a_conflict(

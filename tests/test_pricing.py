@@ -29,6 +29,7 @@ from everyskill.pricing import (
     Rates,
     TokenUsage,
     catalogue_rates,
+    total_tokens,
     usd_per_mtok,
 )
 from everyskill.tenancy import tenant_scope
@@ -188,6 +189,20 @@ def test_tiers_choose_by_all_input_tokens() -> None:
     rates = Rates("p", "m", "tenant", rate, Rate(Decimal(0)), Rate(Decimal(30)), Rate(Decimal(0)))
     # 100k uncached + 100,001 cached: above the threshold for every kind.
     assert rates.cost(TokenUsage(100_000, 0, cache_read_tokens=100_001)) == 100_000 * 600 + 100_001 * 30
+
+
+def test_total_tokens_counts_every_input_token_and_the_output() -> None:
+    assert total_tokens(TokenUsage(100, 20, 1000, 50), None) == 1170
+    assert total_tokens(TokenUsage(100, 20), 120) == 120
+    # Without input or output counts nothing is derived; a given total stays.
+    assert total_tokens(TokenUsage(None, 20), None) is None
+    assert total_tokens(TokenUsage(None, 20), 500) == 500
+    with pytest.raises(ValueError, match="1170"):
+        total_tokens(TokenUsage(100, 20, 1000, 50), 120)  # cache tokens left out
+    with pytest.raises(ValueError, match="less than"):
+        total_tokens(TokenUsage(None, 20, 1000), 500)
+    with pytest.raises(ValueError, match="a row holds"):
+        total_tokens(TokenUsage(2**31, 1), None)
 
 
 ###############################################################################
