@@ -23,16 +23,21 @@ Contract
   - A call that raises an ``Exception`` becomes a result with
     ``error_message`` (``"<type>: <message>"``, secrets redacted, at most
     :data:`~everyskill.benchmarks.MAX_ERROR_LENGTH` characters), no output
-    and no quality; the run goes on. When every call of the run failed, the
-    run is failed with a message saying so (and the first error) instead
-    of completed.
+    and no quality; so does an answer that a result cannot hold (token
+    counts that disagree). The run goes on. Texts longer than a result
+    field holds are cut and marked ``…[truncated]``. When every result of
+    the run is an error (those of an earlier runner included), the run is
+    failed with a message saying so (and the first error) instead of
+    completed.
   - When the runner stops for any other reason (it is cancelled, a database
     or scorer error escapes), the model calls still running are cancelled,
     database steps already begun are let finish (a transaction is never
     interrupted half-way), the run is failed with the reason in a fresh
     scope, and the exception is re-raised (``CancelledError`` included).
   - A running run is resumed: the (model, test case) pairs it already has a
-    result for are not called again. One runner per run at a time.
+    result for are not called again. Two runners of one run do the work
+    twice but do no harm: a case the other recorded first is skipped, and
+    the one that finishes second returns the run as the other ended it.
   - ``concurrency`` must be an integer >= 1 and there must be at least one
     test case, else :class:`~everyskill.errors.ValidationError`, before
     anything is touched.
@@ -57,7 +62,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from everyskill import benchmarks
 from everyskill.errors import (
+    ConflictError,
     InvalidTransitionError,
+    RunNotRunningError,
     TenantScopeError,
     ValidationError,
 )
@@ -154,6 +161,26 @@ class _Progress:
     first_error: str | None = None
 
 
+def _checked_score(score: Score) -> Score:
+    """The scorer's verdict, or ValidationError: a broken scorer stops the run."""
+    quality = score.quality
+    if quality is not None and (
+        isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100
+    ):
+        raise ValidationError.of("quality_score", f"the scorer gave {quality!r}, not 0-100")
+    return score
+
+
+_TRUNCATED = " …[truncated]"
+
+
+def _fitted(text: str | None) -> str | None:
+    """``text`` cut to the longest a result field holds, marked when cut."""
+    if text is None or len(text) <= benchmarks.MAX_TEXT_LENGTH:
+        return text
+    return text[: benchmarks.MAX_TEXT_LENGTH - len(_TRUNCATED)] + _TRUNCATED
+
+
 def _error_text(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}".strip()
     if len(text) > benchmarks.MAX_ERROR_LENGTH:
@@ -206,8 +233,11 @@ async def run_benchmark(
     async def prepare() -> tuple[BenchmarkRun, str | None, set[tuple[str, int]]]:
         run = await benchmarks.get_run(run_id)
         if run.status == BenchmarkStatus.pending.value:
-            run = await benchmarks.start_run(run_id)
-        elif run.status != BenchmarkStatus.running.value:
+            try:
+                run = await benchmarks.start_run(run_id)
+            except InvalidTransitionError:
+                run = await benchmarks.get_run(run_id)  # another runner started it
+        if run.status != BenchmarkStatus.running.value:
             raise InvalidTransitionError(
                 "benchmark run",
                 run_id,
@@ -246,32 +276,52 @@ async def run_benchmark(
                     model_name=model,
                     model_provider=client.provider_of(model),
                     test_case_index=index,
-                    input_used=case.input,
-                    expected_output=case.expected_output,
+                    input_used=_fitted(case.input),
+                    expected_output=_fitted(case.expected_output),
                     latency_ms=elapsed,
                     error_message=message,
                 )
                 return
             elapsed = round((loop.time() - started) * 1000)
             progress.calls += 1
-            score = scorer(completion.output, case.expected_output)
-            await steps.record(
-                run_id,
-                model_name=model,
-                model_provider=client.provider_of(model),
-                test_case_index=index,
-                input_used=case.input,
-                output_produced=completion.output,
-                expected_output=case.expected_output,
-                input_tokens=completion.input_tokens,
-                output_tokens=completion.output_tokens,
-                cache_read_tokens=completion.cache_read_tokens,
-                cache_write_tokens=completion.cache_write_tokens,
-                latency_ms=completion.latency_ms if completion.latency_ms is not None else elapsed,
-                quality_score=score.quality,
-                quality_notes=score.notes,
-                matches_expected=score.matches,
-            )
+            score = _checked_score(scorer(completion.output, case.expected_output))
+            try:
+                await steps.record(
+                    run_id,
+                    model_name=model,
+                    model_provider=client.provider_of(model),
+                    test_case_index=index,
+                    input_used=_fitted(case.input),
+                    output_produced=_fitted(completion.output),
+                    expected_output=_fitted(case.expected_output),
+                    input_tokens=completion.input_tokens,
+                    output_tokens=completion.output_tokens,
+                    cache_read_tokens=completion.cache_read_tokens,
+                    cache_write_tokens=completion.cache_write_tokens,
+                    latency_ms=(
+                        completion.latency_ms if completion.latency_ms is not None else elapsed
+                    ),
+                    quality_score=score.quality,
+                    quality_notes=score.notes,
+                    matches_expected=score.matches,
+                )
+            except ValidationError as refused:
+                # The client's report does not fit a result (token counts
+                # that disagree, say): the case is an error, the run goes on.
+                progress.failures += 1
+                message = _error_text(refused)
+                if progress.first_error is None:
+                    progress.first_error = f"{model} on test case {index}: {message}"
+                await steps.record(
+                    run_id,
+                    model_name=model,
+                    model_provider=client.provider_of(model),
+                    test_case_index=index,
+                    input_used=_fitted(case.input),
+                    expected_output=_fitted(case.expected_output),
+                    latency_ms=elapsed,
+                    error_message=f"the answer could not be recorded: {message}",
+                )
 
     tasks = [
         asyncio.create_task(one(model, index, case), name=f"benchmark {run_id} {model} #{index}")
@@ -284,13 +334,23 @@ async def run_benchmark(
             finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in finished:
                 task.result()  # the first error escapes
-        if progress.calls and progress.failures == progress.calls:
-            message = (
-                f"every model call failed ({progress.failures} of {progress.calls});"
-                f" first error: {progress.first_error}"
-            )[: benchmarks.MAX_ERROR_LENGTH]
-            return await steps.run(lambda: benchmarks.fail_run(run_id, error_message=message))
-        return await steps.run(lambda: benchmarks.complete_run(run_id))
+        # Decided from the run's results, those of an earlier runner included.
+        summary = await steps.run(lambda: benchmarks.run_summary(run_id))
+        results = sum(model.results for model in summary)
+        errors = sum(model.errors for model in summary)
+        try:
+            if results and errors == results:
+                message = (
+                    f"every model call failed ({errors} of {results})"
+                    + (f"; first error: {progress.first_error}" if progress.first_error else "")
+                )[: benchmarks.MAX_ERROR_LENGTH]
+                return await steps.run(
+                    lambda: benchmarks.fail_run(run_id, error_message=message)
+                )
+            return await steps.run(lambda: benchmarks.complete_run(run_id))
+        except InvalidTransitionError:
+            # Another runner of the same run ended it first.
+            return await steps.run(lambda: benchmarks.get_run(run_id))
     except BaseException as error:
         for task in tasks:
             task.cancel()
@@ -332,7 +392,12 @@ class _Steps:
         return await asyncio.shield(task)
 
     async def record(self, run_id: str, **fields: Any) -> None:
-        await self.run(lambda: benchmarks.record_result(run_id, **fields))
+        try:
+            await self.run(lambda: benchmarks.record_result(run_id, **fields))
+        except ConflictError:
+            pass  # another runner of the same run recorded this case first
+        except RunNotRunningError:
+            pass  # another runner ended the run: the end of this one says so
 
     async def settle(self) -> None:
         while self.going:

@@ -501,6 +501,8 @@ async def record_results(
     """Record a batch of results of a running run in one statement; all or nothing."""
     check_id("run_id", run_id)
     rows = _validated_results(results, batch=True)
+    if not rows:
+        raise ValidationError.of("results", "is empty: give at least one result")
     _records, redactions, warnings = await _record(run_id, rows, batch=True)
     return SavedBatch(tuple(row["id"] for row in rows), redactions, warnings)
 
@@ -552,9 +554,7 @@ async def _record(
             )
         ]
         if to_price:
-            pricer = await Pricer.load(
-                connection, [(row["model_provider"], row["model_name"]) for row in to_price]
-            )
+            pricer = await Pricer.load(connection)
             for row in to_price:
                 row["estimated_cost_microcents"] = pricer.cost(
                     row["model_provider"],

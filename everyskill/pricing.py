@@ -15,7 +15,10 @@ Contract
 - Where a price comes from, first match wins:
 
   1. the tenant's own price for the (provider, model) pair, set with
-     :func:`set_model_price` (a negotiated rate; stored in ``model_prices``);
+     :func:`set_model_price` (a negotiated rate; stored in ``model_prices``,
+     one per pair, case aside). It applies to calls of the same names, case
+     aside, and to other names the table knows as the same model (a dated
+     snapshot of it);
   2. the maintained price table of PyPI ``genai-prices``, read from the data
      the installed package ships (never fetched: this works offline). It
      matches model names the way providers write them (dated snapshots,
@@ -30,8 +33,7 @@ Contract
   call without both input and output token counts, and a cost too big for
   the 32-bit cost column.
 - :class:`Pricer` prices many calls at once: it reads the tenant's prices
-  for the models of a batch in one query, looks each model up in the table
-  once, and then costs a call with exact decimal arithmetic (the table's
+  in one query, looks each model up once, and then costs a call with exact decimal arithmetic (the table's
   own per-call routine is about a hundred times slower). The tests hold the
   two to the same result for every model the table knows.
 - :func:`set_model_price`, :func:`get_model_price`, :func:`list_model_prices`
@@ -277,15 +279,45 @@ def _rates_from_row(record: asyncpg.Record | ModelPrice) -> Rates:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _catalogue_model_id(model_provider: str, model_name: str) -> str | None:
+    """The table's id of a model name (dated snapshots and aliases resolved)."""
+    try:
+        _provider, model = data_snapshot.get_snapshot().find_provider_model(
+            model_name, None, model_provider, None
+        )
+    except LookupError:
+        return None
+    return model.id
+
+
+def _key(model_provider: str, model_name: str) -> tuple[str, str]:
+    """How a price and a call are matched: case aside, and by the table's id
+    of the model when it knows the name (``claude-sonnet-4-5-20250929`` is
+    ``claude-sonnet-4-5``)."""
+    provider, name = model_provider.strip().lower(), model_name.strip().lower()
+    return provider, _catalogue_model_id(provider, name) or name
+
+
 class Pricer:
     """Prices the calls of one batch; collects what could not be priced.
 
     Make one with :meth:`load` inside an operation of the tenant scope, call
     :meth:`cost` per call, then read :meth:`warnings`.
+
+    A tenant's price applies to a call of the same provider and model, case
+    aside: the same name first, else a name the table knows as the same
+    model (a price for ``claude-sonnet-4-5`` applies to calls of
+    ``claude-sonnet-4-5-20250929``).
     """
 
-    def __init__(self, tenant_rates: dict[tuple[str, str], Rates], at: datetime.datetime) -> None:
-        self._tenant = tenant_rates
+    def __init__(self, tenant_rates: Iterable[Rates], at: datetime.datetime) -> None:
+        self._same_name: dict[tuple[str, str], Rates] = {}
+        self._same_model: dict[tuple[str, str], Rates] = {}
+        for rates in tenant_rates:
+            provider, name = rates.model_provider.strip().lower(), rates.model_name.strip().lower()
+            self._same_name[(provider, name)] = rates
+            self._same_model.setdefault(_key(provider, name), rates)
         self._at = at
         # A pricer prices at one moment: each model's price is looked up once.
         self._known: dict[tuple[str, str], Rates | None] = {}
@@ -293,37 +325,30 @@ class Pricer:
 
     @classmethod
     async def load(
-        cls,
-        connection: asyncpg.Connection,
-        models: Iterable[tuple[str, str]],
-        at: datetime.datetime | None = None,
+        cls, connection: asyncpg.Connection, at: datetime.datetime | None = None
     ) -> Pricer:
-        """A pricer for calls of ``models`` ((provider, model) pairs), on the
-        tenant scope's ``connection``: the tenant's prices in one query."""
-        pairs = sorted(set(models))
-        records = await connection.fetch(
-            """
-            SELECT p.* FROM model_prices p
-              JOIN unnest($1::text[], $2::text[]) AS m(provider, name)
-                ON p.model_provider = m.provider AND p.model_name = m.name
-            """,
-            [provider for provider, _ in pairs],
-            [name for _, name in pairs],
+        """A pricer for the current tenant, on its scope's ``connection``: the
+        tenant's prices (a handful of rows) in one query."""
+        records = await connection.fetch("SELECT * FROM model_prices")
+        return cls(
+            [_rates_from_row(record) for record in records],
+            at or datetime.datetime.now(datetime.timezone.utc),
         )
-        tenant = {(r["model_provider"], r["model_name"]): _rates_from_row(r) for r in records}
-        return cls(tenant, at or datetime.datetime.now(datetime.timezone.utc))
 
     def rates(self, model_provider: str, model_name: str) -> Rates | None:
         """The price that applies to a model: the tenant's, else the table's."""
-        key = (model_provider, model_name)
-        if key not in self._known:
-            tenant = self._tenant.get(key)
-            self._known[key] = (
+        given = (model_provider, model_name)
+        if given not in self._known:
+            provider, name = model_provider.strip().lower(), model_name.strip().lower()
+            tenant = self._same_name.get((provider, name)) or self._same_model.get(
+                _key(provider, name)
+            )
+            self._known[given] = (
                 tenant
                 if tenant is not None
                 else catalogue_rates(model_provider, model_name, self._at)
             )
-        return self._known[key]
+        return self._known[given]
 
     def cost(self, model_provider: str, model_name: str, usage: TokenUsage) -> int | None:
         """The cost of one call in microcents, or None (and a warning later)."""
@@ -416,7 +441,9 @@ async def set_model_price(
                 input_microcents_per_token, output_microcents_per_token,
                 cache_read_microcents_per_token, cache_write_microcents_per_token, note)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (tenant_id, model_provider, model_name) DO UPDATE SET
+            ON CONFLICT (tenant_id, lower(model_provider), lower(model_name)) DO UPDATE SET
+                model_provider = excluded.model_provider,
+                model_name = excluded.model_name,
                 input_microcents_per_token = excluded.input_microcents_per_token,
                 output_microcents_per_token = excluded.output_microcents_per_token,
                 cache_read_microcents_per_token = excluded.cache_read_microcents_per_token,
@@ -454,7 +481,8 @@ async def get_model_price(model_name: str, *, model_provider: str = "anthropic")
     name, provider = _names(model_name, model_provider)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
-            "SELECT * FROM model_prices WHERE model_provider = $1 AND model_name = $2",
+            "SELECT * FROM model_prices"
+            " WHERE lower(model_provider) = lower($1) AND lower(model_name) = lower($2)",
             provider,
             name,
         )
@@ -477,7 +505,9 @@ async def delete_model_price(model_name: str, *, model_provider: str = "anthropi
     name, provider = _names(model_name, model_provider)
     async with operation() as scope:
         deleted = await scope.connection.fetchval(
-            "DELETE FROM model_prices WHERE model_provider = $1 AND model_name = $2 RETURNING id",
+            "DELETE FROM model_prices"
+            " WHERE lower(model_provider) = lower($1) AND lower(model_name) = lower($2)"
+            " RETURNING id",
             provider,
             name,
         )
@@ -489,5 +519,5 @@ async def price_of(model_name: str, *, model_provider: str = "anthropic") -> Rat
     """The price that applies to the tenant's calls of a model now, or None."""
     name, provider = _names(model_name, model_provider)
     async with operation() as scope:
-        pricer = await Pricer.load(scope.connection, [(provider, name)])
+        pricer = await Pricer.load(scope.connection)
     return pricer.rates(provider, name)

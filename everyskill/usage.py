@@ -55,7 +55,7 @@ Contract
     subject to it, as the application role is. The ids are random UUIDs
     made in Python, so ``SavedBatch.ids`` are in input order. No Piccolo row
     object is made per row; the tenant's skills and users among the
-    batch's ids are read with one query, its models' prices with another.
+    batch's ids are read with one query, the tenant's prices with another.
   - The aggregates on skills (``costed_measurements``,
     ``measured_cost_microcents``, ``avg_token_cost_microcents``) are kept by
     PostgreSQL's statement-level triggers: one update per skill per batch,
@@ -335,14 +335,9 @@ async def _costs(
     connection: asyncpg.Connection, rows: Sequence[MeasurementInput]
 ) -> tuple[list[int | None], tuple[CostWarning, ...]]:
     """Each row's cost, given or computed, and the warnings of what has none."""
-    models = {
-        (row.model_provider, row.model_name)
-        for row in rows
-        if row.estimated_cost_microcents is None
-    }
-    if not models:
+    if all(row.estimated_cost_microcents is not None for row in rows):
         return [row.estimated_cost_microcents for row in rows], ()
-    pricer = await Pricer.load(connection, models)
+    pricer = await Pricer.load(connection)
     costs = [
         (
             row.estimated_cost_microcents

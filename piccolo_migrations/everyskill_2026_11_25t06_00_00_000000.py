@@ -43,14 +43,13 @@ ALTER TABLE model_prices ALTER COLUMN updated_at TYPE TIMESTAMPTZ(3),
 ALTER TABLE model_prices ALTER COLUMN model_provider DROP DEFAULT,
                          ALTER COLUMN model_name DROP DEFAULT;
 
+-- One price per model of a provider, per tenant, whatever the case of the
+-- names (prices are matched to measurements without regard to case): the
+-- price that wins is never ambiguous.
+CREATE UNIQUE INDEX IF NOT EXISTS model_prices_tenant_id_model_key
+    ON model_prices (tenant_id, lower(model_provider), lower(model_name));
+
 DO $$ BEGIN
-  -- One price per model of a provider, per tenant: the price that wins is
-  -- never ambiguous.
-  IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'model_prices'::regclass
-                 AND conname = 'model_prices_tenant_id_model_key') THEN
-    ALTER TABLE model_prices ADD CONSTRAINT model_prices_tenant_id_model_key
-      UNIQUE (tenant_id, model_provider, model_name);
-  END IF;
   -- A price names its model and provider.
   IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'model_prices'::regclass
                  AND conname = 'model_prices_model_check') THEN
@@ -110,9 +109,15 @@ DROP TRIGGER IF EXISTS model_prices_touch_updated_at ON model_prices;
 DROP FUNCTION IF EXISTS model_prices_touch_updated_at();
 ALTER TABLE model_prices DROP CONSTRAINT IF EXISTS model_prices_rates_check;
 ALTER TABLE model_prices DROP CONSTRAINT IF EXISTS model_prices_model_check;
-ALTER TABLE model_prices DROP CONSTRAINT IF EXISTS model_prices_tenant_id_model_key;
+DROP INDEX IF EXISTS model_prices_tenant_id_model_key;
 ALTER TABLE model_prices ALTER COLUMN model_provider SET DEFAULT '',
                          ALTER COLUMN model_name SET DEFAULT '';
+-- Piccolo's timestamps. The id keeps a database-generated default: Piccolo's
+-- frozen UUID is not worth restoring, and the table is dropped next anyway.
+ALTER TABLE model_prices ALTER COLUMN created_at TYPE TIMESTAMPTZ,
+                         ALTER COLUMN created_at SET DEFAULT current_timestamp,
+                         ALTER COLUMN updated_at TYPE TIMESTAMPTZ,
+                         ALTER COLUMN updated_at SET DEFAULT current_timestamp;
 """
 
 # (table, constraint name, definition, why): checks that rows written before
@@ -307,6 +312,20 @@ CREATE OR REPLACE TRIGGER benchmark_runs_lifecycle
     FOR EACH ROW EXECUTE FUNCTION benchmark_runs_lifecycle();
 """
 
+# The functions below name tables without a schema: their search_path is
+# fixed, with pg_temp last, so that no temporary table of a session can stand
+# in for benchmark_runs or benchmark_results.
+FIXED_SEARCH_PATH = """
+DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION benchmark_run_picks(text)'
+                   ' SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION benchmark_runs_lifecycle()'
+                   ' SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION benchmark_results_guard()'
+                   ' SET search_path = pg_catalog, %I, pg_temp', current_schema());
+END $$;
+"""
+
 RESULTS_GUARD = """
 -- A result is recorded while its run is running, for one of the run's
 -- models. Checked once per statement over the rows it wrote, so a batch of
@@ -364,7 +383,7 @@ def forwards_sql() -> str:
         statements.append(validated_check(table, name, definition, why))
     for name, definition in INDEXES:
         statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {definition};")
-    statements += [ONE_RESULT_PER_CASE, PICKS, LIFECYCLE, RESULTS_GUARD]
+    statements += [ONE_RESULT_PER_CASE, PICKS, LIFECYCLE, RESULTS_GUARD, FIXED_SEARCH_PATH]
     return "\n".join(statements)
 
 

@@ -493,3 +493,65 @@ async def test_the_offline_client_is_deterministic_and_complete() -> None:
     assert 60 <= sum(flaky.fails(HAIKU, prompt) for prompt in many) <= 140
     with pytest.raises(ValidationError):
         OfflineModelClient(ANSWERS, default_accuracy=1.5)
+
+
+# -- resuming, odd answers, two runners ----------------------------------------------
+
+
+async def test_a_resumed_run_with_good_earlier_results_completes(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """Whether every call failed is decided from all the run's results: an
+    earlier runner's good results keep the run from failing."""
+    run_id = await new_run(tenant, [SONNET])
+    async with tenant_scope(tenant.tenant_id):
+        await benchmarks.start_run(run_id)
+        await benchmarks.record_result(
+            run_id, model_name=SONNET, model_provider="anthropic", test_case_index=0,
+            output_produced="4", quality_score=100,
+        )
+    failing = offline_client(failures={(SONNET, case.input) for case in CASES})
+    run = await run_benchmark(tenant.tenant_id, run_id, failing, CASES[:3])
+    assert run.status == "completed" and run.best_model == SONNET
+    errors = [row["error_message"] for row in await stored_results(owner, run_id)]
+    assert errors[0] is None and all("OfflineModelError" in e for e in errors[1:])
+
+
+async def test_answers_a_result_cannot_hold_are_cut_or_recorded_as_errors(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    long_answer = "x" * (benchmarks.MAX_TEXT_LENGTH + 500)
+
+    class OddClient:
+        def provider_of(self, model: str) -> str:
+            return "anthropic"
+
+        async def complete(self, model: str, prompt: str, *, system: str | None = None) -> Completion:
+            if prompt == CASES[0].input:
+                return Completion(long_answer, input_tokens=10, output_tokens=30_000)
+            # A negative count cannot be recorded.
+            return Completion("4", input_tokens=-1, output_tokens=1)
+
+    run_id = await new_run(tenant, [SONNET])
+    run = await run_benchmark(tenant.tenant_id, run_id, OddClient(), CASES[:2])
+    assert run.status == "completed"
+    first, second = await stored_results(owner, run_id)
+    assert len(first["output_produced"]) == benchmarks.MAX_TEXT_LENGTH
+    assert first["output_produced"].endswith("…[truncated]") and first["error_message"] is None
+    assert second["error_message"].startswith("the answer could not be recorded")
+    assert second["output_produced"] is None and second["quality_score"] is None
+
+
+async def test_two_runners_of_one_run_do_no_harm(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    run_id = await new_run(tenant, [SONNET, HAIKU])
+    first, second = await asyncio.gather(
+        run_benchmark(tenant.tenant_id, run_id, offline_client(), CASES, concurrency=2),
+        run_benchmark(tenant.tenant_id, run_id, offline_client(), CASES, concurrency=3),
+    )
+    assert first.status == second.status == "completed"
+    assert first.best_model == second.best_model is not None
+    rows = await stored_results(owner, run_id)
+    assert len(rows) == 2 * len(CASES)
+    assert all(row["error_message"] is None for row in rows)

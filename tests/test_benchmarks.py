@@ -451,8 +451,9 @@ async def test_a_batch_is_written_in_one_go_with_ids_in_input_order(
     rows.append(ResultInput(model_name=GPT, model_provider="openai", test_case_index=7))
     async with tenant_scope(tenant.tenant_id):
         saved = await benchmarks.record_results(tenant.run_id, rows)
-        empty = await benchmarks.record_results(tenant.run_id, [])
-    assert saved.count == 4 and empty.count == 0
+        with pytest.raises(ValidationError) as empty:
+            await benchmarks.record_results(tenant.run_id, [])
+    assert saved.count == 4 and empty.value.field == "results"
     stored = {
         r["id"]: (r["model_name"], r["test_case_index"], r["quality_score"], r["tenant_id"])
         for r in await owner.fetch(
@@ -816,3 +817,30 @@ async def test_recorded_cases(tenant: TenantRows) -> None:
         assert await benchmarks.recorded_cases(tenant.run_id) == {
             (GPT, 0), (SONNET, 2), (GPT, 5),
         }
+
+
+async def test_a_temporary_table_cannot_stand_in_for_the_runs(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """The rules' functions have a fixed search_path: a session's temporary
+    benchmark_runs, claiming a completed run is running, changes nothing."""
+    async with tenant_scope(tenant.tenant_id):
+        await benchmarks.complete_run(tenant.run_id)
+    with pytest.raises(asyncpg.CheckViolationError, match="results are recorded only while"):
+        async with tenant_scope(tenant.tenant_id) as scope:
+            await scope.connection.execute(
+                "CREATE TEMP TABLE benchmark_runs ON COMMIT DROP AS"
+                " SELECT id, 'running'::text AS status, ARRAY['zzz'] AS models"
+                " FROM public.benchmark_runs WHERE id = $1",
+                tenant.run_id,
+            )
+            await scope.connection.execute(
+                "INSERT INTO public.benchmark_results"
+                " (tenant_id, benchmark_run_id, model_name, model_provider, test_case_index)"
+                " VALUES ($1, $2, 'zzz', 'x', 9)",
+                tenant.tenant_id,
+                tenant.run_id,
+            )
+    assert await owner.fetchval(
+        "SELECT count(*) FROM benchmark_results WHERE benchmark_run_id = $1", tenant.run_id
+    ) == 1

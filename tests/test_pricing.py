@@ -163,7 +163,7 @@ def test_what_the_table_does_not_know() -> None:
 
 
 def test_a_pricer_warns_instead_of_a_silent_zero() -> None:
-    pricer = Pricer({}, datetime.datetime.now(datetime.timezone.utc))
+    pricer = Pricer([], datetime.datetime.now(datetime.timezone.utc))
     assert pricer.cost("anthropic", "claude-imaginary-9", TokenUsage(10, 10)) is None
     assert pricer.cost("anthropic", "claude-imaginary-9", TokenUsage(20, 20)) is None
     # Without output tokens a cost would be too low: none at all instead.
@@ -307,3 +307,42 @@ async def test_prices_are_the_tenants_own(tenant: TenantRows, other_tenant: Tena
 async def test_prices_need_a_scope() -> None:
     with pytest.raises(TenantScopeError):
         await pricing.list_model_prices()
+
+
+async def test_a_tenant_price_applies_whatever_the_case_and_to_dated_names(
+    tenant: TenantRows, owner: asyncpg.Connection
+) -> None:
+    """The table matches names without regard to case and knows dated
+    snapshots: a tenant's price must win over it for the same calls."""
+    async with tenant_scope(tenant.tenant_id):
+        await pricing.set_model_price(
+            "Claude-Haiku-4-5", model_provider="Anthropic",
+            input_microcents_per_token=1, output_microcents_per_token=2,
+        )
+        for provider, model in (
+            ("anthropic", "claude-haiku-4-5"),
+            ("ANTHROPIC", "CLAUDE-HAIKU-4-5"),
+            ("anthropic", "claude-haiku-4-5-20251001"),
+        ):
+            rates = await pricing.price_of(model, model_provider=provider)
+            assert rates is not None and rates.source == "tenant", (provider, model)
+            assert rates.cost(TokenUsage(1000, 1000)) == 3000
+        # Setting it again in another case replaces it: one price per model.
+        await pricing.set_model_price(
+            "claude-haiku-4-5", model_provider="anthropic",
+            input_microcents_per_token=5, output_microcents_per_token=5,
+        )
+        fetched = await pricing.get_model_price("CLAUDE-haiku-4-5")
+        assert (fetched.model_name, fetched.input_microcents_per_token) == ("claude-haiku-4-5", 5)
+        # A price for the dated name itself is the more specific one.
+        await pricing.set_model_price(
+            "claude-haiku-4-5-20251001", input_microcents_per_token=7, output_microcents_per_token=7,
+        )
+        dated = await pricing.price_of("claude-haiku-4-5-20251001")
+        assert dated is not None and dated.input.base == 7
+        plain = await pricing.price_of("claude-haiku-4-5")
+        assert plain is not None and plain.input.base == 5
+    assert await owner.fetchval(
+        "SELECT count(*) FROM model_prices WHERE tenant_id = $1 AND model_name ILIKE 'claude-haiku%'",
+        tenant.tenant_id,
+    ) == 2
