@@ -156,8 +156,6 @@ def default_scorer(output: str, expected: str | None, /) -> Score:
 
 @dataclass
 class _Progress:
-    calls: int = 0
-    failures: int = 0
     first_error: str | None = None
 
 
@@ -258,6 +256,21 @@ async def run_benchmark(
     progress = _Progress()
     semaphore = asyncio.Semaphore(concurrency)
 
+    async def failed(model: str, index: int, case: TestCase, elapsed: int, message: str) -> None:
+        """Record the case as an error result; remember the run's first error."""
+        if progress.first_error is None:
+            progress.first_error = f"{model} on test case {index}: {message}"
+        await steps.record(
+            run_id,
+            model_name=model,
+            model_provider=client.provider_of(model),
+            test_case_index=index,
+            input_used=_fitted(case.input),
+            expected_output=_fitted(case.expected_output),
+            latency_ms=elapsed,
+            error_message=message,
+        )
+
     async def one(model: str, index: int, case: TestCase) -> None:
         async with semaphore:
             loop = asyncio.get_running_loop()
@@ -266,24 +279,9 @@ async def run_benchmark(
                 completion = await client.complete(model, case.input, system=content)
             except Exception as error:  # the model's failure is a result
                 elapsed = round((loop.time() - started) * 1000)
-                message = _error_text(error)
-                progress.calls += 1
-                progress.failures += 1
-                if progress.first_error is None:
-                    progress.first_error = f"{model} on test case {index}: {message}"
-                await steps.record(
-                    run_id,
-                    model_name=model,
-                    model_provider=client.provider_of(model),
-                    test_case_index=index,
-                    input_used=_fitted(case.input),
-                    expected_output=_fitted(case.expected_output),
-                    latency_ms=elapsed,
-                    error_message=message,
-                )
+                await failed(model, index, case, elapsed, _error_text(error))
                 return
             elapsed = round((loop.time() - started) * 1000)
-            progress.calls += 1
             score = _checked_score(scorer(completion.output, case.expected_output))
             try:
                 await steps.record(
@@ -306,22 +304,10 @@ async def run_benchmark(
                     matches_expected=score.matches,
                 )
             except ValidationError as refused:
-                # The client's report does not fit a result (token counts
-                # that disagree, say): the case is an error, the run goes on.
-                progress.failures += 1
-                message = _error_text(refused)
-                if progress.first_error is None:
-                    progress.first_error = f"{model} on test case {index}: {message}"
-                await steps.record(
-                    run_id,
-                    model_name=model,
-                    model_provider=client.provider_of(model),
-                    test_case_index=index,
-                    input_used=_fitted(case.input),
-                    expected_output=_fitted(case.expected_output),
-                    latency_ms=elapsed,
-                    error_message=f"the answer could not be recorded: {message}",
-                )
+                # The client's report does not fit a result (a negative token
+                # count, say): the case is an error, the run goes on.
+                message = f"the answer could not be recorded: {_error_text(refused)}"
+                await failed(model, index, case, elapsed, message)
 
     tasks = [
         asyncio.create_task(one(model, index, case), name=f"benchmark {run_id} {model} #{index}")
