@@ -44,7 +44,19 @@ async def create_database(server_url: str, name: str) -> None:
 
 
 async def drop_database(server_url: str, name: str) -> None:
+    """Drop a scratch database, whoever is still connected to it.
+
+    FORCE cannot end a background worker of the server (autovacuum, after a
+    large write) for a role that is not a superuser: that worker ends on its
+    own within seconds, so the drop is tried again meanwhile.
+    """
     async with connected(server_url) as connection:
+        for _attempt in range(60):
+            try:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                await asyncio.sleep(0.5)
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
