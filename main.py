@@ -2,7 +2,9 @@
 The main job: ``python main.py``.
 
 Starts the database (the embedded PostgreSQL, or the server ``DATABASE_URL``
-names), applies every migration, makes sure an admin login exists, and serves
+names), applies every migration, makes sure an admin login exists, loads the
+sample data when the database has no tenant yet (``--no-sample-data``, or
+``EVERYSKILL_SAMPLE_DATA=0``, skips it), and serves
 the Piccolo Admin with uvicorn on 127.0.0.1:8000 (``--host`` and ``--port``, or
 ``EVERYSKILL_HOST`` and ``EVERYSKILL_PORT``). Ctrl-C or SIGTERM shuts it down
 cleanly, and the embedded server with it.
@@ -20,6 +22,7 @@ import uvicorn
 from piccolo.apps.migrations.commands.forwards import run_forwards
 
 from everyskill.admin import AdminLogin, create_app, ensure_admin_user
+from everyskill.sample_data import load_sample_data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,15 +39,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("EVERYSKILL_PRODUCTION", "") == "1",
         help="secure cookies and production error pages (also EVERYSKILL_PRODUCTION=1)",
     )
+    parser.add_argument(
+        "--no-sample-data",
+        dest="sample_data",
+        action="store_false",
+        default=os.environ.get("EVERYSKILL_SAMPLE_DATA", "1") != "0",
+        help="do not load the sample data into an empty database (also EVERYSKILL_SAMPLE_DATA=0)",
+    )
     return parser.parse_args(argv)
 
 
-async def prepare() -> AdminLogin:
-    """Apply the migrations of every app, then make sure an admin can log in."""
+async def prepare(*, sample_data: bool = True) -> AdminLogin:
+    """Apply the migrations of every app, make sure an admin can log in, and
+    load the sample data if the database has no tenant yet."""
     result = await run_forwards(app_name="all")
     if not result.success:
         raise SystemExit(f"Migrations failed: {result.message}")
-    return await ensure_admin_user()
+    login = await ensure_admin_user()
+    if sample_data:
+        from piccolo_conf import DB  # the engine, on the server just migrated
+
+        await DB.start_connection_pool()
+        try:
+            loaded = await load_sample_data()
+        finally:
+            await DB.close_connection_pool()
+        if loaded is not None:
+            print(
+                f"Loaded the sample data: {len(loaded.tenant_ids)} tenants,"
+                f" {loaded.feedback} feedback items, {loaded.measurements} token"
+                f" measurements, {loaded.benchmark_runs} benchmark runs.",
+                flush=True,
+            )
+    return login
 
 
 def stop(signum: int, frame: FrameType | None) -> None:
@@ -57,7 +84,7 @@ def stop(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, stop)
-    login = asyncio.run(prepare())
+    login = asyncio.run(prepare(sample_data=args.sample_data))
     print(f"\nEverySkill admin: http://{args.host}:{args.port}/", flush=True)
     if login.password is not None:
         print(f"  log in as {login.username!r} with password {login.password!r}")

@@ -1,10 +1,13 @@
 """
-The EverySkill Piccolo app: its tables, migrations and commands.
+The EverySkill Piccolo app: its tables, migrations and commands
+(``piccolo everyskill sample_data`` loads the sample data).
 """
 
 import os
 
-from piccolo.conf.apps import AppConfig
+from piccolo.conf.apps import AppConfig, Command
+
+from everyskill.sample_data import sample_data
 
 from tables import TABLES
 
@@ -16,5 +19,5 @@ APP_CONFIG = AppConfig(
     migrations_folder_path=os.path.join(CURRENT_DIRECTORY, "piccolo_migrations"),
     table_classes=list(TABLES),
     migration_dependencies=[],
-    commands=[],
+    commands=[Command(sample_data)],
 )

@@ -100,6 +100,10 @@ async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(
     async with connected(fresh_database) as connection:
         ran = await connection.fetchval("SELECT count(*) FROM migration WHERE app_name = 'everyskill'")
         assert ran == len(list((PROJECT_ROOT / "piccolo_migrations").glob("everyskill_*.py")))
+        # The database was empty: the sample data is there to look at.
+        assert await connection.fetchval("SELECT count(*) FROM tenants") == 2
+        assert await connection.fetchval("SELECT count(*) FROM token_measurements") > 1000
+    assert "Loaded the sample data: 2 tenants" in output
 
 
 async def test_a_generated_admin_password_is_kept_private_and_reused(
