@@ -354,14 +354,7 @@ async def list_feedback(
     if skill_id is not None:
         check_id("skill_id", skill_id)
         where.equal("skill_id", skill_id)
-    for name, moment, template in (
-        ("since", since, "created_at >= {}"),
-        ("until", until, "created_at < {}"),
-    ):
-        if moment is not None:
-            if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
-                raise ValidationError.of(name, "must be a timezone-aware datetime")
-            where.add(template, moment)
+    where.created_between(since, until)
     async with operation() as scope:
         return await fetch_page(
             scope.connection, SkillFeedback, where, limit=limit, cursor=cursor

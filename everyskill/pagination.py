@@ -68,6 +68,21 @@ class Filter:
         """``column = value``, unless ``value`` is None (no condition)."""
         return self if value is None else self.add(f"{column} = {{}}", value)
 
+    def created_between(
+        self, since: datetime.datetime | None, until: datetime.datetime | None
+    ) -> Filter:
+        """``since <= created_at < until``, each bound when given; a bound must
+        be a timezone-aware datetime (ValidationError naming it otherwise)."""
+        for name, moment, template in (
+            ("since", since, "created_at >= {}"),
+            ("until", until, "created_at < {}"),
+        ):
+            if moment is not None:
+                if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
+                    raise ValidationError.of(name, "must be a timezone-aware datetime")
+                self.add(template, moment)
+        return self
+
     def sql(self) -> str:
         return " AND ".join(self.conditions) if self.conditions else "TRUE"
 

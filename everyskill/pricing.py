@@ -50,7 +50,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 import pydantic
@@ -258,22 +258,20 @@ def catalogue_rates(
     return _catalogue_rates(model_provider.strip().lower(), model_name.strip(), hour)
 
 
-def _rates_from_row(record: asyncpg.Record | ModelPrice) -> Rates:
-    def value(name: str) -> Any:
-        return record[name] if isinstance(record, asyncpg.Record) else getattr(record, name)
-
-    input_rate = Rate(Decimal(value("input_microcents_per_token")))
+def _rates_from_row(record: asyncpg.Record) -> Rates:
+    """The rates of a ``model_prices`` row."""
+    input_rate = Rate(Decimal(record["input_microcents_per_token"]))
 
     def optional(name: str) -> Rate:
-        given = value(name)
+        given = record[name]
         return input_rate if given is None else Rate(Decimal(given))
 
     return Rates(
-        model_provider=value("model_provider"),
-        model_name=value("model_name"),
+        model_provider=record["model_provider"],
+        model_name=record["model_name"],
         source="tenant",
         input=input_rate,
-        output=Rate(Decimal(value("output_microcents_per_token"))),
+        output=Rate(Decimal(record["output_microcents_per_token"])),
         cache_read=optional("cache_read_microcents_per_token"),
         cache_write=optional("cache_write_microcents_per_token"),
     )

@@ -691,13 +691,6 @@ def _filter(
         if value is not None:
             check_id(name, value)
             where.equal(name, value.strip())
-    for name, moment, template in (
-        ("since", since, "created_at >= {}"),
-        ("until", until, "created_at < {}"),
-    ):
-        if moment is not None:
-            if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
-                raise ValidationError.of(name, "must be a timezone-aware datetime")
-            where.add(template, moment)
+    where.created_between(since, until)
     return where
 
