@@ -6,7 +6,8 @@ names), applies every migration, makes sure an admin login exists, loads the
 sample data when the database has no tenant yet (``--no-sample-data``, or
 ``EVERYSKILL_SAMPLE_DATA=0``, skips it), and serves
 the Piccolo Admin with uvicorn on 127.0.0.1:8000 (``--host`` and ``--port``, or
-``EVERYSKILL_HOST`` and ``EVERYSKILL_PORT``). Ctrl-C or SIGTERM shuts it down
+``EVERYSKILL_HOST`` and ``EVERYSKILL_PORT``). Behind HTTPS, ``--production``
+makes the session cookie Secure and needs ``--allowed-host``. Ctrl-C or SIGTERM shuts it down
 cleanly, and the embedded server with it.
 """
 
@@ -37,7 +38,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--production",
         action="store_true",
         default=os.environ.get("EVERYSKILL_PRODUCTION", "") == "1",
-        help="secure cookies and production error pages (also EVERYSKILL_PRODUCTION=1)",
+        help="secure cookies and production error pages, for serving over HTTPS"
+        " (also EVERYSKILL_PRODUCTION=1); needs --allowed-host",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        default=[h for h in os.environ.get("EVERYSKILL_ALLOWED_HOSTS", "").split(",") if h.strip()],
+        help="a host name the admin is served under, checked against the Referer"
+        " of writes over HTTPS; repeatable (also EVERYSKILL_ALLOWED_HOSTS, comma-separated)",
     )
     parser.add_argument(
         "--no-sample-data",
@@ -83,6 +93,10 @@ def stop(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        app = create_app(production=args.production, allowed_hosts=args.allowed_hosts)
+    except ValueError as problem:
+        raise SystemExit(str(problem)) from None
     signal.signal(signal.SIGTERM, stop)
     login = asyncio.run(prepare(sample_data=args.sample_data))
     print(f"\nEverySkill admin: http://{args.host}:{args.port}/", flush=True)
@@ -91,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  (kept in {login.source})", flush=True)
     else:
         print(f"  log in as {login.username!r} with the password in {login.source}")
-    uvicorn.run(create_app(production=args.production), host=args.host, port=args.port)
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

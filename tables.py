@@ -41,6 +41,7 @@ from piccolo.columns import (
     Numeric,
     Text,
     Timestamptz,
+    Varchar,
 )
 from piccolo.columns.base import OnDelete, OnUpdate
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
@@ -226,7 +227,7 @@ class Skill(Table, tablename="skills"):
     )
     total_feedback = Integer(
         default=0,
-        help_text="Number of feedback items of every type on this skill.",
+        help_text="Number of feedback items of every type on this skill, dismissed ones aside.",
     )
     positive_feedback_pct = _nullable_int(
         "round(100 * thumbs up / (thumbs up + thumbs down)); NULL with no thumbs."
@@ -239,10 +240,10 @@ class Skill(Table, tablename="skills"):
     # same triggers, so that a write costs the same however many rows the
     # skill already has.
     feedback_thumbs_up = Integer(
-        default=0, help_text="Thumbs-up feedback on this skill (maintained)."
+        default=0, help_text="Thumbs-up feedback on this skill, dismissed ones aside (maintained)."
     )
     feedback_thumbs_down = Integer(
-        default=0, help_text="Thumbs-down feedback on this skill (maintained)."
+        default=0, help_text="Thumbs-down feedback on this skill, dismissed ones aside (maintained)."
     )
     costed_measurements = BigInt(
         default=0,
@@ -299,7 +300,9 @@ class SkillFeedback(Table, tablename="skill_feedback"):
     """
     Feedback on a skill: a thumbs up or down, a suggestion (content or diff),
     a training example (input, output, expected output) or a bug report,
-    reviewed by a user of the same tenant.
+    reviewed by a user of the same tenant (``reviewed_by``) or by platform
+    staff in the admin (``reviewed_by_admin``). Dismissed feedback no longer
+    counts in the skill's aggregates.
     """
 
     id = _id()
@@ -354,7 +357,15 @@ class SkillFeedback(Table, tablename="skill_feedback"):
         index=True,
         help_text="pending, accepted, dismissed or implemented.",
     )
-    reviewed_by = _user(null=True, help_text="The user who reviewed it.")
+    reviewed_by = _user(
+        null=True, help_text="The tenant's user who reviewed it (through the query API)."
+    )
+    reviewed_by_admin = Varchar(
+        length=100,
+        null=True,
+        default=None,
+        help_text="The admin login (platform staff) who reviewed it in the admin.",
+    )
     reviewed_at = Timestamptz(
         null=True, default=None, help_text="When it was reviewed."
     )
@@ -501,6 +512,13 @@ class BenchmarkRun(Table, tablename="benchmark_runs"):
     )
     error_message = _nullable_text("Why the run failed; NULL unless it failed.")
     created_at = _created_at()
+
+    @classmethod
+    def get_readable(cls) -> Readable:
+        return Readable(
+            template="%s, %s run of %s",
+            columns=[cls.skill_id.name, cls.status, cls.created_at],
+        )
 
 
 class BenchmarkResult(Table, tablename="benchmark_results"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import asyncpg
 import psutil
@@ -31,6 +32,9 @@ from tests.support import (
     run_piccolo,
     with_database,
 )
+
+if TYPE_CHECKING:
+    from tests.admin_client import Staff
 
 _server_url: str | None = None
 _test_database: str | None = None
@@ -130,3 +134,14 @@ async def tenant(owner: asyncpg.Connection, engine: PostgresEngine) -> TenantRow
 async def other_tenant(owner: asyncpg.Connection, engine: PostgresEngine) -> TenantRows:
     """A second tenant, for isolation checks."""
     return await make_tenant(owner, "other")
+
+
+@pytest.fixture
+async def staff(engine: PostgresEngine) -> AsyncIterator[Staff]:
+    """A client of the admin, logged in as a new active admin user."""
+    # Imported here: the admin's tables find their engine when imported.
+    from tests.admin_client import Staff, admin_client, make_staff
+
+    username = await make_staff()
+    async with admin_client(username=username) as client:
+        yield Staff(client, username)

@@ -2,7 +2,7 @@
 The skills' live aggregates (total_feedback, positive_feedback_pct,
 avg_token_cost_microcents), maintained by PostgreSQL: exact after every
 committed write by any writer, compared each time with a recount from the
-rows themselves.
+rows themselves. Dismissed feedback does not count.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SELECT count(f.*) AS total_feedback,
            AS positive_feedback_pct,
        (SELECT round(avg(m.estimated_cost_microcents))::int
           FROM token_measurements m WHERE m.skill_id = s.id) AS avg_token_cost_microcents
-  FROM skills s LEFT JOIN skill_feedback f ON f.skill_id = s.id
+  FROM skills s LEFT JOIN skill_feedback f ON f.skill_id = s.id AND f.status <> 'dismissed'
  WHERE s.id = $1
  GROUP BY s.id
 """
@@ -113,11 +113,37 @@ async def test_every_kind_of_write_by_any_writer(
     assert await assert_exact(owner, skill) == (3, 67, None)
     assert await assert_exact(owner, other) == (1, 0, None)
 
-    # A review changes no aggregate.
+    # Accepting changes no aggregate.
     await owner.execute(
         "UPDATE skill_feedback SET status = 'accepted', reviewed_at = now() WHERE skill_id = $1", skill
     )
     assert await assert_exact(owner, skill) == (3, 67, None)
+
+    # Dismissing takes the feedback out of the counts; so does deleting it.
+    await owner.execute(
+        "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment)"
+        " VALUES ($1, $2, 'thumbs_down', -1), ($1, $2, 'thumbs_down', -1)",
+        tenant.tenant_id,
+        skill,
+    )
+    assert await assert_exact(owner, skill) == (5, 40, None)
+    await owner.execute(
+        "UPDATE skill_feedback SET status = 'dismissed'"
+        " WHERE skill_id = $1 AND status = 'pending'",
+        skill,
+    )
+    assert await assert_exact(owner, skill) == (3, 67, None)
+    # Moving or retyping dismissed feedback changes nothing; deleting it neither.
+    await owner.execute(
+        "UPDATE skill_feedback SET skill_id = $2, feedback_type = 'thumbs_up', sentiment = 1"
+        " WHERE skill_id = $1 AND status = 'dismissed'",
+        skill,
+        other,
+    )
+    assert await assert_exact(owner, skill) == (3, 67, None)
+    assert await assert_exact(owner, other) == (1, 0, None)
+    await owner.execute("DELETE FROM skill_feedback WHERE status = 'dismissed' AND skill_id = $1", other)
+    assert await assert_exact(owner, other) == (1, 0, None)
 
     # Deletes, down to no thumbs at all.
     await owner.execute("DELETE FROM skill_feedback WHERE skill_id = $1 AND feedback_type = 'thumbs_down'", skill)

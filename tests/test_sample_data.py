@@ -101,7 +101,8 @@ async def test_runs_show_their_picks_and_the_aggregates_are_exact(
         SELECT count(*) FROM skills s
          WHERE s.tenant_id = ANY($1::text[])
            AND (s.total_feedback, s.avg_token_cost_microcents) IS DISTINCT FROM (
-               (SELECT count(*) FROM skill_feedback f WHERE f.skill_id = s.id),
+               (SELECT count(*) FROM skill_feedback f
+                 WHERE f.skill_id = s.id AND f.status <> 'dismissed'),
                (SELECT round(avg(estimated_cost_microcents)) FROM token_measurements m
                  WHERE m.skill_id = s.id))
         """,

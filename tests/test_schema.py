@@ -112,7 +112,7 @@ SEED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
 # Columns beyond the plan, added after its columns: prompt-cache token counts
 # (each priced at its own rate) and a failed run's error message.
 ADDED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
-    "skill_feedback": [],
+    "skill_feedback": [("reviewed_by_admin", "character varying(100)", False, "NULL::character varying")],
     "token_measurements": [
         ("cache_read_tokens", "integer", False, None),
         ("cache_write_tokens", "integer", False, None),

@@ -1,0 +1,106 @@
+"""The admin app and its security settings.
+
+Contract
+--------
+- :func:`create_app` returns the ASGI app: Piccolo Admin with
+  :data:`everyskill.admin.table_configs.TABLE_CONFIGS`, its connection pool
+  opened and closed with the app's lifespan. It connects as the owner, so
+  it sees every tenant.
+- Login is required for everything but the login page and its assets:
+  Piccolo's session auth against the ``piccolo_user`` table lets in only
+  users that are both **active** and **admin**, checked again on every
+  request (deactivating a user ends their sessions' access at once).
+- Every request that writes (POST, PUT, PATCH, DELETE) needs the CSRF token
+  of the double-submit cookie ``csrftoken`` in the ``X-CSRFToken`` header;
+  without it the answer is 403. Over HTTPS the Referer or Origin must also
+  be one of ``allowed_hosts``.
+- Login attempts are limited per client address: more than
+  :data:`LOGIN_ATTEMPTS` in :data:`LOGIN_WINDOW` seconds answer 429, and the
+  address stays blocked for :data:`LOGIN_BLOCK` seconds.
+- With ``production`` on, the session cookie is ``Secure`` (sent over HTTPS
+  only) and error pages show no details. Production needs
+  ``allowed_hosts`` (the names the admin is served under), otherwise
+  :func:`create_app` raises :class:`ValueError`: the CSRF check would refuse
+  every write over HTTPS.
+- Sessions last :data:`SESSION_EXPIRY`, extended while used, at most
+  :data:`MAX_SESSION_EXPIRY`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from piccolo.engine import engine_finder
+from piccolo_admin.endpoints import create_admin
+from piccolo_api.rate_limiting.middleware import InMemoryLimitProvider, RateLimitProvider
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.types import ASGIApp
+
+from everyskill.admin.table_configs import TABLE_CONFIGS
+
+__all__ = [
+    "LOGIN_ATTEMPTS",
+    "LOGIN_BLOCK",
+    "LOGIN_WINDOW",
+    "MAX_SESSION_EXPIRY",
+    "SESSION_EXPIRY",
+    "SITE_NAME",
+    "create_app",
+    "login_limit",
+]
+
+SITE_NAME = "EverySkill admin"
+#: Login requests allowed per client address in :data:`LOGIN_WINDOW` seconds.
+LOGIN_ATTEMPTS = 10
+LOGIN_WINDOW = 300
+#: Seconds an address that went over the limit stays blocked.
+LOGIN_BLOCK = 900
+SESSION_EXPIRY = timedelta(hours=1)
+MAX_SESSION_EXPIRY = timedelta(hours=12)
+
+
+def login_limit(
+    attempts: int = LOGIN_ATTEMPTS, window: int = LOGIN_WINDOW, block: int = LOGIN_BLOCK
+) -> RateLimitProvider:
+    """The rate limit of the login endpoint (in memory: one process)."""
+    return InMemoryLimitProvider(limit=attempts, timespan=window, block_duration=block)
+
+
+def create_app(
+    *,
+    production: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    login_rate_limit: RateLimitProvider | None = None,
+) -> ASGIApp:
+    """The admin as an ASGI app, with the database pool tied to its lifespan."""
+    if production and not allowed_hosts:
+        raise ValueError(
+            "In production the admin needs the host names it is served under"
+            " (--allowed-host or EVERYSKILL_ALLOWED_HOSTS): over HTTPS its CSRF"
+            " check accepts writes only from those hosts."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = engine_finder()
+        assert engine is not None, "piccolo_conf.py defines no engine"
+        await engine.start_connection_pool()  # type: ignore[no-untyped-call]
+        try:
+            yield
+        finally:
+            await engine.close_connection_pool()  # type: ignore[no-untyped-call]
+
+    admin = create_admin(
+        tables=TABLE_CONFIGS,
+        site_name=SITE_NAME,
+        production=production,
+        allowed_hosts=list(allowed_hosts),
+        rate_limit_provider=login_rate_limit or login_limit(),
+        session_expiry=SESSION_EXPIRY,
+        max_session_expiry=MAX_SESSION_EXPIRY,
+        auto_include_related=False,
+    )
+    return Starlette(routes=[Mount("/", admin)], lifespan=lifespan)

@@ -1,0 +1,153 @@
+"""What the admin refuses to change, and the text it redacts.
+
+Piccolo Admin edits a row through Piccolo API's CRUD endpoints; the
+validators and hooks made here plug into them (see
+:mod:`everyskill.admin.table_configs`). A refusal is an HTTP error whose
+message the admin shows on the page, and nothing is written.
+
+Contract
+--------
+- :func:`measurement_validators`: token measurements and benchmark results
+  are records of what happened. The admin refuses to add or edit one, with
+  HTTP 405 and a message that says why and what to do instead. A token
+  measurement may be deleted (the skill's aggregates follow); a benchmark
+  result may not be deleted on its own, as its run's best and cheapest
+  model were picked from it: deleting the run deletes its results.
+- :func:`fixed_columns`: a ``pre_patch`` hook for columns an edit may not
+  change (ids, tenants, creation times, what PostgreSQL maintains). The edit
+  form sends every field back: a value equal to the stored one is left out
+  of the update, a different one is refused with HTTP 422 naming the field
+  and why.
+- :func:`redacting`: ``pre_save`` and ``pre_patch`` hooks that pass the named
+  text columns through :func:`everyskill.redaction.redact_fields_async`
+  before they are written, as the query API does.
+- :func:`field_error` is the 422 error the admin's form shows next to a
+  field's name; :func:`stored_row` reads a row's stored values, or answers
+  404 when the row was deleted meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from piccolo.columns import Column
+from piccolo.table import Table
+from piccolo_api.crud.endpoints import PiccoloCRUD
+from piccolo_api.crud.hooks import Hook, HookType
+from piccolo_api.crud.validators import Validators
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from everyskill.redaction import redact_fields_async
+
+__all__ = [
+    "PatchHook",
+    "field_error",
+    "fixed_columns",
+    "measurement_validators",
+    "redacting",
+    "stored_row",
+]
+
+#: A ``pre_patch`` hook: gets the row's id and the new values, returns the
+#: values to write.
+PatchHook = Callable[..., Awaitable[dict[Column, Any]]]
+
+
+def field_error(field: str, reason: str) -> HTTPException:
+    """HTTP 422 in the shape the admin's form shows as ``<field> field - <reason>``."""
+    return HTTPException(
+        status_code=422,
+        detail=[{"loc": ["body", field], "msg": reason, "type": "value_error"}],  # type: ignore[arg-type]
+    )
+
+
+def measurement_validators(what: str, instead: str, *, deletable: bool) -> Validators:
+    """Validators that refuse adding and editing rows of a measurement table.
+
+    ``what`` names the rows ("Token measurements"); ``instead`` says how they
+    are recorded. With ``deletable`` False, deleting rows is refused too.
+    """
+    refusal = (
+        f"{what} are measurements of what happened: they cannot be edited or added"
+        f" in the admin. {instead}"
+    )
+
+    def refuse(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+        raise HTTPException(status_code=405, detail=refusal)
+
+    deletion = f"{what} cannot be deleted one by one: delete the benchmark run they belong to."
+
+    def refuse_delete(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+        raise HTTPException(status_code=405, detail=deletion)
+
+    return Validators(
+        post_single=[refuse],
+        put_single=[refuse],
+        patch_single=[refuse],
+        delete_single=[] if deletable else [refuse_delete],
+        delete_all=[] if deletable else [refuse_delete],
+    )
+
+
+def fixed_columns(table: type[Table], reasons: Mapping[Column, str]) -> Hook:
+    """A ``pre_patch`` hook keeping ``reasons``' columns as they are stored.
+
+    ``reasons`` maps each column to why it cannot be edited ("is when the row
+    was recorded").
+    """
+    names = {column._meta.name: reason for column, reason in reasons.items()}
+
+    async def keep(row_id: Any, values: dict[Column, Any]) -> dict[Column, Any]:
+        submitted = {column: value for column, value in values.items() if column._meta.name in names}
+        if not submitted:
+            return values
+        stored = await stored_row(table, row_id, list(submitted))
+        for column, value in submitted.items():
+            if value != stored[column._meta.name]:
+                raise field_error(column._meta.name, names[column._meta.name])
+        # Columns compare by name: ``==`` on a Piccolo column builds a query.
+        return {column: value for column, value in values.items() if column._meta.name not in names}
+
+    return Hook(hook_type=HookType.pre_patch, callable=keep)
+
+
+async def stored_row(table: type[Table], row_id: Any, columns: list[Column]) -> dict[str, Any]:
+    """The stored values of ``columns`` of one row; HTTP 404 when it is gone."""
+    row = (
+        await table.select(*columns)
+        .where(table._meta.primary_key == row_id)
+        .first()
+        .run()
+    )
+    if row is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"{table._meta.tablename} {row_id!r} no longer exists: it was deleted.",
+        )
+    return row
+
+
+def redacting(*columns: Column) -> list[Hook]:
+    """``pre_save`` and ``pre_patch`` hooks redacting secrets in ``columns``."""
+    names = [column._meta.name for column in columns]
+
+    async def on_save(row: Table) -> Table:
+        texts, _found = await redact_fields_async(
+            {name: getattr(row, name) for name in names}
+        )
+        for name, text in texts.items():
+            setattr(row, name, text)
+        return row
+
+    async def on_patch(row_id: Any, values: dict[Column, Any]) -> dict[Column, Any]:
+        texts, _found = await redact_fields_async(
+            {column._meta.name: value for column, value in values.items() if column._meta.name in names}
+        )
+        return {column: texts.get(column._meta.name, value) for column, value in values.items()}
+
+    return [
+        Hook(hook_type=HookType.pre_save, callable=on_save),
+        Hook(hook_type=HookType.pre_patch, callable=on_patch),
+    ]

@@ -1,0 +1,98 @@
+"""The admin's login: making sure platform staff can log in.
+
+Contract
+--------
+- :func:`ensure_admin_user` makes sure an active admin login exists: with
+  ``EVERYSKILL_ADMIN_USERNAME`` and ``EVERYSKILL_ADMIN_PASSWORD`` set, that user
+  (created, or its password reset and made active and admin again); otherwise
+  a user ``admin`` whose random password is generated once and kept in
+  ``.everyskill/admin-credentials.json`` (outside git, mode 0600;
+  ``EVERYSKILL_ADMIN_CREDENTIALS`` names another file). A stored password that
+  no longer logs in is replaced. There is never a fixed default password.
+- Setting only one of the two variables is a :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from piccolo.apps.user.tables import BaseUser
+
+__all__ = ["AdminLogin", "credentials_file", "ensure_admin_user"]
+
+DEFAULT_CREDENTIALS_FILE = (
+    Path(__file__).resolve().parents[2] / ".everyskill" / "admin-credentials.json"
+)
+
+
+def credentials_file() -> Path:
+    """Where a generated admin password is kept (``EVERYSKILL_ADMIN_CREDENTIALS``)."""
+    configured = os.environ.get("EVERYSKILL_ADMIN_CREDENTIALS")
+    return Path(configured) if configured else DEFAULT_CREDENTIALS_FILE
+
+
+@dataclass(frozen=True)
+class AdminLogin:
+    """How to log in to the admin; ``password`` is None when it was not made here."""
+
+    username: str
+    password: str | None
+    source: str
+
+
+async def ensure_admin_user() -> AdminLogin:
+    """Make sure an active admin user exists, and say how to log in."""
+    username = os.environ.get("EVERYSKILL_ADMIN_USERNAME", "").strip()
+    password = os.environ.get("EVERYSKILL_ADMIN_PASSWORD", "")
+    if username and password:
+        await _create_or_reset(username, password)
+        return AdminLogin(username, None, "EVERYSKILL_ADMIN_PASSWORD")
+    if username or password:
+        raise ValueError(
+            "Set both EVERYSKILL_ADMIN_USERNAME and EVERYSKILL_ADMIN_PASSWORD, or neither."
+        )
+
+    path = credentials_file()
+    stored = _read_stored_credentials(path)
+    if stored and await BaseUser.login(stored["username"], stored["password"]):
+        return AdminLogin(stored["username"], stored["password"], str(path))
+
+    username, password = "admin", secrets.token_urlsafe(18)
+    await _create_or_reset(username, password)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump({"username": username, "password": password}, handle)
+    return AdminLogin(username, password, str(path))
+
+
+def _read_stored_credentials(path: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and {"username", "password"} <= data.keys():
+        return {"username": str(data["username"]), "password": str(data["password"])}
+    return None
+
+
+async def _create_or_reset(username: str, password: str) -> None:
+    existing = await BaseUser.objects().get(BaseUser.username == username)
+    if existing is None:
+        await BaseUser.create_user(
+            username=username,
+            password=password,
+            email=f"{username}@admin.invalid",
+            active=True,
+            admin=True,
+            superuser=True,
+        )
+        return
+    await BaseUser.update_password(username, password)
+    await BaseUser.update(
+        {BaseUser.active: True, BaseUser.admin: True}
+    ).where(BaseUser.id == existing.id)
