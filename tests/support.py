@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE_PREFIX = "everyskill_test_"
@@ -262,3 +265,24 @@ async def wait_until_blocked(owner: asyncpg.Connection, timeout: float = 10.0) -
             return
         await asyncio.sleep(0.02)
     raise AssertionError("no backend blocked on a lock")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_served(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"main.py exited early:\n{process.communicate()[0]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"main.py did not serve {url} within {timeout} s")

@@ -213,6 +213,21 @@ async def test_a_review_through_the_api_replaces_the_staff_stamp(
     )
 
 
+async def test_notes_of_feedback_reviewed_through_the_api_can_be_edited(
+    staff: Staff, owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """reviewed_at stamped by PostgreSQL has microseconds; the form sends
+    milliseconds back, which is the same time to the form's precision."""
+    async with tenant_scope(tenant.tenant_id):
+        await feedback.review_feedback(tenant.feedback_id, reviewer_id=tenant.user_id, decision="accepted")
+    before = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", tenant.feedback_id)
+    response = await save(staff.client, "skill_feedback", tenant.feedback_id, review_notes="Agreed.")
+    assert response.status_code == 200, response.text
+    after = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", tenant.feedback_id)
+    assert after["review_notes"] == "Agreed."
+    assert (after["reviewed_at"], after["reviewed_by"]) == (before["reviewed_at"], tenant.user_id)
+
+
 async def test_the_application_cannot_forge_a_staff_review(
     app_connection: asyncpg.Connection, tenant: TenantRows
 ) -> None:

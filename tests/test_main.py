@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,28 +18,7 @@ import pytest
 from piccolo.apps.user.tables import BaseUser
 
 from everyskill.admin import ensure_admin_user
-from tests.support import PROJECT_ROOT, connected
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_served(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"main.py exited early:\n{process.communicate()[0]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"main.py did not serve {url} within {timeout} s")
+from tests.support import PROJECT_ROOT, connected, free_port, wait_until_served
 
 
 async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(

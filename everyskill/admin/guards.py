@@ -22,12 +22,14 @@ Contract
   text columns through :func:`everyskill.redaction.redact_fields_async`
   before they are written, as the query API does.
 - :func:`field_error` is the 422 error the admin's form shows next to a
-  field's name; :func:`stored_row` reads a row's stored values, or answers
+  field's name; :func:`same_value` tells whether the form sent a stored
+  value back unchanged (times to the millisecond); :func:`stored_row` reads a row's stored values, or answers
   404 when the row was deleted meanwhile.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -47,6 +49,7 @@ __all__ = [
     "fixed_columns",
     "measurement_validators",
     "redacting",
+    "same_value",
     "stored_row",
 ]
 
@@ -105,12 +108,23 @@ def fixed_columns(table: type[Table], reasons: Mapping[Column, str]) -> Hook:
             return values
         stored = await stored_row(table, row_id, list(submitted))
         for column, value in submitted.items():
-            if value != stored[column._meta.name]:
+            if not same_value(value, stored[column._meta.name]):
                 raise field_error(column._meta.name, names[column._meta.name])
         # Columns compare by name: ``==`` on a Piccolo column builds a query.
         return {column: value for column, value in values.items() if column._meta.name not in names}
 
     return Hook(hook_type=HookType.pre_patch, callable=keep)
+
+
+def same_value(submitted: Any, stored: Any) -> bool:
+    """Whether a value sent back by the edit form is the stored one.
+
+    The form holds times to the millisecond: a stored time with
+    microseconds (``now()`` in a trigger) comes back cut to milliseconds.
+    """
+    if isinstance(submitted, datetime.datetime) and isinstance(stored, datetime.datetime):
+        return submitted in (stored, stored.replace(microsecond=stored.microsecond // 1000 * 1000))
+    return bool(submitted == stored)
 
 
 async def stored_row(table: type[Table], row_id: Any, columns: list[Column]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from piccolo.columns import Column
 from piccolo_api.crud.hooks import Hook, HookType
 from starlette.requests import Request
 
-from everyskill.admin.guards import field_error, redacting, stored_row
+from everyskill.admin.guards import field_error, redacting, same_value, stored_row
 from everyskill.feedback import FEEDBACK_TEXT_FIELDS, TRANSITIONS
 from tables import FeedbackStatus, SkillFeedback
 
@@ -71,7 +71,7 @@ async def review(row_id: Any, values: dict[Column, Any], request: Request) -> di
         kept[SkillFeedback.reviewed_by] = None
         return kept  # reviewed_at: PostgreSQL stamps the time of the save
     for name in sorted(_STAMP_NAMES & by_name.keys()):
-        if by_name[name] != stored[name]:
+        if not same_value(by_name[name], stored[name]):
             raise field_error(
                 name,
                 f"is stamped by the review ({_last_review(stored)}): reload the feedback,"
