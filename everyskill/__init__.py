@@ -26,7 +26,8 @@ The query API, one module per capability; every call runs inside
 
 Running it: ``everyskill.database`` picks the server (``DATABASE_URL`` or the
 embedded one, ``everyskill.embedded_db``); ``everyskill.migration_sql`` runs
-the migrations' raw SQL; ``everyskill.admin`` is the admin app.
+the migrations' raw SQL; ``everyskill.sample_data`` loads the sample data;
+``everyskill.admin`` is the admin (Piccolo Admin) and its review workflow.
 """
 
 from everyskill import rows

@@ -33,7 +33,9 @@ Contract
 - Review: pending feedback is ``accepted`` or ``dismissed``
   (:func:`review_feedback`); accepted feedback is later ``implemented``
   (:func:`mark_implemented`). The reviewer is a user of the same tenant;
-  ``reviewed_by`` and ``reviewed_at`` are stamped, notes kept. Any other
+  ``reviewed_by`` and ``reviewed_at`` are stamped, notes kept (a staff stamp
+  of an earlier review in the admin, ``reviewed_by_admin``, is cleared).
+  Dismissed feedback stops counting in the skill's aggregates. Any other
   change of status raises :class:`~everyskill.errors.InvalidTransitionError`.
   Reviewing feedback already reviewed raises
   :class:`~everyskill.errors.AlreadyReviewedError`, which is both an invalid

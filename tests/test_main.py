@@ -1,23 +1,19 @@
 """
 The main job: ``main.py`` migrates the database it is given, makes sure an
-admin can log in, serves the admin (login required), and stops cleanly on
-SIGTERM. Also the admin login bootstrap on its own.
+admin can log in, loads the sample data, serves the admin (login required),
+and stops cleanly on SIGTERM; it refuses production without allowed hosts.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
-import pytest
-from piccolo.apps.user.tables import BaseUser
 
-from everyskill.admin import ensure_admin_user
 from tests.support import PROJECT_ROOT, connected, free_port, wait_until_served
 
 
@@ -83,41 +79,14 @@ async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(
     assert "Loaded the sample data: 2 tenants" in output
 
 
-async def test_a_generated_admin_password_is_kept_private_and_reused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    credentials = tmp_path / "state" / "admin-credentials.json"
-    monkeypatch.setenv("EVERYSKILL_ADMIN_CREDENTIALS", str(credentials))
-    monkeypatch.delenv("EVERYSKILL_ADMIN_USERNAME", raising=False)
-    monkeypatch.delenv("EVERYSKILL_ADMIN_PASSWORD", raising=False)
-    await BaseUser.delete().where(BaseUser.username == "admin")
-
-    first = await ensure_admin_user()
-    assert first.username == "admin" and first.password and len(first.password) >= 20
-    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-    assert await BaseUser.login("admin", first.password) is not None
-
-    second = await ensure_admin_user()
-    assert second.password == first.password
-
-    # A stored password that no longer works is replaced, not trusted.
-    await BaseUser.update_password("admin", "changed elsewhere")
-    third = await ensure_admin_user()
-    assert third.password not in (None, first.password)
-    assert third.password is not None
-    assert await BaseUser.login("admin", third.password) is not None
-
-
-async def test_admin_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EVERYSKILL_ADMIN_USERNAME", "ops")
-    monkeypatch.setenv("EVERYSKILL_ADMIN_PASSWORD", "first password")
-    login = await ensure_admin_user()
-    assert (login.username, login.password) == ("ops", None)
-    assert await BaseUser.login("ops", "first password") is not None
-    monkeypatch.setenv("EVERYSKILL_ADMIN_PASSWORD", "second password")
-    await ensure_admin_user()
-    assert await BaseUser.login("ops", "first password") is None
-    assert await BaseUser.login("ops", "second password") is not None
-    monkeypatch.delenv("EVERYSKILL_ADMIN_PASSWORD")
-    with pytest.raises(ValueError, match="both"):
-        await ensure_admin_user()
+def test_main_refuses_production_without_allowed_hosts() -> None:
+    result = subprocess.run(
+        [sys.executable, "main.py", "--production"],
+        cwd=PROJECT_ROOT,
+        env={k: v for k, v in os.environ.items() if k != "EVERYSKILL_ALLOWED_HOSTS"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--allowed-host" in result.stderr and "EVERYSKILL_ALLOWED_HOSTS" in result.stderr
