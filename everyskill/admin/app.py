@@ -6,17 +6,22 @@ Contract
   :data:`everyskill.admin.table_configs.TABLE_CONFIGS`, its connection pool
   opened and closed with the app's lifespan. It connects as the owner, so
   it sees every tenant.
-- Login is required for everything but the login page and its assets:
-  Piccolo's session auth against the ``piccolo_user`` table lets in only
-  users that are both **active** and **admin**, checked again on every
-  request (deactivating a user ends their sessions' access at once).
+- Login is required for all but the public part (the single-page app's
+  shell and assets, the login and logout endpoints, the site name and
+  translations): Piccolo's session auth against the ``piccolo_user`` table
+  lets in only users that are both **active** and **admin**, at login
+  (:class:`~everyskill.admin.login.StaffUser`) and again on every request
+  (deactivating a user ends their sessions' access at once).
 - Every request that writes (POST, PUT, PATCH, DELETE) needs the CSRF token
   of the double-submit cookie ``csrftoken`` in the ``X-CSRFToken`` header;
   without it the answer is 403. Over HTTPS the Referer or Origin must also
   be one of ``allowed_hosts``.
-- Login attempts are limited per client address: more than
-  :data:`LOGIN_ATTEMPTS` in :data:`LOGIN_WINDOW` seconds answer 429, and the
-  address stays blocked for :data:`LOGIN_BLOCK` seconds.
+- Login requests are limited per client address: more than
+  :data:`LOGIN_ATTEMPTS` in a window of :data:`LOGIN_WINDOW` seconds answer
+  429, and the address stays blocked for :data:`LOGIN_BLOCK` seconds. The
+  windows are fixed, one after the other (Piccolo API's in-memory limiter),
+  so across the end of one up to twice the limit can arrive; a block must
+  last at least a window.
 - With ``production`` on, the session cookie is ``Secure`` (sent over HTTPS
   only) and error pages show no details. Production needs
   ``allowed_hosts`` (the names the admin is served under), otherwise
@@ -39,6 +44,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
+from everyskill.admin.login import StaffUser
 from everyskill.admin.table_configs import TABLE_CONFIGS
 
 __all__ = [
@@ -65,7 +71,16 @@ MAX_SESSION_EXPIRY = timedelta(hours=12)
 def login_limit(
     attempts: int = LOGIN_ATTEMPTS, window: int = LOGIN_WINDOW, block: int = LOGIN_BLOCK
 ) -> RateLimitProvider:
-    """The rate limit of the login endpoint (in memory: one process)."""
+    """The rate limit of the login endpoint (in memory: one process).
+
+    A block shorter than the window would not end on time: the limiter keeps
+    an address's count until its window ends, so the next request after the
+    block would block it again. That is refused with :class:`ValueError`.
+    """
+    if block < window:
+        raise ValueError(
+            f"a login block ({block} s) must last at least the window ({window} s)"
+        )
     return InMemoryLimitProvider(limit=attempts, timespan=window, block_duration=block)
 
 
@@ -97,6 +112,7 @@ def create_app(
         tables=TABLE_CONFIGS,
         site_name=SITE_NAME,
         production=production,
+        auth_table=StaffUser,
         allowed_hosts=list(allowed_hosts),
         rate_limit_provider=login_rate_limit or login_limit(),
         session_expiry=SESSION_EXPIRY,

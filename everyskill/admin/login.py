@@ -10,6 +10,10 @@ Contract
   ``EVERYSKILL_ADMIN_CREDENTIALS`` names another file). A stored password that
   no longer logs in is replaced. There is never a fixed default password.
 - Setting only one of the two variables is a :class:`ValueError`.
+- :class:`StaffUser` is ``piccolo_user`` as the admin's login endpoint sees
+  it: only a user that is active and admin logs in (gets a session). Piccolo's
+  own ``BaseUser.login`` checks the password only, so a session made for an
+  inactive user would start working the moment the user was activated.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from piccolo.apps.user.tables import BaseUser
 
-__all__ = ["AdminLogin", "credentials_file", "ensure_admin_user"]
+__all__ = ["AdminLogin", "StaffUser", "credentials_file", "ensure_admin_user"]
 
 DEFAULT_CREDENTIALS_FILE = (
     Path(__file__).resolve().parents[2] / ".everyskill" / "admin-credentials.json"
@@ -33,6 +37,21 @@ def credentials_file() -> Path:
     """Where a generated admin password is kept (``EVERYSKILL_ADMIN_CREDENTIALS``)."""
     configured = os.environ.get("EVERYSKILL_ADMIN_CREDENTIALS")
     return Path(configured) if configured else DEFAULT_CREDENTIALS_FILE
+
+
+class StaffUser(BaseUser, tablename="piccolo_user"):
+    """``piccolo_user``, whose :meth:`login` lets in active admins only."""
+
+    @classmethod
+    async def login(cls, username: str, password: str) -> int | None:
+        allowed = await cls.exists().where(
+            (cls.username == username) & (cls.active.eq(True)) & (cls.admin.eq(True))
+        )
+        if not allowed:
+            cls.hash_password(password)  # as long as a wrong password takes
+            return None
+        user_id: int | None = await super().login(username, password)
+        return user_id
 
 
 @dataclass(frozen=True)
