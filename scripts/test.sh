@@ -9,6 +9,10 @@ scripts/setup.sh test
 
 # The browser tests drive Chromium (EVERYSKILL_CHROMIUM, by default Debian's
 # /usr/bin/chromium) through Playwright.
+if [ -n "${EVERYSKILL_CHROMIUM:-}" ] && [ ! -x "$EVERYSKILL_CHROMIUM" ]; then
+    echo "EVERYSKILL_CHROMIUM is $EVERYSKILL_CHROMIUM, which is not an executable." >&2
+    exit 1
+fi
 chromium="${EVERYSKILL_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then
     if [ "$(id -u)" = 0 ]; then
