@@ -53,6 +53,9 @@ REVOKE INSERT, UPDATE ON skill_feedback FROM everyskill_app;
 GRANT INSERT, UPDATE ON skill_feedback TO everyskill_app;
 """
 
+# The review workflow trigger of the feedback rules migration, with room for
+# the rules below: {on_change} runs when the status changes, {otherwise}
+# when it does not; the trigger fires on updates of {columns}.
 WORKFLOW = """
 -- The review workflow, for every writer: pending feedback is accepted or
 -- dismissed, accepted feedback is later implemented; no other change of
@@ -70,12 +73,23 @@ BEGIN
         END IF;
         IF NEW.reviewed_at IS NOT DISTINCT FROM OLD.reviewed_at THEN
             NEW.reviewed_at := now();
-        END IF;
+        END IF;{on_change}{otherwise}
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER skill_feedback_review_workflow
+    BEFORE UPDATE OF {columns} ON skill_feedback
+    FOR EACH ROW EXECUTE FUNCTION skill_feedback_review_workflow();
+"""
+
+STAMP_RULES = {
+    "on_change": """
         -- Reviewed by a tenant's user: the staff stamp of an earlier review
         -- does not describe this one.
         IF NEW.reviewed_by IS NOT NULL AND NEW.reviewed_by IS DISTINCT FROM OLD.reviewed_by THEN
             NEW.reviewed_by_admin := NULL;
-        END IF;
+        END IF;""",
+    "otherwise": """
     ELSIF NEW.reviewed_by_admin IS NOT NULL
           AND NEW.reviewed_by_admin IS DISTINCT FROM OLD.reviewed_by_admin THEN
         -- A staff stamp without a change of status: someone else reviewed
@@ -84,37 +98,11 @@ BEGIN
                 OLD.id, OLD.status, OLD.reviewed_at
             USING ERRCODE = 'check_violation', TABLE = 'skill_feedback',
                   COLUMN = 'reviewed_by_admin', CONSTRAINT = 'skill_feedback_review_stamp',
-                  HINT = 'reviewed_by_admin is stamped by the review that changes the status';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE TRIGGER skill_feedback_review_workflow
-    BEFORE UPDATE OF status, reviewed_by_admin ON skill_feedback
-    FOR EACH ROW EXECUTE FUNCTION skill_feedback_review_workflow();
-"""
+                  HINT = 'reviewed_by_admin is stamped by the review that changes the status';""",
+    "columns": "status, reviewed_by_admin",
+}
+NO_STAMP_RULES = {"on_change": "", "otherwise": "", "columns": "status"}
 
-WORKFLOW_BACKWARDS = """
-CREATE OR REPLACE FUNCTION skill_feedback_review_workflow() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.status IS DISTINCT FROM OLD.status THEN
-        IF NOT ((OLD.status = 'pending' AND NEW.status IN ('accepted', 'dismissed'))
-                OR (OLD.status = 'accepted' AND NEW.status = 'implemented')) THEN
-            RAISE EXCEPTION 'feedback % cannot go from % to %', OLD.id, OLD.status, NEW.status
-                USING ERRCODE = 'check_violation', TABLE = 'skill_feedback',
-                      COLUMN = 'status', CONSTRAINT = 'skill_feedback_review_workflow',
-                      HINT = 'pending becomes accepted or dismissed; accepted becomes implemented';
-        END IF;
-        IF NEW.reviewed_at IS NOT DISTINCT FROM OLD.reviewed_at THEN
-            NEW.reviewed_at := now();
-        END IF;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE TRIGGER skill_feedback_review_workflow
-    BEFORE UPDATE OF status ON skill_feedback
-    FOR EACH ROW EXECUTE FUNCTION skill_feedback_review_workflow();
-"""
 
 # The feedback aggregate trigger of the live-aggregates migration, with the
 # rows that count chosen by {counted}. Each side of an UPDATE counts on its
@@ -208,11 +196,11 @@ def _aggregates(counted: str) -> str:
 
 
 def forwards_sql() -> str:
-    return "\n".join([GRANTS, WORKFLOW, _aggregates(COUNTED)])
+    return "\n".join([GRANTS, WORKFLOW.format(**STAMP_RULES), _aggregates(COUNTED)])
 
 
 def backwards_sql() -> str:
-    return "\n".join([_aggregates(ALL_ROWS), WORKFLOW_BACKWARDS, GRANTS_BACKWARDS])
+    return "\n".join([_aggregates(ALL_ROWS), WORKFLOW.format(**NO_STAMP_RULES), GRANTS_BACKWARDS])
 
 
 async def forwards():

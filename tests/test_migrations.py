@@ -234,3 +234,54 @@ async def test_duplicate_results_stop_the_migration_with_a_way_out(
         assert await connection.fetchval(
             "SELECT count(*) FROM migration WHERE name = '2026-11-25T06:00:00:000000'"
         ) == 0
+
+
+BEFORE_ADMIN_REVIEWS = "--migration_id=2026-11-25T06:00:00:000000"
+ADMIN_REVIEWS = "2026-11-25T07:13:42:846473"  # the first of its two migrations
+
+
+async def test_dismissed_feedback_leaves_the_counts_and_comes_back_on_backwards(
+    fresh_database: str,
+) -> None:
+    """Feedback dismissed before the admin-review migration: forwards recounts
+    without it; backwards counts it again and gives the application its
+    table-wide INSERT and UPDATE grants back."""
+    run_piccolo(fresh_database, "migrations", "forwards", "everyskill", BEFORE_ADMIN_REVIEWS)
+    async with connected(fresh_database) as connection:
+        rows = await make_tenant(connection)
+        await connection.execute(
+            "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment, status, reviewed_at)"
+            " VALUES ($1, $2, 'thumbs_down', -1, 'dismissed', now()),"
+            "        ($1, $2, 'thumbs_down', -1, 'accepted', now())",
+            rows.tenant_id,
+            rows.skill_id,
+        )
+        counts = "SELECT total_feedback, positive_feedback_pct FROM skills WHERE id = $1"
+        assert tuple(await connection.fetchrow(counts, rows.skill_id)) == (3, 33)  # type: ignore[arg-type]
+        grants = (
+            "SELECT privilege_type, count(*) FROM information_schema.column_privileges"
+            " WHERE table_name = 'skill_feedback' AND grantee = 'everyskill_app'"
+            " AND column_name = $1 GROUP BY 1 ORDER BY 1"
+        )
+        before = [tuple(row) for row in await connection.fetch(grants, "comment")]
+
+    run_piccolo(fresh_database, "migrations", "forwards", "all")
+    async with connected(fresh_database) as connection:
+        assert tuple(await connection.fetchrow(counts, rows.skill_id)) == (2, 50)  # type: ignore[arg-type]
+        assert [tuple(row) for row in await connection.fetch(grants, "reviewed_by_admin")] == [
+            ("SELECT", 1)
+        ]
+
+    run_piccolo(
+        fresh_database, "migrations", "backwards", "everyskill",
+        f"--migration_id={ADMIN_REVIEWS}", "--auto_agree",
+    )
+    async with connected(fresh_database) as connection:
+        assert tuple(await connection.fetchrow(counts, rows.skill_id)) == (3, 33)  # type: ignore[arg-type]
+        assert [tuple(row) for row in await connection.fetch(grants, "comment")] == before
+        table_grants = await connection.fetchval(
+            "SELECT string_agg(privilege_type, ',' ORDER BY privilege_type)"
+            " FROM information_schema.table_privileges"
+            " WHERE table_name = 'skill_feedback' AND grantee = 'everyskill_app'"
+        )
+        assert table_grants == "DELETE,INSERT,SELECT,UPDATE"
