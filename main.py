@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allowed-host",
         dest="allowed_hosts",
         action="append",
-        default=[h for h in os.environ.get("EVERYSKILL_ALLOWED_HOSTS", "").split(",") if h.strip()],
+        default=[h.strip() for h in os.environ.get("EVERYSKILL_ALLOWED_HOSTS", "").split(",") if h.strip()],
         help="a host name the admin is served under, checked against the Referer"
         " of writes over HTTPS; repeatable (also EVERYSKILL_ALLOWED_HOSTS, comma-separated)",
     )

@@ -21,7 +21,8 @@ Reviews in the admin, and dismissed feedback out of the aggregates.
   subtracts it, as a DELETE would. Existing counters are recounted.
 
 Every statement is idempotent; ``backwards`` restores the previous
-function bodies, grants and counters.
+behaviour (function bodies equivalent to the earlier migrations'), grants and
+counters.
 """
 
 from everyskill.migration_sql import raw_migration
@@ -31,7 +32,8 @@ VERSION = "1.38.0"
 DESCRIPTION = "reviews in the admin; dismissed feedback not counted"
 
 # The columns of skill_feedback the application role may insert and update:
-# all of them but the admin's stamp.
+# all of them but the admin's stamp. The grant lists the columns there are
+# now: a migration that adds a column the application writes grants it too.
 GRANTS = """
 REVOKE INSERT, UPDATE ON skill_feedback FROM everyskill_app;
 DO $$
@@ -94,8 +96,10 @@ STAMP_RULES = {
           AND NEW.reviewed_by_admin IS DISTINCT FROM OLD.reviewed_by_admin THEN
         -- A staff stamp without a change of status: someone else reviewed
         -- this feedback since it was read.
-        RAISE EXCEPTION 'feedback % was already reviewed (%, at %): reload it before reviewing',
-                OLD.id, OLD.status, OLD.reviewed_at
+        RAISE EXCEPTION 'feedback % was already reviewed (% by %, at %): reload it before reviewing',
+                OLD.id, OLD.status,
+                coalesce(OLD.reviewed_by_admin, 'user ' || OLD.reviewed_by, 'nobody recorded'),
+                OLD.reviewed_at
             USING ERRCODE = 'check_violation', TABLE = 'skill_feedback',
                   COLUMN = 'reviewed_by_admin', CONSTRAINT = 'skill_feedback_review_stamp',
                   HINT = 'reviewed_by_admin is stamped by the review that changes the status';""",

@@ -37,9 +37,10 @@ from tests.support import TenantRows
 
 HTTPS_HOST = "admin.example"
 HTTPS_BASE = f"https://{HTTPS_HOST}"
-# A username longer than piccolo_user.username (100): a failed login that
-# BaseUser.login refuses before hashing, so that many attempts stay fast.
-UNKNOWN = "x" * 101
+# A failed login refused before any password hashing (an over-long password),
+# so that many attempts stay fast.
+UNKNOWN = "nobody-here"
+GUESS = "x" * 500
 
 
 async def feedback_rows(owner: asyncpg.Connection, tenant: TenantRows) -> list[asyncpg.Record]:
@@ -177,6 +178,18 @@ async def test_an_inactive_admin_gets_no_access_to_the_api(
     assert await owner.fetchval(
         "SELECT last_login FROM piccolo_user WHERE username = $1", username
     ) == last_login
+
+
+async def test_an_over_long_password_is_refused_alike_for_every_username(
+    engine: PostgresEngine,
+) -> None:
+    """Refused with 401 before any hashing, whether the user exists or not:
+    the answer tells nothing about which usernames are staff."""
+    username = await make_staff()
+    async with admin_client() as client:
+        for name in (username, "nobody-here"):
+            response = await log_in(client, name, "x" * 500)
+            assert response.status_code == 401, (name, response.text)
 
 
 async def test_a_wrong_password_gives_no_session(
@@ -332,7 +345,7 @@ async def test_logins_over_the_limit_answer_429_even_with_the_right_password(
     app = create_app()  # its own limiter, in memory
     async with admin_client(app) as client:
         for attempt in range(LOGIN_ATTEMPTS):
-            response = await log_in(client, UNKNOWN, "a guess")
+            response = await log_in(client, UNKNOWN, GUESS)
             assert response.status_code == 401, (attempt, response.text)
         for _ in range(2):
             response = await log_in(client, username)
@@ -351,13 +364,13 @@ async def test_logins_over_the_limit_answer_429_even_with_the_right_password(
 async def test_a_login_block_ends_after_its_duration(engine: PostgresEngine) -> None:
     username = await make_staff()
     # A window no longer than the block: see the next test for a longer one.
-    app = create_app(login_rate_limit=login_limit(attempts=2, window=1, block=1))
+    app = create_app(login_rate_limit=login_limit(attempts=2, window=2, block=2))
     async with admin_client(app) as client:
         for _ in range(2):
-            assert (await log_in(client, UNKNOWN, "a guess")).status_code == 401
+            assert (await log_in(client, UNKNOWN, GUESS)).status_code == 401
         assert (await log_in(client, username)).status_code == 429
         assert (await log_in(client, username)).status_code == 429
-        await asyncio.sleep(1.1)
+        await asyncio.sleep(2.1)
         response = await log_in(client, username)
         assert response.status_code == 200, response.text
         assert (await client.get("/api/tables/")).status_code == 200

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.admin_client import Staff, add, save
+from tests.admin_client import Staff, add, row, save
 from tests.support import TenantRows
 
 TOKEN = "ghp_" + "Zq8VbN3kLw7RtY2mPx5HcJ9sDf4GaK6eUo1B"
@@ -58,10 +58,6 @@ async def test_a_benchmark_result_cannot_be_edited_added_or_deleted(
     assert added.status_code == 405
     deleted = await staff.client.delete(f"/api/tables/benchmark_results/{tenant.result_id}/")
     assert deleted.status_code == 405 and "delete the benchmark run" in deleted.json()["detail"]
-    everything = await staff.client.delete(
-        "/api/tables/benchmark_results/", params={"benchmark_run_id": tenant.run_id}
-    )
-    assert everything.status_code == 405
     assert await owner.fetchrow("SELECT * FROM benchmark_results WHERE id = $1", tenant.result_id) == before
 
 
@@ -74,6 +70,9 @@ async def test_a_benchmark_result_cannot_be_edited_added_or_deleted(
         ("skills", "skill_id", "created_at", "2020-01-01T00:00:00.000Z", "when the row was recorded"),
         ("skill_feedback", "feedback_id", "tenant_id", "other", "cannot be moved to another tenant"),
         ("skill_versions", "version_id", "skill_id", "other", "cannot be moved"),
+        ("benchmark_runs", "run_id", "skill_id", "other", "cannot be moved"),
+        ("skill_feedback", "feedback_id", "user_id", None, "who gave the feedback"),
+        ("skill_feedback", "feedback_id", "source", "api", "where the feedback came from"),
         ("benchmark_runs", "run_id", "best_model", "gpt-4o", "life cycle"),
         ("benchmark_runs", "run_id", "started_at", "2020-01-01T00:00:00.000Z", "life cycle"),
         ("model_prices", "model_price_id", "updated_at", "2020-01-01T00:00:00.000Z", "stamped by PostgreSQL"),
@@ -136,3 +135,43 @@ async def test_a_run_completed_in_the_admin_gets_its_picks(
     again = await save(staff.client, "benchmark_runs", tenant.run_id, status="running")
     assert again.status_code == 422 and "Database error" not in again.text
     assert "completed" in again.json()["db_error"]
+
+
+async def test_put_is_refused_for_every_table(
+    staff: Staff, owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """PUT would replace a row without the hooks above (no redaction, no
+    fixed columns, no review stamp)."""
+    rows = {
+        "skill_feedback": tenant.feedback_id,
+        "skills": tenant.skill_id,
+        "users": tenant.user_id,
+        "tenants": tenant.tenant_id,
+        "benchmark_runs": tenant.run_id,
+        "model_prices": tenant.model_price_id,
+    }
+    for table, row_id in rows.items():
+        before = await owner.fetchrow(f"SELECT * FROM {table} WHERE id = $1", row_id)
+        fields = await row(staff.client, table, row_id)
+        fields.pop("id")
+        response = await staff.client.put(
+            f"/api/tables/{table}/{row_id}/", json={**fields, "created_at": "2001-01-01T00:00:00Z"}
+        )
+        assert response.status_code == 405 and "PATCH" in response.json()["detail"], table
+        assert await owner.fetchrow(f"SELECT * FROM {table} WHERE id = $1", row_id) == before
+
+
+async def test_a_row_added_in_the_admin_gets_a_new_id_and_is_created_now(
+    staff: Staff, owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    response = await add(
+        staff.client, "skills",
+        tenant_id=tenant.tenant_id, slug="triage", name="Triage",
+        id="chosen-by-hand", created_at="2001-01-01T00:00:00.000Z",
+    )
+    assert response.status_code == 201, response.text
+    (created,) = response.json()
+    assert created["id"] != "chosen-by-hand"
+    stored = await owner.fetchrow("SELECT *, now() - created_at AS age FROM skills WHERE id = $1", created["id"])
+    assert stored["slug"] == "triage"
+    assert abs(stored["age"].total_seconds()) < 60

@@ -39,6 +39,15 @@ async def test_a_generated_admin_password_is_kept_private_and_reused(
     assert third.password is not None
     assert await BaseUser.login("admin", third.password) is not None
 
+    # So is one whose user was deactivated or is no longer an admin: the
+    # admin would refuse it.
+    for flag in (BaseUser.active, BaseUser.admin):
+        await BaseUser.update({flag: False}).where(BaseUser.username == "admin")
+        renewed = await ensure_admin_user()
+        assert renewed.password not in (None, third.password)
+        user = await BaseUser.objects().get(BaseUser.username == "admin")
+        assert user is not None and user.active and user.admin
+
 
 async def test_admin_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVERYSKILL_ADMIN_USERNAME", "ops")

@@ -107,10 +107,10 @@ async def test_accepting_then_implementing_keeps_the_counts_and_restamps(
 @pytest.mark.parametrize(
     ("start", "wanted", "says"),
     [
-        ("dismissed", "accepted", "already reviewed (dismissed by nobody recorded at "),
-        ("accepted", "dismissed", "already reviewed (accepted by nobody recorded at "),
+        ("dismissed", "accepted", "reviewed since the form was loaded (dismissed by nobody recorded at "),
+        ("accepted", "dismissed", "reviewed since the form was loaded (accepted by nobody recorded at "),
+        ("implemented", "pending", "reviewed since the form was loaded (implemented by nobody recorded"),
         ("dismissed", "implemented", "dismissed, a final status"),
-        ("implemented", "pending", "implemented, a final status"),
         ("pending", "implemented", "can only become accepted or dismissed"),
     ],
 )
@@ -188,10 +188,11 @@ async def test_of_two_reviewers_at_once_one_wins_and_the_other_is_told(
             codes = sorted(answer.status_code for answer in answers)
             assert codes == [200, 422], [answer.text for answer in answers]
             loser = next(answer for answer in answers if answer.status_code == 422)
-            # Told who reviewed it (or, if both saves passed the form's checks
-            # at once, PostgreSQL's refusal).
-            assert f"by {(first, second)[answers.index(loser) ^ 1]}" in loser.text or any(
-                rule in loser.text for rule in ("cannot go from", "was already reviewed")
+            # Told who reviewed it, unless both saves passed the form's checks
+            # at once with different decisions: then PostgreSQL's workflow
+            # refuses the second.
+            assert f"by {(first, second)[answers.index(loser) ^ 1]}" in loser.text or (
+                "cannot go from" in loser.text
             ), loser.text
             winner = 0 if answers[0].status_code == 200 else 1
             stored = await owner.fetchrow(
@@ -199,6 +200,26 @@ async def test_of_two_reviewers_at_once_one_wins_and_the_other_is_told(
             )
             assert tuple(stored) == (decisions[winner], (first, second)[winner])
     assert await aggregates(owner, tenant.skill_id) == await recount(owner, tenant.skill_id)
+
+
+async def test_a_form_loaded_before_someone_else_reviewed_is_refused_with_who_did(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    first, second = await make_staff(), await make_staff()
+    async with admin_client(username=first) as one, admin_client(username=second) as two:
+        stale = await row(two, "skill_feedback", tenant.feedback_id)
+        stale.pop("id")
+        assert (await save(one, "skill_feedback", tenant.feedback_id, status="accepted")).status_code == 200
+        # The second reviewer only wrote notes, on the form still saying pending.
+        response = await two.patch(
+            f"/api/tables/skill_feedback/{tenant.feedback_id}/", json={**stale, "review_notes": "Mine."}
+        )
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"][-1] == "status"
+    assert f"reviewed since the form was loaded (accepted by {first} at " in problem["msg"]
+    stored = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", tenant.feedback_id)
+    assert (stored["reviewed_by_admin"], stored["review_notes"]) == (first, None)
 
 
 async def test_a_review_through_the_api_replaces_the_staff_stamp(
@@ -221,7 +242,12 @@ async def test_notes_of_feedback_reviewed_through_the_api_can_be_edited(
     async with tenant_scope(tenant.tenant_id):
         await feedback.review_feedback(tenant.feedback_id, reviewer_id=tenant.user_id, decision="accepted")
     before = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", tenant.feedback_id)
-    response = await save(staff.client, "skill_feedback", tenant.feedback_id, review_notes="Agreed.")
+    stamp = before["reviewed_at"]
+    as_the_form_sends = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
+    response = await save(
+        staff.client, "skill_feedback", tenant.feedback_id,
+        review_notes="Agreed.", reviewed_at=as_the_form_sends.isoformat(),
+    )
     assert response.status_code == 200, response.text
     after = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", tenant.feedback_id)
     assert after["review_notes"] == "Agreed."

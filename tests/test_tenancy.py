@@ -272,6 +272,26 @@ async def test_the_application_cannot_write_the_aggregates(
                 await db.execute(f"UPDATE skills SET {column} = 1 WHERE id = $1", a.skill_id)
 
 
+async def test_the_application_writes_every_feedback_column_but_the_staff_stamp(
+    owner: asyncpg.Connection,
+) -> None:
+    """Column grants list the columns there are: a new column of
+    skill_feedback must be granted by its migration, or the application
+    could not write it."""
+    rows = await owner.fetch(
+        """
+        SELECT c.column_name,
+               has_column_privilege('everyskill_app', 'skill_feedback', c.column_name, 'INSERT'),
+               has_column_privilege('everyskill_app', 'skill_feedback', c.column_name, 'UPDATE')
+          FROM information_schema.columns c
+         WHERE c.table_schema = current_schema() AND c.table_name = 'skill_feedback'
+        """
+    )
+    refused = {name for name, can_insert, can_update in rows if not (can_insert or can_update)}
+    partly = {name for name, can_insert, can_update in rows if can_insert != can_update}
+    assert (refused, partly) == ({"reviewed_by_admin"}, set())
+
+
 async def test_measurements_and_results_are_not_edited(
     app_connection: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
 ) -> None:

@@ -13,6 +13,10 @@ Contract
   measurement may be deleted (the skill's aggregates follow); a benchmark
   result may not be deleted on its own, as its run's best and cheapest
   model were picked from it: deleting the run deletes its results.
+- :func:`refuse_put`: PUT, which would replace a row without any hook, is
+  refused for every table (the admin's front end edits with PATCH).
+- :func:`created_now`: a row added in the admin gets a new id and the time
+  of the save as ``created_at``.
 - :func:`fixed_columns`: a ``pre_patch`` hook for columns an edit may not
   change (ids, tenants, creation times, what PostgreSQL maintains). The edit
   form sends every field back: a value equal to the stored one is left out
@@ -45,10 +49,12 @@ from everyskill.redaction import redact_fields_async
 
 __all__ = [
     "PatchHook",
+    "created_now",
     "field_error",
     "fixed_columns",
     "measurement_validators",
     "redacting",
+    "refuse_put",
     "same_value",
     "stored_row",
 ]
@@ -90,8 +96,34 @@ def measurement_validators(what: str, instead: str, *, deletable: bool) -> Valid
         put_single=[refuse],
         patch_single=[refuse],
         delete_single=[] if deletable else [refuse_delete],
-        delete_all=[] if deletable else [refuse_delete],
     )
+
+
+def refuse_put(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+    """PUT replaces a row without the hooks that guard an edit: refused for
+    every table (the admin's front end edits with PATCH)."""
+    raise HTTPException(
+        status_code=405,
+        detail="Rows are edited with PATCH in the admin; PUT would skip its checks.",
+    )
+
+
+def created_now(table: type[Table]) -> Hook:
+    """A ``pre_save`` hook: a row added in the admin gets a new id and is
+    created at the time of the save, whatever the add form said."""
+    primary_key = table._meta.primary_key._meta.name
+    stamps = [
+        column._meta.name for column in table._meta.columns if column._meta.name == "created_at"
+    ]
+
+    async def stamp(row: Table) -> Table:
+        setattr(row, primary_key, table._meta.primary_key.get_default_value())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for name in stamps:
+            setattr(row, name, now)
+        return row
+
+    return Hook(hook_type=HookType.pre_save, callable=stamp)
 
 
 def fixed_columns(table: type[Table], reasons: Mapping[Column, str]) -> Hook:

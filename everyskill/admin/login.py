@@ -7,8 +7,9 @@ Contract
   (created, or its password reset and made active and admin again); otherwise
   a user ``admin`` whose random password is generated once and kept in
   ``.everyskill/admin-credentials.json`` (outside git, mode 0600;
-  ``EVERYSKILL_ADMIN_CREDENTIALS`` names another file). A stored password that
-  no longer logs in is replaced. There is never a fixed default password.
+  ``EVERYSKILL_ADMIN_CREDENTIALS`` names another file). A stored login that
+  no longer gets in (a changed password, a user deactivated or no longer an
+  admin) is reset: active, admin, a new password. There is never a fixed default password.
 - Setting only one of the two variables is a :class:`ValueError`.
 - :class:`StaffUser` is ``piccolo_user`` as the admin's login endpoint sees
   it: only a user that is active and admin logs in (gets a session). Piccolo's
@@ -44,6 +45,8 @@ class StaffUser(BaseUser, tablename="piccolo_user"):
 
     @classmethod
     async def login(cls, username: str, password: str) -> int | None:
+        if len(password) > cls._max_password_length:
+            return None  # as BaseUser.login does, before hashing it
         allowed = await cls.exists().where(
             (cls.username == username) & (cls.active.eq(True)) & (cls.admin.eq(True))
         )
@@ -77,7 +80,7 @@ async def ensure_admin_user() -> AdminLogin:
 
     path = credentials_file()
     stored = _read_stored_credentials(path)
-    if stored and await BaseUser.login(stored["username"], stored["password"]):
+    if stored and await StaffUser.login(stored["username"], stored["password"]):
         return AdminLogin(stored["username"], stored["password"], str(path))
 
     username, password = "admin", secrets.token_urlsafe(18)

@@ -46,6 +46,11 @@ REVIEW_STAMPS = (
     SkillFeedback.reviewed_at,
 )
 _STAMP_NAMES = {column._meta.name for column in REVIEW_STAMPS}
+#: The statuses a form loaded while the feedback was pending can send.
+_ASKED_OF_PENDING = frozenset(
+    {FeedbackStatus.pending.value}
+    | {wanted.value for wanted, sources in TRANSITIONS.items() if FeedbackStatus.pending in sources}
+)
 
 
 async def review(row_id: Any, values: dict[Column, Any], request: Request) -> dict[Column, Any]:
@@ -60,13 +65,11 @@ async def review(row_id: Any, values: dict[Column, Any], request: Request) -> di
     }
     if status != stored["status"]:
         try:
-            wanted = FeedbackStatus(status)
-            allowed_from = TRANSITIONS[wanted]
+            allowed_from = TRANSITIONS[FeedbackStatus(status)]
         except (ValueError, KeyError):
             allowed_from = ()
         if stored["status"] not in allowed_from:
-            from_pending = allowed_from == (FeedbackStatus.pending,)
-            raise field_error("status", _refusal(stored, wanted_from_pending=from_pending))
+            raise field_error("status", _refusal(stored, status))
         kept[SkillFeedback.reviewed_by_admin] = request.user.user.username
         kept[SkillFeedback.reviewed_by] = None
         return kept  # reviewed_at: PostgreSQL stamps the time of the save
@@ -92,12 +95,13 @@ async def new_feedback(row: SkillFeedback) -> SkillFeedback:
     return row
 
 
-def _refusal(stored: dict[str, Any], *, wanted_from_pending: bool) -> str:
+def _refusal(stored: dict[str, Any], requested: str) -> str:
     """Why the stored feedback cannot take the status a form asked for."""
     current = stored["status"]
-    if wanted_from_pending and current != FeedbackStatus.pending.value:
-        # Most likely someone reviewed it since the form was loaded.
-        return f"the feedback was already reviewed ({_last_review(stored)}): reload it"
+    if requested in _ASKED_OF_PENDING and current != FeedbackStatus.pending.value:
+        # The form was loaded while the item was pending: someone reviewed
+        # it since.
+        return f"the feedback was reviewed since the form was loaded ({_last_review(stored)}): reload it"
     can_become = [
         wanted.value for wanted, sources in TRANSITIONS.items() if current in sources
     ]

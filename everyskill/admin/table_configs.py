@@ -11,8 +11,10 @@ Contract
   and dates. Foreign keys show the row they point at (its readable name) and
   link to it; a row's page links to the rows that reference it.
 - Edits go through the guards of :mod:`everyskill.admin.guards`: ids,
-  tenants, creation times and what PostgreSQL maintains (a skill's
-  aggregates, a run's picks and stamps) cannot be edited; token
+  tenants, creation times, what a row records (a feedback's author and
+  source, the skill of a version or a run) and what PostgreSQL maintains (a
+  skill's aggregates, a run's picks and stamps) cannot be edited; rows added
+  get a new id and are created at the save; PUT is refused; token
   measurements and benchmark results cannot be added or edited; text is
   redacted. Feedback is reviewed in its edit form
   (:mod:`everyskill.admin.review`).
@@ -31,7 +33,13 @@ from piccolo_api.crud.endpoints import OrderBy
 from piccolo_api.crud.hooks import Hook
 from piccolo_api.crud.validators import Validators
 
-from everyskill.admin.guards import fixed_columns, measurement_validators, redacting
+from everyskill.admin.guards import (
+    created_now,
+    fixed_columns,
+    measurement_validators,
+    redacting,
+    refuse_put,
+)
 from everyskill.admin.review import review_hooks
 from tables import (
     BenchmarkResult,
@@ -70,7 +78,8 @@ def _config(
     **options: object,
 ) -> TableConfig:
     """A table's config with what every table shares: its id, tenant and
-    creation time fixed, timestamps to the millisecond, newest first."""
+    creation time fixed (a row added gets a new id, created now), no PUT,
+    timestamps to the millisecond, newest first."""
     meta = table._meta
     names = {column._meta.name for column in meta.columns}
     always: dict[Column, str] = {meta.primary_key: IDENTITY}
@@ -82,15 +91,17 @@ def _config(
     # must be next to each other, or all but the last run of them are lost.
     # The sort is stable, so each type's hooks keep their order.
     all_hooks = sorted(
-        [fixed_columns(table, {**always, **(fixed or {})}), *hooks],
+        [created_now(table), fixed_columns(table, {**always, **(fixed or {})}), *hooks],
         key=lambda hook: hook.hook_type.value,
     )
+    checks = validators or Validators()
+    checks.put_single = [refuse_put, *checks.put_single]
     order = [OrderBy(meta.get_column_by_name("created_at"), ascending=False)] if newest_first else None
     return TableConfig(
         table,
         menu_group=menu_group,
         hooks=all_hooks,
-        validators=validators,
+        validators=checks,
         time_resolution={
             column: 0.001 for column in meta.columns if isinstance(column, Timestamptz)
         },
@@ -145,6 +156,10 @@ skill_version_config = _config(
 skill_feedback_config = _config(
     SkillFeedback,
     FEEDBACK,
+    fixed={
+        SkillFeedback.user_id: "is who gave the feedback; it cannot be edited",
+        SkillFeedback.source: "is where the feedback came from; it cannot be edited",
+    },
     hooks=review_hooks(),
     visible_columns=[
         SkillFeedback.id,
@@ -219,6 +234,7 @@ benchmark_run_config = _config(
     BenchmarkRun,
     BENCHMARKS,
     fixed={
+        BenchmarkRun.skill_id: "is the skill the run measured; it cannot be moved",
         BenchmarkRun.best_model: LIFE_CYCLE,
         BenchmarkRun.best_quality_score: LIFE_CYCLE,
         BenchmarkRun.cheapest_model: LIFE_CYCLE,
