@@ -17,8 +17,10 @@ Contract
   changed by hand is refused with HTTP 422. Feedback added in the admin
   starts pending and unreviewed.
 - Two reviewers saving the same pending item: the first wins; the second
-  save is refused by PostgreSQL (the status it sets is no longer a change,
-  so the review stamp may not change either) and the admin shows why.
+  save is refused, by this hook when the first has committed, otherwise by
+  PostgreSQL (the status it sets is no longer a change, so the staff stamp
+  may not change either), with who reviewed it. Two saves by the same login
+  both pass; the later notes win.
 - Dismissed feedback stops counting in its skill's aggregates, which
   PostgreSQL keeps exact (see the migration "reviews in the admin").
 - The feedback's text and the review notes are redacted like everything the
