@@ -34,7 +34,7 @@ Contract
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from piccolo.columns import Column
@@ -48,7 +48,6 @@ from starlette.requests import Request
 from everyskill.redaction import redact_fields_async
 
 __all__ = [
-    "PatchHook",
     "created_now",
     "field_error",
     "fixed_columns",
@@ -59,11 +58,6 @@ __all__ = [
     "stored_row",
 ]
 
-#: A ``pre_patch`` hook: gets the row's id and the new values, returns the
-#: values to write.
-PatchHook = Callable[..., Awaitable[dict[Column, Any]]]
-
-
 def field_error(field: str, reason: str) -> HTTPException:
     """HTTP 422 in the shape the admin's form shows as ``<field> field - <reason>``."""
     return HTTPException(
@@ -72,11 +66,12 @@ def field_error(field: str, reason: str) -> HTTPException:
     )
 
 
-def measurement_validators(what: str, instead: str, *, deletable: bool) -> Validators:
+def measurement_validators(what: str, instead: str, *, undeletable: str | None = None) -> Validators:
     """Validators that refuse adding and editing rows of a measurement table.
 
     ``what`` names the rows ("Token measurements"); ``instead`` says how they
-    are recorded. With ``deletable`` False, deleting rows is refused too.
+    are recorded. With ``undeletable`` (what to do instead), deleting a row
+    is refused too.
     """
     refusal = (
         f"{what} are measurements of what happened: they cannot be edited or added"
@@ -86,16 +81,14 @@ def measurement_validators(what: str, instead: str, *, deletable: bool) -> Valid
     def refuse(piccolo_crud: PiccoloCRUD, request: Request) -> None:
         raise HTTPException(status_code=405, detail=refusal)
 
-    deletion = f"{what} cannot be deleted one by one: delete the benchmark run they belong to."
-
     def refuse_delete(piccolo_crud: PiccoloCRUD, request: Request) -> None:
-        raise HTTPException(status_code=405, detail=deletion)
+        raise HTTPException(status_code=405, detail=f"{what} cannot be deleted one by one: {undeletable}")
 
     return Validators(
         post_single=[refuse],
         put_single=[refuse],
         patch_single=[refuse],
-        delete_single=[] if deletable else [refuse_delete],
+        delete_single=[] if undeletable is None else [refuse_delete],
     )
 
 
@@ -111,16 +104,13 @@ def refuse_put(piccolo_crud: PiccoloCRUD, request: Request) -> None:
 def created_now(table: type[Table]) -> Hook:
     """A ``pre_save`` hook: a row added in the admin gets a new id and is
     created at the time of the save, whatever the add form said."""
-    primary_key = table._meta.primary_key._meta.name
-    stamps = [
-        column._meta.name for column in table._meta.columns if column._meta.name == "created_at"
-    ]
+    primary_key = table._meta.primary_key
+    has_created_at = any(column._meta.name == "created_at" for column in table._meta.columns)
 
     async def stamp(row: Table) -> Table:
-        setattr(row, primary_key, table._meta.primary_key.get_default_value())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        for name in stamps:
-            setattr(row, name, now)
+        setattr(row, primary_key._meta.name, primary_key.get_default_value())
+        if has_created_at:
+            row.created_at = datetime.datetime.now(datetime.timezone.utc)  # type: ignore[attr-defined]
         return row
 
     return Hook(hook_type=HookType.pre_save, callable=stamp)

@@ -74,7 +74,7 @@ def _config(
     fixed: dict[Column, str] | None = None,
     hooks: Sequence[Hook] = (),
     validators: Validators | None = None,
-    newest_first: bool = True,
+    order_by: list[OrderBy] | None = None,
     **options: object,
 ) -> TableConfig:
     """A table's config with what every table shares: its id, tenant and
@@ -96,7 +96,7 @@ def _config(
     )
     checks = validators or Validators()
     checks.put_single = [refuse_put, *checks.put_single]
-    order = [OrderBy(meta.get_column_by_name("created_at"), ascending=False)] if newest_first else None
+    newest_first = [OrderBy(meta.get_column_by_name("created_at"), ascending=False)]
     return TableConfig(
         table,
         menu_group=menu_group,
@@ -105,7 +105,7 @@ def _config(
         time_resolution={
             column: 0.001 for column in meta.columns if isinstance(column, Timestamptz)
         },
-        order_by=options.pop("order_by", order),  # type: ignore[arg-type]
+        order_by=order_by or newest_first,
         **options,  # type: ignore[arg-type]
     )
 
@@ -191,7 +191,6 @@ token_measurement_config = _config(
     validators=measurement_validators(
         "Token measurements",
         "They are recorded by the application (everyskill.usage); a wrong one can be deleted.",
-        deletable=True,
     ),
     visible_columns=[
         TokenMeasurement.id,
@@ -270,7 +269,7 @@ benchmark_result_config = _config(
     validators=measurement_validators(
         "Benchmark results",
         "They are recorded by the benchmark runner (everyskill.benchmark_runner).",
-        deletable=False,
+        undeletable="delete the benchmark run they belong to.",
     ),
     visible_columns=[
         BenchmarkResult.id,
