@@ -10,11 +10,18 @@ Contract
   admin, and sees every tenant. The application's tenant operations switch, per
   transaction, to the application role (:mod:`everyskill.tenancy`), which row-level
   security confines to one tenant.
+- :func:`with_database`, :func:`create_database` and :func:`drop_database`
+  manage scratch databases on the same server (the test suite's and the
+  performance benchmarks'). The role in the URL needs CREATEDB.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from everyskill import embedded_db
 
@@ -25,3 +32,38 @@ def database_url() -> str:
     if configured:
         return configured
     return embedded_db.start()
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` with its database replaced by ``database``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def create_database(server_url: str, name: str) -> None:
+    """Create the empty database ``name`` on the server of ``server_url``."""
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    """Drop the database ``name``, whoever is still connected to it.
+
+    FORCE cannot end a background worker of the server (autovacuum, after a
+    large write) for a role that is not a superuser: that worker ends on its
+    own within seconds, so the drop is tried again meanwhile.
+    """
+    connection = await asyncpg.connect(server_url)
+    try:
+        for _attempt in range(60):
+            try:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                await asyncio.sleep(0.5)
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()

@@ -16,10 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+
+# Scratch databases, re-exported for the tests.
+from everyskill.database import create_database as create_database
+from everyskill.database import drop_database as drop_database
+from everyskill.database import with_database as with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE_PREFIX = "everyskill_test_"
@@ -33,34 +37,6 @@ async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
-
-
-def with_database(url: str, database: str) -> str:
-    """``url`` with its database replaced by ``database``."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-async def create_database(server_url: str, name: str) -> None:
-    async with connected(server_url) as connection:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    """Drop a scratch database, whoever is still connected to it.
-
-    FORCE cannot end a background worker of the server (autovacuum, after a
-    large write) for a role that is not a superuser: that worker ends on its
-    own within seconds, so the drop is tried again meanwhile.
-    """
-    async with connected(server_url) as connection:
-        for _attempt in range(60):
-            try:
-                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                return
-            except asyncpg.InsufficientPrivilegeError:
-                await asyncio.sleep(0.5)
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_piccolo(url: str, *args: str) -> str:

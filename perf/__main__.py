@@ -1,0 +1,159 @@
+"""``python -m perf``: run the benchmarks, print the figures, write the results.
+
+Usage: ``python -m perf [--scale full|quick] [--out DIRECTORY]``
+(``scripts/perf.sh`` installs what is needed and runs it).
+
+It creates a scratch database ``everyskill_perf_<pid>`` on the server
+(``DATABASE_URL``'s, or else the embedded PostgreSQL), migrates it, builds
+the data, runs every benchmark against baselines measured in the same run,
+prints the table, writes ``results.json``, ``results.md`` and ``chart.png``
+into the output directory (``perf/results`` by default), and drops the
+database. The exit status is 0 when every benchmark ran, whether or not
+its target was met: a missed target is a result, reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
+from everyskill.database import create_database, database_url, drop_database, with_database
+from perf.context import SCALES, Context, Scale
+from perf.harness import Figure
+from perf.report import text_table, write
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ORDER = (
+    "single_feedback",
+    "measurement_batch",
+    "aggregate_read",
+    "concurrent_writers",
+    "admin_list_first_page",
+    "admin_list_filtered",
+    "run_completion",
+    "admin_memory",
+)
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _migrate(url: str) -> None:
+    piccolo = Path(sys.executable).parent / "piccolo"
+    subprocess.run(
+        [str(piccolo), "migrations", "forwards", "all"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": url, "PYTHONWARNINGS": "ignore"},
+        check=True,
+        capture_output=True,
+    )
+
+
+async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
+    # Imported once DATABASE_URL names the benchmark database: the tables
+    # bind to piccolo_conf's engine when they are imported.
+    from perf import (
+        admin_memory,
+        admin_pages,
+        aggregate_read,
+        concurrent_writers,
+        measurement_batch,
+        run_completion,
+        single_feedback,
+    )
+    from perf.data import add_measurements, make_catalogue
+    from perf.served import RssWatch, served_main, staff_client
+    from tables import Tenant
+
+    engine = Tenant._meta.db
+    assert isinstance(engine, PostgresEngine)
+    await engine.start_connection_pool(min_size=1, max_size=scale.writers + 4)
+    owner = await asyncpg.connect(url)
+    figures: list[Figure] = []
+    try:
+        context = Context(url, owner, await make_catalogue(owner), scale)
+        await add_measurements(owner, context.catalogue, scale.small_measurements)
+        await owner.execute("VACUUM ANALYZE")
+        with served_main(url) as served:
+            watch = RssWatch(served.process.pid)
+            started_rss = watch.now()
+            async with staff_client(served.base_url) as client:
+                _say(f"admin pages at {scale.small_measurements:,} measurements")
+                small = await admin_pages.page_loads(client, context, scale.page_loads)
+                for name, benchmark in (
+                    ("one feedback through the API", single_feedback),
+                    ("measurement batches", measurement_batch),
+                    ("aggregate reads", aggregate_read),
+                    ("concurrent writers", concurrent_writers),
+                    ("run completion", run_completion),
+                ):
+                    _say(name)
+                    figures += await benchmark.measure(context)
+                present = await owner.fetchval("SELECT count(*) FROM token_measurements")
+                _say(f"adding measurements up to {scale.big_measurements:,}")
+                await add_measurements(
+                    owner, context.catalogue, max(0, scale.big_measurements - present)
+                )
+                await owner.execute("VACUUM ANALYZE token_measurements")
+                big_size = await owner.fetchval("SELECT count(*) FROM token_measurements")
+                _say(f"admin pages at {big_size:,} measurements")
+                big = await admin_pages.page_loads(client, context, scale.page_loads)
+            figures += admin_pages.figures(small, big, (scale.small_measurements, big_size))
+            _say("the admin under load")
+            figures.append(await admin_memory.measure(served, context, watch, started_rss))
+            watch.stop()
+        facts = {
+            "scale": scale.name,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "PostgreSQL": await owner.fetchval("SHOW server_version"),
+            "Python": platform.python_version(),
+            "CPUs": os.cpu_count(),
+            "machine": platform.machine(),
+        }
+    finally:
+        await owner.close()
+        await engine.close_connection_pool()
+    figures.sort(key=lambda figure: ORDER.index(figure.key))
+    return figures, facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "perf" / "results")
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+
+    started = time.monotonic()
+    server = database_url()
+    name = f"everyskill_perf_{os.getpid()}"
+    asyncio.run(create_database(server, name))
+    url = with_database(server, name)
+    try:
+        _say(f"migrating the scratch database {name}")
+        _migrate(url)
+        os.environ["DATABASE_URL"] = url
+        figures, facts = asyncio.run(_run(url, scale))
+    finally:
+        asyncio.run(drop_database(server, name))
+    facts["minutes"] = round((time.monotonic() - started) / 60, 1)
+    print(text_table(figures))
+    write(figures, facts, args.out)
+    _say(f"results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

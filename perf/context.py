@@ -1,0 +1,102 @@
+"""What every benchmark is given: the database, its data and the scale.
+
+Contract
+--------
+- :class:`Scale` holds the sizes. :data:`FULL` is the scale the targets are
+  stated at (a million rows where the issue of scale is a million rows);
+  :data:`QUICK` runs every benchmark in seconds, to check that they work.
+- :class:`Context` is the owner's URL and connection to the benchmark
+  database (a scratch database, dropped afterwards), the catalogue built in
+  it, and the scale. The API's engine (Piccolo's, from ``piccolo_conf``)
+  points at the same database, with its pool started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from perf.data import Catalogue
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    # One feedback at a time: rows per round, rounds (baseline and API alternate).
+    single_rows: int
+    single_rounds: int
+    # Measurement batches: rows per batch, rounds.
+    batch_rows: int
+    batch_rounds: int
+    # Aggregate reads: feedback on the small and the big skill, reads of each.
+    small_feedback: int
+    big_feedback: int
+    aggregate_reads: int
+    # Concurrent writers: how many, feedback written in all (each way).
+    writers: int
+    writer_rows: int
+    # The admin: measurements at the small and big size, page loads of each.
+    small_measurements: int
+    big_measurements: int
+    page_loads: int
+    # Load on the admin while its memory is watched: seconds, clients.
+    load_seconds: float
+    load_clients: int
+    # Run completion: results per model, models, runs completed.
+    results_per_model: int
+    run_models: int
+    runs: int
+
+
+FULL = Scale(
+    name="full",
+    single_rows=400,
+    single_rounds=5,
+    batch_rows=10_000,
+    batch_rounds=5,
+    small_feedback=1_000,
+    big_feedback=1_000_000,
+    aggregate_reads=2_000,
+    writers=16,
+    writer_rows=3_200,
+    small_measurements=1_000,
+    big_measurements=1_000_000,
+    page_loads=200,
+    load_seconds=20.0,
+    load_clients=16,
+    results_per_model=2_000,
+    run_models=5,
+    runs=7,
+)
+
+QUICK = Scale(
+    name="quick",
+    single_rows=40,
+    single_rounds=2,
+    batch_rows=1_000,
+    batch_rounds=2,
+    small_feedback=100,
+    big_feedback=5_000,
+    aggregate_reads=100,
+    writers=16,
+    writer_rows=160,
+    small_measurements=100,
+    big_measurements=5_000,
+    page_loads=20,
+    load_seconds=2.0,
+    load_clients=4,
+    results_per_model=200,
+    run_models=5,
+    runs=2,
+)
+
+SCALES = {scale.name: scale for scale in (FULL, QUICK)}
+
+
+@dataclass
+class Context:
+    url: str
+    owner: asyncpg.Connection
+    catalogue: Catalogue
+    scale: Scale

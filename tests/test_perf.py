@@ -1,0 +1,61 @@
+"""
+The benchmark command (``python -m perf``), run at its quick scale: every
+benchmark runs against its baseline on a scratch database of the server,
+the checks that must hold whatever the speed (aggregates equal a recount,
+stored picks equal the raw SQL's) hold, and the results are written as
+JSON, Markdown and a PNG chart. Speed targets are not asserted here: they
+are measured at full scale by ``scripts/perf.sh``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from perf.__main__ import ORDER
+from tests.support import PROJECT_ROOT, connected
+
+
+async def test_the_quick_run_measures_everything_and_writes_the_results(
+    server_url: str, tmp_path: Path
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "perf", "--scale", "quick", "--out", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    figures = {figure["key"]: figure for figure in results["figures"]}
+    assert list(figures) == list(ORDER)
+    for key, figure in figures.items():
+        assert figure["measured"] > 0, key
+        if figure["baseline"] is not None:
+            assert figure["baseline"] > 0, key
+            assert figure["ratio"] > 0, key
+        assert all(figure["checks"].values()), (key, figure["checks"])
+    assert figures["concurrent_writers"]["checks"]
+    assert figures["run_completion"]["checks"]
+    assert results["facts"]["scale"] == "quick"
+
+    # The printed table and the Markdown one name every figure.
+    markdown = (tmp_path / "results.md").read_text()
+    for figure in figures.values():
+        assert figure["what"] in completed.stdout
+        assert figure["what"] in markdown
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    # The scratch database is gone.
+    async with connected(server_url) as connection:
+        names = [row[0] for row in await connection.fetch("SELECT datname FROM pg_database")]
+    scratch = re.search(r"scratch database (everyskill_perf_\d+)", completed.stderr)
+    assert scratch is not None, completed.stderr
+    assert scratch[1] not in names
