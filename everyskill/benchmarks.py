@@ -398,26 +398,29 @@ async def _transition(
     allowed_from = [status.value for status in TRANSITIONS[wanted]]
     async with operation() as scope:
         connection = scope.connection
-        # The row lock orders this step after writers of results (who hold a
-        # SHARE lock on the run) and after any other step of the life cycle.
-        status = await connection.fetchval(
-            "SELECT status FROM benchmark_runs WHERE id = $1 FOR UPDATE", run_id
-        )
-        if status is None:
-            raise NotFoundError(_KIND, run_id)
-        if status not in allowed_from:
-            raise InvalidTransitionError(_KIND, run_id, status, wanted.value, allowed_from)
+        # One statement when the step is allowed. The UPDATE's row lock orders
+        # it after writers of results (who hold a SHARE lock on the run) and
+        # after any other step of the life cycle; a step that committed
+        # meanwhile is seen, as PostgreSQL re-checks the WHERE on the row it
+        # waited for.
         record = await connection.fetchrow(
             """
             UPDATE benchmark_runs SET status = $2, error_message = $3
-             WHERE id = $1
+             WHERE id = $1 AND status = ANY($4::text[])
             RETURNING *
             """,
             run_id,
             wanted.value,
             error_message,
+            allowed_from,
         )
-    assert record is not None  # the row is locked: it is still there
+        if record is None:
+            status = await connection.fetchval(
+                "SELECT status FROM benchmark_runs WHERE id = $1", run_id
+            )
+            if status is None:
+                raise NotFoundError(_KIND, run_id)
+            raise InvalidTransitionError(_KIND, run_id, status, wanted.value, allowed_from)
     return row_from_record(BenchmarkRun, record)
 
 

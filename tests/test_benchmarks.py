@@ -811,6 +811,44 @@ async def test_another_tenant_cannot_see_or_touch_the_run(
     assert await count_results(owner, tenant.run_id) == 1
 
 
+async def test_the_picks_of_another_tenants_run_cannot_be_asked_for(
+    tenant: TenantRows, other_tenant: TenantRows
+) -> None:
+    """benchmark_run_picks runs as the owner (no row-level security), so the
+    application role may not call it: it would read any tenant's results."""
+    async with tenant_scope(tenant.tenant_id):
+        await benchmarks.record_results(tenant.run_id, [result(SONNET, 4)])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="benchmark_run_picks"):
+        async with tenant_scope(other_tenant.tenant_id) as scope:
+            await scope.connection.fetchrow("SELECT * FROM benchmark_run_picks($1)", tenant.run_id)
+
+
+async def test_a_completion_computes_the_picks_as_the_owner_from_the_runs_results_only(
+    owner: asyncpg.Connection, tenant: TenantRows, other_tenant: TenantRows
+) -> None:
+    """The picks read the results without row-level security: only the
+    run's own results (the other tenant's run has a better, cheaper model)."""
+    async with tenant_scope(other_tenant.tenant_id):
+        await benchmarks.record_results(
+            other_tenant.run_id,
+            [result(GPT, 7, quality_score=100, estimated_cost_microcents=1)],
+        )
+    async with tenant_scope(tenant.tenant_id):
+        await benchmarks.record_results(
+            tenant.run_id, [result(SONNET, 4, quality_score=60, estimated_cost_microcents=900)]
+        )
+        completed = await benchmarks.complete_run(tenant.run_id)
+    expected = await owner.fetchrow("SELECT * FROM benchmark_run_picks($1)", tenant.run_id)
+    assert expected is not None
+    assert (
+        completed.best_model,
+        completed.best_quality_score,
+        completed.cheapest_model,
+        completed.cheapest_cost_microcents,
+    ) == tuple(expected)
+    assert completed.best_quality_score != 100 and completed.cheapest_cost_microcents != 1
+
+
 async def test_recorded_cases(tenant: TenantRows) -> None:
     async with tenant_scope(tenant.tenant_id):
         await benchmarks.record_results(tenant.run_id, [result(SONNET, 2), result(GPT, 5)])
