@@ -35,6 +35,7 @@ from everyskill import rows
 from everyskill.errors import (
     AlreadyReviewedError,
     ConflictError,
+    DatabaseUnavailableError,
     EverySkillError,
     InvalidTransitionError,
     NotFoundError,
@@ -49,6 +50,7 @@ __all__ = [
     *rows.__all__,
     "AlreadyReviewedError",
     "ConflictError",
+    "DatabaseUnavailableError",
     "EverySkillError",
     "InvalidTransitionError",
     "NotFoundError",

@@ -23,6 +23,14 @@ Contract
   else before this review. Two reviewers racing on one item therefore always
   leave the loser with a :class:`ConflictError`, however their calls
   interleave.
+- :class:`DatabaseUnavailableError` -- the database could not be reached, or
+  the connection to it was lost (a restart, a crash, a network failure).
+  ``during`` says when: ``"connect"`` (the scope did not start, nothing was
+  written), ``"call"`` (the scope's transaction was not committed: nothing of
+  it was written) or ``"commit"`` (lost while committing: the outcome is
+  unknown, and ``outcome_unknown`` is true). In the first two cases the call
+  can be retried as it is; after a commit whose outcome is unknown, check what
+  was written first.
 - :func:`from_database_error` turns an ``asyncpg`` constraint error into the
   matching typed error, so that a rule the database enforces reads the same
   as one checked in Python.
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import asyncpg
 import pydantic
@@ -141,6 +150,42 @@ class AlreadyReviewedError(InvalidTransitionError, ConflictError):
             f"{kind} {id!r} was already {current} by user {reviewed_by!r} at "
             f"{reviewed_at}; reload it before reviewing again",
         )
+
+
+class DatabaseUnavailableError(EverySkillError):
+    """The database could not be reached, or the connection was lost.
+
+    ``during`` is ``"connect"``, ``"call"`` or ``"commit"`` (see the module's
+    contract); ``cause`` names the underlying error. ``outcome_unknown`` is
+    true only when the connection was lost while committing: the server may
+    or may not have committed before it went away.
+    """
+
+    def __init__(self, during: Literal["connect", "call", "commit"], cause: str) -> None:
+        self.during = during
+        self.cause = cause
+        self.outcome_unknown = during == "commit"
+        if during == "connect":
+            message = (
+                f"could not reach the database ({cause}): the tenant scope was not"
+                " opened and nothing was written; the call can be retried once the"
+                " database is back"
+            )
+        elif during == "call":
+            message = (
+                f"the connection to the database was lost during the call ({cause}):"
+                " the transaction was not committed, so nothing of it was written (nor"
+                " by earlier calls in the same tenant scope); the call can be retried"
+                " in a new tenant scope"
+            )
+        else:
+            message = (
+                "the connection to the database was lost while the transaction was"
+                f" committing ({cause}): the outcome is unknown, it may or may not have"
+                " been committed; check what was written before retrying, since a"
+                " retry may write it twice"
+            )
+        super().__init__(message)
 
 
 # Table name -> the kind of row it holds, for messages.

@@ -31,6 +31,18 @@ Contract
   the scope usable; database constraint errors come out typed (see
   :mod:`everyskill.errors`). Calls made concurrently within one scope (for
   example with ``asyncio.gather``) take turns on its connection.
+- A lost database (a restart, a crash, a network failure) comes out of API
+  calls and of the scope as :class:`~everyskill.errors.DatabaseUnavailableError`,
+  not as a raw asyncpg or OS error, and is never hidden behind a failed
+  rollback: when the scope cannot connect (``during="connect"``), when the
+  connection ends during a call or anywhere in the scope's block (``"call"``:
+  nothing of the scope was committed), or while committing (``"commit"``: the
+  outcome is unknown). The dead connection is not handed out again, and the
+  next scope works as soon as the server is back. A pooled connection that
+  died while idle is replaced when the scope begins, before any of the
+  caller's work: the scope just works. A connection that dies on its way back
+  to the pool, after the transaction ended, is discarded with a warning in
+  the log; the scope's outcome stands.
 - :func:`tenant_transaction` is the same switch on a bare asyncpg
   connection, for code that manages its own connections.
 - A tenant id must be a non-empty string; anything else is a
@@ -40,6 +52,7 @@ Contract
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -49,7 +62,7 @@ from typing import Any
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
-from everyskill.errors import TenantScopeError, from_database_error
+from everyskill.errors import DatabaseUnavailableError, TenantScopeError, from_database_error
 
 __all__ = [
     "APP_ROLE",
@@ -68,6 +81,50 @@ APP_ROLE = "everyskill_app"
 TENANT_SETTING = "app.current_tenant_id"
 
 _SWITCH = "SELECT set_config('role', $1, true), set_config($2, $3, true)"
+
+logger = logging.getLogger(__name__)
+
+# What asyncpg raises when the server cannot be reached or ends the
+# connection: refused, reset or missing socket (OSError, TimeoutError
+# included), class 08 errors (ConnectionDoesNotExistError is asyncpg's own
+# "connection was closed in the middle of operation"), and the server's
+# FATAL errors of a shutdown, a crash or a start-up in progress.
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+# What a query on a lost connection raises, besides those: asyncpg's refusal
+# to use a closed connection (InterfaceError) or any other database error.
+_RAW_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _lost(connection: asyncpg.Connection) -> bool:
+    """Whether ``connection`` is gone. asyncpg closes a connection as soon
+    as it reads the end of its socket, and its pool then takes a checked-out
+    one back at once (its proxy then refuses every call): both count."""
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _cause(error: BaseException) -> str:
+    """What ended the connection, for a message: the first connection error
+    in ``error``'s chain (a failed rollback on the closed connection comes
+    first, and says less). Without one, asyncpg had already seen the
+    connection close and only refused to use it: its words ("released back
+    to the pool") would mislead."""
+    current: BaseException | None = error
+    seen = set()
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _CONNECTION_ERRORS):
+            return f"{type(current).__name__}: {current}"
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return "the connection was closed"
 
 
 @dataclass(eq=False)
@@ -160,26 +217,71 @@ class _ScopeTransaction(PostgresTransaction):
     safe to cancel: the connection goes back to the pool whatever happens
     while the transaction begins or ends. Piccolo's own skips the release
     when BEGIN, COMMIT or ROLLBACK is interrupted, and the pool then waits
-    forever for the lost connection when it closes."""
+    forever for the lost connection when it closes.
+
+    A lost connection is a DatabaseUnavailableError at every step (see the
+    module's contract)."""
 
     async def __aenter__(self) -> PostgresTransaction:
-        self.connection = await self.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            self.transaction = self.connection.transaction()
-            await self.begin()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await self._release()
-            raise
+        # A pooled connection can be dead while the pool does not know it
+        # yet: the server restarted while this event loop was busy, and the
+        # end of the socket is still unread. BEGIN, the first thing sent,
+        # finds out; nothing of the caller's work has run, so the connection
+        # is given back (the pool replaces a closed one) and BEGIN is tried
+        # on another. This costs nothing while connections are alive; the
+        # pool's size bounds the tries.
+        tries = self.engine.pool.get_max_size() + 1 if self.engine.pool else 1
+        for tried in range(1, tries + 1):
+            try:
+                self.connection = await self.get_connection()  # type: ignore[no-untyped-call]
+            except _CONNECTION_ERRORS as error:
+                raise DatabaseUnavailableError("connect", _cause(error)) from error
+            try:
+                self.transaction = self.connection.transaction()
+                await self.begin()  # type: ignore[no-untyped-call]
+            except BaseException as error:
+                lost = isinstance(error, Exception) and _lost(self.connection)
+                await self._release()
+                if not lost:
+                    raise
+                if tried == tries:
+                    raise DatabaseUnavailableError("connect", _cause(error)) from error
+                continue
+            break
         self.context = self.engine.current_transaction.set(self)
         return self
 
     async def __aexit__(self, exception_type: Any, exception: Any, traceback: Any) -> bool:
         try:
             if exception is not None:
-                if not self._rolled_back:
-                    await self.rollback()  # type: ignore[no-untyped-call]
+                # When the connection is gone, the server has already rolled
+                # the transaction back: a ROLLBACK would only fail and hide
+                # the block's error behind one about a closed connection.
+                if not self._rolled_back and not _lost(self.connection):
+                    try:
+                        await self.rollback()  # type: ignore[no-untyped-call]
+                    except Exception:
+                        if not _lost(self.connection):
+                            raise
+                if isinstance(exception, _RAW_ERRORS) and _lost(self.connection):
+                    # A raw error of the lost connection (a Piccolo query, or
+                    # the scope's own set-up): typed like the API calls' own.
+                    raise DatabaseUnavailableError("call", _cause(exception)) from exception
             elif not self._committed and not self._rolled_back:
-                await self.commit()  # type: ignore[no-untyped-call]
+                if _lost(self.connection):
+                    # Gone before COMMIT was sent (the block caught a call's
+                    # DatabaseUnavailableError and went on): not committed.
+                    raise DatabaseUnavailableError(
+                        "call", "the connection was closed before the commit"
+                    )
+                try:
+                    await self.commit()  # type: ignore[no-untyped-call]
+                except Exception as error:
+                    if _lost(self.connection):
+                        # COMMIT was sent: whether the server committed
+                        # before the connection ended cannot be known.
+                        raise DatabaseUnavailableError("commit", _cause(error)) from error
+                    raise
         finally:
             self.engine.current_transaction.reset(self.context)
             await self._release()
@@ -199,7 +301,17 @@ class _ScopeTransaction(PostgresTransaction):
                 await asyncio.shield(release)
             except asyncio.CancelledError:
                 cancelled = True
-        release.result()
+            except Exception:
+                break  # the release is done: its error is looked at below
+        try:
+            release.result()
+        except Exception as error:
+            # The pool resets a connection it gets back; when the connection
+            # dies meanwhile (a restart during the reset, or just before it,
+            # which asyncpg reports as an internal error), the pool closes
+            # it and replaces it later. The transaction had already ended,
+            # committed or not: raising here would misreport it.
+            logger.warning("a database connection was discarded after its transaction: %r", error)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -228,8 +340,14 @@ async def operation(
         try:
             async with scope.connection.transaction():
                 yield scope
-        except asyncpg.PostgresError as error:
-            typed = from_database_error(error, inputs)
-            if typed is None:
-                raise
-            raise typed from error
+        except Exception as error:
+            if _lost(scope.connection):
+                # The connection ended (a restart, a crash): the scope's whole
+                # transaction went with it, and what comes out here is often
+                # the savepoint's failed rollback. Say what happened.
+                raise DatabaseUnavailableError("call", _cause(error)) from error
+            if isinstance(error, asyncpg.PostgresError):
+                typed = from_database_error(error, inputs)
+                if typed is not None:
+                    raise typed from error
+            raise

@@ -11,6 +11,7 @@ import pytest
 
 from everyskill.errors import (
     ConflictError,
+    DatabaseUnavailableError,
     EverySkillError,
     InvalidTransitionError,
     NotFoundError,
@@ -118,3 +119,26 @@ async def test_privilege_errors(owner: asyncpg.Connection, tenant: TenantRows, o
     plain = await as_application("INSERT INTO tenants (name, slug) VALUES ('x', 'x')")
     assert isinstance(plain, asyncpg.InsufficientPrivilegeError)
     assert from_database_error(plain) is None
+
+
+def test_database_unavailable_says_what_was_written_and_whether_to_retry() -> None:
+    cause = "ConnectionDoesNotExistError: connection was closed in the middle of operation"
+    connect = DatabaseUnavailableError("connect", "FileNotFoundError: [Errno 2] No such file")
+    call = DatabaseUnavailableError("call", cause)
+    commit = DatabaseUnavailableError("commit", cause)
+    for error in (connect, call, commit):
+        assert isinstance(error, EverySkillError)
+        assert error.cause in str(error)
+    assert (connect.during, connect.outcome_unknown) == ("connect", False)
+    assert "could not reach the database" in str(connect)
+    assert "nothing was written" in str(connect) and "can be retried" in str(connect)
+
+    assert (call.during, call.outcome_unknown) == ("call", False)
+    assert "connection to the database was lost during the call" in str(call)
+    assert "not committed" in str(call) and "nothing of it was written" in str(call)
+    assert "can be retried" in str(call)
+
+    # Lost during COMMIT: never claims that nothing was written.
+    assert (commit.during, commit.outcome_unknown) == ("commit", True)
+    assert "outcome is unknown" in str(commit) and "may or may not" in str(commit)
+    assert "nothing" not in str(commit) and "not committed" not in str(commit)

@@ -7,11 +7,13 @@ one tenant). The owner only prepares rows and checks what really happened.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from piccolo.engine.postgres import PostgresEngine
 
+from everyskill.errors import DatabaseUnavailableError
 from everyskill.tenancy import (
     APP_ROLE,
     TenantScopeError,
@@ -474,3 +476,122 @@ async def test_cancelling_a_scope_at_any_moment_returns_its_connection(
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
         " AND datname = current_database()"
     ) == 0
+
+
+# A connection that ends under a scope: the server ends the session (as on a
+# restart, see test_restart.py for the restart itself), here with
+# pg_terminate_backend from the owner, the session user of every backend.
+
+
+@pytest.fixture
+async def small_pool(database_url_for_tests: str) -> AsyncIterator[PostgresEngine]:
+    """A pool of its own, so that ended connections disturb no other test."""
+    engine = PostgresEngine(config={"dsn": database_url_for_tests})
+    await engine.start_connection_pool(min_size=1, max_size=2)
+    try:
+        yield engine
+    finally:
+        async with asyncio.timeout(10):  # a leaked connection fails, not hangs
+            await engine.close_connection_pool()
+
+
+async def end_session(owner: asyncpg.Connection, pid: int) -> None:
+    """End backend ``pid`` and wait until it has exited."""
+    assert await owner.fetchval("SELECT pg_terminate_backend($1, 5000)", pid)
+
+
+async def rename_skill(skill_id: str, name: str) -> None:
+    async with operation() as scope:
+        await scope.connection.execute("UPDATE skills SET name = $1 WHERE id = $2", name, skill_id)
+
+
+async def test_a_call_on_an_ended_connection_is_a_typed_error_and_nothing_is_committed(
+    small_pool: PostgresEngine, owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """The call and the scope raise DatabaseUnavailableError (the scope's end
+    does not hide it behind a failed rollback); nothing of the scope is
+    written, and the next scope on the same pool works on a new connection."""
+    a, _ = two_tenants
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        async with tenant_scope(a.tenant_id, engine=small_pool) as scope:
+            await rename_skill(a.skill_id, "before the end")
+            pid = await scope.connection.fetchval("SELECT pg_backend_pid()")
+            await end_session(owner, pid)
+            await rename_skill(a.skill_id, "after the end")
+    assert (raised.value.during, raised.value.outcome_unknown) == ("call", False)
+    assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == "Review code"
+
+    async with tenant_scope(a.tenant_id, engine=small_pool) as scope:
+        assert await scope.connection.fetchval("SELECT pg_backend_pid()") != pid
+        await rename_skill(a.skill_id, "next scope")
+    assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == "next scope"
+
+
+async def test_a_scope_that_goes_on_after_losing_its_connection_does_not_commit(
+    small_pool: PostgresEngine, owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """A block that catches the call's error and ends normally gets the error
+    again from the scope's end: there was nothing left to commit. A Piccolo
+    query on the lost connection comes out typed too."""
+    a, _ = two_tenants
+    with pytest.raises(DatabaseUnavailableError, match="closed before the commit") as raised:
+        async with tenant_scope(a.tenant_id, engine=small_pool) as scope:
+            await rename_skill(a.skill_id, "lost")
+            await end_session(owner, await scope.connection.fetchval("SELECT pg_backend_pid()"))
+            with pytest.raises(DatabaseUnavailableError, match="lost during the call"):
+                await rename_skill(a.skill_id, "lost again")
+    assert raised.value.during == "call"
+
+    with pytest.raises(DatabaseUnavailableError, match="lost during the call"):
+        async with tenant_scope(a.tenant_id, engine=small_pool) as scope:
+            await end_session(owner, await scope.connection.fetchval("SELECT pg_backend_pid()"))
+            await Skill.select(Skill.id)
+    assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == "Review code"
+
+
+async def test_pooled_connections_ended_while_idle_are_replaced(
+    small_pool: PostgresEngine, owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """Every idle connection of the pool ended: the next scope just works."""
+    a, _ = two_tenants
+
+    async def backend() -> int:
+        async with tenant_scope(a.tenant_id, engine=small_pool) as scope:
+            await asyncio.sleep(0.01)  # so that the two scopes overlap
+            return int(await scope.connection.fetchval("SELECT pg_backend_pid()"))
+
+    pids = set(await asyncio.gather(backend(), backend()))
+    assert len(pids) == 2
+    for pid in pids:
+        await end_session(owner, pid)
+    assert not pids & set(await asyncio.gather(backend(), backend()))
+
+
+async def test_a_connection_that_dies_on_its_way_back_to_the_pool_loses_nothing(
+    database_url_for_tests: str,
+    owner: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pool resets each connection it gets back. When the connection dies
+    then (here the reset ends its own session), the scope has already
+    committed: it ends normally, and the next scope gets a new connection."""
+    a, _ = two_tenants
+
+    async def reset_that_dies(connection: asyncpg.Connection) -> None:
+        await connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    engine = PostgresEngine(config={"dsn": database_url_for_tests})
+    await engine.start_connection_pool(min_size=1, max_size=1, reset=reset_that_dies)
+    try:
+        pids = []
+        for name in ("first", "second"):
+            async with tenant_scope(a.tenant_id, engine=engine) as scope:
+                pids.append(await scope.connection.fetchval("SELECT pg_backend_pid()"))
+                await rename_skill(a.skill_id, name)
+            assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == name
+        assert pids[0] != pids[1]
+        assert "discarded" in caplog.text
+    finally:
+        async with asyncio.timeout(10):
+            await engine.close_connection_pool()
