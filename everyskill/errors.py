@@ -31,6 +31,9 @@ Contract
   unknown, and ``outcome_unknown`` is true). In the first two cases the call
   can be retried as it is; after a commit whose outcome is unknown, check what
   was written first.
+- Text PostgreSQL cannot store (a NUL character, an unpaired surrogate) is a
+  :class:`ValidationError` too, whether a check (:func:`check_id`,
+  :func:`storable`) or the database finds it.
 - :func:`from_database_error` turns an ``asyncpg`` constraint error into the
   matching typed error, so that a rule the database enforces reads the same
   as one checked in Python.
@@ -80,9 +83,38 @@ class ValidationError(EverySkillError, ValueError):
 
 
 def check_id(field: str, value: object) -> None:
-    """ValidationError on ``field`` unless ``value`` is a non-empty string."""
+    """ValidationError on ``field`` unless ``value`` is a non-empty string
+    PostgreSQL can store."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationError.of(field, "must be a non-empty string")
+    if not storable(value):
+        raise ValidationError.of(field, UNSTORABLE)
+
+
+#: Why text PostgreSQL cannot hold is refused.
+UNSTORABLE = "must not contain NUL characters or unpaired surrogates: PostgreSQL cannot store them"
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store ``text``: no NUL, valid UTF-8 (no lone
+    surrogates)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unstorable_input(inputs: Mapping[str, object] | None) -> ValidationError:
+    """The ValidationError of text PostgreSQL (or asyncpg) refused to store:
+    naming the first of ``inputs`` that holds such text, else ``input``."""
+    for name, value in (inputs or {}).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(item, str) and not storable(item) for item in values):
+            return ValidationError.of(name, UNSTORABLE)
+    return ValidationError.of("input", UNSTORABLE)
 
 
 class NotFoundError(EverySkillError, LookupError):
@@ -247,6 +279,8 @@ def from_database_error(
         return ValidationError.of(
             field or "input", f"refused by the database rule {constraint}: {error.message}"
         )
+    if isinstance(error, asyncpg.CharacterNotInRepertoireError):
+        return unstorable_input(inputs)
     if isinstance(error, asyncpg.NotNullViolationError):
         return ValidationError.of(error.column_name or "input", "is required")
     if isinstance(error, asyncpg.UniqueViolationError):

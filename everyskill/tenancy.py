@@ -62,7 +62,12 @@ from typing import Any
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
-from everyskill.errors import DatabaseUnavailableError, TenantScopeError, from_database_error
+from everyskill.errors import (
+    DatabaseUnavailableError,
+    TenantScopeError,
+    from_database_error,
+    unstorable_input,
+)
 
 __all__ = [
     "APP_ROLE",
@@ -127,14 +132,35 @@ def _cause(error: BaseException) -> str:
     return "the connection was closed"
 
 
+# The savepoint each API call runs in. One name is enough: calls in a scope
+# take turns, and a call's savepoint is released when the next call sets its
+# own (or when the transaction ends).
+_SAVEPOINT = "everyskill_call"
+
+
 @dataclass(eq=False)
 class TenantScope:
-    """An open tenant scope: one transaction, as the application role."""
+    """An open tenant scope: one transaction, as the application role.
+
+    ``connection`` is the scope's connection. The scope notes when it is
+    handed out, so that a call knows whether anything may have run on it
+    since the scope opened (see :func:`operation`).
+    """
 
     tenant_id: str
-    connection: asyncpg.Connection
+    _connection: asyncpg.Connection = field(repr=False)
     open: bool = True
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    # The savepoint set when the scope opened, not yet used by a call, with
+    # nothing run on the connection since: the first call can take it.
+    _fresh_savepoint: bool = field(default=True, repr=False)
+    # A call's savepoint may still be open (released lazily).
+    _savepoint_open: bool = field(default=True, repr=False)
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        self._fresh_savepoint = False
+        return self._connection
 
 
 _current: ContextVar[TenantScope | None] = ContextVar("everyskill_tenant_scope", default=None)
@@ -146,6 +172,29 @@ def _checked(tenant_id: object) -> str:
             f"tenant_id must be a non-empty string, got {tenant_id!r}"
         )
     return tenant_id
+
+
+def _literal(value: str) -> str:
+    """``value`` as an SQL string literal (an escape string: its meaning does
+    not depend on standard_conforming_strings)."""
+    if "\x00" in value:
+        raise TenantScopeError("tenant_id must not contain NUL characters")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _opening(tenant_id: str) -> str:
+    """What a scope sends when it opens, in one round trip: BEGIN, the switch
+    to the application role and the tenant (SET LOCAL semantics), and the
+    savepoint of the first call."""
+    return (
+        "BEGIN; SELECT set_config('role', {role}, true), set_config({setting}, {tenant}, true);"
+        " SAVEPOINT {savepoint}"
+    ).format(
+        role=_literal(APP_ROLE),
+        setting=_literal(TENANT_SETTING),
+        tenant=_literal(tenant_id),
+        savepoint=_SAVEPOINT,
+    )
 
 
 def _default_engine() -> PostgresEngine:
@@ -200,10 +249,9 @@ async def tenant_scope(
             "and tenant would outlive the scope. Open the scope first and run the "
             "work inside it."
         )
-    async with _ScopeTransaction(engine) as transaction:
-        connection: asyncpg.Connection = transaction.connection
-        await connection.execute(_SWITCH, APP_ROLE, TENANT_SETTING, tenant_id)
-        scope = TenantScope(tenant_id=tenant_id, connection=connection)
+    async with _ScopeTransaction(engine, _opening(tenant_id)) as transaction:
+        scope = TenantScope(tenant_id=tenant_id, _connection=transaction.raw_connection)
+        transaction.scope = scope
         token = _current.set(scope)
         try:
             yield scope
@@ -220,9 +268,40 @@ class _ScopeTransaction(PostgresTransaction):
     forever for the lost connection when it closes.
 
     A lost connection is a DatabaseUnavailableError at every step (see the
-    module's contract)."""
+    module's contract).
 
-    async def __aenter__(self) -> PostgresTransaction:
+    It opens with one round trip (``opening``: BEGIN, the switch, the first
+    call's savepoint) rather than asyncpg's BEGIN followed by the switch, and
+    ends with COMMIT or ROLLBACK. ``connection`` is what Piccolo's queries
+    in the scope run on: handing it out tells the scope that its opening
+    savepoint may no longer be fresh."""
+
+    def __init__(self, engine: PostgresEngine, opening: str) -> None:
+        super().__init__(engine)
+        self._opening = opening
+        self.scope: TenantScope | None = None
+        # The pool's proxy of a connection, or a connection of its own.
+        self.raw_connection: Any = None
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        if self.scope is not None:
+            self.scope._fresh_savepoint = False
+        connection: asyncpg.Connection = self.raw_connection
+        return connection
+
+    async def begin(self) -> None:
+        await self.raw_connection.execute(self._opening)
+
+    async def commit(self) -> None:
+        await self.raw_connection.execute("COMMIT")
+        self._committed = True
+
+    async def rollback(self) -> None:
+        await self.raw_connection.execute("ROLLBACK")
+        self._rolled_back = True
+
+    async def __aenter__(self) -> _ScopeTransaction:
         # A pooled connection can be dead while the pool does not know it
         # yet: the server restarted while this event loop was busy, and the
         # end of the socket is still unread. BEGIN, the first thing sent,
@@ -233,14 +312,13 @@ class _ScopeTransaction(PostgresTransaction):
         tries = self.engine.pool.get_max_size() + 1 if self.engine.pool else 1
         for tried in range(1, tries + 1):
             try:
-                self.connection = await self.get_connection()  # type: ignore[no-untyped-call]
+                self.raw_connection = await self.get_connection()  # type: ignore[no-untyped-call]
             except _CONNECTION_ERRORS as error:
                 raise DatabaseUnavailableError("connect", _cause(error)) from error
             try:
-                self.transaction = self.connection.transaction()
-                await self.begin()  # type: ignore[no-untyped-call]
+                await self.begin()
             except BaseException as error:
-                lost = isinstance(error, Exception) and _lost(self.connection)
+                lost = isinstance(error, Exception) and _lost(self.raw_connection)
                 await self._release()
                 if not lost:
                     raise
@@ -257,27 +335,27 @@ class _ScopeTransaction(PostgresTransaction):
                 # When the connection is gone, the server has already rolled
                 # the transaction back: a ROLLBACK would only fail and hide
                 # the block's error behind one about a closed connection.
-                if not self._rolled_back and not _lost(self.connection):
+                if not self._rolled_back and not _lost(self.raw_connection):
                     try:
-                        await self.rollback()  # type: ignore[no-untyped-call]
+                        await self.rollback()
                     except Exception:
-                        if not _lost(self.connection):
+                        if not _lost(self.raw_connection):
                             raise
-                if isinstance(exception, _RAW_ERRORS) and _lost(self.connection):
+                if isinstance(exception, _RAW_ERRORS) and _lost(self.raw_connection):
                     # A raw error of the lost connection (a Piccolo query, or
                     # the scope's own set-up): typed like the API calls' own.
                     raise DatabaseUnavailableError("call", _cause(exception)) from exception
             elif not self._committed and not self._rolled_back:
-                if _lost(self.connection):
+                if _lost(self.raw_connection):
                     # Gone before COMMIT was sent (the block caught a call's
                     # DatabaseUnavailableError and went on): not committed.
                     raise DatabaseUnavailableError(
                         "call", "the connection was closed before the commit"
                     )
                 try:
-                    await self.commit()  # type: ignore[no-untyped-call]
+                    await self.commit()
                 except Exception as error:
-                    if _lost(self.connection):
+                    if _lost(self.raw_connection):
                         # COMMIT was sent: whether the server committed
                         # before the connection ended cannot be known.
                         raise DatabaseUnavailableError("commit", _cause(error)) from error
@@ -292,9 +370,9 @@ class _ScopeTransaction(PostgresTransaction):
         # cancellation that arrives meanwhile waits for the release to end,
         # then goes on: the task never ends with its connection still out.
         if self.engine.pool:
-            release = asyncio.ensure_future(self.engine.pool.release(self.connection))
+            release = asyncio.ensure_future(self.engine.pool.release(self.raw_connection))
         else:
-            release = asyncio.ensure_future(self.connection.close())
+            release = asyncio.ensure_future(self.raw_connection.close())
         cancelled = False
         while not release.done():
             try:
@@ -337,11 +415,26 @@ async def operation(
     """
     scope = current_scope()
     async with scope.lock:
+        connection = scope._connection
         try:
-            async with scope.connection.transaction():
+            if not scope._fresh_savepoint:
+                # The previous call's savepoint, if still open, is released
+                # in the same round trip.
+                await connection.execute(
+                    f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}"
+                    if scope._savepoint_open
+                    else f"SAVEPOINT {_SAVEPOINT}"
+                )
+                scope._savepoint_open = True
+            scope._fresh_savepoint = False
+            try:
                 yield scope
+            except BaseException:
+                if not _lost(connection):
+                    await connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                raise
         except Exception as error:
-            if _lost(scope.connection):
+            if _lost(connection):
                 # The connection ended (a restart, a crash): the scope's whole
                 # transaction went with it, and what comes out here is often
                 # the savepoint's failed rollback. Say what happened.
@@ -350,4 +443,8 @@ async def operation(
                 typed = from_database_error(error, inputs)
                 if typed is not None:
                     raise typed from error
+            if isinstance(error.__cause__, UnicodeEncodeError):
+                # asyncpg could not encode an argument (an unpaired
+                # surrogate): its message quotes the value, this one does not.
+                raise unstorable_input(inputs) from None
             raise

@@ -17,7 +17,10 @@ from everyskill.errors import (
     NotFoundError,
     TenantScopeError,
     ValidationError,
+    check_id,
     from_database_error,
+    storable,
+    unstorable_input,
 )
 from everyskill.tenancy import tenant_transaction
 from tests.support import TenantRows
@@ -142,3 +145,16 @@ def test_database_unavailable_says_what_was_written_and_whether_to_retry() -> No
     assert (commit.during, commit.outcome_unknown) == ("commit", True)
     assert "outcome is unknown" in str(commit) and "may or may not" in str(commit)
     assert "nothing" not in str(commit) and "not committed" not in str(commit)
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "a\ud800b"])
+def test_text_postgresql_cannot_store_is_refused_naming_its_field(text: str) -> None:
+    assert not storable(text)
+    with pytest.raises(ValidationError) as raised:
+        check_id("run_id", text)
+    assert raised.value.field == "run_id"
+    assert "NUL" in raised.value.reason and text not in str(raised.value)
+    named = unstorable_input({"skill_id": "fine", "models": ["ok", text]})
+    assert named.field == "models"
+    assert unstorable_input(None).field == "input"
+    assert storable("plain text, ünïcode and emoji 🎉")
