@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from piccolo.engine.postgres import PostgresEngine
 
-from everyskill.errors import DatabaseUnavailableError
+from everyskill import feedback
+from everyskill.errors import DatabaseUnavailableError, NotFoundError
 from everyskill.tenancy import (
     APP_ROLE,
     TenantScopeError,
@@ -595,3 +596,33 @@ async def test_a_connection_that_dies_on_its_way_back_to_the_pool_loses_nothing(
     finally:
         async with asyncio.timeout(10):
             await engine.close_connection_pool()
+
+
+async def test_work_done_between_calls_survives_a_call_that_fails(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """A call's savepoint is set after whatever ran before it in the scope,
+    by Piccolo or on the scope's connection, first call included: a call
+    that fails in the database rolls back only itself."""
+    async with tenant_scope(tenant.tenant_id) as scope:
+        await Skill.update({Skill.description: "by Piccolo"}).where(Skill.id == tenant.skill_id)
+        with pytest.raises(NotFoundError):
+            await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+        await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+        connection = scope.connection
+        await connection.execute(
+            "UPDATE skills SET name = 'on the connection' WHERE id = $1", tenant.skill_id
+        )
+        with pytest.raises(NotFoundError):
+            await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+        # A connection held from earlier is used again after a failed call.
+        await connection.execute("UPDATE skills SET slug = 'held' WHERE id = $1", tenant.skill_id)
+        with pytest.raises(NotFoundError):
+            await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+    row = await owner.fetchrow(
+        "SELECT description, name, slug, total_feedback FROM skills WHERE id = $1",
+        tenant.skill_id,
+    )
+    assert row is not None
+    assert (row["description"], row["name"], row["slug"]) == ("by Piccolo", "on the connection", "held")
+    assert row["total_feedback"] == 2  # make_tenant's and the one recorded
