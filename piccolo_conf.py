@@ -9,8 +9,10 @@ from piccolo.conf.apps import AppRegistry
 from piccolo.engine.postgres import PostgresEngine
 
 from everyskill.database import database_url
+from everyskill.tenancy import ScopeConnection
 
-DB = PostgresEngine(config={"dsn": database_url()})
+# ScopeConnection: a tenant scope's COMMIT carries the pool's session reset.
+DB = PostgresEngine(config={"dsn": database_url(), "connection_class": ScopeConnection})
 
 APP_REGISTRY = AppRegistry(
     apps=[

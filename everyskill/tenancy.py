@@ -71,6 +71,7 @@ from everyskill.errors import (
 
 __all__ = [
     "APP_ROLE",
+    "ScopeConnection",
     "TENANT_SETTING",
     "TenantScope",
     "TenantScopeError",
@@ -260,6 +261,31 @@ async def tenant_scope(
             _current.reset(token)
 
 
+class ScopeConnection(asyncpg.Connection):
+    """asyncpg's connection, as Piccolo's engine makes it (``connection_class``
+    in ``piccolo_conf``): a tenant scope that commits sends the pool's
+    session reset (asyncpg's :meth:`~asyncpg.Connection.get_reset_query`) in
+    the same round trip as its COMMIT, and the pool then skips that reset
+    once. Any other use of the connection is asyncpg's own."""
+
+    _reset_done = False
+
+    def ending_with_reset(self, ending: str) -> str:
+        """``ending`` (COMMIT) followed by the session reset."""
+        reset: str = super().get_reset_query()
+        return f"{ending};\n{reset}" if reset else ending
+
+    def note_reset_done(self) -> None:
+        self._reset_done = True
+
+    def get_reset_query(self) -> str:
+        if self._reset_done:
+            self._reset_done = False
+            return ""
+        query: str = super().get_reset_query()
+        return query
+
+
 class _ScopeTransaction(PostgresTransaction):
     """Piccolo's transaction (Piccolo queries inside it use its connection),
     safe to cancel: the connection goes back to the pool whatever happens
@@ -294,8 +320,15 @@ class _ScopeTransaction(PostgresTransaction):
         await self.raw_connection.execute(self._opening)
 
     async def commit(self) -> None:
-        await self.raw_connection.execute("COMMIT")
+        connection = self.raw_connection
+        # With Piccolo's pool of ScopeConnection (piccolo_conf), the session
+        # reset the pool does when it gets the connection back is sent with
+        # the COMMIT, saving a round trip.
+        resets = self.engine.pool is not None and hasattr(connection, "ending_with_reset")
+        await connection.execute(connection.ending_with_reset("COMMIT") if resets else "COMMIT")
         self._committed = True
+        if resets:
+            connection.note_reset_done()
 
     async def rollback(self) -> None:
         await self.raw_connection.execute("ROLLBACK")

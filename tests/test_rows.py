@@ -12,8 +12,8 @@ import pydantic
 import pytest
 
 import everyskill
-from everyskill.rows import NewBenchmarkRun, NewSkillFeedback, NewTokenMeasurement
-from tables import TABLES
+from everyskill.rows import NewBenchmarkRun, NewSkillFeedback, NewTokenMeasurement, row_from_record
+from tables import TABLES, SkillFeedback
 from tests.support import make_tenant
 
 ROW_TYPES = [table.__name__ for table in TABLES]
@@ -87,3 +87,19 @@ async def test_a_validated_row_is_accepted_by_the_database(owner: asyncpg.Connec
         *values.values(),
     )
     assert inserted is not None and inserted["id"]
+
+
+def test_a_row_from_a_whole_record_is_the_row_its_constructor_makes() -> None:
+    record = {column._meta.name: None for column in SkillFeedback._meta.columns}
+    record.update(id="f1", tenant_id="t1", skill_id="s1", feedback_type="thumbs_up",
+                  status="pending", source="web", sentiment=1)
+    fast = row_from_record(SkillFeedback, record)
+    built = SkillFeedback(_exists_in_db=True, **record)
+    assert type(fast) is SkillFeedback
+    assert fast.to_dict() == built.to_dict() and fast._exists_in_db
+    assert vars(fast) == vars(built)
+    # A record missing columns goes through the constructor (its defaults).
+    partial = {**record, "id": "f2"}
+    del partial["status"]
+    row = row_from_record(SkillFeedback, partial)
+    assert row.id == "f2" and row.status == "pending"

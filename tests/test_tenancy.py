@@ -17,6 +17,7 @@ from everyskill import feedback
 from everyskill.errors import DatabaseUnavailableError, NotFoundError
 from everyskill.tenancy import (
     APP_ROLE,
+    ScopeConnection,
     TenantScopeError,
     current_scope,
     operation,
@@ -626,3 +627,40 @@ async def test_work_done_between_calls_survives_a_call_that_fails(
     assert row is not None
     assert (row["description"], row["name"], row["slug"]) == ("by Piccolo", "on the connection", "held")
     assert row["total_feedback"] == 2  # make_tenant's and the one recorded
+
+
+@pytest.mark.parametrize("connection_class", [ScopeConnection, asyncpg.Connection])
+async def test_session_state_set_in_a_scope_does_not_reach_the_next(
+    database_url_for_tests: str, tenant: TenantRows, connection_class: type
+) -> None:
+    """The pool's session reset runs after every scope: with ScopeConnection
+    (piccolo_conf's) it goes with the COMMIT, in the same round trip, and
+    the pool skips its own; with a plain asyncpg connection the pool does it."""
+    engine = PostgresEngine(
+        config={"dsn": database_url_for_tests, "connection_class": connection_class}
+    )
+    await engine.start_connection_pool(min_size=1, max_size=1)
+    try:
+        async with tenant_scope(tenant.tenant_id, engine=engine) as scope:
+            await scope.connection.execute("SET application_name = 'left behind'")
+            await scope.connection.execute("SELECT pg_advisory_lock(4242)")
+            await scope.connection.execute("LISTEN left_behind")
+        async with tenant_scope(tenant.tenant_id, engine=engine) as scope:
+            state = await scope.connection.fetchrow(
+                """
+                SELECT current_setting('application_name') AS name,
+                       (SELECT count(*) FROM pg_locks
+                         WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks,
+                       (SELECT count(*) FROM pg_listening_channels()) AS channels,
+                       current_user AS role
+                """
+            )
+        assert state is not None
+        assert (state["name"], state["locks"], state["channels"]) == ("", 0, 0)
+        assert state["role"] == APP_ROLE
+        # Outside a scope the pooled connection is the owner's again.
+        async with engine.pool.acquire() as connection:
+            assert await connection.fetchval("SELECT current_user") != APP_ROLE
+            assert await connection.fetchval("SHOW app.current_tenant_id") == ""
+    finally:
+        await engine.close_connection_pool()
