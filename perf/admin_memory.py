@@ -48,7 +48,7 @@ async def _browse(client: httpx.AsyncClient, context: Context, until: float, see
             response = await client.get(
                 "/api/tables/token_measurements/",
                 params={"__readable": "true", "__page_size": "100", "__page": str(page),
-                        "__order": "-created_at"},
+                        "__order": "-created_at,-id"},
             )
         elif step == 2:
             params = lists[requests % len(lists)]

@@ -31,9 +31,9 @@ TABLE = "token_measurements"
 def pages(context: Context) -> dict[str, dict[str, str]]:
     """The pages measured, by name: their query parameters."""
     return {
-        "first page": {"__order": "-created_at"},
+        "first page": {"__order": "-created_at,-id"},
         "filtered": {
-            "__order": "-created_at",
+            "__order": "-created_at,-id",
             "tenant_id": context.catalogue.tenants[1].tenant_id,
             "model_name": MODELS[1],
             "model_name__match": "contains",

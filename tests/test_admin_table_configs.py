@@ -66,7 +66,10 @@ async def test_newest_rows_first(staff: Staff, owner: asyncpg.Connection, tenant
         table = config.table_class._meta.tablename
         schema = (await staff.client.get(f"/api/tables/{table}/schema/")).json()
         if table != "model_prices":
-            assert schema["extra"]["order_by"] == [{"column": "created_at", "ascending": False}], table
+            assert schema["extra"]["order_by"] == [
+                {"column": "created_at", "ascending": False},
+                {"column": "id", "ascending": False},
+            ], table
     await owner.execute(
         "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment, created_at)"
         " VALUES ($1, $2, 'thumbs_up', 1, now() + interval '1 day')",

@@ -79,7 +79,7 @@ def _config(
 ) -> TableConfig:
     """A table's config with what every table shares: its id, tenant and
     creation time fixed (a row added gets a new id, created now), no PUT,
-    timestamps to the millisecond, newest first."""
+    timestamps to the millisecond, newest first (then by id)."""
     meta = table._meta
     names = {column._meta.name for column in meta.columns}
     always: dict[Column, str] = {meta.primary_key: IDENTITY}
@@ -96,7 +96,14 @@ def _config(
     )
     checks = validators or Validators()
     checks.put_single = [refuse_put, *checks.put_single]
-    newest_first = [OrderBy(meta.get_column_by_name("created_at"), ascending=False)]
+    # Newest first, ties broken by id: a stable order for paging, and the
+    # order of the (..., created_at DESC, id DESC) indexes, so that a list
+    # filtered by tenant, skill or run is read from its own index rather
+    # than from the newest rows of every tenant.
+    newest_first = [
+        OrderBy(meta.get_column_by_name("created_at"), ascending=False),
+        OrderBy(meta.primary_key, ascending=False),
+    ]
     return TableConfig(
         table,
         menu_group=menu_group,
