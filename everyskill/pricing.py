@@ -49,7 +49,7 @@ import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Literal
 
 import asyncpg
@@ -88,7 +88,6 @@ COST_MAX = 2**31 - 1
 
 _MICROCENTS_PER_USD = Decimal(100_000_000)
 _TOKENS_PER_MTOK = Decimal(1_000_000)
-_ONE = Decimal(1)
 
 
 def usd_per_mtok(usd: Decimal | int | str) -> Decimal:
@@ -179,18 +178,59 @@ class Rates:
     per_call: Decimal = Decimal(0)
 
     def cost(self, usage: TokenUsage) -> int | None:
-        """The cost of a call in whole microcents, or None without token counts."""
+        """The cost of a call in whole microcents (rounded half up), or None
+        without token counts.
+
+        Computed exactly in integers: every price is a decimal, so scaled by
+        a power of ten it is a whole number. A batch prices each of its rows,
+        and this is several times faster than the same sum in Decimal.
+        """
         if usage.input_tokens is None or usage.output_tokens is None:
             return None
         all_input = usage.all_input_tokens
+        factor, inputs, outputs, reads, writes, per_call = self._scaled
         exact = (
-            usage.input_tokens * self.input.at(all_input)
-            + (usage.cache_read_tokens or 0) * self.cache_read.at(all_input)
-            + (usage.cache_write_tokens or 0) * self.cache_write.at(all_input)
-            + usage.output_tokens * self.output.at(all_input)
-            + self.per_call
+            usage.input_tokens * _price_at(inputs, all_input)
+            + usage.output_tokens * _price_at(outputs, all_input)
+            + per_call
         )
-        return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP))
+        if usage.cache_read_tokens:
+            exact += usage.cache_read_tokens * _price_at(reads, all_input)
+        if usage.cache_write_tokens:
+            exact += usage.cache_write_tokens * _price_at(writes, all_input)
+        # Half up, for the non-negative sum: floor(exact / factor + 1/2).
+        return (2 * exact + factor) // (2 * factor)
+
+    @functools.cached_property
+    def _scaled(self) -> tuple[int, _Scaled, _Scaled, _Scaled, _Scaled, int]:
+        """The prices as whole numbers of 1/``factor`` microcents."""
+        rates = (self.input, self.output, self.cache_read, self.cache_write)
+        prices = [self.per_call] + [
+            price for rate in rates for price in (rate.base, *(p for _, p in rate.tiers))
+        ]
+        places = max(max(0, -int(price.as_tuple().exponent)) for price in prices)
+        factor = 10**places
+
+        def scaled(rate: Rate) -> _Scaled:
+            return int(rate.base * factor), tuple(
+                (start, int(price * factor)) for start, price in rate.tiers
+            )
+
+        input_, output, reads, writes = (scaled(rate) for rate in rates)
+        return factor, input_, output, reads, writes, int(self.per_call * factor)
+
+
+# A price in whole numbers of 1/factor microcents: its base and its tiers.
+_Scaled = tuple[int, tuple[tuple[int, int], ...]]
+
+
+def _price_at(rate: _Scaled, all_input_tokens: int) -> int:
+    """:meth:`Rate.at` of a scaled price."""
+    base, tiers = rate
+    for start, price in reversed(tiers):
+        if all_input_tokens > start:
+            return price
+    return base
 
 
 class CostWarning(UserWarning):

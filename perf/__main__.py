@@ -1,6 +1,6 @@
 """``python -m perf``: run the benchmarks, print the figures, write the results.
 
-Usage: ``python -m perf [--scale full|quick] [--out DIRECTORY]``
+Usage: ``python -m perf [--scale full|quick] [--out DIRECTORY] [--keep]``
 (``scripts/perf.sh`` installs what is needed and runs it).
 
 It creates a scratch database ``everyskill_perf_<pid>`` on the server
@@ -28,7 +28,13 @@ from typing import Any
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine
 
-from everyskill.database import create_database, database_url, drop_database, with_database
+from everyskill.database import (
+    SERVER_SETTINGS,
+    create_database,
+    database_url,
+    drop_database,
+    with_database,
+)
 from perf.context import SCALES, Context, Scale
 from perf.harness import Figure
 from perf.report import text_table, write
@@ -80,7 +86,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     engine = Tenant._meta.db
     assert isinstance(engine, PostgresEngine)
     await engine.start_connection_pool(min_size=1, max_size=scale.writers + 4)
-    owner = await asyncpg.connect(url)
+    # The owner connects with the application's settings (piccolo_conf's).
+    owner = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     figures: list[Figure] = []
     try:
         context = Context(url, owner, await make_catalogue(owner), scale)
@@ -133,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "perf" / "results")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the scratch database afterwards, to look into it (drop it by hand)",
+    )
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
 
@@ -147,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DATABASE_URL"] = url
         figures, facts = asyncio.run(_run(url, scale))
     finally:
-        asyncio.run(drop_database(server, name))
+        if args.keep:
+            _say(f"kept the scratch database {name}: {url}")
+        else:
+            asyncio.run(drop_database(server, name))
     facts["minutes"] = round((time.monotonic() - started) / 60, 1)
     print(text_table(figures))
     write(figures, facts, args.out)

@@ -17,7 +17,7 @@ in the table and once with the big number. Ratio: p50 with the big number
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -72,12 +72,39 @@ async def page_loads(
             rows.append(rows_time)
             totals.append(count_time + rows_time)
         measured[name] = {
+            "rows_plan": await rows_plan(context, params),
             "page_ms": p50(totals) * 1000,
             "count_ms": p50(counts) * 1000,
             "rows_ms": p50(rows) * 1000,
             "count_shown": shown,
         }
     return measured
+
+
+async def rows_plan(context: Context, params: dict[str, str]) -> list[str]:
+    """EXPLAIN ANALYZE of the query the admin runs for a page's rows, built
+    by Piccolo API as the admin builds it: what to read when a page is slow."""
+    from piccolo.columns import ForeignKey
+    from piccolo.query.methods.select import Select
+    from piccolo.querystring import QueryString
+    from piccolo_api.crud.endpoints import PiccoloCRUD
+    from starlette.datastructures import QueryParams
+
+    from tables import TokenMeasurement
+
+    crud = PiccoloCRUD(table=TokenMeasurement, read_only=True)
+    split = crud._split_params(crud._parse_params(QueryParams(params)))
+    columns = TokenMeasurement._meta.columns
+    readable = [
+        TokenMeasurement._get_related_readable(column)
+        for column in columns
+        if isinstance(column, ForeignKey)
+    ]
+    query = cast(Select[Any], crud._apply_filters(TokenMeasurement.select(*columns, *readable), split))
+    for order in split.order_by or []:
+        query = query.order_by(order.column, ascending=order.ascending)
+    sql, arguments = QueryString("EXPLAIN ANALYZE {}", query.limit(15).querystrings[0]).compile_string()
+    return [row[0] for row in await context.owner.fetch(sql, *arguments)]
 
 
 def figures(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.querystring import QueryString
+
 from everyskill.database import database_url
 
 
@@ -16,3 +19,15 @@ def test_the_suite_runs_on_its_scratch_database(database_url_for_tests: str) -> 
     """The fixtures point DATABASE_URL at the migrated scratch database."""
     assert database_url() == database_url_for_tests
     assert "/everyskill_test_" in database_url_for_tests
+
+
+async def test_the_engines_connections_carry_the_server_settings(engine: PostgresEngine) -> None:
+    """piccolo_conf's engine (the application's, the admin's) sets
+    SERVER_SETTINGS on every connection, pooled or not."""
+    from everyskill.database import SERVER_SETTINGS
+
+    async with engine.pool.acquire() as connection:
+        for name, value in SERVER_SETTINGS.items():
+            assert await connection.fetchval(f"SHOW {name}") == value
+    rows = await engine.run_querystring(QueryString("SHOW random_page_cost"), in_pool=False)
+    assert rows[0]["random_page_cost"] == SERVER_SETTINGS["random_page_cost"]
