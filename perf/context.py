@@ -52,9 +52,9 @@ class Scale:
 FULL = Scale(
     name="full",
     single_rows=400,
-    single_rounds=5,
+    single_rounds=7,
     batch_rows=10_000,
-    batch_rounds=5,
+    batch_rounds=9,
     small_feedback=1_000,
     big_feedback=1_000_000,
     aggregate_reads=2_000,

@@ -102,15 +102,48 @@ async def test_raw_sql_is_idempotent(fresh_database: str) -> None:
 
 
 async def test_backwards_with_data_in_the_tables(fresh_database: str) -> None:
-    """backwards all works on a database that holds rows, and forwards again."""
+    """backwards all works on a database whose every table holds rows (two
+    tenants, reviewed feedback, costed measurements, a completed run with
+    results), and forwards all then rebuilds exactly the schema it built on
+    an empty database, its rules working again."""
     run_piccolo(fresh_database, "migrations", "forwards", "all")
+    built = await snapshot(fresh_database)
     async with connected(fresh_database) as connection:
-        await make_tenant(connection)
+        for label in ("one", "two"):
+            rows = await make_tenant(connection, label)
+            await connection.execute(
+                "UPDATE skill_feedback SET status = 'accepted', reviewed_by = $2 WHERE id = $1",
+                rows.feedback_id,
+                rows.user_id,
+            )
+            await connection.execute(
+                "INSERT INTO token_measurements (tenant_id, skill_id, model_name, input_tokens,"
+                " output_tokens, estimated_cost_microcents)"
+                " SELECT $1, $2, 'm', 10, 10, g FROM generate_series(1, 50) AS g",
+                rows.tenant_id,
+                rows.skill_id,
+            )
+            await connection.execute(
+                "UPDATE benchmark_runs SET status = 'completed' WHERE id = $1", rows.run_id
+            )
+        empty = [
+            table._meta.tablename
+            for table in TABLES
+            if not await connection.fetchval(f'SELECT count(*) FROM "{table._meta.tablename}"')
+        ]
+    assert empty == [], "every table holds rows before going backwards"
+
     run_piccolo(fresh_database, "migrations", "backwards", "all", "--auto_agree")
     emptied = await snapshot(fresh_database)
     assert {name for name, *_ in emptied["tables"]} <= PICCOLO_BOOKKEEPING
+
     run_piccolo(fresh_database, "migrations", "forwards", "all")
-    assert "skill_feedback" in str((await snapshot(fresh_database))["tables"])
+    assert await snapshot(fresh_database) == built
+    async with connected(fresh_database) as connection:
+        rows = await make_tenant(connection, "again")
+        assert await connection.fetchval(
+            "SELECT total_feedback FROM skills WHERE id = $1", rows.skill_id
+        ) == 1
 
 
 def test_tables_and_migrations_agree() -> None:
