@@ -403,24 +403,31 @@ async def _transition(
         # after any other step of the life cycle; a step that committed
         # meanwhile is seen, as PostgreSQL re-checks the WHERE on the row it
         # waited for.
-        record = await connection.fetchrow(
-            """
-            UPDATE benchmark_runs SET status = $2, error_message = $3
-             WHERE id = $1 AND status = ANY($4::text[])
-            RETURNING *
-            """,
-            run_id,
-            wanted.value,
-            error_message,
-            allowed_from,
-        )
-        if record is None:
+        # The UPDATE skips a row whose status its snapshot shows not allowed;
+        # a step committed since then may have made it allowed: one more try.
+        for _attempt in range(2):
+            record = await connection.fetchrow(
+                """
+                UPDATE benchmark_runs SET status = $2, error_message = $3
+                 WHERE id = $1 AND status = ANY($4::text[])
+                RETURNING *
+                """,
+                run_id,
+                wanted.value,
+                error_message,
+                allowed_from,
+            )
+            if record is not None:
+                break
             status = await connection.fetchval(
                 "SELECT status FROM benchmark_runs WHERE id = $1", run_id
             )
             if status is None:
                 raise NotFoundError(_KIND, run_id)
-            raise InvalidTransitionError(_KIND, run_id, status, wanted.value, allowed_from)
+            if status not in allowed_from:
+                raise InvalidTransitionError(_KIND, run_id, status, wanted.value, allowed_from)
+        else:
+            raise ConflictError(f"benchmark run {run_id!r} changed during the step; retry")
     return row_from_record(BenchmarkRun, record)
 
 

@@ -29,7 +29,13 @@ Contract
   raises :class:`TenantScopeError` before touching the database. Each call
   runs in a savepoint, so a call that fails leaves nothing half-written and
   the scope usable; database constraint errors come out typed (see
-  :mod:`everyskill.errors`). Calls made concurrently within one scope (for
+  :mod:`everyskill.errors`). A call's savepoint is released by the next call
+  (in the same round trip as its own), or nested after savepoints set since
+  by others on the connection taken from the scope (``scope.connection``,
+  Piccolo's queries): those stay usable. A call after the transaction was
+  committed or rolled back by hand raises :class:`TenantScopeError`, and so
+  does the end of a scope whose transaction an error caught in the block had
+  aborted (PostgreSQL would silently roll it back). Calls made concurrently within one scope (for
   example with ``asyncio.gather``) take turns on its connection.
 - A lost database (a restart, a crash, a network failure) comes out of API
   calls and of the scope as :class:`~everyskill.errors.DatabaseUnavailableError`,
@@ -63,9 +69,11 @@ import asyncpg
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
 from everyskill.errors import (
+    UNSTORABLE,
     DatabaseUnavailableError,
     TenantScopeError,
     from_database_error,
+    storable,
     unstorable_input,
 )
 
@@ -152,15 +160,17 @@ class TenantScope:
     _connection: asyncpg.Connection = field(repr=False)
     open: bool = True
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    # The savepoint set when the scope opened, not yet used by a call, with
-    # nothing run on the connection since: the first call can take it.
-    _fresh_savepoint: bool = field(default=True, repr=False)
-    # A call's savepoint may still be open (released lazily).
-    _savepoint_open: bool = field(default=True, repr=False)
+    # The latest call savepoint: whether a call has run in it (else the
+    # next call can take it as it is, as the first call takes the one set
+    # when the scope opened), and whether the connection was handed out since
+    # it was set (someone may have set savepoints after it, which releasing
+    # it would release too).
+    _savepoint_used: bool = field(default=False, repr=False)
+    _handed_out: bool = field(default=False, repr=False)
 
     @property
     def connection(self) -> asyncpg.Connection:
-        self._fresh_savepoint = False
+        self._handed_out = True
         return self._connection
 
 
@@ -172,6 +182,8 @@ def _checked(tenant_id: object) -> str:
         raise TenantScopeError(
             f"tenant_id must be a non-empty string, got {tenant_id!r}"
         )
+    if not storable(tenant_id):
+        raise TenantScopeError(f"tenant_id {UNSTORABLE}")
     return tenant_id
 
 
@@ -312,7 +324,7 @@ class _ScopeTransaction(PostgresTransaction):
     @property
     def connection(self) -> asyncpg.Connection:
         if self.scope is not None:
-            self.scope._fresh_savepoint = False
+            self.scope._handed_out = True
         connection: asyncpg.Connection = self.raw_connection
         return connection
 
@@ -325,7 +337,18 @@ class _ScopeTransaction(PostgresTransaction):
         # reset the pool does when it gets the connection back is sent with
         # the COMMIT, saving a round trip.
         resets = self.engine.pool is not None and hasattr(connection, "ending_with_reset")
-        await connection.execute(connection.ending_with_reset("COMMIT") if resets else "COMMIT")
+        # "SELECT 1" first: in a transaction an error has aborted (the block
+        # caught it and went on), PostgreSQL would answer COMMIT by rolling
+        # back without an error; the SELECT fails instead, and so does the
+        # scope.
+        ending = "SELECT 1; COMMIT"
+        try:
+            await connection.execute(connection.ending_with_reset(ending) if resets else ending)
+        except asyncpg.InFailedSQLTransactionError as error:
+            raise TenantScopeError(
+                "nothing of the tenant scope was committed: an error inside it (caught by"
+                " the block) had aborted its transaction"
+            ) from error
         self._committed = True
         if resets:
             connection.note_reset_done()
@@ -351,7 +374,11 @@ class _ScopeTransaction(PostgresTransaction):
             try:
                 await self.begin()
             except BaseException as error:
-                lost = isinstance(error, Exception) and _lost(self.raw_connection)
+                # Only an error of the connection itself is retried: one of
+                # the opening (a tenant id asyncpg cannot encode) is not.
+                lost = isinstance(
+                    error, (*_CONNECTION_ERRORS, asyncpg.InterfaceError)
+                ) and _lost(self.raw_connection)
                 await self._release()
                 if not lost:
                     raise
@@ -450,22 +477,31 @@ async def operation(
     async with scope.lock:
         connection = scope._connection
         try:
-            if not scope._fresh_savepoint:
-                # The previous call's savepoint, if still open, is released
-                # in the same round trip.
-                await connection.execute(
-                    f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}"
-                    if scope._savepoint_open
-                    else f"SAVEPOINT {_SAVEPOINT}"
+            if not connection.is_in_transaction():
+                # Committed or rolled back by hand (Piccolo's transaction
+                # object allows it): what follows would run as the owner.
+                raise TenantScopeError(
+                    "the tenant scope's transaction has already ended (it was committed"
+                    " or rolled back inside the block): open a new scope"
                 )
-                scope._savepoint_open = True
-            scope._fresh_savepoint = False
+            if scope._handed_out:
+                # Savepoints set by others since the latest call's stay: this
+                # call's savepoint nests after them.
+                await connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+            elif scope._savepoint_used:
+                # The previous call's savepoint is released in the same round
+                # trip (lazily: a call that succeeds leaves it open).
+                await connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
+            scope._savepoint_used = True
             try:
                 yield scope
             except BaseException:
                 if not _lost(connection):
                     await connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                 raise
+            finally:
+                # The call's own use of the connection sets no savepoint.
+                scope._handed_out = False
         except Exception as error:
             if _lost(connection):
                 # The connection ended (a restart, a crash): the scope's whole

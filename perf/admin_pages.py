@@ -63,7 +63,9 @@ async def page_loads(
     """p50 of each page's load, its two requests, and the count shown."""
     measured: dict[str, dict[str, Any]] = {}
     for name, params in pages(context).items():
-        for _ in range(5):  # warm-up
+        # Warm-up: caches, prepared statements, the server's and main.py's
+        # first requests; none of it is timed.
+        for _ in range(max(20, loads // 5)):
             await load_page(client, params)
         counts, rows, totals = [], [], []
         for _ in range(loads):

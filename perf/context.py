@@ -3,7 +3,7 @@
 Contract
 --------
 - :class:`Scale` holds the sizes. :data:`FULL` is the scale the targets are
-  stated at (a million rows where the issue of scale is a million rows);
+  stated at (a million rows where a target names a million rows);
   :data:`QUICK` runs every benchmark in seconds, to check that they work.
 - :class:`Context` is the owner's URL and connection to the benchmark
   database (a scratch database, dropped afterwards), the catalogue built in

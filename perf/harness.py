@@ -49,7 +49,7 @@ class Figure:
     """One measured figure against its baseline.
 
     ``ratio`` is defined by the benchmark so that its target reads as the
-    issue states it: candidate throughput / baseline throughput, or
+    target states it: candidate throughput / baseline throughput, or
     candidate time / baseline time (``ratio_meaning`` says which).
     """
 

@@ -34,6 +34,8 @@ def _verdict(figure: Figure) -> str:
     met = figure.met
     if met is None:
         return "reported"
+    if figure.target is None:
+        return "reported, checks held" if met else "reported, CHECK FAILED"
     return "met" if met else "MISSED"
 
 

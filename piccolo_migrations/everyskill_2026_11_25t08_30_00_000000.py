@@ -1,7 +1,8 @@
 """
 Tenant policies read the tenant once per statement, not once per row.
 
-The permissive policies of the tenant isolation migration compare each
+The permissive policies of the tenant isolation migration (and of the
+usage and benchmark rules, for ``model_prices``) compare each
 row's ``tenant_id`` with ``NULLIF(current_setting('app.current_tenant_id',
 true), '')``. PostgreSQL evaluates that function call for every row a
 statement reads or writes: for a statement over ten thousand rows (the
@@ -33,6 +34,7 @@ TENANT_TABLES = [
     "token_measurements",
     "benchmark_runs",
     "benchmark_results",
+    "model_prices",
 ]
 
 ONCE = "(SELECT NULLIF(current_setting('app.current_tenant_id', true), ''))"

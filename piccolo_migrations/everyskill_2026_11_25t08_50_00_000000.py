@@ -4,13 +4,19 @@ Newest-first indexes for the tables that grow with use.
 The admin lists rows newest first, ties broken by id (``ORDER BY created_at
 DESC, id DESC``): a stable order for paging, since a batch written in one
 statement shares one ``created_at``. These indexes hold exactly that order,
-so the first page of a list of a million rows reads fifteen index entries,
-and a list filtered by tenant, skill or run is read from the ``(...,
-created_at DESC, id DESC)`` index of that filter instead of scanning the
-newest rows of every tenant (the choice PostgreSQL made when one tenant's
-batch was the newest data).
+so the first page of a list of a million rows reads fifteen index entries.
+A list filtered by what has its own ``(..., created_at DESC, id DESC)``
+index (a tenant's or a skill's measurements and feedback, a run's results)
+is read from that index, in the same order.
 
-The plan's single-column ``token_measurements_created_at`` index stays.
+The plan's single-column ``token_measurements_created_at`` index stays,
+although this one covers it.
+
+Piccolo runs each migration in a transaction, where CREATE INDEX
+CONCURRENTLY cannot run: the indexes are built with a lock that holds
+writes to the table back until they are built (seconds for a million rows).
+On a large table in service, build them by hand first with CREATE INDEX
+CONCURRENTLY and the same names; this migration then finds them there.
 """
 
 from everyskill.migration_sql import raw_migration

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from everyskill.admin.counts import ESTIMATED_TABLES, EXACT_UP_TO
+from everyskill.admin.counts import ESTIMATED_TABLES, EXACT_UP_TO, PROBE
 from tests.admin_client import Staff, admin_client
 from tests.support import TenantRows
 
@@ -60,13 +60,37 @@ async def test_long_lists_show_the_estimate_and_short_ones_among_them_stay_exact
     await add_measurements(owner, tenant, "model-rare", 40)
     await owner.execute("ANALYZE token_measurements")
 
-    estimate = await shown(staff, tenant_id=tenant.tenant_id, model_name="model-long",
-                           model_name__match="exact")
+    # A filter on one column: the estimate, close to the truth.
+    estimate = await shown(staff, model_name="model-long", model_name__match="exact")
     assert estimate > EXACT_UP_TO
     assert abs(estimate - many) <= many * 0.2, estimate
     # A filter that matches few rows of the long table is counted exactly.
     assert await shown(staff, tenant_id=tenant.tenant_id, model_name="model-rare",
                        model_name__match="exact") == 40
+
+
+async def test_a_short_list_the_planner_expects_long_is_counted_exactly(
+    owner: asyncpg.Connection, staff: Staff, tenant: TenantRows, other_tenant: TenantRows
+) -> None:
+    """Filters on two columns are taken as independent by the planner: one
+    tenant's rows of a skill of another tenant are expected many, and are
+    none (or a few)."""
+    await add_measurements(owner, tenant, "model-x", 3 * EXACT_UP_TO)
+    await add_measurements(owner, other_tenant, "model-x", 2 * EXACT_UP_TO)
+    await owner.execute("ANALYZE token_measurements")
+    assert await shown(staff, tenant_id=tenant.tenant_id, skill_id=other_tenant.skill_id) == 0
+    small = PROBE - 1
+    await owner.execute(
+        """
+        INSERT INTO token_measurements (tenant_id, skill_id, model_name, input_tokens,
+                                        output_tokens, total_tokens)
+        SELECT $1, $2, 'model-y', 1, 1, 2 FROM generate_series(1, $3)
+        """,
+        tenant.tenant_id,
+        tenant.skill_id,
+        small,
+    )
+    assert await shown(staff, tenant_id=tenant.tenant_id, model_name="model-y") == small
 
 
 async def test_bad_filters_are_refused_as_piccolo_api_refuses_them(staff: Staff) -> None:

@@ -363,7 +363,7 @@ async def test_a_connection_lost_during_commit_has_an_unknown_outcome(
         await wait_until(
             owner,
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event = 'PgSleep' AND query LIKE 'COMMIT%'",
+            " WHERE wait_event = 'PgSleep' AND query LIKE '%COMMIT%'",
         )
         await cluster.restart()
     finally:

@@ -664,3 +664,63 @@ async def test_session_state_set_in_a_scope_does_not_reach_the_next(
             assert await connection.fetchval("SHOW app.current_tenant_id") == ""
     finally:
         await engine.close_connection_pool()
+
+
+async def test_savepoints_set_between_calls_stay_usable(
+    owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    """A call's savepoint nests after savepoints set on the scope's
+    connection since the previous call: releasing it would release them."""
+    async with tenant_scope(tenant.tenant_id):
+        await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+        transaction = engine.current_transaction.get()
+        assert transaction is not None
+        savepoint = await transaction.savepoint()
+        await Skill.update({Skill.description: "undone"}).where(Skill.id == tenant.skill_id)
+        await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_down")
+        with pytest.raises(NotFoundError):
+            await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+        await savepoint.rollback_to()  # the update and the second feedback go
+    row = await owner.fetchrow(
+        "SELECT description, total_feedback FROM skills WHERE id = $1", tenant.skill_id
+    )
+    assert row is not None
+    assert (row["description"], row["total_feedback"]) == (None, 2)
+
+
+async def test_a_tenant_id_postgresql_cannot_store_is_refused_before_connecting(
+    engine: PostgresEngine,
+) -> None:
+    for tenant_id in ("a\x00b", "a\ud800b"):
+        with pytest.raises(TenantScopeError, match="NUL"):
+            async with tenant_scope(tenant_id):
+                pass
+
+
+async def test_a_call_after_the_transaction_was_ended_by_hand_is_refused(
+    owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows, other_tenant: TenantRows
+) -> None:
+    """Committing the scope's transaction by hand ends the tenant's role:
+    a call then would run as the owner, across tenants. It is refused."""
+    with pytest.raises(TenantScopeError, match="already ended"):
+        async with tenant_scope(tenant.tenant_id):
+            transaction = engine.current_transaction.get()
+            assert transaction is not None
+            await transaction.commit()
+            await feedback.list_feedback(skill_id=other_tenant.skill_id)
+
+
+async def test_a_scope_whose_transaction_an_error_aborted_commits_nothing_and_says_so(
+    owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    before = await owner.fetchval(
+        "SELECT count(*) FROM skill_feedback WHERE skill_id = $1", tenant.skill_id
+    )
+    with pytest.raises(TenantScopeError, match="nothing of the tenant scope was committed"):
+        async with tenant_scope(tenant.tenant_id) as scope:
+            await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await scope.connection.execute("SELECT * FROM no_such_table")
+    assert await owner.fetchval(
+        "SELECT count(*) FROM skill_feedback WHERE skill_id = $1", tenant.skill_id
+    ) == before
