@@ -311,8 +311,8 @@ class _ScopeTransaction(PostgresTransaction):
     It opens with one round trip (``opening``: BEGIN, the switch, the first
     call's savepoint) rather than asyncpg's BEGIN followed by the switch, and
     ends with COMMIT or ROLLBACK. ``connection`` is what Piccolo's queries
-    in the scope run on: handing it out tells the scope that its opening
-    savepoint may no longer be fresh."""
+    in the scope run on: handing it out tells the scope that savepoints may
+    have been set since its latest call's (see :func:`operation`)."""
 
     def __init__(self, engine: PostgresEngine, opening: str) -> None:
         super().__init__(engine)
