@@ -44,7 +44,7 @@ class SkillAggregates:
 
 
 _AGGREGATES = """
-SELECT id, total_feedback, feedback_thumbs_up, feedback_thumbs_down,
+SELECT id AS skill_id, total_feedback, feedback_thumbs_up, feedback_thumbs_down,
        positive_feedback_pct, costed_measurements, measured_cost_microcents,
        avg_token_cost_microcents
   FROM skills WHERE id = $1
@@ -68,13 +68,4 @@ async def skill_aggregates(skill_id: str) -> SkillAggregates:
         record = await scope.connection.fetchrow(_AGGREGATES, skill_id)
     if record is None:
         raise NotFoundError("skill", skill_id)
-    return SkillAggregates(
-        skill_id=record["id"],
-        total_feedback=record["total_feedback"],
-        feedback_thumbs_up=record["feedback_thumbs_up"],
-        feedback_thumbs_down=record["feedback_thumbs_down"],
-        positive_feedback_pct=record["positive_feedback_pct"],
-        costed_measurements=record["costed_measurements"],
-        measured_cost_microcents=record["measured_cost_microcents"],
-        avg_token_cost_microcents=record["avg_token_cost_microcents"],
-    )
+    return SkillAggregates(**record)

@@ -188,10 +188,9 @@ def _checked(tenant_id: object) -> str:
 
 
 def _literal(value: str) -> str:
-    """``value`` as an SQL string literal (an escape string: its meaning does
-    not depend on standard_conforming_strings)."""
-    if "\x00" in value:
-        raise TenantScopeError("tenant_id must not contain NUL characters")
+    """``value`` (storable text: :func:`_checked` refuses the tenant ids that
+    are not) as an SQL string literal, an escape string whose meaning does
+    not depend on standard_conforming_strings."""
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 

@@ -10,8 +10,7 @@ Contract
   ``at_most``), or on the measured value itself when there is no baseline.
   ``checks`` are conditions that must hold as well (the aggregates equal a
   recount, say). A figure with neither is reported only (``met`` is None).
-- :func:`p50` and :func:`timings` are the timing tools: wall-clock
-  durations of an awaited call, repeated, their median. Runs of the
+- :func:`p50` is the median of wall-clock durations. Runs of the
   compared calls are interleaved by the benchmarks (baseline, candidate,
   baseline, ...) so that a slow moment of a noisy machine hits both.
 """
@@ -19,8 +18,6 @@ Contract
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -86,22 +83,6 @@ class Figure:
         return data
 
 
-async def timings(call: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
-    """Seconds each of ``repeat`` awaited calls took, in order."""
-    durations = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await call()
-        durations.append(time.perf_counter() - started)
-    return durations
-
-
 def p50(durations: list[float]) -> float:
     """The median of ``durations``."""
     return statistics.median(durations)
-
-
-def percentile(durations: list[float], fraction: float) -> float:
-    """The ``fraction`` quantile of ``durations`` (nearest rank)."""
-    ordered = sorted(durations)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
