@@ -2,7 +2,8 @@
 The main job: ``python main.py``.
 
 Starts the database (the embedded PostgreSQL, or the server ``DATABASE_URL``
-names), applies every migration, makes sure an admin login exists, loads the
+names), applies every migration, creates the admin login when its user is
+missing (and prints where its password is, never the password), loads the
 sample data when the database has no tenant yet (``--no-sample-data``, or
 ``EVERYSKILL_SAMPLE_DATA=0``, skips it), and serves
 the Piccolo Admin with uvicorn on 127.0.0.1:8000 (``--host`` and ``--port``, or
@@ -23,6 +24,7 @@ import uvicorn
 from piccolo.apps.migrations.commands.forwards import run_forwards
 
 from everyskill.admin import AdminLogin, create_app, ensure_admin_user
+from everyskill.errors import ValidationError
 from everyskill.sample_data import load_sample_data
 
 
@@ -65,7 +67,10 @@ async def prepare(*, sample_data: bool = True) -> AdminLogin:
     result = await run_forwards(app_name="all")
     if not result.success:
         raise SystemExit(f"Migrations failed: {result.message}")
-    login = await ensure_admin_user()
+    try:
+        login = await ensure_admin_user()
+    except ValidationError as problem:
+        raise SystemExit(f"The admin login: {problem}") from None
     if sample_data:
         from piccolo_conf import DB  # the engine, on the server just migrated
 
@@ -100,11 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     login = asyncio.run(prepare(sample_data=args.sample_data))
     print(f"\nEverySkill admin: http://{args.host}:{args.port}/", flush=True)
-    if login.password is not None:
-        print(f"  log in as {login.username!r} with password {login.password!r}")
-        print(f"  (kept in {login.source})", flush=True)
-    else:
-        print(f"  log in as {login.username!r} with the password in {login.source}")
+    for line in login.instructions():  # never the password: where it is
+        print(f"  {line}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port)
 
 

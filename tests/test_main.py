@@ -1,11 +1,13 @@
 """
-The main job: ``main.py`` migrates the database it is given, makes sure an
-admin can log in, loads the sample data, serves the admin (login required),
-and stops cleanly on SIGTERM; it refuses production without allowed hosts.
+The main job: ``main.py`` migrates the database it is given, creates the
+admin login, loads the sample data, serves the admin (login required), and
+stops cleanly on SIGTERM; it prints where the admin password is, never the
+password; it refuses half an admin login and production without allowed hosts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +79,66 @@ async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(
         assert await connection.fetchval("SELECT count(*) FROM tenants") == 2
         assert await connection.fetchval("SELECT count(*) FROM token_measurements") > 1000
     assert "Loaded the sample data: 2 tenants" in output
+
+
+async def test_main_prints_where_a_generated_password_is_never_the_password(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "admin-credentials.json"
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("EVERYSKILL_ADMIN_USERNAME", "EVERYSKILL_ADMIN_PASSWORD")
+    }
+    env |= {"DATABASE_URL": fresh_database, "EVERYSKILL_ADMIN_CREDENTIALS": str(credentials)}
+    process = subprocess.Popen(
+        [sys.executable, "main.py", "--port", str(port), "--no-sample-data"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_served(f"{base}/", process)
+        password = json.loads(credentials.read_text())["password"]
+        with httpx.Client(base_url=base, timeout=10) as client:
+            client.get("/")  # sets the CSRF cookie
+            login = client.post(
+                "/public/login/",
+                json={"username": "admin", "password": password},
+                headers={"X-CSRFToken": client.cookies["csrftoken"]},
+            )
+            assert login.status_code == 200, login.text
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert password not in output
+    assert f"log in as 'admin' with the password in {credentials} (user created)" in output
+
+
+def test_main_refuses_half_an_admin_login_saying_what_to_set(fresh_database: str) -> None:
+    env = {**os.environ, "DATABASE_URL": fresh_database, "EVERYSKILL_ADMIN_USERNAME": "staff"}
+    env.pop("EVERYSKILL_ADMIN_PASSWORD", None)
+    result = subprocess.run(
+        [sys.executable, "main.py", "--no-sample-data"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "The admin login: invalid input: EVERYSKILL_ADMIN_PASSWORD: set both"
+        " EVERYSKILL_ADMIN_USERNAME and EVERYSKILL_ADMIN_PASSWORD, or neither"
+    )
 
 
 def test_main_refuses_production_without_allowed_hosts() -> None:
