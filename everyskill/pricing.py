@@ -22,34 +22,62 @@ Contract
   2. the maintained price table of PyPI ``genai-prices``, read from the data
      the installed package ships (never fetched: this works offline). It
      matches model names the way providers write them (dated snapshots,
-     aliases), knows prices that changed over time, and prices long
+     aliases), knows prices that changed over time or change with the time
+     of day (to the minute: DeepSeek's off-peak hours), and prices long
      prompts at their tier (above 200k input tokens for some models).
      Upgrading the pinned package updates the prices.
 
-  A cache rate the price lacks is the input rate. Cache writes are priced at
-  the 5-minute rate.
+  Cache writes are priced at the 5-minute rate. A model of the table that
+  lists no cache price has its cache tokens priced at the input rate, as
+  the table itself prices them.
+- A tenant's price may leave out its cache rates. A cache rate it lacks is
+  the table's cache-to-input ratio for that model (cache-read or
+  cache-write price over input price, as listed when the call is priced)
+  times the tenant's input rate: a tenant paying $2.40 per million input tokens of
+  ``claude-sonnet-4-5``, which the table lists at $3 input and $0.30 cache
+  read, pays $0.24 per million cache-read tokens. The ratio is that of the
+  table's base prices (those below any long-prompt tier), at every prompt
+  length, because the tenant's input rate is itself one rate at every
+  length. (For most tiered models the ratio is the same in every tier; for
+  a few it is not, such as openrouter's ``x-ai/grok-4-fast``, whose cache
+  reads stay at $0.05 while its input doubles above 128k tokens: the base
+  ratio, 1/4, applies at every length.) A ratio need not be a finite
+  decimal (1/12 for some models): the derived rate is then an exact
+  :class:`~fractions.Fraction`, and costs stay exact.
+- With no ratio known (the table does not know the model, prices it by
+  something other than tokens, lists no cache price of that kind for it,
+  or lists its input as free) the cache rate is unknown: a call with
+  tokens of that kind gets no cost (NULL) and a :class:`CostWarning` that
+  says to set the rate, rather than a guessed one; a call without such
+  tokens is priced as usual.
 - A model that neither knows gets no cost: :meth:`Pricer.cost` returns None
   and the caller receives a :class:`CostWarning`, never a silent 0. So does a
-  call without both input and output token counts, and a cost too big for
-  the 32-bit cost column.
+  call without both input and output token counts, one with cache tokens
+  whose rate is unknown (above), and a cost too big for the 32-bit cost
+  column.
 - :class:`Pricer` prices many calls at once: it reads the tenant's prices
-  in one query, looks each model up once, and then costs a call with exact decimal arithmetic (the table's
-  own per-call routine is about a hundred times slower). The tests hold the
-  two to the same result for every model the table knows.
+  in one query, looks each model up once, and then costs a call with exact
+  integer arithmetic (the table's own per-call routine is about a hundred
+  times slower). The tests hold the two to the same result for every model
+  the table knows, and a tenant's derived cache rates to the table's own
+  ratios.
 - :func:`set_model_price`, :func:`get_model_price`, :func:`list_model_prices`
   and :func:`delete_model_price` manage the tenant's prices inside the
   current tenant scope; :func:`price_of` says which price applies to a model
-  now.
+  now; :func:`tenant_rates` makes the rates of a tenant's price (cache rates
+  derived as above) without a database.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Literal
 
 import asyncpg
@@ -67,6 +95,7 @@ __all__ = [
     "COST_MAX",
     "TOTAL_TOKENS_RULE",
     "CostWarning",
+    "Price",
     "Pricer",
     "Rate",
     "Rates",
@@ -77,6 +106,7 @@ __all__ = [
     "list_model_prices",
     "price_of",
     "set_model_price",
+    "tenant_rates",
     "total_tokens",
     "usd_per_mtok",
 ]
@@ -88,6 +118,10 @@ COST_MAX = 2**31 - 1
 
 _MICROCENTS_PER_USD = Decimal(100_000_000)
 _TOKENS_PER_MTOK = Decimal(1_000_000)
+
+#: A price in microcents per token: a Decimal, or an exact Fraction for a
+#: derived cache rate that is no finite decimal.
+Price = Decimal | Fraction
 
 
 def usd_per_mtok(usd: Decimal | int | str) -> Decimal:
@@ -151,10 +185,10 @@ def total_tokens(usage: TokenUsage, given: int | None) -> int | None:
 class Rate:
     """Microcents per token, with tiers: above ``start`` input tokens, ``price``."""
 
-    base: Decimal
-    tiers: tuple[tuple[int, Decimal], ...] = ()
+    base: Price
+    tiers: tuple[tuple[int, Price], ...] = ()
 
-    def at(self, all_input_tokens: int) -> Decimal:
+    def at(self, all_input_tokens: int) -> Price:
         """The price per token for a call with this many input tokens in all."""
         # genai-prices' rule: the highest tier whose start the input exceeds.
         for start, price in reversed(self.tiers):
@@ -165,24 +199,43 @@ class Rate:
 
 @dataclass(frozen=True)
 class Rates:
-    """What one model's tokens cost, and where that price comes from."""
+    """What one model's tokens cost, and where that price comes from.
+
+    ``cache_read`` or ``cache_write`` is None when that rate is unknown (a
+    tenant's price without it, for a model whose ratio the table does not
+    know): a call with such tokens then has no cost.
+    """
 
     model_provider: str
     model_name: str
     source: Literal["tenant", "genai-prices"]
     input: Rate
     output: Rate
-    cache_read: Rate
-    cache_write: Rate
+    cache_read: Rate | None
+    cache_write: Rate | None
     #: A fixed price per call, in microcents (a few models have one).
     per_call: Decimal = Decimal(0)
 
+    def unknown_rates(self, usage: TokenUsage) -> tuple[str, ...]:
+        """The kinds of token the call has but this price has no rate for:
+        ``"cache read"``, ``"cache write"``, or none."""
+        return tuple(
+            kind
+            for kind, tokens, rate in (
+                ("cache read", usage.cache_read_tokens, self.cache_read),
+                ("cache write", usage.cache_write_tokens, self.cache_write),
+            )
+            if tokens and rate is None
+        )
+
     def cost(self, usage: TokenUsage) -> int | None:
         """The cost of a call in whole microcents (rounded half up), or None
-        without token counts.
+        without input and output token counts, or with cache tokens whose
+        rate is unknown (:meth:`unknown_rates`).
 
-        Computed exactly in integers: every price is a decimal, so scaled by
-        a power of ten it is a whole number. A batch prices each of its rows,
+        Computed exactly in integers: every price is a decimal or a
+        fraction, so scaled by the least common multiple of their
+        denominators it is a whole number. A batch prices each of its rows,
         and this is several times faster than the same sum in Decimal.
         """
         if usage.input_tokens is None or usage.output_tokens is None:
@@ -195,29 +248,43 @@ class Rates:
             + per_call
         )
         if usage.cache_read_tokens:
+            if reads is None:
+                return None
             exact += usage.cache_read_tokens * _price_at(reads, all_input)
         if usage.cache_write_tokens:
+            if writes is None:
+                return None
             exact += usage.cache_write_tokens * _price_at(writes, all_input)
         # Half up, for the non-negative sum: floor(exact / factor + 1/2).
         return (2 * exact + factor) // (2 * factor)
 
     @functools.cached_property
-    def _scaled(self) -> tuple[int, _Scaled, _Scaled, _Scaled, _Scaled, int]:
+    def _scaled(
+        self,
+    ) -> tuple[int, _Scaled, _Scaled, _Scaled | None, _Scaled | None, int]:
         """The prices as whole numbers of 1/``factor`` microcents."""
         rates = (self.input, self.output, self.cache_read, self.cache_write)
-        prices = [self.per_call] + [
-            price for rate in rates for price in (rate.base, *(p for _, p in rate.tiers))
+        prices = [Fraction(self.per_call)] + [
+            Fraction(price)
+            for rate in rates
+            if rate is not None
+            for price in (rate.base, *(p for _, p in rate.tiers))
         ]
-        places = max(max(0, -int(price.as_tuple().exponent)) for price in prices)
-        factor = 10**places
+        factor = math.lcm(*(price.denominator for price in prices))
 
-        def scaled(rate: Rate) -> _Scaled:
-            return int(rate.base * factor), tuple(
-                (start, int(price * factor)) for start, price in rate.tiers
-            )
+        def whole(price: Price) -> int:
+            scaled = Fraction(price) * factor
+            assert scaled.denominator == 1
+            return scaled.numerator
+
+        def scaled(rate: Rate | None) -> _Scaled | None:
+            if rate is None:
+                return None
+            return whole(rate.base), tuple((start, whole(price)) for start, price in rate.tiers)
 
         input_, output, reads, writes = (scaled(rate) for rate in rates)
-        return factor, input_, output, reads, writes, int(self.per_call * factor)
+        assert input_ is not None and output is not None
+        return factor, input_, output, reads, writes, whole(self.per_call)
 
 
 # A price in whole numbers of 1/factor microcents: its base and its tiers.
@@ -261,13 +328,18 @@ def _rate_from_catalogue(price: object) -> Rate | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _catalogue_rates(model_provider: str, model_name: str, hour: datetime.datetime) -> Rates | None:
+def _catalogue_listed(
+    model_provider: str, model_name: str, minute: datetime.datetime
+) -> Rates | None:
+    """The table's prices of a model as listed: a cache rate it does not
+    list is None. None for a model it does not know or prices by something
+    other than tokens."""
     snapshot = data_snapshot.get_snapshot()
     try:
         provider, model = snapshot.find_provider_model(model_name, None, model_provider, None)
     except LookupError:
         return None
-    prices = model.get_prices(hour)
+    prices = model.get_prices(minute)
     input_rate = _rate_from_catalogue(prices.input_mtok)
     output_rate = _rate_from_catalogue(prices.output_mtok)
     if input_rate is None or output_rate is None:
@@ -283,37 +355,162 @@ def _catalogue_rates(model_provider: str, model_name: str, hour: datetime.dateti
         source=CATALOGUE,
         input=input_rate,
         output=output_rate,
-        cache_read=_rate_from_catalogue(prices.cache_read_mtok) or input_rate,
-        cache_write=_rate_from_catalogue(prices.cache_write_mtok) or input_rate,
+        cache_read=_rate_from_catalogue(prices.cache_read_mtok),
+        cache_write=_rate_from_catalogue(prices.cache_write_mtok),
         per_call=per_call,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _catalogue_rates(
+    model_provider: str, model_name: str, minute: datetime.datetime
+) -> Rates | None:
+    listed = _catalogue_listed(model_provider, model_name, minute)
+    if listed is None:
+        return None
+    # The table prices the cache tokens of a model without cache prices as input.
+    return Rates(
+        model_provider=listed.model_provider,
+        model_name=listed.model_name,
+        source=CATALOGUE,
+        input=listed.input,
+        output=listed.output,
+        cache_read=listed.cache_read or listed.input,
+        cache_write=listed.cache_write or listed.input,
+        per_call=listed.per_call,
+    )
+
+
+def _minute(at: datetime.datetime | None) -> datetime.datetime:
+    """The minute a price is looked up at (now by default), in UTC: the
+    table's prices change at whole minutes (DeepSeek's off-peak hours start
+    at half past), so looking them up by the minute loses nothing."""
+    moment = at or datetime.datetime.now(datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).replace(second=0, microsecond=0)
 
 
 def catalogue_rates(
     model_provider: str, model_name: str, at: datetime.datetime | None = None
 ) -> Rates | None:
     """The maintained table's price of a model at a time (now by default), or None."""
-    moment = at or datetime.datetime.now(datetime.timezone.utc)
-    hour = moment.astimezone(datetime.timezone.utc).replace(minute=0, second=0, microsecond=0)
-    return _catalogue_rates(model_provider.strip().lower(), model_name.strip(), hour)
+    return _catalogue_rates(model_provider.strip().lower(), model_name.strip(), _minute(at))
 
 
-def _rates_from_row(record: asyncpg.Record) -> Rates:
-    """The rates of a ``model_prices`` row."""
-    input_rate = Rate(Decimal(record["input_microcents_per_token"]))
+def _exact(price: Fraction) -> Price:
+    """A price as a Decimal when it is a finite decimal, else the Fraction."""
+    denominator = price.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator != 1:
+        return price
+    places = max(twos, fives)
+    # From a string, exactly: no context precision applies.
+    return Decimal(f"{price.numerator * (10**places // price.denominator)}E-{places}")
 
-    def optional(name: str) -> Rate:
-        given = record[name]
-        return input_rate if given is None else Rate(Decimal(given))
+
+def _derived_cache_rate(input_price: Decimal, kind: Rate | None, listed_input: Rate) -> Rate | None:
+    """``input_price`` times the table's ratio of a cache price (``kind``)
+    to its input price, both below any tier; None without a ratio."""
+    if kind is None or listed_input.base == 0:
+        return None
+    ratio = Fraction(kind.base) / Fraction(listed_input.base)
+    return Rate(_exact(Fraction(input_price) * ratio))
+
+
+def tenant_rates(
+    model_provider: str,
+    model_name: str,
+    *,
+    input_microcents_per_token: Decimal | int | str,
+    output_microcents_per_token: Decimal | int | str,
+    cache_read_microcents_per_token: Decimal | int | str | None = None,
+    cache_write_microcents_per_token: Decimal | int | str | None = None,
+    at: datetime.datetime | None = None,
+) -> Rates:
+    """The rates of a tenant's price of a model (see the module's contract).
+
+    A cache rate not given is the input rate times the table's
+    cache-to-input ratio for the model at ``at`` (now by default), or None
+    (unknown) when the table gives no ratio. Names and prices are checked
+    as :func:`set_model_price` checks them
+    (:class:`~everyskill.errors.ValidationError`).
+    """
+    try:
+        values = _PriceInput(
+            model_name=model_name,
+            model_provider=model_provider,
+            input_microcents_per_token=input_microcents_per_token,
+            output_microcents_per_token=output_microcents_per_token,
+            cache_read_microcents_per_token=cache_read_microcents_per_token,
+            cache_write_microcents_per_token=cache_write_microcents_per_token,
+        )
+    except pydantic.ValidationError as error:
+        raise ValidationError.from_pydantic(error) from None
+    return _tenant_rates(
+        values.model_provider,
+        values.model_name,
+        values.input_microcents_per_token,
+        values.output_microcents_per_token,
+        values.cache_read_microcents_per_token,
+        values.cache_write_microcents_per_token,
+        _minute(at),
+    )
+
+
+def _tenant_rates(
+    model_provider: str,
+    model_name: str,
+    input_price: Decimal,
+    output_price: Decimal,
+    cache_read: Decimal | None,
+    cache_write: Decimal | None,
+    minute: datetime.datetime,
+) -> Rates:
+    """:func:`tenant_rates` of prices already checked, at a minute of :func:`_minute`."""
+    listed = None
+    if cache_read is None or cache_write is None:
+        listed = _catalogue_listed(model_provider.strip().lower(), model_name.strip(), minute)
+
+    def cache_rate(given: Decimal | None, kind: Literal["read", "write"]) -> Rate | None:
+        if given is not None:
+            return Rate(given)
+        if listed is None:
+            return None
+        return _derived_cache_rate(
+            input_price, listed.cache_read if kind == "read" else listed.cache_write, listed.input
+        )
 
     return Rates(
-        model_provider=record["model_provider"],
-        model_name=record["model_name"],
+        model_provider=model_provider,
+        model_name=model_name,
         source="tenant",
-        input=input_rate,
-        output=Rate(Decimal(record["output_microcents_per_token"])),
-        cache_read=optional("cache_read_microcents_per_token"),
-        cache_write=optional("cache_write_microcents_per_token"),
+        input=Rate(input_price),
+        output=Rate(output_price),
+        cache_read=cache_rate(cache_read, "read"),
+        cache_write=cache_rate(cache_write, "write"),
+    )
+
+
+def _rates_from_row(record: asyncpg.Record, at: datetime.datetime) -> Rates:
+    """The rates of a ``model_prices`` row (checked when it was written) at a time."""
+
+    def price(name: str) -> Decimal | None:
+        value = record[name]
+        return None if value is None else Decimal(value)
+
+    return _tenant_rates(
+        record["model_provider"],
+        record["model_name"],
+        Decimal(record["input_microcents_per_token"]),
+        Decimal(record["output_microcents_per_token"]),
+        price("cache_read_microcents_per_token"),
+        price("cache_write_microcents_per_token"),
+        _minute(at),
     )
 
 
@@ -368,10 +565,8 @@ class Pricer:
         """A pricer for the current tenant, on its scope's ``connection``: the
         tenant's prices (a handful of rows) in one query."""
         records = await connection.fetch("SELECT * FROM model_prices")
-        return cls(
-            [_rates_from_row(record) for record in records],
-            at or datetime.datetime.now(datetime.timezone.utc),
-        )
+        moment = at or datetime.datetime.now(datetime.timezone.utc)
+        return cls([_rates_from_row(record, moment) for record in records], moment)
 
     def rates(self, model_provider: str, model_name: str) -> Rates | None:
         """The price that applies to a model: the tenant's, else the table's."""
@@ -396,7 +591,11 @@ class Pricer:
             return None
         cost = rates.cost(usage)
         if cost is None:
-            self._uncosted[(model_provider, model_name, "tokens")] += 1
+            if usage.input_tokens is None or usage.output_tokens is None:
+                why = "tokens"
+            else:  # cache tokens of a kind whose rate is unknown
+                why = " and ".join(rates.unknown_rates(usage))
+            self._uncosted[(model_provider, model_name, why)] += 1
         elif cost > COST_MAX:
             self._uncosted[(model_provider, model_name, "too big")] += 1
             return None
@@ -412,6 +611,20 @@ class Pricer:
             "tokens": "a cost needs both input_tokens and output_tokens",
             "too big": f"the cost exceeds {COST_MAX} microcents, the most a row holds",
         }
+        for kinds, fields in (
+            ("cache read", "cache_read_microcents_per_token"),
+            ("cache write", "cache_write_microcents_per_token"),
+            (
+                "cache read and cache write",
+                "cache_read_microcents_per_token and cache_write_microcents_per_token",
+            ),
+        ):
+            reasons[kinds] = (
+                f"the calls have {kinds} tokens, but the tenant's price of this model"
+                f" has no {kinds} rate, and {CATALOGUE} has no {kinds} price of the"
+                " model to derive one from (as its ratio to a non-zero input price);"
+                f" set {fields} with everyskill.pricing.set_model_price"
+            )
         return tuple(
             CostWarning(provider, name, rows, reasons[why])
             for (provider, name, why), rows in sorted(self._uncosted.items())
@@ -554,7 +767,11 @@ async def delete_model_price(model_name: str, *, model_provider: str = "anthropi
 
 
 async def price_of(model_name: str, *, model_provider: str = "anthropic") -> Rates | None:
-    """The price that applies to the tenant's calls of a model now, or None."""
+    """The price that applies to the tenant's calls of a model now, or None.
+
+    For a tenant's price, cache rates it lacks are derived as the module's
+    contract says (None when unknown).
+    """
     name, provider = _names(model_name, model_provider)
     async with operation() as scope:
         pricer = await Pricer.load(scope.connection)
