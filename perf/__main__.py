@@ -42,6 +42,9 @@ from perf.report import text_table, write
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ORDER = (
     "single_feedback",
+    "single_feedback_triggers",
+    "single_feedback_rls",
+    "single_feedback_round_trips",
     "measurement_batch",
     "aggregate_read",
     "concurrent_writers",

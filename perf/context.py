@@ -23,7 +23,7 @@ from perf.data import Catalogue
 @dataclass(frozen=True)
 class Scale:
     name: str
-    # One feedback at a time: rows per round, rounds (baseline and API alternate).
+    # One feedback at a time: rows per round and way, rounds (the ways alternate).
     single_rows: int
     single_rounds: int
     # Measurement batches: rows per batch, rounds.
@@ -51,8 +51,8 @@ class Scale:
 
 FULL = Scale(
     name="full",
-    single_rows=400,
-    single_rounds=7,
+    single_rows=100,
+    single_rounds=25,
     batch_rows=10_000,
     batch_rounds=9,
     small_feedback=1_000,
@@ -72,8 +72,8 @@ FULL = Scale(
 
 QUICK = Scale(
     name="quick",
-    single_rows=40,
-    single_rounds=2,
+    single_rows=20,
+    single_rounds=5,
     batch_rows=1_000,
     batch_rounds=2,
     small_feedback=100,

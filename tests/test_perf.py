@@ -2,8 +2,9 @@
 The benchmark command (``python -m perf``), run at its quick scale: every
 benchmark runs against its baseline on a scratch database of the server,
 the checks that must hold whatever the speed (aggregates equal a recount,
-stored picks equal the raw SQL's) hold, and the results are written as
-JSON, Markdown and a PNG chart. Speed targets are not asserted here: they
+stored picks equal the raw SQL's, the single-feedback baselines did what
+they say) hold, every baseline says what it is, and the results are
+written as JSON, Markdown and a PNG chart. Speed targets are not asserted here: they
 are measured at full scale by ``scripts/perf.sh``.
 """
 
@@ -46,11 +47,28 @@ async def test_the_quick_run_measures_everything_and_writes_the_results(
     assert figures["run_completion"]["checks"]
     assert results["facts"]["scale"] == "quick"
 
-    # The printed table and the Markdown one name every figure.
+    # One feedback: the API against the raw INSERT with its triggers on, and
+    # the figures that say what the triggers, RLS and the round trips cost.
+    # The triggers-off baseline really had them off (its skill's stored count
+    # stayed 0), and the one-round-trip INSERTs ran as the application role.
+    single = figures["single_feedback"]
+    assert set(single["details"]["ms_per_row"]) == {
+        "api", "transaction", "application_role", "owner", "no_triggers"
+    }
+    assert single["baseline"] == figures["single_feedback_rls"]["baseline"]
+    assert single["baseline"] == figures["single_feedback_triggers"]["measured"]
+    assert figures["single_feedback_triggers"]["checks"]["triggers were off"]
+    assert figures["single_feedback_rls"]["checks"]["ran as the application role"]
+
+    # The printed table and the Markdown one name every figure, and every
+    # baseline says what it is.
     markdown = (tmp_path / "results.md").read_text()
     for figure in figures.values():
         assert figure["what"] in completed.stdout
         assert figure["what"] in markdown
+        if figure["baseline"] is not None:
+            assert figure["baseline_what"], figure["key"]
+            assert f"baseline is {figure['baseline_what']};" in markdown
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
     # The scratch database is gone.
