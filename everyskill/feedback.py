@@ -68,9 +68,11 @@ from everyskill.errors import (
     NotFoundError,
     ValidationError,
 )
+from everyskill.columns import select_list
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
 from everyskill.redaction import redact_fields_async
 from everyskill.rows import Saved, row_from_record
+from everyskill.rules import BOUNDS, FEEDBACK_RULES, SENTIMENT_OF, problems
 from everyskill.tenancy import operation
 from tables import FeedbackSource, FeedbackStatus, FeedbackType, SkillFeedback
 
@@ -107,14 +109,7 @@ TRANSITIONS: dict[FeedbackStatus, tuple[FeedbackStatus, ...]] = {
 
 _Id = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)
 _Text = pydantic.constr(max_length=MAX_TEXT_LENGTH)
-_SENTIMENT_OF = {FeedbackType.thumbs_up.value: 1, FeedbackType.thumbs_down.value: -1}
-_ONLY_FOR = {
-    "suggested_content": FeedbackType.suggestion.value,
-    "suggested_diff": FeedbackType.suggestion.value,
-    "example_input": FeedbackType.training_example.value,
-    "example_output": FeedbackType.training_example.value,
-    "expected_output": FeedbackType.training_example.value,
-}
+_QUALITY_LOW, _QUALITY_HIGH = BOUNDS[SkillFeedback]["quality_score"]
 
 
 class _FeedbackInput(pydantic.BaseModel):
@@ -128,7 +123,7 @@ class _FeedbackInput(pydantic.BaseModel):
     user_id: _Id | None = None  # type: ignore[valid-type]
     usage_event_id: _Id | None = None  # type: ignore[valid-type]
     sentiment: Literal[-1, 0, 1] | None = None
-    quality_score: pydantic.conint(ge=1, le=10) | None = None  # type: ignore[valid-type]
+    quality_score: pydantic.conint(ge=_QUALITY_LOW, le=_QUALITY_HIGH) | None = None  # type: ignore[valid-type]
     source: Literal[tuple(s.value for s in FeedbackSource)] = FeedbackSource.web.value  # type: ignore[valid-type]
     comment: _Text | None = None  # type: ignore[valid-type]
     suggested_content: _Text | None = None  # type: ignore[valid-type]
@@ -149,31 +144,14 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         if values[name] is not None and not values[name].strip():
             values[name] = None
 
+    # A thumb's sentiment follows its type when not given; then the rules
+    # of a stored row, as the New* models and the database hold them.
     kind = values["feedback_type"]
-    problems: list[tuple[str, str]] = []
-    if kind in _SENTIMENT_OF:
-        wanted = _SENTIMENT_OF[kind]
-        if values["sentiment"] is None:
-            values["sentiment"] = wanted
-        elif values["sentiment"] != wanted:
-            problems.append(("sentiment", f"a {kind} has sentiment {wanted}"))
-    for name, only_for in _ONLY_FOR.items():
-        if values[name] is not None and kind != only_for:
-            problems.append((name, f"only a {only_for} has {name}, not a {kind}"))
-    if kind == FeedbackType.suggestion.value and (
-        values["suggested_content"] is None and values["suggested_diff"] is None
-    ):
-        problems.append(
-            ("suggested_content", "a suggestion needs suggested_content or suggested_diff")
-        )
-    if kind == FeedbackType.training_example.value:
-        for name in ("example_input", "expected_output"):
-            if values[name] is None:
-                problems.append((name, f"a training_example needs {name}"))
-    if kind == FeedbackType.bug_report.value and values["comment"] is None:
-        problems.append(("comment", "a bug_report needs a comment saying what is wrong"))
-    if problems:
-        raise ValidationError(problems)
+    if kind in SENTIMENT_OF and values["sentiment"] is None:
+        values["sentiment"] = SENTIMENT_OF[kind]
+    found = problems(FEEDBACK_RULES, values)
+    if found:
+        raise ValidationError(found)
     return values
 
 
@@ -183,8 +161,8 @@ INSERT INTO skill_feedback (
     feedback_type, sentiment, comment, suggested_content, suggested_diff,
     example_input, example_output, expected_output, quality_score, source)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-RETURNING *
-"""
+RETURNING {columns}
+""".format(columns=select_list(SkillFeedback))
 
 
 async def record_feedback(
@@ -253,7 +231,7 @@ async def get_feedback(feedback_id: str) -> SkillFeedback:
     check_id("feedback_id", feedback_id)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
-            "SELECT * FROM skill_feedback WHERE id = $1", feedback_id
+            f"SELECT {select_list(SkillFeedback)} FROM skill_feedback WHERE id = $1", feedback_id
         )
     if record is None:
         raise NotFoundError("feedback", feedback_id)
@@ -307,11 +285,10 @@ async def _transition(
         record = await connection.fetchrow(
             """
             UPDATE skill_feedback
-               SET status = $3, reviewed_by = $4, reviewed_at = now(),
-                   review_notes = coalesce($5, review_notes)
+               SET status = $3, reviewed_by = $4, review_notes = coalesce($5, review_notes)
              WHERE id = $1 AND status = $2
-            RETURNING *
-            """,
+            RETURNING {columns}
+            """.format(columns=select_list(SkillFeedback)),
             feedback_id,
             current["status"],
             wanted.value,

@@ -7,12 +7,25 @@ Contract
 - ``New<Row>`` (``NewSkillFeedback``, ``NewTokenMeasurement``, ...) is a
   pydantic model of a row to insert, built from the table's columns: a column
   that is NOT NULL without a default is required; a nullable one is optional
-  (``None``); one with a default takes it. ``id`` and ``created_at`` are
-  optional, since the database generates them.
-- The models refuse what the database's CHECK constraints refuse: values
-  outside a column's choices, negative tokens, costs and latencies, scores
-  out of range, empty names. A refusal is a ``pydantic.ValidationError`` that
-  names the field and the reason.
+  (``None``); one with a default takes it. ``id``, ``created_at`` and
+  ``updated_at`` are optional: ``None`` leaves them to the database, which
+  generates them.
+- The models refuse what the database refuses on a new row, with the rules
+  of :mod:`everyskill.rules` (the rules the feedback API checks too): values
+  outside a column's choices or its type's range (``integer``, ``bigint``,
+  ``numeric(14, 6)``, ``varchar(100)``), negative tokens, costs, latencies
+  and rates, scores out of range, empty names, text PostgreSQL cannot store;
+  a feedback type without what it carries or with another type's fields (a
+  thumbs up has sentiment 1, a thumbs down -1), reviewed feedback without
+  ``reviewed_at``; a benchmark run not created pending, or over no models,
+  blank or repeated ones. Columns PostgreSQL sets itself on a new row (a
+  skill's aggregates, a run's life-cycle stamps and picks) are refused
+  unless left at their default, rather than silently replaced. A refusal is
+  a ``pydantic.ValidationError`` whose error names the field and the
+  reason. What a model accepts, the database stores as given (times to the
+  millisecond), provided the rows it names exist in the same tenant and it
+  repeats no unique value (and a benchmark result's run is running and
+  names its model): the database alone can check those.
 - :func:`row_from_record` makes a row object from a database record, and
   :class:`Saved` is what the API returns for a row it wrote: the row, the
   counts of secrets redacted from its text, and warnings (a cost that could
@@ -26,12 +39,35 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, Literal, Optional, TypeVar
+from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
 import asyncpg
 import pydantic
-from piccolo.columns import Array, Column, ForeignKey, Timestamptz
+from piccolo.columns import (
+    Array,
+    BigInt,
+    Column,
+    ForeignKey,
+    Integer,
+    Numeric,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.base import Default
 from piccolo.table import Table
+from pydantic_core import PydanticCustomError
+
+from everyskill.errors import UNSTORABLE, storable
+from everyskill.rules import (
+    BOUNDS,
+    INT4,
+    INT8,
+    NON_EMPTY,
+    ROW_RULES,
+    SET_BY_DATABASE,
+    Bound,
+    Rule,
+)
 
 from tables import (
     BenchmarkResult,
@@ -70,31 +106,6 @@ __all__ = [
     "row_from_record",
 ]
 
-# Bounds the CHECK constraints of the migrations enforce, by column name.
-_NON_NEGATIVE = {
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "estimated_cost_microcents",
-    "cheapest_cost_microcents",
-    "avg_token_cost_microcents",
-    "latency_ms",
-    "test_case_index",
-    "total_feedback",
-}
-_NON_EMPTY = {"name", "slug", "email", "model_name", "model_provider", "source"}
-_RANGES: dict[tuple[str, str], tuple[int, int]] = {
-    ("skill_feedback", "quality_score"): (1, 10),
-    ("benchmark_results", "quality_score"): (0, 100),
-    ("benchmark_runs", "best_quality_score"): (0, 100),
-    ("skills", "positive_feedback_pct"): (0, 100),
-    ("skill_versions", "version"): (1, 2**31 - 1),
-}
-_INT4_MAX = 2**31 - 1
-
-
 def _value_type(column: Column) -> Any:
     if isinstance(column, ForeignKey):
         return _value_type(column._foreign_key_meta.resolved_target_column)
@@ -105,43 +116,135 @@ def _value_type(column: Column) -> Any:
     choices = column._meta.choices
     if choices is not None and issubclass(choices, Enum):
         return Literal[tuple(member.value for member in choices)]
+    if column.value_type is str:
+        return _StorableText
     return column.value_type
 
 
-def _field(table: type[Table], column: Column) -> tuple[Any, Any]:
+def _storable(text: str) -> str:
+    if not storable(text):
+        raise PydanticCustomError("unstorable_text", UNSTORABLE)
+    return text
+
+
+_StorableText = Annotated[str, pydantic.AfterValidator(_storable)]
+
+
+def _constraints(table: type[Table], column: Column) -> dict[str, Any]:
+    """Field constraints from the column's type and the table's column rules."""
+    name = column._meta.name
+    constraints: dict[str, Any] = {"description": column._meta.help_text}
+    low: Bound = None
+    high: Bound = None
+    if isinstance(column, Integer) and not column._meta.choices:
+        low, high = INT8 if isinstance(column, BigInt) else INT4
+    rule_low, rule_high = BOUNDS.get(table, {}).get(name, (None, None))
+    if rule_low is not None:
+        low = rule_low if low is None else max(low, rule_low)
+    if rule_high is not None:
+        high = rule_high if high is None else min(high, rule_high)
+    if low is not None:
+        constraints["ge"] = low
+    if high is not None:
+        constraints["le"] = high
+    if isinstance(column, Numeric) and column.digits is not None:
+        constraints["max_digits"], constraints["decimal_places"] = column.digits
+    if isinstance(column, Varchar):
+        constraints["max_length"] = column.length
+    if name in NON_EMPTY.get(table, ()):
+        constraints["min_length"] = 1
+    return constraints
+
+
+def _set_by_database(name: str, default: Any, why: str) -> Any:
+    def leave_out(value: Any) -> Any:
+        if value != default:
+            raise PydanticCustomError(
+                "set_by_database", f"{why}: leave {name} out of a new row"
+            )
+        return value
+
+    return pydantic.AfterValidator(leave_out)
+
+
+def _row_rules(name: str, rules: tuple[Rule, ...]) -> Any:
+    """An after-validator applying ``rules`` (all on ``name``) with the
+    fields validated before it."""
+
+    def check(value: Any, info: pydantic.ValidationInfo) -> Any:
+        values = {**info.data, name: value}
+        for rule in rules:
+            reason = rule.reason(values)
+            if reason is not None:
+                raise PydanticCustomError("row_rule", reason)
+        return value
+
+    return pydantic.AfterValidator(check)
+
+
+def _default(column: Column) -> Any:
+    default = column.default
+    return default.value if isinstance(default, Enum) else default
+
+
+def _field(table: type[Table], column: Column, rules: tuple[Rule, ...]) -> tuple[Any, Any]:
     name = column._meta.name
     annotation = _value_type(column)
-    constraints: dict[str, Any] = {"description": column._meta.help_text}
-    if annotation is int:
-        low, high = _RANGES.get((table._meta.tablename, name), (None, _INT4_MAX))
-        if name in _NON_NEGATIVE:
-            low = 0
-        constraints.update(ge=low, le=high)
-    if name.endswith("_per_token"):
-        constraints.update(ge=0, max_digits=14, decimal_places=6)
-    if annotation is str and name in _NON_EMPTY:
-        constraints["min_length"] = 1
-    if name == "models":
-        constraints["min_length"] = 1
+    constraints = _constraints(table, column)
+    validators: list[Any] = []
+    why = SET_BY_DATABASE.get(table, {}).get(name)
+    if why is not None:
+        validators.append(_set_by_database(name, _default(column), why))
+    if rules:
+        # A rule runs on a default value too: a bug report without a
+        # comment breaks one.
+        validators.append(_row_rules(name, rules))
+        constraints["validate_default"] = True
 
-    if column._meta.primary_key or name == "created_at":
-        return Optional[annotation], pydantic.Field(default=None, **constraints)
-    if column._meta.null:
-        return Optional[annotation], pydantic.Field(default=None, **constraints)
+    # The database generates ids and times (created_at, updated_at): None
+    # leaves them to it.
+    generated = column._meta.primary_key or isinstance(column.default, Default)
+    if generated or column._meta.null:
+        annotation = Optional[annotation]
+    if validators:
+        annotation = Annotated[(annotation, *validators)]
+
+    if generated or column._meta.null:
+        return annotation, pydantic.Field(default=None, **constraints)
     if column._meta.required:
         return annotation, pydantic.Field(**constraints)
-    default = column.default
+    default = _default(column)
     if callable(default):
         return annotation, pydantic.Field(default_factory=default, **constraints)
-    if isinstance(default, Enum):
-        default = default.value
     return annotation, pydantic.Field(default=default, **constraints)
+
+
+def _field_order(table: type[Table], rules: tuple[Rule, ...]) -> list[str]:
+    """The table's columns in order, each field a rule is on moved after the
+    fields the rule reads (a field's validators see the fields before it)."""
+    order = [column._meta.name for column in table._meta.columns]
+    for _ in range(len(order) + 1):
+        moved = False
+        for rule in rules:
+            after = max((order.index(name) for name in rule.reads), default=-1)
+            if order.index(rule.field) < after:
+                order.remove(rule.field)
+                order.insert(after, rule.field)
+                moved = True
+        if not moved:
+            return order
+    raise ValueError(f"the rules of {table._meta.tablename} read each other in a circle")
 
 
 def new_row_model(table: type[Table]) -> type[pydantic.BaseModel]:
     """A pydantic model of a new row of ``table``, named ``New<Table>``."""
+    rules = ROW_RULES.get(table, ())
+    columns = {column._meta.name: column for column in table._meta.columns}
     fields = {
-        column._meta.name: _field(table, column) for column in table._meta.columns
+        name: _field(
+            table, columns[name], tuple(rule for rule in rules if rule.field == name)
+        )
+        for name in _field_order(table, rules)
     }
     model: type[pydantic.BaseModel] = pydantic.create_model(  # type: ignore[call-overload]
         f"New{table.__name__}",
