@@ -25,6 +25,7 @@ from piccolo.apps.migrations.commands.forwards import run_forwards
 
 from everyskill.admin import AdminLogin, create_app, ensure_admin_user
 from everyskill.errors import ValidationError
+from everyskill.database import DatabaseConfigurationError, app_engine, prepare_app_login
 from everyskill.sample_data import load_sample_data
 
 
@@ -68,16 +69,24 @@ async def prepare(*, sample_data: bool = True) -> AdminLogin:
     if not result.success:
         raise SystemExit(f"Migrations failed: {result.message}")
     try:
+        await prepare_app_login()
+    except DatabaseConfigurationError as problem:
+        raise SystemExit(f"The application's database login: {problem}") from None
+    try:
         login = await ensure_admin_user()
     except ValidationError as problem:
         raise SystemExit(f"The admin login: {problem}") from None
     if sample_data:
-        from piccolo_conf import DB  # the engine, on the server just migrated
+        from piccolo_conf import DB  # the owner's engine, on the server just migrated
 
+        # The owner creates the tenants; the query API (the application's
+        # login) writes the rest.
         await DB.start_connection_pool()
+        await app_engine().start_connection_pool()
         try:
             loaded = await load_sample_data()
         finally:
+            await app_engine().close_connection_pool()
             await DB.close_connection_pool()
         if loaded is not None:
             print(

@@ -258,6 +258,12 @@ class Skill(Table, tablename="skills"):
         default=TimestamptzNow(),
         help_text="When the catalogue entry (not its aggregates) last changed.",
     )
+    archived_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="When the tenant archived the skill (NULL while in use): left out"
+        " of lists by default; its feedback, usage and runs are kept.",
+    )
 
     @classmethod
     def get_readable(cls) -> Readable:

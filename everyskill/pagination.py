@@ -31,6 +31,7 @@ from typing import Any, Generic
 
 import asyncpg
 
+from everyskill.columns import select_list
 from everyskill.errors import ValidationError
 from everyskill.rows import RowT, row_from_record
 
@@ -132,7 +133,7 @@ async def fetch_page(
         where.add("(created_at, id) < ({}, {})", moment, id)
     where.arguments.append(limit + 1)
     records = await connection.fetch(
-        f"SELECT * FROM {name} WHERE {where.sql()}"
+        f"SELECT {select_list(table)} FROM {name} WHERE {where.sql()}"
         f" ORDER BY created_at DESC, id DESC LIMIT ${len(where.arguments)}",
         *where.arguments,
     )

@@ -41,6 +41,7 @@ from typing import Any
 from piccolo.columns import ForeignKey
 from piccolo.table import Table
 
+from everyskill.columns import select_list
 from everyskill.errors import NotFoundError, ValidationError
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
 from everyskill.rows import RowT, row_from_record
@@ -197,7 +198,9 @@ async def parents(rows: Sequence[Table], column: ForeignKey[Any]) -> dict[str, T
         return {}
     async with operation() as scope:
         records = await scope.connection.fetch(
-            f"SELECT * FROM {target._meta.tablename} WHERE id = ANY($1::text[])", ids
+            f"SELECT {select_list(target)} FROM {target._meta.tablename}"
+            " WHERE id = ANY($1::text[])",
+            ids,
         )
     return {record["id"]: row_from_record(target, record) for record in records}
 

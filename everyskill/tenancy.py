@@ -2,22 +2,30 @@
 
 Contract
 --------
-- The application connects as the owner (the role in ``DATABASE_URL``, see
-  :mod:`everyskill.database`). Each tenant operation is one transaction that
-  first switches to :data:`APP_ROLE` and sets :data:`TENANT_SETTING` to the
-  tenant's id, both with transaction scope (``SET LOCAL`` semantics). Nothing
-  survives the transaction, so pooled connections and PgBouncer in
-  transaction mode are safe.
+- The application connects as ``everyskill_api``
+  (:func:`everyskill.database.app_engine`): a login with no privileges of its
+  own, a member of :data:`APP_ROLE` only. Each tenant operation is one
+  transaction that first switches to :data:`APP_ROLE` and sets
+  :data:`TENANT_SETTING` to the tenant's id, both with transaction scope
+  (``SET LOCAL`` semantics). Nothing survives the transaction, so pooled
+  connections and PgBouncer in transaction mode are safe. Outside such a
+  transaction the login reads and writes nothing, ``RESET ROLE`` inside one
+  drops back to nothing, and it can become no other role: the database
+  refuses even when application code errs.
 - :data:`APP_ROLE` (created by the migrations) is not a superuser, cannot log
   in, has NOBYPASSRLS and owns nothing: PostgreSQL's row-level security confines
   it to the rows whose ``tenant_id`` equals the setting. With the setting unset
   or empty it reads and writes nothing. A query that forgets a tenant filter
   still sees one tenant.
 - :func:`tenant_scope` is how the query API is used: ``async with
-  tenant_scope(tenant_id):`` opens one such transaction on the Piccolo
+  tenant_scope(tenant_id):`` opens one such transaction on the application
   engine (its pool when started) and makes it the current scope of the task.
   Every API call inside it runs in that transaction, as the application role.
-  Piccolo queries run inside it too, under the same row-level security.
+  Piccolo queries inside it run on the same connection (the tables are bound
+  to ``piccolo_conf``'s engine; the scope is that engine's transaction too),
+  under the same row-level security; their errors are typed as the API's, and
+  a column the application may not read or write is a
+  :class:`~everyskill.errors.NotPermittedError` naming it.
   - Nested with the same tenant, it reuses the open scope (no new
     transaction). Nested with another tenant, or opened inside a transaction
     that is not a tenant scope, it raises :class:`TenantScopeError` without
@@ -26,16 +34,24 @@ Contract
     Cancelled at any moment (while it begins, runs or ends), it still gives
     its connection back to the pool before the task ends.
 - :func:`operation` is how each API call uses the scope: with no scope it
-  raises :class:`TenantScopeError` before touching the database. Each call
-  runs in a savepoint, so a call that fails leaves nothing half-written and
-  the scope usable; database constraint errors come out typed (see
-  :mod:`everyskill.errors`). A call's savepoint is released by the next call
-  (in the same round trip as its own), or nested after savepoints set since
-  by others on the connection taken from the scope (``scope.connection``,
-  Piccolo's queries): those stay usable. A call after the transaction was
-  committed or rolled back by hand raises :class:`TenantScopeError`, and so
-  does the end of a scope whose transaction an error caught in the block had
-  aborted (PostgreSQL would silently roll it back). Calls made concurrently within one scope (for
+  raises :class:`TenantScopeError` before touching the database. A call sets
+  no savepoint: each call writes with one statement (after reads), so a call
+  that fails has written nothing of its own. A refusal raised before anything
+  was written (invalid input, a row not found, a state that forbids the
+  change) leaves the scope usable. A call that fails in the database (an
+  error there aborts the transaction) or with an unexpected error after it
+  used the connection *ends the scope*: later calls raise
+  :class:`TenantScopeError`, and at its end the scope rolls back and raises
+  :class:`TenantScopeError` if the block went on as if nothing happened.
+  Nothing of a failed scope is committed. To carry on after a failing call,
+  wrap it in :meth:`TenantScope.savepoint`.
+  Why no savepoint per call: PostgreSQL keeps the transaction id of every
+  subtransaction that wrote, released or not, until the transaction ends;
+  past 64 of them (PGPROC_MAX_CACHED_SUBXIDS) the backend's cache overflows
+  and every session's snapshots must look subtransactions up on disk. A scope
+  of 200 writing calls holds no subtransaction at all.
+- Database constraint errors of calls come out typed (see
+  :mod:`everyskill.errors`). Calls made concurrently within one scope (for
   example with ``asyncio.gather``) take turns on its connection.
 - A lost database (a restart, a crash, a network failure) comes out of API
   calls and of the scope as :class:`~everyskill.errors.DatabaseUnavailableError`,
@@ -48,9 +64,12 @@ Contract
   died while idle is replaced when the scope begins, before any of the
   caller's work: the scope just works. A connection that dies on its way back
   to the pool, after the transaction ended, is discarded with a warning in
-  the log; the scope's outcome stands.
+  the log; the scope's outcome stands. A call after the transaction was
+  committed or rolled back by hand raises :class:`TenantScopeError`.
 - :func:`tenant_transaction` is the same switch on a bare asyncpg
-  connection, for code that manages its own connections.
+  connection, for code that manages its own connections. Inside an open
+  transaction it raises :class:`TenantScopeError` (as a savepoint, its
+  tenant would outlive it).
 - A tenant id must be a non-empty string; anything else is a
   :class:`TenantScopeError`.
 """
@@ -59,6 +78,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -71,6 +91,8 @@ from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 from everyskill.errors import (
     UNSTORABLE,
     DatabaseUnavailableError,
+    EverySkillError,
+    NotPermittedError,
     TenantScopeError,
     from_database_error,
     storable,
@@ -141,37 +163,85 @@ def _cause(error: BaseException) -> str:
     return "the connection was closed"
 
 
-# The savepoint each API call runs in. One name is enough: calls in a scope
-# take turns, and a call's savepoint is released when the next call sets its
-# own (or when the transaction ends).
-_SAVEPOINT = "everyskill_call"
-
-
 @dataclass(eq=False)
 class TenantScope:
     """An open tenant scope: one transaction, as the application role.
 
-    ``connection`` is the scope's connection. The scope notes when it is
-    handed out, so that a call knows whether anything may have run on it
-    since the scope opened (see :func:`operation`).
+    ``connection`` is the scope's connection. ``failed`` says why the scope
+    has ended, when a call failed in it (see :func:`operation`).
     """
 
     tenant_id: str
     _connection: asyncpg.Connection = field(repr=False)
     open: bool = True
+    failed: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    # The latest call savepoint: whether a call has run in it (else the
-    # next call can take it as it is, as the first call takes the one set
-    # when the scope opened), and whether the connection was handed out since
-    # it was set (someone may have set savepoints after it, which releasing
-    # it would release too).
-    _savepoint_used: bool = field(default=False, repr=False)
-    _handed_out: bool = field(default=False, repr=False)
+    # Whether a call is running, and whether it has used the connection.
+    _in_call: bool = field(default=False, repr=False)
+    _touched: bool = field(default=False, repr=False)
+    # Whether anything used the connection with success before now, and so
+    # whether a failure loses work done before it.
+    _used: bool = field(default=False, repr=False)
+    _lost_work: bool = field(default=False, repr=False)
+    _savepoints: int = field(default=0, repr=False)
 
     @property
     def connection(self) -> asyncpg.Connection:
-        self._handed_out = True
+        if self._in_call:
+            self._touched = True
+        else:
+            self._used = True  # handed out to the block's own code
         return self._connection
+
+    def _fail(self, error: BaseException | str) -> None:
+        self.failed = error if isinstance(error, str) else _reason(error)
+        self._lost_work = self._used
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Run the block in a savepoint: when a call in it fails, the block's
+        work is undone and the scope stays usable (the error still comes
+        out). A block that catches a failed call's error and goes on has its
+        work undone too, and raises :class:`TenantScopeError` at its end.
+        Each savepoint that writes holds a subtransaction id until the scope
+        ends: keep them to a few dozen per scope."""
+        self._refuse_if_failed()
+        self._savepoints += 1
+        name = f"everyskill_savepoint_{self._savepoints}"
+        try:
+            async with self.lock:
+                await self._connection.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                if not _lost(self._connection):
+                    await self._undo(name)
+                raise
+            if self.failed is not None:
+                reason = self.failed
+                await self._undo(name)
+                raise TenantScopeError(
+                    f"a call in the savepoint failed ({reason}) and the block went on:"
+                    " the savepoint's work was rolled back"
+                )
+            async with self.lock:
+                await self._connection.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
+
+    async def _undo(self, name: str) -> None:
+        async with self.lock:
+            await self._connection.execute(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+        self.failed = None
+        self._lost_work = False
+
+    def _refuse_if_failed(self) -> None:
+        if self.failed is not None:
+            raise TenantScopeError(
+                f"an earlier call in this tenant scope failed ({self.failed}): nothing of"
+                " the scope will be committed. Open a new scope (or wrap calls that may"
+                " fail in `async with scope.savepoint():`)."
+            )
 
 
 _current: ContextVar[TenantScope | None] = ContextVar("everyskill_tenant_scope", default=None)
@@ -195,22 +265,20 @@ def _literal(value: str) -> str:
 
 
 def _opening(tenant_id: str) -> str:
-    """What a scope sends when it opens, in one round trip: BEGIN, the switch
-    to the application role and the tenant (SET LOCAL semantics), and the
-    savepoint of the first call."""
+    """What a scope sends when it opens, in one round trip: BEGIN and the
+    switch to the application role and the tenant (SET LOCAL semantics)."""
     return (
-        "BEGIN; SELECT set_config('role', {role}, true), set_config({setting}, {tenant}, true);"
-        " SAVEPOINT {savepoint}"
+        "BEGIN; SELECT set_config('role', {role}, true), set_config({setting}, {tenant}, true)"
     ).format(
         role=_literal(APP_ROLE),
         setting=_literal(TENANT_SETTING),
         tenant=_literal(tenant_id),
-        savepoint=_SAVEPOINT,
     )
 
 
-def _default_engine() -> PostgresEngine:
-    # The engine the tables are bound to: piccolo_conf's DB.
+def _tables_engine() -> PostgresEngine:
+    # The engine the tables are bound to (piccolo_conf's DB): Piccolo queries
+    # in a scope run in the scope's transaction through it.
     from tables import Tenant
 
     engine = Tenant._meta.db
@@ -231,6 +299,12 @@ async def tenant_transaction(
     role and the tenant revert when the transaction ends.
     """
     _checked(tenant_id)
+    if connection.is_in_transaction():
+        raise TenantScopeError(
+            "tenant_transaction cannot be opened inside another transaction: as a"
+            " savepoint, its role and tenant would outlive it. Finish the open"
+            " transaction first."
+        )
     async with connection.transaction():
         # set_config(..., true) is SET LOCAL: it lasts until the transaction ends.
         await connection.execute(_SWITCH, APP_ROLE, TENANT_SETTING, tenant_id)
@@ -254,14 +328,18 @@ async def tenant_scope(
         yield current
         return
 
-    engine = engine or _default_engine()
-    if engine.current_transaction.get() is not None:
+    if engine is None:
+        from everyskill.database import app_engine
+
+        engine = app_engine()
+    tables_engine = _tables_engine()
+    if any(e.current_transaction.get() is not None for e in (engine, tables_engine)):
         raise TenantScopeError(
             "a tenant scope cannot be opened inside another transaction: its role "
             "and tenant would outlive the scope. Open the scope first and run the "
             "work inside it."
         )
-    async with _ScopeTransaction(engine, _opening(tenant_id)) as transaction:
+    async with _ScopeTransaction(engine, _opening(tenant_id), tables_engine) as transaction:
         scope = TenantScope(tenant_id=tenant_id, _connection=transaction.raw_connection)
         transaction.scope = scope
         token = _current.set(scope)
@@ -304,28 +382,33 @@ class _ScopeTransaction(PostgresTransaction):
     when BEGIN, COMMIT or ROLLBACK is interrupted, and the pool then waits
     forever for the lost connection when it closes.
 
+    It is the current transaction of the engine it came from (the
+    application's) and of ``tables_engine``, the one the tables are bound to,
+    so that Piccolo queries in the scope run on its connection. What they get
+    as ``connection`` turns their errors into typed ones.
+
     A lost connection is a DatabaseUnavailableError at every step (see the
     module's contract).
 
-    It opens with one round trip (``opening``: BEGIN, the switch, the first
-    call's savepoint) rather than asyncpg's BEGIN followed by the switch, and
-    ends with COMMIT or ROLLBACK. ``connection`` is what Piccolo's queries
-    in the scope run on: handing it out tells the scope that savepoints may
-    have been set since its latest call's (see :func:`operation`)."""
+    It opens with one round trip (``opening``: BEGIN and the switch) rather
+    than asyncpg's BEGIN followed by the switch, and ends with COMMIT or
+    ROLLBACK."""
 
-    def __init__(self, engine: PostgresEngine, opening: str) -> None:
+    def __init__(
+        self, engine: PostgresEngine, opening: str, tables_engine: PostgresEngine
+    ) -> None:
         super().__init__(engine)
         self._opening = opening
+        self._tables_engine = tables_engine
+        self._tables_context: Any = None
         self.scope: TenantScope | None = None
         # The pool's proxy of a connection, or a connection of its own.
         self.raw_connection: Any = None
 
     @property
     def connection(self) -> asyncpg.Connection:
-        if self.scope is not None:
-            self.scope._handed_out = True
-        connection: asyncpg.Connection = self.raw_connection
-        return connection
+        typed: asyncpg.Connection = _PiccoloConnection(self)  # type: ignore[assignment]
+        return typed
 
     async def begin(self) -> None:
         await self.raw_connection.execute(self._opening)
@@ -386,6 +469,8 @@ class _ScopeTransaction(PostgresTransaction):
                 continue
             break
         self.context = self.engine.current_transaction.set(self)
+        if self._tables_engine is not self.engine:
+            self._tables_context = self._tables_engine.current_transaction.set(self)
         return self
 
     async def __aexit__(self, exception_type: Any, exception: Any, traceback: Any) -> bool:
@@ -405,6 +490,18 @@ class _ScopeTransaction(PostgresTransaction):
                     # the scope's own set-up): typed like the API calls' own.
                     raise DatabaseUnavailableError("call", _cause(exception)) from exception
             elif not self._committed and not self._rolled_back:
+                scope = self.scope
+                if scope is not None and scope.failed is not None and not _lost(self.raw_connection):
+                    # A call failed and the block went on: nothing can be
+                    # committed. When work done before the failure is lost
+                    # with it, say so; a failed first use loses nothing.
+                    await self.rollback()
+                    if scope._lost_work:
+                        raise TenantScopeError(
+                            "nothing of the tenant scope was committed: a call in it failed"
+                            f" ({scope.failed}) after work done before it in the scope"
+                        )
+                    return True
                 if _lost(self.raw_connection):
                     # Gone before COMMIT was sent (the block caught a call's
                     # DatabaseUnavailableError and went on): not committed.
@@ -420,6 +517,8 @@ class _ScopeTransaction(PostgresTransaction):
                         raise DatabaseUnavailableError("commit", _cause(error)) from error
                     raise
         finally:
+            if self._tables_context is not None:
+                self._tables_engine.current_transaction.reset(self._tables_context)
             self.engine.current_transaction.reset(self.context)
             await self._release()
         return exception is None
@@ -463,11 +562,28 @@ def current_scope() -> TenantScope:
     return scope
 
 
+def _from_database(error: BaseException) -> bool:
+    """Whether ``error`` comes from an error of PostgreSQL (which aborts the
+    transaction it happens in), itself or anywhere in its chain."""
+    current: BaseException | None = error
+    seen = set()
+    while current is not None and id(current) not in seen:
+        if isinstance(current, asyncpg.PostgresError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
 @asynccontextmanager
 async def operation(
     inputs: Mapping[str, object] | None = None,
 ) -> AsyncIterator[TenantScope]:
-    """One API call: a savepoint in the current scope, errors typed.
+    """One API call in the current scope, errors typed; see the module doc.
 
     ``inputs`` (the call's values by column name) let an error name the id
     that was not found.
@@ -476,36 +592,37 @@ async def operation(
     async with scope.lock:
         connection = scope._connection
         try:
+            scope._refuse_if_failed()
             if not connection.is_in_transaction():
                 # Committed or rolled back by hand (Piccolo's transaction
-                # object allows it): what follows would run as the owner.
+                # object allows it): what follows would run as the login,
+                # which can do nothing.
                 raise TenantScopeError(
                     "the tenant scope's transaction has already ended (it was committed"
                     " or rolled back inside the block): open a new scope"
                 )
-            if scope._handed_out:
-                # Savepoints set by others since the latest call's stay: this
-                # call's savepoint nests after them.
-                await connection.execute(f"SAVEPOINT {_SAVEPOINT}")
-            elif scope._savepoint_used:
-                # The previous call's savepoint is released in the same round
-                # trip (lazily: a call that succeeds leaves it open).
-                await connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
-            scope._savepoint_used = True
+            scope._touched = False
+            scope._in_call = True
             try:
                 yield scope
-            except BaseException:
-                if not _lost(connection):
-                    await connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            except BaseException as error:
+                # A refusal of our own, raised before writing, leaves the
+                # scope as it was; anything else that happened after the
+                # connection was used may have left part of the call behind.
+                if _from_database(error) or (
+                    scope._touched and not isinstance(error, EverySkillError)
+                ):
+                    scope._fail(error)
                 raise
+            else:
+                scope._used = scope._used or scope._touched
             finally:
-                # The call's own use of the connection sets no savepoint.
-                scope._handed_out = False
+                scope._in_call = False
         except Exception as error:
             if _lost(connection):
                 # The connection ended (a restart, a crash): the scope's whole
-                # transaction went with it, and what comes out here is often
-                # the savepoint's failed rollback. Say what happened.
+                # transaction went with it. Say what happened.
+                scope._fail("the connection to the database was lost")
                 raise DatabaseUnavailableError("call", _cause(error)) from error
             if isinstance(error, asyncpg.PostgresError):
                 typed = from_database_error(error, inputs)
@@ -516,3 +633,101 @@ async def operation(
                 # surrogate): its message quotes the value, this one does not.
                 raise unstorable_input(inputs) from None
             raise
+
+
+class _PiccoloConnection:
+    """The scope's connection as Piccolo's queries get it: the same
+    connection (every attribute is its own), whose ``fetch`` and ``execute``
+    raise typed errors. A query the database refuses ends the scope, as a
+    failed call does (unless it runs in :meth:`TenantScope.savepoint`)."""
+
+    def __init__(self, transaction: _ScopeTransaction) -> None:
+        self._transaction = transaction
+        self._connection = transaction.raw_connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await self._connection.fetch(query, *args, **kwargs)
+        except asyncpg.PostgresError as error:
+            raise await self._typed(error, query) from error
+        self._used()
+        return result
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await self._connection.execute(query, *args, **kwargs)
+        except asyncpg.PostgresError as error:
+            raise await self._typed(error, query) from error
+        self._used()
+        return result
+
+    def _used(self) -> None:
+        if self._transaction.scope is not None:
+            self._transaction.scope._used = True
+
+    async def _typed(self, error: asyncpg.PostgresError, query: str) -> BaseException:
+        scope = self._transaction.scope
+        if scope is not None:
+            scope._fail(error)
+        if isinstance(error, asyncpg.InsufficientPrivilegeError) and "row-level" not in (
+            error.message or ""
+        ):
+            refused = await _not_permitted(self._transaction.engine, query)
+            if refused is not None:
+                return refused
+        return from_database_error(error) or error
+
+
+# The statement Piccolo sent: its verb and table. Piccolo quotes every name.
+_STATEMENT = re.compile(
+    r'^\s*(?:(?P<insert>INSERT\s+INTO)|(?P<update>UPDATE)|(?P<delete>DELETE\s+FROM)|SELECT\b.*?\bFROM)'
+    r'\s+"(?P<table>[^"]+)"',
+    re.IGNORECASE | re.DOTALL,
+)
+_QUOTED = re.compile(r'"([^"]+)"')
+_ADVICE = {
+    "SELECT": "select the other columns (Piccolo's select() with the columns you need)",
+    "INSERT": "leave them to PostgreSQL, or write through the query API",
+    "UPDATE": "save only the columns you changed (row.save([Table.column])), or write"
+    " through the query API",
+    "DELETE": "write through the query API (skills are archived, not deleted)",
+}
+_DENIED_COLUMNS = """
+SELECT attname FROM pg_attribute
+ WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
+   AND attname = ANY($2::text[])
+   AND NOT has_column_privilege($3, attrelid, attname, $4)
+ ORDER BY attnum
+"""
+
+
+async def _not_permitted(engine: PostgresEngine, query: str) -> NotPermittedError | None:
+    """What a statement Piccolo sent may not do, as the application role:
+    the columns it names that the role lacks the statement's privilege on.
+    Asked on a connection of its own (the scope's transaction is aborted)."""
+    match = _STATEMENT.match(query)
+    if match is None:
+        return None
+    table = match["table"]
+    privilege = (
+        "INSERT" if match["insert"] else "UPDATE" if match["update"]
+        else "DELETE" if match["delete"] else "SELECT"
+    )
+    names = sorted(set(_QUOTED.findall(query)) - {table})
+    try:
+        connection = await asyncpg.connect(**engine.config)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        denied = [
+            record["attname"]
+            for record in await connection.fetch(
+                _DENIED_COLUMNS, table, names, APP_ROLE, privilege
+            )
+        ]
+    finally:
+        await connection.close()
+    return NotPermittedError(table, privilege, denied, _ADVICE[privilege])

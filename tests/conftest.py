@@ -4,9 +4,13 @@ Test fixtures: a real PostgreSQL, never a mock.
 At start-up the suite takes the server from ``DATABASE_URL`` or, without it,
 the embedded PostgreSQL, creates a scratch database ``everyskill_test_<pid>``
 on it, migrates it with the ``piccolo`` command line, and points
-``DATABASE_URL`` at it, so that everything the tests run (Piccolo, the admin,
-child processes) uses the scratch database. It is dropped at the end. The role
-in the URL needs CREATEDB (the embedded owner has it).
+``DATABASE_URL`` (the owner) and ``EVERYSKILL_APP_DATABASE_URL`` (the
+application's login, ``everyskill_api``) at it, so that everything the tests
+run (Piccolo, the query API, the admin, child processes) uses the scratch
+database. It is dropped at the end. The owner needs CREATEDB (the embedded
+owner has it). With ``DATABASE_URL`` set, ``EVERYSKILL_APP_DATABASE_URL``
+must name the application's login on the same server (any database: the
+scratch one replaces it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import psutil
 import pytest
 from piccolo.engine.postgres import PostgresEngine
 
-from everyskill.database import database_url
+from everyskill import embedded_db
+from everyskill.database import APP_URL_VARIABLE, app_database_url, database_url, prepare_app_login
 from tests.support import (
     TEST_DATABASE_PREFIX,
     TenantRows,
@@ -43,12 +48,20 @@ _test_database: str | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _server_url, _test_database
     _server_url = database_url()
+    # Read before DATABASE_URL points at the scratch database: on the
+    # embedded server, the login it keeps a password for; else the setting
+    # (a clear error when it is missing).
+    server_app_url = app_database_url()
     asyncio.run(_drop_abandoned_test_databases(_server_url))
     _test_database = f"{TEST_DATABASE_PREFIX}{os.getpid()}"
     asyncio.run(create_database(_server_url, _test_database))
     test_url = with_database(_server_url, _test_database)
     os.environ["DATABASE_URL"] = test_url
+    os.environ[APP_URL_VARIABLE] = with_database(server_app_url, _test_database)
     run_piccolo(test_url, "migrations", "forwards", "all")
+    if server_app_url == embedded_db.app_url():
+        embedded_db.set_app_password()
+    asyncio.run(prepare_app_login())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -89,13 +102,18 @@ async def owner(database_url_for_tests: str) -> AsyncIterator[asyncpg.Connection
         yield connection
 
 
+@pytest.fixture(scope="session")
+def app_url_for_tests() -> str:
+    """The application's login (``everyskill_api``) on the scratch database."""
+    return os.environ[APP_URL_VARIABLE]
+
+
 @pytest.fixture
-async def app_connection(
-    database_url_for_tests: str,
-) -> AsyncIterator[asyncpg.Connection]:
-    """A connection made the way the application makes it (owner's URL; each
-    tenant operation then switches to the application role)."""
-    async with connected(database_url_for_tests) as connection:
+async def app_connection(app_url_for_tests: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection made the way the application makes it: logged in as
+    ``everyskill_api``; each tenant operation then switches to the
+    application role."""
+    async with connected(app_url_for_tests) as connection:
         yield connection
 
 
@@ -112,15 +130,21 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def engine() -> AsyncIterator[PostgresEngine]:
-    """Piccolo's engine (piccolo_conf.DB, on the scratch database) with its
-    connection pool started, as an application starts it: what the tenant
-    scopes of the query API run on."""
+    """The query API's engine (``everyskill.database.app_engine``, logged in
+    as ``everyskill_api`` on the scratch database) with its pool started, as
+    an application starts it: what the tenant scopes run on. Piccolo's own
+    engine (piccolo_conf.DB, the owner, what the tables are bound to) gets a
+    pool too, as the main job starts it for the admin."""
+    from everyskill.database import app_engine
     from tables import Tenant
 
     db = Tenant._meta.db
     assert isinstance(db, PostgresEngine)
-    await db.start_connection_pool(min_size=1, max_size=20)
-    yield db
+    app = app_engine()
+    await db.start_connection_pool(min_size=1, max_size=10)
+    await app.start_connection_pool(min_size=1, max_size=20)
+    yield app
+    await app.close_connection_pool()
     await db.close_connection_pool()
 
 

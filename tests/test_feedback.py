@@ -201,15 +201,16 @@ async def test_secrets_are_redacted_before_they_are_stored(
     assert AWS_KEY not in repr(saved.redactions)
 
 
-async def test_a_failed_call_leaves_the_scope_usable(
+async def test_a_failed_call_in_a_savepoint_leaves_the_scope_usable(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
-    """One call is one savepoint: its failure undoes only itself."""
+    """A call in the scope's savepoint: its failure undoes only the savepoint."""
     before = await count_feedback(owner, tenant)
-    async with tenant_scope(tenant.tenant_id):
+    async with tenant_scope(tenant.tenant_id) as scope:
         await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
         with pytest.raises(NotFoundError):
-            await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+            async with scope.savepoint():
+                await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
         await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_down")
     assert await count_feedback(owner, tenant) == before + 2
 
@@ -274,11 +275,14 @@ async def test_review_decision_and_reviewer_are_checked(
         with pytest.raises(ValidationError) as refused:
             await feedback.review_feedback(tenant.feedback_id, reviewer_id=tenant.user_id, decision="implemented")  # type: ignore[arg-type]
         assert refused.value.field == "decision"
+        # A reviewer of another tenant is refused by the database: the scope
+        # ends with it.
         with pytest.raises(NotFoundError) as missing:
             await feedback.review_feedback(
                 tenant.feedback_id, reviewer_id=other_tenant.user_id, decision="accepted"
             )
         assert missing.value.kind == "user"
+    async with tenant_scope(tenant.tenant_id):
         with pytest.raises(NotFoundError):
             await feedback.review_feedback(
                 other_tenant.feedback_id, reviewer_id=tenant.user_id, decision="accepted"
