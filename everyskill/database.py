@@ -24,6 +24,9 @@ Contract
   :func:`prepare_app_login` (after the migrations) makes the embedded
   server's login usable and checks the login, so that a bad setting stops
   the main job at start-up.
+- :func:`bind_tables` binds the tables to an engine: a process that serves
+  tenants only binds them to :func:`app_engine`, so that even a Piccolo query
+  outside a scope runs as ``everyskill_api`` (and is refused).
 - ``EVERYSKILL_BEHIND_POOLER=1`` is the one setting for a transaction-mode
   pooler such as PgBouncer between the application and PostgreSQL: the
   engines turn asyncpg's statement cache off and send no start-up settings
@@ -217,6 +220,18 @@ async def prepare_app_login() -> None:
     if not configured:
         await asyncio.to_thread(embedded_db.set_app_password)
     await app_engine().check()
+
+
+def bind_tables(engine: PostgresEngine) -> None:
+    """Bind every table of ``tables.py`` to ``engine`` (Piccolo's public
+    ``_meta.db``). ``piccolo_conf`` binds them to the owner's engine, which
+    the admin and the migrations need; a process that serves tenants only
+    binds them to :func:`app_engine`, so that a Piccolo query run outside a
+    tenant scope is refused by PostgreSQL instead of seeing every tenant."""
+    from tables import TABLES
+
+    for table in TABLES:
+        table._meta.db = engine
 
 
 def with_database(url: str, database: str) -> str:

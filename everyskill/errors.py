@@ -147,7 +147,7 @@ class NotPermittedError(EverySkillError, PermissionError):
         self.table = table
         self.privilege = privilege
         self.columns = tuple(columns)
-        verb = {"SELECT": "read", "INSERT": "insert", "UPDATE": "change", "DELETE": "delete"}
+        verb = {"SELECT": "read", "INSERT": "insert", "UPDATE": "change", "DELETE": "delete", "": "use"}
         what = (
             ", ".join(f"{table}.{column}" for column in self.columns)
             if self.columns
@@ -259,6 +259,8 @@ _KINDS = {
     "benchmark_runs": "benchmark run",
     "benchmark_results": "benchmark result",
 }
+# "permission denied for table skills"
+_DENIED_TABLE = re.compile(r"permission denied for (?:table|relation|view) (?P<table>\S+)")
 # "Key (tenant_id, skill_id)=(t1, s1) is not present in table "skills"."
 _KEY_DETAIL = re.compile(r"Key \((?P<columns>[^)]*)\)=\((?P<values>.*)\) is not present")
 
@@ -320,11 +322,16 @@ def from_database_error(
         (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError),
     ):
         return ConflictError(f"concurrent change, retry: {error.__class__.__name__}")
-    if isinstance(error, asyncpg.InsufficientPrivilegeError) and "row-level security" in (
-        error.message or ""
-    ):
-        return TenantScopeError(
-            "the database refused the change for this tenant "
-            f"({error.message}); rows of another tenant cannot be written"
-        )
+    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        message = error.message or ""
+        if "row-level security" in message:
+            return TenantScopeError(
+                "the database refused the change for this tenant "
+                f"({message}); rows of another tenant cannot be written"
+            )
+        table = _DENIED_TABLE.search(message)
+        if table is not None:
+            # The role lacks the privilege: the scope's role was dropped
+            # (RESET ROLE), or the statement touches what it may not.
+            return NotPermittedError(table["table"], "", (), message)
     return None

@@ -716,6 +716,8 @@ async def _not_permitted(engine: PostgresEngine, query: str) -> NotPermittedErro
         "INSERT" if match["insert"] else "UPDATE" if match["update"]
         else "DELETE" if match["delete"] else "SELECT"
     )
+    if privilege == "DELETE":  # a privilege of the whole table
+        return NotPermittedError(table, privilege, (), _ADVICE[privilege])
     names = sorted(set(_QUOTED.findall(query)) - {table})
     try:
         connection = await asyncpg.connect(**engine.config)
