@@ -4,8 +4,12 @@ Usage: ``python -m perf [--scale full|quick] [--out DIRECTORY] [--keep]``
 (``scripts/perf.sh`` installs what is needed and runs it).
 
 It creates a scratch database ``everyskill_perf_<pid>`` on the server
-(``DATABASE_URL``'s, or else the embedded PostgreSQL), migrates it, builds
-the data, runs every benchmark against baselines measured in the same run,
+(``DATABASE_URL``'s, or else the embedded PostgreSQL), migrates it, points
+the owner's and the application's logins at it (``DATABASE_URL`` and
+``EVERYSKILL_APP_DATABASE_URL``, which must name ``everyskill_api`` on the
+same server when ``DATABASE_URL`` is set), builds the data, runs every
+benchmark against baselines measured in the same run (the query API through
+its own engine, logged in as ``everyskill_api``, as an application runs it),
 prints the table, writes ``results.json``, ``results.md`` and ``chart.png``
 into the output directory (``perf/results`` by default), and drops the
 database. The exit status is 0 when every benchmark ran, whether or not
@@ -26,13 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from piccolo.engine.postgres import PostgresEngine
 
+from everyskill import embedded_db
 from everyskill.database import (
+    APP_URL_VARIABLE,
     SERVER_SETTINGS,
+    app_database_url,
+    app_engine,
     create_database,
     database_url,
     drop_database,
+    prepare_app_login,
     with_database,
 )
 from perf.context import SCALES, Context, Scale
@@ -72,7 +80,7 @@ def _migrate(url: str) -> None:
 
 async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     # Imported once DATABASE_URL names the benchmark database: the tables
-    # bind to piccolo_conf's engine when they are imported.
+    # bind to piccolo_conf's engine (the owner's) when they are imported.
     from perf import (
         admin_memory,
         admin_pages,
@@ -84,10 +92,11 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     )
     from perf.data import add_measurements, make_catalogue
     from perf.served import RssWatch, served_main, staff_client
-    from tables import Tenant
 
-    engine = Tenant._meta.db
-    assert isinstance(engine, PostgresEngine)
+    # The query API's engine (everyskill_api), started as an application
+    # starts it; the tables stay bound to the owner's (piccolo_conf's).
+    await prepare_app_login()
+    engine = app_engine()
     await engine.start_connection_pool(min_size=1, max_size=scale.writers + 4)
     # The owner connects with the application's settings (piccolo_conf's).
     owner = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
@@ -153,13 +162,24 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     server = database_url()
+    # Read before DATABASE_URL names the scratch database: the application's
+    # login on this server (the embedded server's, or the setting; a clear
+    # error when DATABASE_URL is set without it).
+    embedded = not any(
+        os.environ.get(variable, "").strip() for variable in ("DATABASE_URL", APP_URL_VARIABLE)
+    )
+    server_app = app_database_url()
     name = f"everyskill_perf_{os.getpid()}"
     asyncio.run(create_database(server, name))
     url = with_database(server, name)
     try:
         _say(f"migrating the scratch database {name}")
         _migrate(url)
+        if embedded:
+            # The migrations create the login; the embedded server keeps its password.
+            embedded_db.set_app_password()
         os.environ["DATABASE_URL"] = url
+        os.environ[APP_URL_VARIABLE] = with_database(server_app, name)
         figures, facts = asyncio.run(_run(url, scale))
     finally:
         if args.keep:

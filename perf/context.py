@@ -7,7 +7,8 @@ Contract
   :data:`QUICK` runs every benchmark in seconds, to check that they work.
 - :class:`Context` is the owner's URL and connection to the benchmark
   database (a scratch database, dropped afterwards), the catalogue built in
-  it, and the scale. The API's engine (Piccolo's, from ``piccolo_conf``)
+  it, and the scale. The query API's engine
+  (:func:`everyskill.database.app_engine`, logged in as ``everyskill_api``)
   points at the same database, with its pool started.
 """
 

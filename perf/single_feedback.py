@@ -21,9 +21,10 @@ Five ways of writing one feedback row, each on a skill of its own:
   disabled (``ALTER TABLE ... DISABLE TRIGGER USER`` before the round and
   ``ENABLE`` after it, outside the timing; the foreign-key checks stay).
 
-The two application-role ways connect as the API's pool does (the Piccolo
-engine's login and settings). Every way commits each row on its own (a
-durable COMMIT per row); the raw ways do not return the row (the API does).
+The two application-role ways connect as the API's pool does (its engine's
+login, ``everyskill_api``, and settings). Every way commits each row on its
+own (a durable COMMIT per row); the raw ways do not return the row (the API
+does).
 A round writes ``single_rows`` rows each way, the ways in turn, forwards in
 one round and backwards in the next; the first round is a warm-up. Kept:
 the median throughput of each way, and the median CPU time of this process
@@ -41,8 +42,8 @@ The figures, each a throughput against a baseline of the same rounds:
   ``application_role``: the same work in three round trips instead of one.
 
 The remainder, ``api`` against ``transaction``, is the API's own share:
-Python (validation, redaction, the row returned), the call's savepoint and
-the pool's session reset (sent with the COMMIT). ``details`` of
+Python (validation, redaction, the scope, the row returned), the row sent
+back, and the pool's session reset (sent with the COMMIT). ``details`` of
 ``single_feedback`` hold every way's time and CPU time per row and these
 differences (in its ``notes`` too, for ``results.md``).
 
@@ -58,14 +59,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from piccolo.engine.postgres import PostgresEngine
 
 from everyskill import feedback
+from everyskill.database import app_engine
 from everyskill.tenancy import APP_ROLE, TENANT_SETTING, tenant_scope
 from perf.concurrent_writers import RECOUNT
 from perf.context import Context
 from perf.harness import Figure, Target, p50
-from tables import SkillFeedback
 
 COMMENT = "Worked well on the quarterly report; the summary matched the source."
 
@@ -99,10 +99,9 @@ async def measure(context: Context) -> list[Figure]:
         f"BEGIN; SELECT set_config('role', {_literal(APP_ROLE)}, true),"
         f" set_config({_literal(TENANT_SETTING)}, {_literal(tenant_id)}, true)"
     )
-    # The application-role ways connect as the API's pool does (the engine's
-    # login and settings), each on a connection of its own.
-    engine = SkillFeedback._meta.db
-    assert isinstance(engine, PostgresEngine)
+    # The application-role ways connect as the API's pool does (its engine's
+    # login, everyskill_api, and settings), each on a connection of its own.
+    engine = app_engine()
     session: asyncpg.Connection = await engine.get_new_connection()
     transactions: asyncpg.Connection = await engine.get_new_connection()
     try:
