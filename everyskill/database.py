@@ -35,6 +35,8 @@ Contract
 - :data:`SERVER_SETTINGS` are the settings of every connection the engines
   make (:func:`engine_config`): the application's, the admin's, the
   migrations'.
+- :func:`environment_for` is both settings for another database of the
+  same server, for child processes.
 - :func:`with_database`, :func:`create_database` and :func:`drop_database`
   manage scratch databases on the same server (the test suite's and the
   performance benchmarks'). The role in the URL needs CREATEDB.
@@ -232,6 +234,14 @@ def bind_tables(engine: PostgresEngine) -> None:
 
     for table in TABLES:
         table._meta.db = engine
+
+
+def environment_for(owner_url: str) -> dict[str, str]:
+    """The settings that point both logins at ``owner_url``'s database: for
+    a child process (the main job, the ``piccolo`` command) run on another
+    database than this process's."""
+    database = urlsplit(owner_url).path.lstrip("/")
+    return {"DATABASE_URL": owner_url, APP_URL_VARIABLE: with_database(app_database_url(), database)}
 
 
 def with_database(url: str, database: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright
 
+from everyskill.database import environment_for
 from tests.support import PROJECT_ROOT, free_port, wait_until_served
 
 #: Where the screenshots of the last run are kept (git-ignored).
@@ -56,7 +57,7 @@ def served_admin(
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        **environment_for(database_url),
         "EVERYSKILL_ADMIN_USERNAME": username,
         "EVERYSKILL_ADMIN_PASSWORD": password,
         "EVERYSKILL_ADMIN_CREDENTIALS": str(tmp_path / "credentials.json"),

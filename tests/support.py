@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 
 # Scratch databases, re-exported for the tests.
+from everyskill.database import environment_for
 from everyskill.database import create_database as create_database
 from everyskill.database import drop_database as drop_database
 from everyskill.database import with_database as with_database
@@ -45,7 +46,7 @@ def run_piccolo(url: str, *args: str) -> str:
     Fails the test with the output when the command fails.
     """
     piccolo = Path(sys.executable).parent / "piccolo"
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, **environment_for(url), "PYTHONWARNINGS": "ignore"}
     completed = subprocess.run(
         [str(piccolo), *args],
         cwd=PROJECT_ROOT,

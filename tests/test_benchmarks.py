@@ -381,17 +381,20 @@ async def test_a_result_recorded_twice_is_a_conflict(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
     """The fixture's run already has gpt-4o on test case 0."""
-    async with tenant_scope(tenant.tenant_id):
+    async with tenant_scope(tenant.tenant_id) as scope:
         with pytest.raises(ConflictError):
-            await benchmarks.record_result(
-                tenant.run_id, model_name=GPT, model_provider="openai", test_case_index=0
-            )
+            async with scope.savepoint():
+                await benchmarks.record_result(
+                    tenant.run_id, model_name=GPT, model_provider="openai", test_case_index=0
+                )
         # A batch with a row that conflicts writes none of its rows.
         with pytest.raises(ConflictError):
-            await benchmarks.record_results(
-                tenant.run_id, [result(SONNET, 0), result(SONNET, 1), result(GPT, 0)]
-            )
-        # The scope is still usable; the same case of the other model is fine.
+            async with scope.savepoint():
+                await benchmarks.record_results(
+                    tenant.run_id, [result(SONNET, 0), result(SONNET, 1), result(GPT, 0)]
+                )
+        # After the savepoints the scope goes on; the same case of the other
+        # model is fine.
         saved = await benchmarks.record_result(
             tenant.run_id, model_name=SONNET, model_provider="anthropic", test_case_index=0
         )

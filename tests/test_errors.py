@@ -15,6 +15,7 @@ from everyskill.errors import (
     EverySkillError,
     InvalidTransitionError,
     NotFoundError,
+    NotPermittedError,
     TenantScopeError,
     ValidationError,
     check_id,
@@ -105,7 +106,7 @@ async def test_database_errors_become_typed(owner: asyncpg.Connection, tenant: T
 
 async def test_privilege_errors(owner: asyncpg.Connection, tenant: TenantRows, other_tenant: TenantRows) -> None:
     """Writing another tenant's row is a tenant scope error; any other missing
-    privilege is left as PostgreSQL's error."""
+    privilege is a NotPermittedError naming the table."""
     async def as_application(sql: str, *args: object) -> asyncpg.PostgresError:
         with pytest.raises(asyncpg.PostgresError) as raised:
             async with tenant_transaction(owner, tenant.tenant_id):
@@ -121,7 +122,8 @@ async def test_privilege_errors(owner: asyncpg.Connection, tenant: TenantRows, o
     assert isinstance(from_database_error(rls), TenantScopeError)
     plain = await as_application("INSERT INTO tenants (name, slug) VALUES ('x', 'x')")
     assert isinstance(plain, asyncpg.InsufficientPrivilegeError)
-    assert from_database_error(plain) is None
+    typed = from_database_error(plain)
+    assert isinstance(typed, NotPermittedError) and typed.table == "tenants"
 
 
 def test_database_unavailable_says_what_was_written_and_whether_to_retry() -> None:

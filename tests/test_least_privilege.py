@@ -165,7 +165,6 @@ async def test_a_piccolo_query_outside_a_scope_is_refused(
         assert {row["tenant_id"] for row in rows} == {a.tenant_id}
     finally:
         bind_tables(previous)  # type: ignore[arg-type]
-        await engine.close_connection_pool()
 
 
 # -- inside a tenant scope -------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from everyskill.database import environment_for
 from tests.support import PROJECT_ROOT, connected, free_port, wait_until_served
 
 
@@ -25,7 +26,7 @@ async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": fresh_database,
+        **environment_for(fresh_database),
         "EVERYSKILL_ADMIN_USERNAME": "staff",
         "EVERYSKILL_ADMIN_PASSWORD": "a long test password",
         "EVERYSKILL_ADMIN_CREDENTIALS": str(tmp_path / "credentials.json"),
@@ -91,7 +92,7 @@ async def test_main_prints_where_a_generated_password_is_never_the_password(
         for key, value in os.environ.items()
         if key not in ("EVERYSKILL_ADMIN_USERNAME", "EVERYSKILL_ADMIN_PASSWORD")
     }
-    env |= {"DATABASE_URL": fresh_database, "EVERYSKILL_ADMIN_CREDENTIALS": str(credentials)}
+    env |= {**environment_for(fresh_database), "EVERYSKILL_ADMIN_CREDENTIALS": str(credentials)}
     process = subprocess.Popen(
         [sys.executable, "main.py", "--port", str(port), "--no-sample-data"],
         cwd=PROJECT_ROOT,
@@ -124,7 +125,7 @@ async def test_main_prints_where_a_generated_password_is_never_the_password(
 
 
 def test_main_refuses_half_an_admin_login_saying_what_to_set(fresh_database: str) -> None:
-    env = {**os.environ, "DATABASE_URL": fresh_database, "EVERYSKILL_ADMIN_USERNAME": "staff"}
+    env = {**os.environ, **environment_for(fresh_database), "EVERYSKILL_ADMIN_USERNAME": "staff"}
     env.pop("EVERYSKILL_ADMIN_PASSWORD", None)
     result = subprocess.run(
         [sys.executable, "main.py", "--no-sample-data"],

@@ -251,15 +251,16 @@ async def test_the_tenants_own_price_wins_and_another_tenants_does_not_apply(
         )
         ours = await usage.record_measurement(skill_id=tenant.skill_id, **call)
         batch = await usage.record_measurements([{"skill_id": tenant.skill_id, **call}] * 3)
-    assert theirs.row.estimated_cost_microcents == 1110 * 7
+    # Cache reads at the table's cache-to-input ratio for Haiku ($0.10 / $1 =
+    # 1/10) of the tenant's input rate, when the tenant's price has none.
+    assert theirs.row.estimated_cost_microcents == 1000 * 7 + 100 * 7 + 7  # 10 × 0.7
     assert table.row.estimated_cost_microcents == 1000 * 100 + 100 * 500 + 10 * 10
-    # Cache reads at the input rate when the tenant's price has none.
-    assert ours.row.estimated_cost_microcents == 1000 * 200 + 100 * 1000 + 10 * 200
+    assert ours.row.estimated_cost_microcents == 1000 * 200 + 100 * 1000 + 10 * 20
     costs = await owner.fetch(
         "SELECT estimated_cost_microcents FROM token_measurements WHERE id = ANY($1)",
         list(batch.ids),
     )
-    assert [row[0] for row in costs] == [302_000] * 3
+    assert [row[0] for row in costs] == [300_200] * 3
 
 
 async def test_the_sample_tenant_price_applies_to_its_model(
@@ -538,7 +539,7 @@ async def test_a_database_error_in_the_middle_of_a_batch_writes_nothing(
 ) -> None:
     """A rule only the database knows (a CHECK added here for the test) fails
     row 1,500 of 2,000 while the statement runs: no row stays, the skill's
-    aggregates are untouched, and the scope goes on."""
+    aggregates are untouched, and the scope goes on past its savepoint."""
     skill = await add_skill(owner, tenant, "db-failure")
     rows = [
         {
@@ -557,9 +558,10 @@ async def test_a_database_error_in_the_middle_of_a_batch_writes_nothing(
         " CHECK (latency_ms <> 4242) NOT VALID"
     )
     try:
-        async with tenant_scope(tenant.tenant_id):
+        async with tenant_scope(tenant.tenant_id) as scope:
             with pytest.raises(ValidationError) as refused:
-                await usage.record_measurements(rows)
+                async with scope.savepoint():
+                    await usage.record_measurements(rows)
             assert "token_measurements_test_latency_check" in refused.value.reason
             saved = await usage.record_measurements(rows[:2])
     finally:
