@@ -4,8 +4,8 @@ benchmark runs against its baseline on a scratch database of the server,
 the checks that must hold whatever the speed (aggregates equal a recount,
 stored picks equal the raw SQL's, the single-feedback baselines did what
 they say) hold, every baseline says what it is, and the results are
-written as JSON, Markdown and a PNG chart. Speed targets are not asserted here: they
-are measured at full scale by ``scripts/perf.sh``.
+written as JSON, Markdown and a PNG chart. Speed targets are not asserted
+here: they are measured at full scale by ``scripts/perf.sh``.
 """
 
 from __future__ import annotations
