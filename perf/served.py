@@ -3,9 +3,10 @@
 Contract
 --------
 - :func:`served_main` runs ``main.py`` (no sample data) on a free port of
-  127.0.0.1 with a login made for the benchmarks, waits until it answers,
-  and yields the :class:`Served` process; SIGTERM stops it at the end. Its
-  output goes to a file, shown if it fails to start.
+  127.0.0.1, on the given database (both its logins), with a staff login
+  made for the benchmarks, waits until it answers, and yields the
+  :class:`Served` process; SIGTERM stops it at the end. Its output goes to
+  a file, shown if it fails to start.
 - :class:`RssWatch` samples the resident memory of the process every few
   milliseconds in a thread, and keeps the peak.
 - :func:`staff_client` is an httpx client logged in to the admin, holding
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from everyskill.database import environment_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 USERNAME = "benchmarks"
@@ -54,7 +57,8 @@ def served_main(database_url: str) -> Iterator[Served]:
     with tempfile.TemporaryDirectory(prefix="everyskill-perf-") as scratch:
         env = {
             **os.environ,
-            "DATABASE_URL": database_url,
+            # Both logins (the owner's and everyskill_api) on that database.
+            **environment_for(database_url),
             "EVERYSKILL_ADMIN_USERNAME": USERNAME,
             "EVERYSKILL_ADMIN_PASSWORD": PASSWORD,
             "EVERYSKILL_ADMIN_CREDENTIALS": str(Path(scratch) / "credentials.json"),
