@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -26,7 +25,7 @@ from everyskill.database import (
 from everyskill.errors import NotPermittedError, TenantScopeError
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
 from tables import TABLES, Skill, SkillFeedback
-from tests.support import TenantRows, connected, make_tenant
+from tests.support import TenantRows, make_tenant
 
 APP_LOGIN = "everyskill_api"
 # What refuses: a missing privilege, or row-level security's "no rows".

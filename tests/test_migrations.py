@@ -17,7 +17,9 @@ import pytest
 from piccolo.apps.migrations.commands.new import AutoMigrationManager
 from piccolo.conf.apps import Finder
 
+from everyskill.tenancy import tenant_transaction
 from tables import TABLES
+from tests.cluster import private_cluster
 from tests.support import PROJECT_ROOT, connected, make_tenant, run_piccolo, snapshot
 
 MIGRATIONS = PROJECT_ROOT / "piccolo_migrations"
@@ -318,3 +320,42 @@ async def test_dismissed_feedback_leaves_the_counts_and_comes_back_on_backwards(
             " WHERE table_name = 'skill_feedback' AND grantee = 'everyskill_app'"
         )
         assert table_grants == "DELETE,INSERT,SELECT,UPDATE"
+
+
+async def test_backwards_drops_the_roles_unless_another_database_uses_them(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The roles are cluster-wide: on a cluster of its own, with two migrated
+    databases, backwards in one keeps them for the other; backwards in the
+    last drops them; forwards makes them again, as they must be."""
+    with private_cluster(tmp_path_factory.mktemp("roles")) as cluster:
+        other = cluster.url.replace("/everyskill?", "/other?", 1)
+        async with connected(cluster.url) as owner:
+            await owner.execute("CREATE DATABASE other")
+        roles = (
+            "SELECT array_agg(rolname ORDER BY rolname) FROM pg_roles"
+            " WHERE rolname IN ('everyskill_api', 'everyskill_app')"
+        )
+        both = ["everyskill_api", "everyskill_app"]
+        for url in (cluster.url, other):
+            run_piccolo(url, "migrations", "forwards", "all")
+        run_piccolo(cluster.url, "migrations", "backwards", "all", "--auto_agree")
+        async with connected(other) as owner:
+            assert await owner.fetchval(roles) == both
+            # The other database still works as the application.
+            rows = await make_tenant(owner, "kept")
+        app_login = other.replace("everyskill@", "everyskill_api@", 1)
+        async with connected(app_login) as app:
+            async with tenant_transaction(app, rows.tenant_id):
+                assert await app.fetchval("SELECT count(*) FROM skills") == 1
+        run_piccolo(other, "migrations", "backwards", "all", "--auto_agree")
+        async with connected(cluster.url) as owner:
+            assert await owner.fetchval(roles) is None
+        run_piccolo(cluster.url, "migrations", "forwards", "all")
+        async with connected(cluster.url) as owner:
+            assert await owner.fetchval(roles) == both
+            login = await owner.fetchrow(
+                "SELECT rolcanlogin, rolinherit, rolsuper, rolbypassrls FROM pg_roles"
+                " WHERE rolname = 'everyskill_api'"
+            )
+            assert login is not None and tuple(login) == (True, False, False, False)
