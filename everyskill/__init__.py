@@ -7,7 +7,8 @@ The query API, one module per capability; every call runs inside
 
 - ``everyskill.tenancy``: the tenant scope, acting for one tenant under
   row-level security;
-- ``everyskill.catalogue``: a skill and its live aggregates;
+- ``everyskill.catalogue``: skills (created, updated, archived, never
+  deleted), their versions and the tenant's users; a skill's live aggregates;
 - ``everyskill.feedback``: recording feedback, its review, listing, and the
   JSONL export of training examples;
 - ``everyskill.usage``: token measurements, one or a batch, their costs,

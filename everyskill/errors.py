@@ -22,7 +22,10 @@ Contract
   were recorded for a benchmark run that is not running.
 - :class:`ConflictError` -- another writer got there first (a concurrent
   review, a duplicate, a row still referenced, a deadlock or serialisation
-  failure); retrying with fresh data may succeed.
+  failure); retrying with fresh data may succeed. ``field`` names the input
+  to change when there is one: the value a unique key of the catalogue
+  already holds (a user's ``email``, a skill's ``slug``, a version's
+  ``version``, a tenant's ``slug``).
 - :class:`AlreadyReviewedError` is both: the feedback was reviewed by someone
   else before this review. Two reviewers racing on one item therefore always
   leave the loser with a :class:`ConflictError`, however their calls
@@ -186,7 +189,15 @@ class RunNotRunningError(InvalidTransitionError):
 
 
 class ConflictError(EverySkillError):
-    """Another writer changed the same data first; retry with fresh data."""
+    """Another writer changed the same data first; retry with fresh data.
+
+    ``field`` names the input that conflicts (a duplicate slug or email), or
+    is None when no one input does (a concurrent change).
+    """
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AlreadyReviewedError(InvalidTransitionError, ConflictError):
@@ -261,6 +272,14 @@ _KINDS = {
 }
 # "permission denied for table skills"
 _DENIED_TABLE = re.compile(r"permission denied for (?:table|relation|view) (?P<table>\S+)")
+# Unique keys of the catalogue -> the input a duplicate must change. (With
+# row-level security PostgreSQL leaves the key's values out of the error.)
+_UNIQUE_FIELDS = {
+    "tenants_slug_key": "slug",
+    "users_tenant_id_email_key": "email",
+    "skills_tenant_id_slug_key": "slug",
+    "skill_versions_skill_id_version_key": "version",
+}
 # "Key (tenant_id, skill_id)=(t1, s1) is not present in table "skills"."
 _KEY_DETAIL = re.compile(r"Key \((?P<columns>[^)]*)\)=\((?P<values>.*)\) is not present")
 
@@ -313,10 +332,15 @@ def from_database_error(
     if isinstance(error, asyncpg.NotNullViolationError):
         return ValidationError.of(error.column_name or "input", "is required")
     if isinstance(error, asyncpg.UniqueViolationError):
-        return ConflictError(
-            f"{_KINDS.get(error.table_name or '', 'row')} already exists"
-            f" ({error.constraint_name})"
-        )
+        kind = _KINDS.get(error.table_name or "", "row")
+        duplicate = _UNIQUE_FIELDS.get(error.constraint_name or "")
+        if duplicate is not None:
+            return ConflictError(
+                f"a {kind} with this {duplicate} already exists ({error.constraint_name}):"
+                f" choose another {duplicate}",
+                field=duplicate,
+            )
+        return ConflictError(f"{kind} already exists ({error.constraint_name})")
     if isinstance(
         error,
         (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError),
