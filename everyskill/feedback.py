@@ -1,8 +1,11 @@
 """Feedback on skills: recording, review, listing and training-data export.
 
 Every function runs in the current tenant scope (see
-:func:`everyskill.tenancy.tenant_scope`) and is one transaction (a savepoint
-of the scope): it writes everything or nothing.
+:func:`everyskill.tenancy.tenant_scope`) through
+:func:`~everyskill.tenancy.operation`, and writes with one statement: it
+writes everything or nothing. A refusal found before writing leaves the
+scope usable; one the database makes ends the scope (wrap the call in
+``scope.savepoint()`` to carry on).
 
 Contract
 --------

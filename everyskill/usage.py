@@ -2,8 +2,10 @@
 
 Every function runs in the current tenant scope (see
 :func:`everyskill.tenancy.tenant_scope`) through
-:func:`~everyskill.tenancy.operation`: each call is one savepoint of the
-scope, and writes everything or nothing.
+:func:`~everyskill.tenancy.operation`, and writes with one statement: it
+writes everything or nothing. A refusal found before writing leaves the
+scope usable; one the database makes ends the scope (wrap the call in
+``scope.savepoint()`` to carry on).
 
 Contract
 --------
@@ -386,7 +388,7 @@ def _columns(
 async def _write(
     rows: Sequence[MeasurementInput], field: _Namer, *, returning: bool
 ) -> tuple[list[str], asyncpg.Record | None, tuple[CostWarning, ...]]:
-    """Check, price and insert ``rows`` in one savepoint: the ids in row order,
+    """Check, price and insert ``rows`` with one statement: the ids in row order,
     the row written when ``returning`` (for one row), and the cost warnings."""
     totals = _totals(rows, field)
     ids = _new_ids(len(rows))

@@ -19,7 +19,8 @@ every tenant. From here on the application connects as ``everyskill_api``:
 
 Grants of ``everyskill_app``, tightened:
 - No row's ``id``, ``tenant_id`` or ``created_at`` can be changed; nor a
-  version's or a run's skill.
+  version's or a run's skill, nor a published version's number or content
+  (feedback and runs name the version they saw: publish a new one).
 - The review stamps: ``reviewed_at`` is written by the review workflow's
   trigger only; ``reviewed_by`` changes only together with the status (the
   trigger refuses it otherwise); feedback is created unreviewed.
@@ -95,7 +96,7 @@ GRANTED = [
     ("skills", "", "", "id, tenant_id, created_at, total_feedback, feedback_thumbs_up,"
      " feedback_thumbs_down, positive_feedback_pct, costed_measurements,"
      " measured_cost_microcents, avg_token_cost_microcents", False),
-    ("skill_versions", "", "", "id, tenant_id, created_at, skill_id", True),
+    ("skill_versions", "", "", "id, tenant_id, created_at, skill_id, version, content", True),
     ("skill_feedback", "reviewed_by_admin", "reviewed_by_admin, reviewed_by, reviewed_at",
      "id, tenant_id, created_at, reviewed_by_admin, reviewed_at", True),
     ("benchmark_runs", "", "", "id, tenant_id, created_at, skill_id", True),

@@ -259,7 +259,9 @@ NOT_GRANTED = {
         },
         "DELETE": {"*"},
     },
-    "skill_versions": {"UPDATE": {"id", "tenant_id", "created_at", "skill_id"}},
+    "skill_versions": {
+        "UPDATE": {"id", "tenant_id", "created_at", "skill_id", "version", "content"}
+    },
     "skill_feedback": {
         "SELECT": {"reviewed_by_admin"},
         "INSERT": {"reviewed_by_admin", "reviewed_by", "reviewed_at"},
@@ -313,6 +315,7 @@ async def test_the_application_role_has_exactly_its_grants(owner: asyncpg.Connec
         "DELETE FROM skills WHERE id = $1",
         "UPDATE users SET created_at = now() WHERE tenant_id <> $1",
         "UPDATE skill_versions SET skill_id = skill_id WHERE skill_id = $1",
+        "UPDATE skill_versions SET content = 'rewritten' WHERE skill_id = $1",
         "UPDATE benchmark_runs SET skill_id = skill_id WHERE skill_id = $1",
         "UPDATE skill_feedback SET reviewed_at = now() WHERE skill_id = $1",
         "UPDATE skill_feedback SET reviewed_by_admin = 'someone' WHERE skill_id = $1",

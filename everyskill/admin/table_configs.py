@@ -149,9 +149,13 @@ skill_config = _config(
         Skill.avg_token_cost_microcents,
         Skill.average_rating,
         Skill.updated_at,
+        Skill.archived_at,
     ],
     link_column=Skill.name,
-    visible_filters=[Skill.tenant_id, Skill.name, Skill.slug, Skill.author_id, Skill.created_at],
+    visible_filters=[
+        Skill.tenant_id, Skill.name, Skill.slug, Skill.author_id, Skill.created_at,
+        Skill.archived_at,
+    ],
 )
 skill_version_config = _config(
     SkillVersion,
