@@ -47,6 +47,7 @@ _test_database: str | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _server_url, _test_database
+    embedded = not os.environ.get("DATABASE_URL", "").strip()
     _server_url = database_url()
     # Read before DATABASE_URL points at the scratch database: on the
     # embedded server, the login it keeps a password for; else the setting
@@ -59,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DATABASE_URL"] = test_url
     os.environ[APP_URL_VARIABLE] = with_database(server_app_url, _test_database)
     run_piccolo(test_url, "migrations", "forwards", "all")
-    if server_app_url == embedded_db.app_url():
+    if embedded:
         embedded_db.set_app_password()
     asyncio.run(prepare_app_login())
 
