@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine
 
-from everyskill import benchmarks, feedback, pricing, usage
+from everyskill import benchmarks, catalogue, feedback, pricing, usage
 from everyskill.benchmark_runner import OfflineModelClient, TestCase, run_benchmark
 from everyskill.tenancy import TenantScopeError, current_scope, tenant_scope
 from tables import FeedbackStatus
@@ -208,36 +208,27 @@ async def load_sample_data(*, seed: int = 20261125, force: bool = False) -> Samp
 async def _catalogue(
     tenant_id: str, skills: list[Any], rng: random.Random
 ) -> tuple[list[str], list[str]]:
-    """The tenant's users, skills and versions (the catalogue has no API of its own)."""
+    """The tenant's users, skills and versions, through the catalogue API."""
     async with tenant_scope(tenant_id) as scope:
-        connection = scope.connection
-        domain = (await connection.fetchval("SELECT slug FROM tenants")) + ".example.com"
+        domain = (await scope.connection.fetchval("SELECT slug FROM tenants")) + ".example.com"
         users = [
-            await connection.fetchval(
-                "INSERT INTO users (tenant_id, email, name) VALUES ($1, $2, $3) RETURNING id",
-                tenant_id,
-                f"{handle}@{domain}",
-                name,
-            )
+            (await catalogue.create_user(email=f"{handle}@{domain}", name=name)).id
             for name, handle in USERS
         ]
         skill_ids = []
         for slug, name, description, versions in skills:
             author = rng.choice(users)
-            skill_id = await connection.fetchval(
-                "INSERT INTO skills (tenant_id, slug, name, description, author_id)"
-                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                tenant_id, slug, name, description, author,
+            skill = await catalogue.create_skill(
+                slug=slug, name=name, description=description, author_id=author
             )
             for version, content in enumerate(versions, start=1):
-                await connection.execute(
-                    "INSERT INTO skill_versions (tenant_id, skill_id, version, content, changelog,"
-                    " author_id) VALUES ($1, $2, $3, $4, $5, $6)",
-                    tenant_id, skill_id, version, content,
-                    None if version == 1 else f"Version {version}: clearer instructions.",
-                    author,
+                await catalogue.publish_version(
+                    skill.row.id,
+                    content=content,
+                    changelog=None if version == 1 else f"Version {version}: clearer instructions.",
+                    author_id=author,
                 )
-            skill_ids.append(skill_id)
+            skill_ids.append(skill.row.id)
     return users, skill_ids
 
 
