@@ -501,6 +501,8 @@ async def test_a_session_set_inside_a_scope_leaves_no_tenant_for_the_next_client
 async def test_with_server_reset_query_always_nothing_reaches_the_next_client(
     app_url_for_tests: str, behind_pooler: None, two_tenants: tuple[TenantRows, TenantRows]
 ) -> None:
+    """PgBouncer's DISCARD ALL after every transaction: the session-level SETs
+    of the test above reach no one, and scopes work as before."""
     a, b = two_tenants
     with running_pgbouncer(app_url_for_tests, pool_size=SERVER_CONNECTIONS, reset_always=True) as bouncer:
         engine = await _engine(bouncer.url(bouncer.single))
