@@ -136,11 +136,13 @@ def app_database_url() -> str:
 # What the application's login may be: itself, logging in, with no power
 # that would let it past row-level security, and no member of the role that
 # owns the tables (which would let it SET ROLE to the owner).
+# session_user: the login itself, whatever role a pooled server connection
+# was left in by an earlier client (a session-level SET ROLE survives RESET ALL).
 _LOGIN_CHECK = """
-SELECT current_user AS login, r.rolsuper, r.rolbypassrls,
-       (SELECT bool_or(pg_has_role(current_user, c.relowner, 'MEMBER'))
+SELECT session_user AS login, r.rolsuper, r.rolbypassrls,
+       (SELECT bool_or(pg_has_role(session_user, c.relowner, 'MEMBER'))
           FROM pg_class c WHERE c.oid = to_regclass('skills')) AS owns_tables
-  FROM pg_roles r WHERE r.rolname = current_user
+  FROM pg_roles r WHERE r.rolname = session_user
 """
 
 
@@ -178,6 +180,13 @@ class AppEngine(PostgresEngine):
             return
         try:
             connection = await asyncpg.connect(**self.config)
+        except asyncpg.ProtocolViolationError as error:
+            if "startup parameter" in str(error) and not behind_pooler():
+                raise DatabaseConfigurationError(
+                    f"the server refused a start-up setting ({error}): a pooler such as"
+                    f" PgBouncer is in front of it. Set {POOLER_VARIABLE}=1."
+                ) from error
+            raise
         except (OSError, asyncpg.PostgresError) as error:
             if isinstance(error, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
                 raise DatabaseConfigurationError(

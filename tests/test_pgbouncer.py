@@ -40,7 +40,12 @@ import asyncpg
 import pytest
 
 from everyskill import feedback, usage
-from everyskill.database import POOLER_VARIABLE, AppEngine, engine_config
+from everyskill.database import (
+    POOLER_VARIABLE,
+    AppEngine,
+    DatabaseConfigurationError,
+    engine_config,
+)
 from everyskill.errors import NotPermittedError, TenantScopeError
 from everyskill.tenancy import APP_ROLE, TENANT_SETTING, tenant_scope
 from tests.pgbouncer import PgBouncer, running_pgbouncer
@@ -130,7 +135,7 @@ async def test_pgbouncer_refuses_the_engines_start_up_setting_unless_behind_pool
     refused = "unsupported startup parameter: random_page_cost"
     with pytest.warns(Warning, match=f"Unable to fetch server version: {refused}"):
         engine = AppEngine(config=config)  # Piccolo asks the server's version at once
-    with pytest.raises(asyncpg.ProtocolViolationError, match=refused):
+    with pytest.raises(DatabaseConfigurationError, match=f"{refused}.*Set {POOLER_VARIABLE}=1"):
         await engine.check()
 
     monkeypatch.setenv(POOLER_VARIABLE, "1")
