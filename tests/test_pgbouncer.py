@@ -133,8 +133,9 @@ async def test_pgbouncer_refuses_the_engines_start_up_setting_unless_behind_pool
     config = engine_config(bouncer.url())
     assert "random_page_cost" in config["server_settings"]
     refused = "unsupported startup parameter: random_page_cost"
-    with pytest.warns(Warning, match=f"Unable to fetch server version: {refused}"):
-        engine = AppEngine(config=config)  # Piccolo asks the server's version at once
+    # Piccolo asks the server's version at once, through the engine's check.
+    with pytest.warns(Warning, match=f"Unable to fetch server version: .*{refused}"):
+        engine = AppEngine(config=config)
     with pytest.raises(DatabaseConfigurationError, match=f"{refused}.*Set {POOLER_VARIABLE}=1"):
         await engine.check()
 
