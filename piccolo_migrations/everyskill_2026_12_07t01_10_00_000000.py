@@ -33,8 +33,11 @@ Grants of ``everyskill_app``, tightened:
 
 SECURITY DEFINER functions get ``search_path = pg_catalog, pg_temp`` and
 schema-qualified names, so that nothing another role creates can be picked
-up by them; and ``CREATE`` on the ``public`` schema is revoked from PUBLIC
-(the default before PostgreSQL 15).
+up by them; ``CREATE`` on the ``public`` schema is revoked from PUBLIC (the
+default before PostgreSQL 15), and so is ``TEMPORARY`` on the database: a
+temporary table comes first in a session's search path, and one made in a
+tenant's transaction would shadow a table for every later transaction on
+that pooled connection.
 """
 
 from everyskill.migration_sql import raw_migration
@@ -269,6 +272,18 @@ EXCEPTION WHEN insufficient_privilege THEN
         current_user
         USING HINT = 'as the schema''s owner: REVOKE CREATE ON SCHEMA public FROM PUBLIC';
 END $$;
+-- Every role may create temporary tables by default. A session's temporary
+-- table comes first in its search path: one named skills, created in a
+-- tenant's transaction, would stay on the pooled connection and take the
+-- writes and reads of every later tenant's transaction on it. The database's
+-- owner keeps the privilege; the application has none.
+DO $$ BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'TEMPORARY on database % is still granted to PUBLIC: % may not revoke it',
+        current_database(), current_user
+        USING HINT = 'as the database''s owner: REVOKE TEMPORARY ON DATABASE ... FROM PUBLIC';
+END $$;
 ALTER TABLE skills ALTER COLUMN archived_at TYPE timestamptz(3);
 """
 
@@ -299,8 +314,8 @@ END $$;
 """
 
 ROLE_BACKWARDS = """
--- CREATE on public is left revoked: granting it to every role again would
--- reopen what it closed. The role is cluster-wide: it is dropped unless
+-- CREATE on public and TEMPORARY on the database are left revoked from
+-- PUBLIC: granting them to every role again would reopen what they closed. The role is cluster-wide: it is dropped unless
 -- another database still grants it something.
 DO $$ BEGIN
     EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM everyskill_api', current_database());

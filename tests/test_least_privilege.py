@@ -451,23 +451,33 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
     assert not await owner.fetchval(
         "SELECT has_schema_privilege($1, 'public', 'CREATE')", APP_LOGIN
     )
+    assert not await owner.fetchval(
+        "SELECT has_database_privilege('public', current_database(), 'TEMPORARY')"
+    )
 
 
-async def test_a_temporary_table_cannot_shadow_what_the_triggers_write(
-    owner: asyncpg.Connection, two_tenants: tuple[TenantRows, TenantRows]
+async def test_the_application_cannot_create_temporary_objects(
+    owner: asyncpg.Connection, app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
 ) -> None:
-    """The aggregate triggers run as the owner and write skills: a temporary
-    table named skills, made by the application, is not what they write."""
+    """A temporary table comes first in a session's search path: one named
+    skills, made in a tenant's transaction, would stay on the pooled
+    connection and take the next tenant's reads and writes. The application
+    may not make one, in a scope or outside."""
     a, _ = two_tenants
-    before = await owner.fetchval("SELECT total_feedback FROM skills WHERE id = $1", a.skill_id)
-    async with tenant_scope(a.tenant_id) as scope:
-        await scope.connection.execute(
-            "CREATE TEMPORARY TABLE skills (id text, total_feedback int, feedback_thumbs_up int,"
-            " feedback_thumbs_down int, positive_feedback_pct int)"
-        )
-        await scope.connection.execute("INSERT INTO pg_temp.skills VALUES ($1, 0, 0, 0, 0)", a.skill_id)
-        await feedback.record_feedback(skill_id=a.skill_id, feedback_type="thumbs_up")
-    assert await owner.fetchval("SELECT total_feedback FROM skills WHERE id = $1", a.skill_id) == before + 1
+    assert not await owner.fetchval(
+        "SELECT has_database_privilege($1, current_database(), 'TEMPORARY')", APP_ROLE
+    )
+    for statement in (
+        "CREATE TEMPORARY TABLE skills (id text)",
+        "CREATE TEMPORARY VIEW skills AS SELECT 1 AS id",
+        "CREATE TEMPORARY SEQUENCE s",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_connection.execute(statement)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_connection, a.tenant_id) as db:
+                await db.execute(statement)
 
 
 # -- configuration ------------------------------------------------------------------
