@@ -864,18 +864,25 @@ async def test_a_temporary_table_cannot_stand_in_for_the_runs(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
     """The rules' functions have a fixed search_path: a session's temporary
-    benchmark_runs, claiming a completed run is running, changes nothing."""
+    benchmark_runs, claiming a completed run is running, changes nothing.
+    The application may not create one at all; the owner may, and then
+    writes as the application role in the same session."""
     async with tenant_scope(tenant.tenant_id):
         await benchmarks.complete_run(tenant.run_id)
     with pytest.raises(asyncpg.CheckViolationError, match="results are recorded only while"):
-        async with tenant_scope(tenant.tenant_id) as scope:
-            await scope.connection.execute(
+        async with owner.transaction():
+            await owner.execute(
                 "CREATE TEMP TABLE benchmark_runs ON COMMIT DROP AS"
                 " SELECT id, 'running'::text AS status, ARRAY['zzz'] AS models"
                 " FROM public.benchmark_runs WHERE id = $1",
                 tenant.run_id,
             )
-            await scope.connection.execute(
+            await owner.execute(
+                "SELECT set_config('role', 'everyskill_app', true),"
+                " set_config('app.current_tenant_id', $1, true)",
+                tenant.tenant_id,
+            )
+            await owner.execute(
                 "INSERT INTO public.benchmark_results"
                 " (tenant_id, benchmark_run_id, model_name, model_provider, test_case_index)"
                 " VALUES ($1, $2, 'zzz', 'x', 9)",
