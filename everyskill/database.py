@@ -139,25 +139,49 @@ def app_database_url() -> str:
 # session_user: the login itself, whatever role a pooled server connection
 # was left in by an earlier client (a session-level SET ROLE survives RESET ALL).
 _LOGIN_CHECK = """
-SELECT session_user AS login, r.rolsuper, r.rolbypassrls,
+SELECT session_user AS login,
+       r.rolsuper OR r.rolbypassrls OR r.rolreplication OR r.rolcreaterole
+           OR r.rolcreatedb AS powers,
+       r.rolinherit AS inherits,
        (SELECT bool_or(pg_has_role(session_user, c.relowner, 'MEMBER'))
-          FROM pg_class c WHERE c.oid = to_regclass('skills')) AS owns_tables
+          FROM pg_class c WHERE c.oid = to_regclass('skills')) AS owns_tables,
+       ARRAY(SELECT m.rolname FROM pg_roles m
+              WHERE m.rolname NOT IN (session_user, 'everyskill_app')
+                AND pg_has_role(session_user, m.oid, 'MEMBER')
+              ORDER BY 1) AS other_roles,
+       EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setrole = r.oid) AS settings
   FROM pg_roles r WHERE r.rolname = session_user
 """
 
 
 async def check_app_login(connection: asyncpg.Connection) -> None:
     """Raise :class:`DatabaseConfigurationError` unless ``connection`` is
-    logged in as :data:`APP_LOGIN` with none of the owner's powers."""
+    logged in as :data:`APP_LOGIN` with none of the owner's powers: no
+    superuser, BYPASSRLS, REPLICATION, CREATEROLE or CREATEDB, NOINHERIT, a
+    member (directly or not) of ``everyskill_app`` only, and no settings of
+    its own (``ALTER ROLE ... SET``, which the login may do to itself, could
+    start its sessions in another role)."""
     row = await connection.fetchrow(_LOGIN_CHECK)
     assert row is not None
     problems = []
     if row["login"] != APP_LOGIN:
         problems.append(f"it is logged in as {row['login']!r}, not {APP_LOGIN!r}")
-    if row["rolsuper"] or row["rolbypassrls"]:
-        problems.append("the role is a superuser or has BYPASSRLS")
+    if row["powers"]:
+        problems.append(
+            "the role has a power it must not have (SUPERUSER, BYPASSRLS, REPLICATION,"
+            " CREATEROLE or CREATEDB)"
+        )
+    if row["inherits"]:
+        problems.append("the role is INHERIT (it must be NOINHERIT)")
     if row["owns_tables"]:
         problems.append("the role owns the tables or is a member of their owner")
+    if row["other_roles"]:
+        problems.append(f"the role is a member of {', '.join(row['other_roles'])}")
+    if row["settings"]:
+        problems.append(
+            f"the role has settings of its own (ALTER ROLE {APP_LOGIN} RESET ALL, and"
+            f" ALTER ROLE {APP_LOGIN} IN DATABASE ... RESET ALL)"
+        )
     if problems:
         where = APP_URL_VARIABLE if os.environ.get(APP_URL_VARIABLE) else "the application's URL"
         raise DatabaseConfigurationError(
@@ -187,14 +211,18 @@ class AppEngine(PostgresEngine):
                     f" PgBouncer is in front of it. Set {POOLER_VARIABLE}=1."
                 ) from error
             raise
-        except (OSError, asyncpg.PostgresError) as error:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             if isinstance(error, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
                 raise DatabaseConfigurationError(
                     f"the application's login ({APP_URL_VARIABLE}, or the embedded server's"
                     f" {APP_LOGIN}) was refused: {error}. Check its user name and password;"
                     " the role is created by the migrations (run them first)."
                 ) from error
-            raise
+            raise DatabaseConfigurationError(
+                f"the application's database ({APP_URL_VARIABLE}, or the embedded server's)"
+                f" cannot be reached: {type(error).__name__}: {error}. Check its host, port"
+                " and database name."
+            ) from error
         try:
             await check_app_login(connection)
         finally:

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -114,22 +116,41 @@ def app_password_file() -> Path:
     return Path(configured).resolve() if configured else DEFAULT_APP_PASSWORD_FILE
 
 
+# What app_password() writes: URL-safe, needing no quoting in a URL or in SQL.
+_PASSWORD = re.compile(r"[A-Za-z0-9_-]{32,}")
+
+
 def app_password() -> str:
     """The application login's password: read from :func:`app_password_file`,
-    or generated (256 random bits, URL-safe) and written there, mode 0600."""
+    or generated (256 random bits, URL-safe) and written there, mode 0600.
+
+    The file appears whole (written beside it, then linked into place), so a
+    process starting at the same moment reads the same password, never a
+    half-written one. A file readable by others is made 0600; a file that
+    does not hold such a password is an :class:`EmbeddedDatabaseError`
+    saying to delete it.
+    """
     path = app_password_file()
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(32)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process wrote it first
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as out:
-        out.write(password + "\n")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=".app-login-")
+        try:
+            with os.fdopen(descriptor, "w") as out:  # mkstemp makes it 0600
+                out.write(secrets.token_urlsafe(32) + "\n")
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process got there first: its password stands
+        finally:
+            os.unlink(draft)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    password = path.read_text().strip()
+    if not _PASSWORD.fullmatch(password):
+        raise EmbeddedDatabaseError(
+            f"{path} does not hold a password this project wrote (32 or more of"
+            " A-Z a-z 0-9 _ -): delete it, and a new one is made at the next start"
+        )
     return password
 
 
@@ -152,7 +173,7 @@ def set_app_password() -> None:
 
 
 def _set_password_sql() -> str:
-    # The password is URL-safe base64: nothing in it needs quoting in SQL.
+    # app_password() checks that nothing in it needs quoting in SQL.
     return (
         f"SELECT format('ALTER ROLE {APP_ROLE} PASSWORD %L', '{app_password()}')"
         f" WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') \\gexec\n"

@@ -183,15 +183,41 @@ class TenantScope:
     # whether a failure loses work done before it.
     _used: bool = field(default=False, repr=False)
     _lost_work: bool = field(default=False, repr=False)
-    _savepoints: int = field(default=0, repr=False)
+    # The open savepoints, outermost first, and whether there is none: work
+    # from outside a savepoint's block waits until it ends (a rollback to it
+    # would undo that work too).
+    _savepoints: list[object] = field(default_factory=list, repr=False)
+    _no_savepoint: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self._no_savepoint.set()
 
     @property
     def connection(self) -> asyncpg.Connection:
+        """The scope's connection. Refused once a call has failed in the
+        scope: nothing done on it could be committed."""
+        self._refuse_if_failed()
         if self._in_call:
             self._touched = True
         else:
             self._used = True  # handed out to the block's own code
         return self._connection
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Hold the scope's connection for one statement or call: wait while
+        another call runs, and while a savepoint of another block is open."""
+        while True:
+            while self._savepoints and self._savepoints[0] not in _savepoints_here.get():
+                await self._no_savepoint.wait()
+            await self.lock.acquire()
+            if not self._savepoints or self._savepoints[0] in _savepoints_here.get():
+                break
+            self.lock.release()  # a savepoint opened meanwhile: wait for it
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def _fail(self, error: BaseException | str) -> None:
         self.failed = error if isinstance(error, str) else _reason(error)
@@ -203,14 +229,27 @@ class TenantScope:
         work is undone and the scope stays usable (the error still comes
         out). A block that catches a failed call's error and goes on has its
         work undone too, and raises :class:`TenantScopeError` at its end.
-        Each savepoint that writes holds a subtransaction id until the scope
-        ends: keep them to a few dozen per scope."""
-        self._refuse_if_failed()
-        self._savepoints += 1
-        name = f"everyskill_savepoint_{self._savepoints}"
-        try:
-            async with self.lock:
+        While it is open, calls and Piccolo queries from outside its block
+        (other tasks of the scope) wait for it to end; those of its block,
+        tasks it starts included, go on. Each savepoint that writes holds a
+        subtransaction id until the scope ends: keep them to a few dozen per
+        scope."""
+        marker = object()
+        async with self._turn():
+            self._refuse_if_failed()
+            self._savepoints.append(marker)
+            self._no_savepoint.clear()
+            here = _savepoints_here.set((*_savepoints_here.get(), marker))
+            name = f"everyskill_savepoint_{len(self._savepoints)}"
+            try:
                 await self._connection.execute(f"SAVEPOINT {name}")
+            except BaseException:
+                _savepoints_here.reset(here)
+                self._savepoints.remove(marker)
+                if not self._savepoints:
+                    self._no_savepoint.set()
+                raise
+        try:
             try:
                 yield
             except BaseException:
@@ -227,7 +266,10 @@ class TenantScope:
             async with self.lock:
                 await self._connection.execute(f"RELEASE SAVEPOINT {name}")
         finally:
-            self._savepoints -= 1
+            _savepoints_here.reset(here)
+            self._savepoints.remove(marker)
+            if not self._savepoints:
+                self._no_savepoint.set()
 
     async def _undo(self, name: str) -> None:
         async with self.lock:
@@ -245,6 +287,11 @@ class TenantScope:
 
 
 _current: ContextVar[TenantScope | None] = ContextVar("everyskill_tenant_scope", default=None)
+# The savepoints whose blocks this task runs in (tasks started in a block
+# inherit them).
+_savepoints_here: ContextVar[tuple[object, ...]] = ContextVar(
+    "everyskill_savepoints", default=()
+)
 
 
 def _checked(tenant_id: object) -> str:
@@ -328,10 +375,16 @@ async def tenant_scope(
         yield current
         return
 
-    if engine is None:
-        from everyskill.database import app_engine
+    from everyskill.database import AppEngine, app_engine
 
+    if engine is None:
         engine = app_engine()
+    elif not isinstance(engine, AppEngine):
+        raise TenantScopeError(
+            "tenant scopes run on the application's engine (everyskill.database.AppEngine,"
+            " logged in as everyskill_api), whose login is checked; got"
+            f" {type(engine).__name__}. Use everyskill.database.app_engine()."
+        )
     tables_engine = _tables_engine()
     if any(e.current_transaction.get() is not None for e in (engine, tables_engine)):
         raise TenantScopeError(
@@ -589,7 +642,7 @@ async def operation(
     that was not found.
     """
     scope = current_scope()
-    async with scope.lock:
+    async with scope._turn():
         connection = scope._connection
         try:
             scope._refuse_if_failed()
@@ -649,18 +702,23 @@ class _PiccoloConnection:
         return getattr(self._connection, name)
 
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = await self._connection.fetch(query, *args, **kwargs)
-        except asyncpg.PostgresError as error:
-            raise await self._typed(error, query) from error
-        self._used()
-        return result
+        return await self._run(self._connection.fetch, query, *args, **kwargs)
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = await self._connection.execute(query, *args, **kwargs)
-        except asyncpg.PostgresError as error:
-            raise await self._typed(error, query) from error
+        return await self._run(self._connection.execute, query, *args, **kwargs)
+
+    async def _run(self, method: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        # Piccolo's queries take turns with the calls, and none runs once the
+        # scope has failed (its work could not be committed).
+        scope = self._transaction.scope
+        if scope is None:
+            return await method(query, *args, **kwargs)
+        async with scope._turn():
+            scope._refuse_if_failed()
+            try:
+                result = await method(query, *args, **kwargs)
+            except asyncpg.PostgresError as error:
+                raise await self._typed(error, query) from error
         self._used()
         return result
 

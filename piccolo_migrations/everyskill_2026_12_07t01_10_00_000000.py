@@ -19,8 +19,10 @@ every tenant. From here on the application connects as ``everyskill_api``:
 
 Grants of ``everyskill_app``, tightened:
 - No row's ``id``, ``tenant_id`` or ``created_at`` can be changed; nor a
-  version's or a run's skill, nor a published version's number or content
-  (feedback and runs name the version they saw: publish a new one).
+  version's, a run's or a feedback's skill, nor a published version's number
+  or content; nor can a version be deleted (feedback and runs name the
+  version they saw, and its number is not to be used again: publish a new
+  one).
 - The review stamps: ``reviewed_at`` is written by the review workflow's
   trigger only; ``reviewed_by`` changes only together with the status (the
   trigger refuses it otherwise); feedback is created unreviewed.
@@ -65,11 +67,19 @@ BEGIN
         END;
     ELSIF EXISTS (SELECT FROM pg_roles WHERE rolname = 'everyskill_api'
                   AND (rolsuper OR rolbypassrls OR rolcreatedb OR rolcreaterole
-                       OR rolinherit OR NOT rolcanlogin)) THEN
+                       OR rolreplication OR rolinherit OR NOT rolcanlogin)) THEN
         RAISE EXCEPTION 'role everyskill_api exists with powers it must not have '
-            '(it must be LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE)'
+            '(it must be LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE'
+            ' NOREPLICATION)'
             USING HINT = 'ALTER ROLE everyskill_api LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS'
-                         ' NOCREATEDB NOCREATEROLE';
+                         ' NOCREATEDB NOCREATEROLE NOREPLICATION';
+    END IF;
+    -- Membership is transitive: the application role is a member of nothing.
+    SELECT string_agg(m.roleid::regrole::text, ', ') INTO extra
+      FROM pg_auth_members m WHERE m.member = 'everyskill_app'::regrole;
+    IF extra IS NOT NULL THEN
+        RAISE EXCEPTION 'role everyskill_app is a member of %: it may be a member of no role', extra
+            USING HINT = format('REVOKE %s FROM everyskill_app', extra);
     END IF;
     SELECT string_agg(m.roleid::regrole::text, ', ') INTO extra
       FROM pg_auth_members m
@@ -99,9 +109,9 @@ GRANTED = [
     ("skills", "", "", "id, tenant_id, created_at, total_feedback, feedback_thumbs_up,"
      " feedback_thumbs_down, positive_feedback_pct, costed_measurements,"
      " measured_cost_microcents, avg_token_cost_microcents", False),
-    ("skill_versions", "", "", "id, tenant_id, created_at, skill_id, version, content", True),
+    ("skill_versions", "", "", "id, tenant_id, created_at, skill_id, version, content", False),
     ("skill_feedback", "reviewed_by_admin", "reviewed_by_admin, reviewed_by, reviewed_at",
-     "id, tenant_id, created_at, reviewed_by_admin, reviewed_at", True),
+     "id, tenant_id, created_at, skill_id, reviewed_by_admin, reviewed_at", True),
     ("benchmark_runs", "", "", "id, tenant_id, created_at, skill_id", True),
     ("model_prices", "", "", "id, tenant_id, created_at", True),
 ]

@@ -160,6 +160,9 @@ def private_cluster(base: Path) -> Iterator[Cluster]:
                 "psql", "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", superuser_url,
                 "-c", f"CREATE ROLE {OWNER_ROLE} LOGIN CREATEDB CREATEROLE",
                 "-c", f"CREATE DATABASE {DATABASE_NAME} OWNER {OWNER_ROLE}",
+                # As on the embedded server: the owner watches and ends the
+                # application's sessions.
+                "-c", f"GRANT pg_read_all_stats, pg_signal_backend TO {OWNER_ROLE}",
             )
         )
         yield cluster

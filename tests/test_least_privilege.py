@@ -7,7 +7,9 @@ application code should never send. The database must refuse every one.
 from __future__ import annotations
 
 import os
+import re
 import stat
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -25,7 +27,8 @@ from everyskill.database import (
 from everyskill.errors import NotPermittedError, TenantScopeError
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
 from tables import TABLES, Skill, SkillFeedback
-from tests.support import TenantRows, make_tenant
+from tests.cluster import private_cluster
+from tests.support import TenantRows, connected, make_tenant, run_piccolo
 
 APP_LOGIN = "everyskill_api"
 # What refuses: a missing privilege, or row-level security's "no rows".
@@ -260,12 +263,15 @@ NOT_GRANTED = {
         "DELETE": {"*"},
     },
     "skill_versions": {
-        "UPDATE": {"id", "tenant_id", "created_at", "skill_id", "version", "content"}
+        "UPDATE": {"id", "tenant_id", "created_at", "skill_id", "version", "content"},
+        "DELETE": {"*"},
     },
     "skill_feedback": {
         "SELECT": {"reviewed_by_admin"},
         "INSERT": {"reviewed_by_admin", "reviewed_by", "reviewed_at"},
-        "UPDATE": {"id", "tenant_id", "created_at", "reviewed_by_admin", "reviewed_at"},
+        "UPDATE": {
+            "id", "tenant_id", "created_at", "skill_id", "reviewed_by_admin", "reviewed_at"
+        },
     },
     "benchmark_runs": {"UPDATE": {"id", "tenant_id", "created_at", "skill_id"}},
     "model_prices": {"UPDATE": {"id", "tenant_id", "created_at"}},
@@ -316,6 +322,8 @@ async def test_the_application_role_has_exactly_its_grants(owner: asyncpg.Connec
         "UPDATE users SET created_at = now() WHERE tenant_id <> $1",
         "UPDATE skill_versions SET skill_id = skill_id WHERE skill_id = $1",
         "UPDATE skill_versions SET content = 'rewritten' WHERE skill_id = $1",
+        "DELETE FROM skill_versions WHERE skill_id = $1",
+        "UPDATE skill_feedback SET skill_id = skill_id WHERE skill_id = $1",
         "UPDATE benchmark_runs SET skill_id = skill_id WHERE skill_id = $1",
         "UPDATE skill_feedback SET reviewed_at = now() WHERE skill_id = $1",
         "UPDATE skill_feedback SET reviewed_by_admin = 'someone' WHERE skill_id = $1",
@@ -443,8 +451,12 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
         " WHERE pronamespace = current_schema()::regnamespace AND prosecdef ORDER BY 1"
     )
     assert len(functions) >= 5
+    tables = "|".join(table._meta.tablename for table in TABLES)
+    unqualified = re.compile(rf"\b(FROM|JOIN|UPDATE|INTO)\s+({tables}|benchmark_run_picks)\b", re.I)
     for function in functions:
         assert function["proconfig"] == ["search_path=pg_catalog, pg_temp"], function["proname"]
+        # With pg_catalog and pg_temp only, a table is found by its full name.
+        assert not unqualified.search(function["prosrc"]), function["proname"]
     assert not await owner.fetchval(
         "SELECT has_schema_privilege('public', 'public', 'CREATE')"
     )
@@ -505,10 +517,57 @@ def test_an_owner_url_without_the_applications_is_refused(monkeypatch: pytest.Mo
         app_database_url()
 
 
-def test_the_embedded_login_password_is_kept_private() -> None:
-    path = embedded_db.app_password_file()
-    assert path.exists()
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+def test_the_embedded_login_password_is_made_once_and_kept_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "keys" / "app-login-password"
+    monkeypatch.setenv("EVERYSKILL_APP_PASSWORD_FILE", str(path))
     password = embedded_db.app_password()
-    assert len(password) >= 40
-    assert f"{APP_LOGIN}:{password}@" in embedded_db.app_url()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert len(password) >= 40 and embedded_db.app_password() == password
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no draft left
+    path.chmod(0o644)
+    assert embedded_db.app_password() == password
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.write_text("it's\n")
+    with pytest.raises(embedded_db.EmbeddedDatabaseError, match="delete it"):
+        embedded_db.app_password()
+
+async def test_a_login_given_powers_settings_or_roles_is_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """What a DBA could do to everyskill_api by mistake, on a cluster of its
+    own: each makes the application's start-up check fail, naming it."""
+    with private_cluster(tmp_path_factory.mktemp("login")) as cluster:
+        run_piccolo(cluster.url, "migrations", "forwards", "all")
+        superuser = cluster.url.replace("everyskill@", "postgres@", 1)
+        login = cluster.url.replace("everyskill@", f"{APP_LOGIN}@", 1)
+        mistakes = [
+            ("ALTER ROLE everyskill_api REPLICATION", "ALTER ROLE everyskill_api NOREPLICATION",
+             "a power it must not have"),
+            ("ALTER ROLE everyskill_api INHERIT", "ALTER ROLE everyskill_api NOINHERIT",
+             "INHERIT"),
+            ("GRANT pg_read_all_data TO everyskill_app",
+             "REVOKE pg_read_all_data FROM everyskill_app", "member of pg_read_all_data"),
+            ("ALTER ROLE everyskill_api SET role = 'everyskill_app'",
+             "ALTER ROLE everyskill_api RESET ALL", "settings of its own"),
+            ("ALTER ROLE everyskill_api IN DATABASE everyskill SET work_mem = '8MB'",
+             "ALTER ROLE everyskill_api IN DATABASE everyskill RESET ALL", "settings of its own"),
+        ]
+        await AppEngine(config=engine_config(login)).check()  # as migrated: fine
+        async with connected(superuser) as admin:
+            for mistake, undo, named in mistakes:
+                await admin.execute(mistake)
+                try:
+                    with pytest.raises(DatabaseConfigurationError, match=named):
+                        await AppEngine(config=engine_config(login)).check()
+                finally:
+                    await admin.execute(undo)
+
+
+async def test_an_unreachable_application_database_is_a_clear_error(
+    app_url_for_tests: str,
+) -> None:
+    missing = app_url_for_tests.replace("/everyskill_test_", "/no_such_database_", 1)
+    with pytest.raises(DatabaseConfigurationError, match="cannot be reached.*database"):
+        await AppEngine(config=engine_config(missing)).check()

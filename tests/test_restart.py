@@ -32,6 +32,7 @@ import pytest
 from piccolo.engine.postgres import PostgresEngine
 
 from everyskill import usage
+from everyskill.database import AppEngine
 from everyskill.errors import DatabaseUnavailableError
 from everyskill.rows import SavedBatch
 from everyskill.tenancy import tenant_scope
@@ -52,7 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 async def engine_on_cluster(cluster: Cluster) -> AsyncIterator[PostgresEngine]:
     """A Piccolo engine on the cluster with its pool started. Closing the
     pool waits for every connection: a leaked one fails the test, not hangs it."""
-    engine = PostgresEngine(config={"dsn": cluster.url})
+    # The application's login on the cluster (trusted, as the embedded server).
+    engine = AppEngine(config={"dsn": cluster.url.replace("everyskill@", "everyskill_api@", 1)})
     await engine.start_connection_pool(min_size=1, max_size=4)
     try:
         yield engine

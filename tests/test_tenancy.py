@@ -16,6 +16,7 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.querystring import QueryString
 
 from everyskill import feedback
+from everyskill.database import AppEngine
 from everyskill.errors import DatabaseUnavailableError, NotFoundError, ValidationError
 from everyskill.tenancy import (
     APP_ROLE,
@@ -393,13 +394,13 @@ async def test_scope_commits_at_the_end_and_rolls_back_on_error(
     assert await owner.fetchval("SELECT name FROM skills WHERE id = $1", a.skill_id) == "committed"
 
 
-async def test_pooled_connections_leave_a_scope_as_the_owner(
-    database_url_for_tests: str, two_tenants: tuple[TenantRows, TenantRows]
+async def test_pooled_connections_leave_a_scope_as_the_login(
+    app_url_for_tests: str, two_tenants: tuple[TenantRows, TenantRows]
 ) -> None:
     """Role and tenant end with the scope: a pool of one connection hands the
-    very same backend back as the owner, with no tenant set."""
+    very same backend back as the login, with no tenant set."""
     a, _ = two_tenants
-    engine = PostgresEngine(config={"dsn": database_url_for_tests})
+    engine = AppEngine(config={"dsn": app_url_for_tests})
     await engine.start_connection_pool(min_size=1, max_size=1)
     try:
         async with tenant_scope(a.tenant_id, engine=engine) as scope:
@@ -415,7 +416,7 @@ async def test_pooled_connections_leave_a_scope_as_the_owner(
         await engine.close_connection_pool()
     assert after is not None
     assert after[0] == pid
-    assert after[1] != APP_ROLE and not after[2]
+    assert after[1] == "everyskill_api" and not after[2]
 
 
 async def test_calls_gathered_in_one_scope_take_turns(
@@ -472,9 +473,9 @@ async def test_cancelling_a_scope_at_any_moment_returns_its_connection(
 
 
 @pytest.fixture
-async def small_pool(database_url_for_tests: str) -> AsyncIterator[PostgresEngine]:
+async def small_pool(app_url_for_tests: str) -> AsyncIterator[PostgresEngine]:
     """A pool of its own, so that ended connections disturb no other test."""
-    engine = PostgresEngine(config={"dsn": database_url_for_tests})
+    engine = AppEngine(config={"dsn": app_url_for_tests})
     await engine.start_connection_pool(min_size=1, max_size=2)
     try:
         yield engine
@@ -557,7 +558,7 @@ async def test_pooled_connections_ended_while_idle_are_replaced(
 
 
 async def test_a_connection_that_dies_on_its_way_back_to_the_pool_loses_nothing(
-    database_url_for_tests: str,
+    app_url_for_tests: str,
     owner: asyncpg.Connection,
     two_tenants: tuple[TenantRows, TenantRows],
     caplog: pytest.LogCaptureFixture,
@@ -570,7 +571,7 @@ async def test_a_connection_that_dies_on_its_way_back_to_the_pool_loses_nothing(
     async def reset_that_dies(connection: asyncpg.Connection) -> None:
         await connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
-    engine = PostgresEngine(config={"dsn": database_url_for_tests})
+    engine = AppEngine(config={"dsn": app_url_for_tests})
     await engine.start_connection_pool(min_size=1, max_size=1, reset=reset_that_dies)
     try:
         pids = []
@@ -687,13 +688,13 @@ async def test_a_scope_holds_no_subtransaction_however_many_calls_it_makes(
 
 @pytest.mark.parametrize("connection_class", [ScopeConnection, asyncpg.Connection])
 async def test_session_state_set_in_a_scope_does_not_reach_the_next(
-    database_url_for_tests: str, tenant: TenantRows, connection_class: type
+    app_url_for_tests: str, tenant: TenantRows, connection_class: type
 ) -> None:
     """The pool's session reset runs after every scope: with ScopeConnection
     (piccolo_conf's) it goes with the COMMIT, in the same round trip, and
     the pool skips its own; with a plain asyncpg connection the pool does it."""
-    engine = PostgresEngine(
-        config={"dsn": database_url_for_tests, "connection_class": connection_class}
+    engine = AppEngine(
+        config={"dsn": app_url_for_tests, "connection_class": connection_class}
     )
     await engine.start_connection_pool(min_size=1, max_size=1)
     try:
@@ -714,9 +715,9 @@ async def test_session_state_set_in_a_scope_does_not_reach_the_next(
         assert state is not None
         assert (state["name"], state["locks"], state["channels"]) == ("", 0, 0)
         assert state["role"] == APP_ROLE
-        # Outside a scope the pooled connection is the owner's again.
+        # Outside a scope the pooled connection is the login's again.
         async with engine.pool.acquire() as connection:
-            assert await connection.fetchval("SELECT current_user") != APP_ROLE
+            assert await connection.fetchval("SELECT current_user") == "everyskill_api"
             assert await connection.fetchval("SHOW app.current_tenant_id") == ""
     finally:
         await engine.close_connection_pool()
@@ -755,7 +756,8 @@ async def test_a_call_after_the_transaction_was_ended_by_hand_is_refused(
     owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows, other_tenant: TenantRows
 ) -> None:
     """Committing the scope's transaction by hand ends the tenant's role:
-    a call then would run as the owner, across tenants. It is refused."""
+    a call then would run as the bare login, outside any tenant. It is
+    refused before it runs."""
     with pytest.raises(TenantScopeError, match="already ended"):
         async with tenant_scope(tenant.tenant_id):
             transaction = engine.current_transaction.get()
@@ -778,3 +780,75 @@ async def test_a_scope_whose_transaction_an_error_aborted_commits_nothing_and_sa
     assert await owner.fetchval(
         "SELECT count(*) FROM skill_feedback WHERE skill_id = $1", tenant.skill_id
     ) == before
+
+
+async def test_a_call_from_outside_a_savepoint_waits_for_it_and_is_kept(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """A rollback to a savepoint undoes what ran since on the connection: a
+    call of another task waits until the savepoint ends, so that a failure
+    in it cannot undo a call that already said it succeeded."""
+    in_savepoint = asyncio.Event()
+    outside_done = asyncio.Event()
+
+    async def outside() -> str:
+        await in_savepoint.wait()
+        saved = await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+        outside_done.set()
+        return saved.row.id
+
+    async with tenant_scope(tenant.tenant_id) as scope:
+        task = asyncio.create_task(outside())
+        with pytest.raises(NotFoundError):
+            async with scope.savepoint():
+                in_savepoint.set()
+                await asyncio.sleep(0.05)
+                assert not outside_done.is_set()  # it waits for the savepoint
+                # A task started inside the block is part of it, and goes on.
+                inner = await asyncio.gather(
+                    feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_down")
+                )
+                assert inner[0].row.id
+                await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+        kept = await task
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", kept) == 1
+    assert await owner.fetchval(
+        "SELECT feedback_thumbs_down FROM skills WHERE id = $1", tenant.skill_id
+    ) == 0  # the savepoint's own work is undone
+
+
+async def test_piccolo_queries_take_turns_and_stop_once_the_scope_failed(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    async with tenant_scope(tenant.tenant_id) as scope:
+        names = await asyncio.gather(
+            Skill.select(Skill.name).where(Skill.id == tenant.skill_id),
+            feedback.list_feedback(skill_id=tenant.skill_id),
+            Skill.select(Skill.slug).where(Skill.id == tenant.skill_id),
+        )
+        assert len(names[0]) == 1 and len(names[2]) == 1
+    with pytest.raises(TenantScopeError, match="nothing of the tenant scope was committed"):
+        async with tenant_scope(tenant.tenant_id) as scope:
+            await Skill.update({Skill.description: "before"}).where(Skill.id == tenant.skill_id)
+            with pytest.raises(NotFoundError):
+                await feedback.record_feedback(skill_id="no-such-skill", feedback_type="thumbs_up")
+            # Nothing more runs in a failed scope: Piccolo's queries, the
+            # connection, calls.
+            with pytest.raises(TenantScopeError, match="an earlier call"):
+                await Skill.update({Skill.description: "after"}).where(Skill.id == tenant.skill_id)
+            with pytest.raises(TenantScopeError, match="an earlier call"):
+                scope.connection
+    assert await owner.fetchval(
+        "SELECT description FROM skills WHERE id = $1", tenant.skill_id
+    ) is None
+
+
+async def test_a_scope_runs_only_on_the_applications_engine(
+    database_url_for_tests: str, tenant: TenantRows
+) -> None:
+    """An engine logged in as the owner would survive RESET ROLE with every
+    tenant in sight: a scope refuses it."""
+    owners = PostgresEngine(config={"dsn": database_url_for_tests})
+    with pytest.raises(TenantScopeError, match="application's engine"):
+        async with tenant_scope(tenant.tenant_id, engine=owners):
+            pass

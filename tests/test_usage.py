@@ -528,7 +528,8 @@ async def test_ids_not_of_the_tenant_are_not_found_and_nothing_is_written(
             await usage.record_measurements(rows)
         assert (missing.value.id, missing.value.field) == (value, f"measurements[13].{field}")
         assert "measurements[13]" in str(missing.value) and value in str(missing.value)
-        # The scope is still usable: each call was its own savepoint.
+        # The scope is still usable: the ids were found missing by a read,
+        # before anything was written.
         await usage.record_measurement(**good)
     assert await count_measurements(owner, tenant) == before + 1
     assert await count_measurements(owner, other_tenant) == others_before
