@@ -552,7 +552,8 @@ class _ScopeTransaction(PostgresTransaction):
                     if scope._lost_work:
                         raise TenantScopeError(
                             "nothing of the tenant scope was committed: a call in it failed"
-                            f" ({scope.failed}) after work done before it in the scope"
+                            f" ({scope.failed}), and what the scope did before it is rolled"
+                            " back with it"
                         )
                     return True
                 if _lost(self.raw_connection):
