@@ -52,18 +52,20 @@ Contract
   (only the fields given). Users have no deactivation: the table has no
   column for it.
 - Input is checked before anything is written; a
-  :class:`~everyskill.errors.ValidationError` names every bad field. Slugs
-  are lowercase letters and digits in words joined by single hyphens
-  (``review-code``), at most :data:`MAX_SLUG_LENGTH` characters; names are
-  non-blank, at most :data:`MAX_NAME_LENGTH` characters; an email is
-  ``local@domain`` without spaces, at most :data:`MAX_EMAIL_LENGTH`
-  characters, its domain lowercased; free text is at most
-  :data:`MAX_TEXT_LENGTH` characters; content is not blank; blank
-  descriptions and changelogs are none. Ids, slugs, names and emails are
-  stripped of surrounding whitespace, free text is kept as given, and text
-  PostgreSQL cannot store is refused. These rules include those the
-  ``New*`` models of :mod:`everyskill.rows` apply to these tables
-  (:data:`everyskill.rules.NON_EMPTY`); the tests hold the two together.
+  :class:`~everyskill.errors.ValidationError` names every bad field. The
+  rules of slugs, names, emails, content and free text are
+  :data:`everyskill.rules.INPUT_RULES`, which the ``New*`` models of
+  :mod:`everyskill.rows` apply too: slugs are lowercase letters and digits
+  in words joined by single hyphens (``review-code``), at most
+  :data:`MAX_SLUG_LENGTH` characters; names are non-blank, at most
+  :data:`MAX_NAME_LENGTH` characters; an email is ``local@domain`` without
+  spaces, at most :data:`MAX_EMAIL_LENGTH` characters, its domain
+  lowercased; free text is at most :data:`MAX_TEXT_LENGTH` characters;
+  content is not blank; blank descriptions and changelogs are none. Ids,
+  slugs, names and emails are stripped of surrounding whitespace, free text
+  is kept as given, and text PostgreSQL cannot store is refused. These
+  rules include the database's (:data:`everyskill.rules.NON_EMPTY`); the
+  tests hold the API, the models and the database together.
   An update that gives no field is a ValidationError on ``input``.
 - Free text (descriptions, version content, changelogs: :data:`TEXT_FIELDS`)
   goes through :func:`everyskill.redaction.redact_fields_async` before it is
@@ -89,7 +91,6 @@ Contract
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Final
@@ -110,7 +111,18 @@ from everyskill.errors import (
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, check_limit, fetch_page
 from everyskill.redaction import redact_fields_async
 from everyskill.rows import Saved, row_from_record
-from everyskill.rules import INT4
+from everyskill.rules import (
+    INT4,
+    MAX_EMAIL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SLUG_LENGTH,
+    MAX_TEXT_LENGTH,
+    Content,
+    Email,
+    FreeText,
+    Name,
+    Slug,
+)
 from everyskill.tenancy import operation
 from tables import Skill, SkillVersion, User
 
@@ -138,20 +150,11 @@ __all__ = [
     "update_version",
 ]
 
-#: The longest slug, name, email and free text, in characters.
-MAX_SLUG_LENGTH = 100
-MAX_NAME_LENGTH = 200
-MAX_EMAIL_LENGTH = 254
-MAX_TEXT_LENGTH = 100_000
-
 #: Free text of the catalogue, redacted before it is written, by table.
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "skills": ("description",),
     "skill_versions": ("content", "changelog"),
 }
-
-_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-_EMAIL = re.compile(r"(?P<local>[^@\s]+)@(?P<domain>[^@\s]+)")
 
 
 class _Unset(Enum):
@@ -164,7 +167,7 @@ _UNSET: Final = _Unset.UNSET
 
 
 ###############################################################################
-# Input rules.
+# Input: everyskill.rules.INPUT_RULES for the columns, and ids.
 
 
 def _storable(value: str) -> str:
@@ -173,69 +176,11 @@ def _storable(value: str) -> str:
     return value
 
 
-def _slug(value: str) -> str:
-    if len(value) > MAX_SLUG_LENGTH or not _SLUG.fullmatch(value):
-        raise ValueError(
-            "must be lowercase letters and digits, in words joined by single hyphens"
-            f" (like review-code), at most {MAX_SLUG_LENGTH} characters"
-        )
-    return value
-
-
-def _non_blank(limit: int) -> Any:
-    def check(value: str) -> str:
-        if not value.strip() or len(value) > limit:
-            raise ValueError(f"must be non-blank text of at most {limit} characters")
-        return value
-
-    return pydantic.AfterValidator(check)
-
-
-def _email(value: str) -> str:
-    match = _EMAIL.fullmatch(value)
-    if match is None or len(value) > MAX_EMAIL_LENGTH:
-        raise ValueError(
-            "must be an email address like ada@example.com, without spaces, at most"
-            f" {MAX_EMAIL_LENGTH} characters"
-        )
-    # The domain is case-insensitive (RFC 5321); the local part may not be.
-    return f"{match['local']}@{match['domain'].lower()}"
-
-
 _Id = Annotated[
     str,
     pydantic.StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     pydantic.AfterValidator(_storable),
 ]
-_Slug = Annotated[
-    str,
-    pydantic.StringConstraints(strip_whitespace=True),
-    pydantic.AfterValidator(_slug),
-]
-_SkillName = Annotated[
-    str,
-    pydantic.StringConstraints(strip_whitespace=True),
-    _non_blank(MAX_NAME_LENGTH),
-    pydantic.AfterValidator(_storable),
-]
-_UserName = Annotated[
-    str,
-    pydantic.StringConstraints(strip_whitespace=True),
-    _non_blank(MAX_NAME_LENGTH),
-    pydantic.AfterValidator(_storable),
-]
-_Email = Annotated[
-    str,
-    pydantic.StringConstraints(strip_whitespace=True),
-    pydantic.AfterValidator(_email),
-    pydantic.AfterValidator(_storable),
-]
-_Text = Annotated[
-    str,
-    pydantic.StringConstraints(max_length=MAX_TEXT_LENGTH),
-    pydantic.AfterValidator(_storable),
-]
-_Content = Annotated[_Text, _non_blank(MAX_TEXT_LENGTH)]
 
 
 class _Input(pydantic.BaseModel):
@@ -243,53 +188,50 @@ class _Input(pydantic.BaseModel):
 
 
 class _NewSkill(_Input):
-    slug: _Slug
-    name: _SkillName
-    description: _Text | None = None
+    slug: Slug
+    name: Name
+    description: FreeText | None = None
     author_id: _Id | None = None
 
 
 class _SkillChanges(_Input):
     # Defaults are not validated: a field given as None is, and only the
     # nullable ones take it.
-    slug: _Slug = None  # type: ignore[assignment]
-    name: _SkillName = None  # type: ignore[assignment]
-    description: _Text | None = None
+    slug: Slug = None  # type: ignore[assignment]
+    name: Name = None  # type: ignore[assignment]
+    description: FreeText | None = None
     author_id: _Id | None = None
 
 
 class _NewVersion(_Input):
     skill_id: _Id
-    content: _Content
-    changelog: _Text | None = None
+    content: Content
+    changelog: FreeText | None = None
     author_id: _Id | None = None
 
 
 class _VersionChanges(_Input):
-    changelog: _Text | None
+    changelog: FreeText | None
 
 
 class _NewUser(_Input):
-    email: _Email
-    name: _UserName
+    email: Email
+    name: Name
 
 
 class _UserChanges(_Input):
-    email: _Email = None  # type: ignore[assignment]
-    name: _UserName = None  # type: ignore[assignment]
+    email: Email = None  # type: ignore[assignment]
+    name: Name = None  # type: ignore[assignment]
 
 
 def _validated(model: type[_Input], fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields given (those not :data:`_UNSET`), validated by ``model``,
-    blank free text read as none; or ValidationError with every problem."""
+    """The fields given (those not :data:`_UNSET`), validated by ``model``
+    (blank free text read as none); or ValidationError with every problem."""
     given = {name: value for name, value in fields.items() if value is not _UNSET}
     try:
-        values = model(**given).model_dump(exclude_unset=True)
+        values: dict[str, Any] = model(**given).model_dump(exclude_unset=True)
     except pydantic.ValidationError as error:
         raise ValidationError.from_pydantic(error) from None
-    for name in ("description", "changelog"):
-        if isinstance(values.get(name), str) and not values[name].strip():
-            values[name] = None
     return values
 
 

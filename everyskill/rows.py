@@ -10,22 +10,33 @@ Contract
   (``None``); one with a default takes it. ``id``, ``created_at`` and
   ``updated_at`` are optional: ``None`` leaves them to the database, which
   generates them.
-- The models refuse what the database refuses on a new row, with the rules
-  of :mod:`everyskill.rules` (the rules the feedback API checks too): values
-  outside a column's choices or its type's range (``integer``, ``bigint``,
+- The models refuse what the database refuses on a new row, and what the
+  catalogue API refuses, with the rules of :mod:`everyskill.rules` (the
+  rules the feedback and catalogue APIs check too): values outside a
+  column's choices or its type's range (``integer``, ``bigint``,
   ``numeric(14, 6)``, ``varchar(100)``), negative tokens, costs, latencies
   and rates, scores out of range, empty names, text PostgreSQL cannot store;
   a feedback type without what it carries or with another type's fields (a
   thumbs up has sentiment 1, a thumbs down -1), reviewed feedback without
   ``reviewed_at``; a benchmark run not created pending, or over no models,
-  blank or repeated ones. Columns PostgreSQL sets itself on a new row (a
-  skill's aggregates, a run's life-cycle stamps and picks) are refused
-  unless left at their default, rather than silently replaced. A refusal is
-  a ``pydantic.ValidationError`` whose error names the field and the
-  reason. What a model accepts, the database stores as given (times to the
-  millisecond), provided the rows it names exist in the same tenant and it
-  repeats no unique value (and a benchmark result's run is running and
+  blank or repeated ones; and the catalogue's input rules
+  (:data:`everyskill.rules.INPUT_RULES`): a skill slug that is not
+  lowercase words joined by single hyphens, a blank skill or user name or
+  version content, an email that is not ``local@domain`` without spaces,
+  text too long. As the API does, slugs, names and emails are stripped of
+  surrounding whitespace, an email's domain is lowercased, and a blank
+  description or changelog is none: the model holds the value the API
+  would write. Columns PostgreSQL sets itself on a new row (a skill's
+  aggregates, a run's life-cycle stamps and picks) are refused unless left
+  at their default, rather than silently replaced. A refusal is a
+  ``pydantic.ValidationError`` whose error names the field and the reason.
+  What a model accepts, the database stores as the model holds it (times to
+  the millisecond), provided the rows it names exist in the same tenant and
+  it repeats no unique value (and a benchmark result's run is running and
   names its model): the database alone can check those.
+- The database does not hold the catalogue's input rules: a skill, user or
+  version written another way (the staff admin, SQL as the owner) may break
+  them, and its model refuses such a row although the database stored it.
 - :func:`row_from_record` makes a row object from a database record, and
   :class:`Saved` is what the API returns for a row it wrote: the row, the
   counts of secrets redacted from its text, and warnings (a cost that could
@@ -60,6 +71,7 @@ from pydantic_core import PydanticCustomError
 from everyskill.errors import UNSTORABLE, storable
 from everyskill.rules import (
     BOUNDS,
+    INPUT_RULES,
     INT4,
     INT8,
     NON_EMPTY,
@@ -151,7 +163,9 @@ def _constraints(table: type[Table], column: Column) -> dict[str, Any]:
         constraints["max_digits"], constraints["decimal_places"] = column.digits
     if isinstance(column, Varchar):
         constraints["max_length"] = column.length
-    if name in NON_EMPTY.get(table, ()):
+    # An input rule of the catalogue refuses empty text itself, saying what
+    # the text must be.
+    if name in NON_EMPTY.get(table, ()) and name not in INPUT_RULES.get(table, {}):
         constraints["min_length"] = 1
     return constraints
 
@@ -189,7 +203,9 @@ def _default(column: Column) -> Any:
 
 def _field(table: type[Table], column: Column, rules: tuple[Rule, ...]) -> tuple[Any, Any]:
     name = column._meta.name
-    annotation = _value_type(column)
+    # The catalogue API's input rule of the column, when it has one: it is
+    # stricter than the database's, and gives the value the API would store.
+    annotation = INPUT_RULES.get(table, {}).get(name) or _value_type(column)
     constraints = _constraints(table, column)
     validators: list[Any] = []
     why = SET_BY_DATABASE.get(table, {}).get(name)

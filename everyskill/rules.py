@@ -1,17 +1,22 @@
 """The rules a new row must follow to be stored, written once in Python.
 
-PostgreSQL holds these rules for every writer (the CHECK constraints and
-triggers of the raw-SQL migrations in ``piccolo_migrations/``). This module
-states the same rules for the Python code that checks a row before it is
-written: the ``New*`` models of :mod:`everyskill.rows` apply all of them,
-and :mod:`everyskill.feedback` applies :data:`FEEDBACK_RULES` to its input.
+PostgreSQL holds the rules of a stored row for every writer (the CHECK
+constraints and triggers of the raw-SQL migrations in
+``piccolo_migrations/``). This module states the same rules for the Python
+code that checks a row before it is written, and the catalogue API's input
+rules on top of them: the ``New*`` models of :mod:`everyskill.rows` apply
+both, :mod:`everyskill.feedback` applies :data:`FEEDBACK_RULES` to its
+input, and :mod:`everyskill.catalogue` applies :data:`INPUT_RULES`.
 ``tests/test_rows.py`` checks that the models refuse exactly what the
-database refuses.
+database or the catalogue API refuses.
 
 Contract
 --------
+The database's rules:
+
 - :data:`NON_EMPTY`: text columns that must not be ``''``. As in the
-  database's ``<> ''``, text of spaces is not empty.
+  database's ``<> ''``, text of spaces is not empty (but see
+  :data:`INPUT_RULES`).
 - :data:`BOUNDS`: the lowest and highest value of integer and numeric
   columns (``None``: the column type's own limit, :data:`INT4` for
   ``integer``, :data:`INT8` for ``bigint``).
@@ -30,19 +35,54 @@ Contract
 - What no rule of a single row can know is left to the database: that the
   rows a row names exist in its tenant (foreign keys), uniqueness, and that
   a benchmark result's run is running and names the result's model.
-- The API adds input rules of its own on top (lengths, stripped names, blank
-  text read as none, a thumb's sentiment filled in); those are not rules of
-  a stored row.
+
+The catalogue API's input rules, on top of the database's
+(:data:`INPUT_RULES`, by table and column; each a pydantic type that
+refuses a value or gives the value to store):
+
+- ``skills.slug`` (:data:`Slug`): surrounding whitespace stripped, then
+  lowercase letters and digits in words joined by single hyphens
+  (``review-code``), at most :data:`MAX_SLUG_LENGTH` characters. The
+  database takes any non-empty text.
+- ``skills.name``, ``users.name`` (:data:`Name`): stripped, non-blank, at
+  most :data:`MAX_NAME_LENGTH` characters. The database refuses only an
+  empty skill name, and takes any user name, even ``''``.
+- ``users.email`` (:data:`Email`): stripped, ``local@domain`` with one
+  ``@`` and no whitespace, at most :data:`MAX_EMAIL_LENGTH` characters, the
+  domain lowercased (it is case-insensitive, RFC 5321; the local part is
+  kept as given). A plausibility check, not RFC 5322: quoted local parts
+  with spaces are refused, and some addresses no mail server takes
+  (``.a@example.com``) pass. The database takes any non-empty text.
+- ``skill_versions.content`` (:data:`Content`): not blank, at most
+  :data:`MAX_TEXT_LENGTH` characters, kept as given. The database takes
+  any text, even ``''``.
+- ``skills.description``, ``skill_versions.changelog`` (:data:`FreeText`):
+  at most :data:`MAX_TEXT_LENGTH` characters; blank text is none (NULL).
+- Whitespace-only text is therefore refused (or, for free text, read as
+  none) in these columns, where the database would store it: the stricter
+  rule wins, so that a row a ``New*`` model accepts is one the API would
+  write too. Elsewhere (tenants, model names, ...) the database's rule
+  stands: text of spaces is not empty.
+- Every one of them refuses text PostgreSQL cannot store.
+- The API has other input rules that are not rules of a row: ids it is
+  given are stripped and at most 200 characters; a thumb's sentiment is
+  filled in; the version number is computed. The database checks the ids
+  (they must name rows of the tenant).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
 from piccolo.table import Table
+from pydantic_core import PydanticCustomError
+
+from everyskill.errors import UNSTORABLE, storable
 
 from tables import (
     BenchmarkResult,
@@ -61,16 +101,28 @@ from tables import (
 
 __all__ = [
     "BOUNDS",
-    "Bound",
+    "EMAIL_PATTERN",
     "FEEDBACK_RULES",
+    "INPUT_RULES",
     "INT4",
     "INT8",
+    "MAX_EMAIL_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_SLUG_LENGTH",
+    "MAX_TEXT_LENGTH",
     "NON_EMPTY",
     "ONLY_FOR",
     "ROW_RULES",
     "SENTIMENT_OF",
     "SET_BY_DATABASE",
+    "SLUG_PATTERN",
+    "Bound",
+    "Content",
+    "Email",
+    "FreeText",
+    "Name",
     "Rule",
+    "Slug",
     "problems",
 ]
 
@@ -306,4 +358,98 @@ ROW_RULES: dict[type[Table], tuple[Rule, ...]] = {
         Rule("status", (), _created_pending),
         Rule("models", (), _models),
     ),
+}
+
+
+###############################################################################
+# The catalogue API's input rules, on top of the database's.
+
+#: The longest slug, name, email and free text, in characters.
+MAX_SLUG_LENGTH = 100
+MAX_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 254
+MAX_TEXT_LENGTH = 100_000
+
+SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+EMAIL_PATTERN = re.compile(r"(?P<local>[^@\s]+)@(?P<domain>[^@\s]+)")
+
+
+def _storable(value: str) -> str:
+    if not storable(value):
+        raise PydanticCustomError("unstorable_text", UNSTORABLE)
+    return value
+
+
+def _slug(value: str) -> str:
+    if len(value) > MAX_SLUG_LENGTH or not SLUG_PATTERN.fullmatch(value):
+        raise PydanticCustomError(
+            "slug",
+            "must be lowercase letters and digits, in words joined by single hyphens"
+            f" (like review-code), at most {MAX_SLUG_LENGTH} characters",
+        )
+    return value
+
+
+def _non_blank(limit: int) -> Any:
+    def check(value: str) -> str:
+        if not value.strip() or len(value) > limit:
+            raise PydanticCustomError(
+                "non_blank", f"must be non-blank text of at most {limit} characters"
+            )
+        return value
+
+    return pydantic.AfterValidator(check)
+
+
+def _email(value: str) -> str:
+    match = EMAIL_PATTERN.fullmatch(value)
+    if match is None or len(value) > MAX_EMAIL_LENGTH:
+        raise PydanticCustomError(
+            "email",
+            "must be an email address like ada@example.com, without spaces, at most"
+            f" {MAX_EMAIL_LENGTH} characters",
+        )
+    # The domain is case-insensitive (RFC 5321); the local part may not be.
+    return f"{match['local']}@{match['domain'].lower()}"
+
+
+def _blank_is_none(value: str) -> str | None:
+    return value if value.strip() else None
+
+
+#: A skill's slug: see the module's contract.
+Slug = Annotated[
+    str,
+    pydantic.StringConstraints(strip_whitespace=True),
+    pydantic.AfterValidator(_slug),
+]
+#: A skill's or a user's name.
+Name = Annotated[
+    str,
+    pydantic.StringConstraints(strip_whitespace=True),
+    _non_blank(MAX_NAME_LENGTH),
+    pydantic.AfterValidator(_storable),
+]
+#: A user's email address, its domain lowercased.
+Email = Annotated[
+    str,
+    pydantic.StringConstraints(strip_whitespace=True),
+    pydantic.AfterValidator(_email),
+    pydantic.AfterValidator(_storable),
+]
+_Text = Annotated[
+    str,
+    pydantic.StringConstraints(max_length=MAX_TEXT_LENGTH),
+    pydantic.AfterValidator(_storable),
+]
+#: Free text that may be left out: blank text is none.
+FreeText = Annotated[_Text, pydantic.AfterValidator(_blank_is_none)]
+#: A version's content: not blank, kept as given.
+Content = Annotated[_Text, _non_blank(MAX_TEXT_LENGTH)]
+
+#: The catalogue API's input rules by table and column (the module's contract).
+INPUT_RULES: dict[type[Table], dict[str, Any]] = {
+    Skill: {"slug": Slug, "name": Name, "description": FreeText},
+    SkillVersion: {"content": Content, "changelog": FreeText},
+    User: {"email": Email, "name": Name},
 }

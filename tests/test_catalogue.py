@@ -2,11 +2,12 @@
 everyskill.catalogue through the API, as the application connects: skills,
 versions and users are created, changed and listed in the tenant's scope,
 checked by the owner's view of the rows; bad input is refused naming its
-fields, duplicates are conflicts naming the field (also when two scopes
-race), free text is redacted, archiving keeps a skill's history and takes
-it out of the lists, versions are numbered without gaps or repeats under
-concurrent publishers, the application role cannot delete a skill, and
-another tenant's rows are not found.
+fields (as the New* models refuse it, for the same reasons), duplicates are
+conflicts naming the field (also when two scopes race), free text is
+redacted, archiving keeps a skill's history and takes it out of the lists,
+versions are numbered without gaps or repeats under concurrent publishers,
+the application role cannot delete a skill, and another tenant's rows are
+not found.
 """
 
 from __future__ import annotations
@@ -254,6 +255,50 @@ async def test_what_the_row_rules_refuse_the_api_refuses(
         with pytest.raises(ValidationError) as raised:
             await create(**{**valid, column: ""})  # type: ignore[operator]
     assert raised.value.field == column
+
+
+# Input the New* models once accepted and the API refused, with the fields
+# both must name.
+REVIEWED: list[tuple[str, dict[str, Any], set[str]]] = [
+    ("skill", {"slug": "Bad Slug!", "name": "   "}, {"slug", "name"}),
+    ("user", {"email": "not an email", "name": "Ada"}, {"email"}),
+    ("skill version", {"content": "   "}, {"content"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "fields", "bad"), REVIEWED, ids=[kind for kind, _, _ in REVIEWED])
+async def test_the_models_and_the_api_refuse_alike_with_the_same_reasons(
+    owner: asyncpg.Connection, tenant: TenantRows, kind: str, fields: dict[str, Any], bad: set[str]
+) -> None:
+    """The database would store these rows; the catalogue's input rules
+    (everyskill.rules.INPUT_RULES) refuse them, in the API and in the
+    model, with the same reason for each field."""
+    model, row, write = {
+        "skill": (NewSkill, {}, lambda: catalogue.create_skill(**fields)),
+        "user": (NewUser, {}, lambda: catalogue.create_user(**fields)),
+        "skill version": (
+            NewSkillVersion,
+            {"skill_id": tenant.skill_id, "version": 2},
+            lambda: catalogue.publish_version(tenant.skill_id, **fields),
+        ),
+    }[kind]
+    with pytest.raises(pydantic.ValidationError) as by_model:
+        model.model_validate({"tenant_id": tenant.tenant_id, **row, **fields})
+
+    async def counts() -> list[int]:
+        return [
+            await owner.fetchval(f"SELECT count(*) FROM {table} WHERE tenant_id = $1", tenant.tenant_id)
+            for table in ("skills", "users", "skill_versions")
+        ]
+
+    before = await counts()
+    async with tenant_scope(tenant.tenant_id):
+        with pytest.raises(ValidationError) as by_api:
+            await write()
+    model_reasons = {str(error["loc"][0]): error["msg"] for error in by_model.value.errors()}
+    assert model_reasons == dict(by_api.value.problems)
+    assert set(model_reasons) == bad and all(model_reasons.values())
+    assert await counts() == before
 
 
 async def test_a_duplicate_slug_is_a_conflict_naming_the_field(
