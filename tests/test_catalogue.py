@@ -270,9 +270,9 @@ REVIEWED: list[tuple[str, dict[str, Any], set[str]]] = [
 async def test_the_models_and_the_api_refuse_alike_with_the_same_reasons(
     owner: asyncpg.Connection, tenant: TenantRows, kind: str, fields: dict[str, Any], bad: set[str]
 ) -> None:
-    """The database would store these rows; the catalogue's input rules
-    (everyskill.rules.INPUT_RULES) refuse them, in the API and in the
-    model, with the same reason for each field."""
+    """The catalogue's input rules (everyskill.rules.INPUT_RULES) refuse
+    them in the API and in the model, with the same reason for each field
+    (that the database would store them is tests/test_rows.py's check)."""
     model, row, write = {
         "skill": (NewSkill, {}, lambda: catalogue.create_skill(**fields)),
         "user": (NewUser, {}, lambda: catalogue.create_user(**fields)),
