@@ -5,7 +5,9 @@ The catalogue (``tenants``, ``users``, ``skills``, ``skill_versions``) carries
 the four tables of the feedback / measurement / benchmark plan
 (``skill_feedback``, ``token_measurements``, ``benchmark_runs``,
 ``benchmark_results``) and the three aggregate columns on ``skills``, and
-``model_prices``: a tenant's own (negotiated) price of a model.
+``model_prices``: a tenant's own (negotiated) price of a model. ``api_keys``
+(the HTTP API's keys, hashed) is staff-only: in :data:`STAFF_TABLES`, not in
+:data:`TABLES`, the tenants' data.
 
 Piccolo creates the tables and the single-column foreign keys declared here.
 What Piccolo cannot express is added by the raw-SQL migrations that follow the
@@ -36,6 +38,7 @@ from piccolo.columns import (
     Array,
     BigInt,
     Boolean,
+    Bytea,
     ForeignKey,
     Integer,
     Numeric,
@@ -296,6 +299,56 @@ class SkillVersion(Table, tablename="skill_versions"):
     @classmethod
     def get_readable(cls) -> Readable:
         return Readable(template="%s", columns=[cls.version])
+
+
+class ApiKey(Table, tablename="api_keys"):
+    """
+    A tenant's key to the HTTP API (``Authorization: Bearer esk_...``; see
+    ``everyskill.api_keys``). Only the SHA-256 hash of a key is stored: the
+    key itself is shown once, when it is created. A tenant may hold many
+    active keys, so that one can be rotated without downtime. Staff only: the
+    application's roles have no privilege on this table, and a request's key
+    is resolved by the ``api_key_lookup`` function.
+    """
+
+    id = _id()
+    tenant_id = _tenant()
+    name = Text(required=True, help_text="What the key is for, e.g. ci-benchmarks.")
+    key_prefix = Text(
+        required=True,
+        unique=True,
+        help_text="The first 8 characters after esk_: not secret, names the key to staff.",
+    )
+    key_hash = Bytea(
+        required=True,
+        unique=True,
+        secret=True,
+        help_text="SHA-256 of the whole key; the key itself is never stored.",
+    )
+    scopes = Array(
+        required=True,
+        base_column=Text(),
+        help_text="feedback:write, measurements:write, benchmarks:write, catalogue:write, read.",
+    )
+    rate_limit_per_minute = _nullable_int(
+        "Requests per minute this key may make; NULL: the default limit."
+    )
+    expires_at = Timestamptz(
+        null=True, default=None, help_text="When the key stops working; NULL: never."
+    )
+    last_used_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="When the key was last used (stamped at most once a minute).",
+    )
+    revoked_at = Timestamptz(
+        null=True, default=None, help_text="When the key was revoked; NULL: not revoked."
+    )
+    created_at = _created_at()
+
+    @classmethod
+    def get_readable(cls) -> Readable:
+        return Readable(template="%s (esk_%s)", columns=[cls.name, cls.key_prefix])
 
 
 ###############################################################################
@@ -569,7 +622,7 @@ class BenchmarkResult(Table, tablename="benchmark_results"):
     created_at = _created_at()
 
 
-#: Every table of the app, parents before children.
+#: Every table of the tenants' data, parents before children.
 TABLES: tuple[type[Table], ...] = (
     Tenant,
     User,
@@ -581,3 +634,7 @@ TABLES: tuple[type[Table], ...] = (
     BenchmarkRun,
     BenchmarkResult,
 )
+
+#: Tables only staff reach (the owner): the application's roles hold no
+#: privilege on them, and the query API has no row type for them.
+STAFF_TABLES: tuple[type[Table], ...] = (ApiKey,)

@@ -30,6 +30,11 @@ Contract
   else before this review. Two reviewers racing on one item therefore always
   leave the loser with a :class:`ConflictError`, however their calls
   interleave.
+- :class:`AuthenticationError` -- an HTTP API key was refused. ``reason``
+  is ``"missing"`` (no key given), ``"malformed"`` (not an ``esk_`` key
+  whose checksum holds: a typo or a truncated copy) or ``"invalid"``
+  (well-formed, but unknown, revoked or expired: deliberately one reason,
+  see :mod:`everyskill.api_keys`). The message never quotes the key.
 - :class:`DatabaseUnavailableError` -- the database could not be reached, or
   the connection to it was lost (a restart, a crash, a network failure).
   ``during`` says when: ``"connect"`` (the scope did not start, nothing was
@@ -220,6 +225,29 @@ class AlreadyReviewedError(InvalidTransitionError, ConflictError):
             f"{kind} {id!r} was already {current} by user {reviewed_by!r} at "
             f"{reviewed_at}; reload it before reviewing again",
         )
+
+
+class AuthenticationError(EverySkillError, PermissionError):
+    """An HTTP API key was refused; ``reason`` says how (see the module's
+    contract). Unknown, revoked and expired keys share one reason and one
+    message: whoever holds a key that does not work learns nothing about
+    whether it ever existed; the tenant's staff see which it is in the key's
+    row (``revoked_at``, ``expires_at``)."""
+
+    MESSAGES = {
+        "missing": "no API key was given: send Authorization: Bearer esk_...",
+        "malformed": (
+            "the API key is not well-formed (esk_ followed by 38 letters and digits whose"
+            " last 6 are a checksum): check that it was copied whole"
+        ),
+        "invalid": (
+            "the API key is not valid: it is unknown, revoked or expired; ask for a new key"
+        ),
+    }
+
+    def __init__(self, reason: Literal["missing", "malformed", "invalid"]) -> None:
+        self.reason = reason
+        super().__init__(self.MESSAGES[reason])
 
 
 class DatabaseUnavailableError(EverySkillError):

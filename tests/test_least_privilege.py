@@ -26,7 +26,7 @@ from everyskill.database import (
 )
 from everyskill.errors import NotPermittedError, TenantScopeError
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
-from tables import TABLES, Skill, SkillFeedback
+from tables import STAFF_TABLES, TABLES, Skill, SkillFeedback
 from tests.cluster import private_cluster
 from tests.support import TenantRows, connected, make_tenant, run_piccolo
 
@@ -81,7 +81,9 @@ async def test_the_login_has_no_power_and_is_a_member_of_the_application_role_on
 
 async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection) -> None:
     """No table, column, sequence or function of the schema grants it
-    anything: every privilege it uses comes with SET ROLE."""
+    anything, but EXECUTE on api_key_lookup (an HTTP API key resolved to its
+    tenant before the tenant is known): every other privilege it uses comes
+    with SET ROLE."""
     grants = await owner.fetch(
         """
         SELECT c.relname, a.privilege_type
@@ -100,7 +102,7 @@ async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection
         """,
         APP_LOGIN,
     )
-    assert grants == []
+    assert [tuple(grant) for grant in grants] == [("api_key_lookup", "EXECUTE")]
 
 
 # -- outside a tenant transaction -----------------------------------------------
@@ -277,12 +279,14 @@ NOT_GRANTED = {
     "model_prices": {"UPDATE": {"id", "tenant_id", "created_at"}},
     "token_measurements": {"UPDATE": {"*"}, "DELETE": {"*"}},
     "benchmark_results": {"UPDATE": {"*"}, "DELETE": {"*"}},
+    # Staff only: keys are resolved by api_key_lookup, as the login.
+    "api_keys": {"SELECT": {"*"}, "INSERT": {"*"}, "UPDATE": {"*"}, "DELETE": {"*"}},
 }
 
 
 async def test_the_application_role_has_exactly_its_grants(owner: asyncpg.Connection) -> None:
     refused: dict[str, dict[str, set[str]]] = {}
-    for table in TABLES:
+    for table in (*TABLES, *STAFF_TABLES):
         name = table._meta.tablename
         columns = [column._meta.db_column_name for column in table._meta.columns]
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
@@ -451,7 +455,7 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
         " WHERE pronamespace = current_schema()::regnamespace AND prosecdef ORDER BY 1"
     )
     assert len(functions) >= 5
-    tables = "|".join(table._meta.tablename for table in TABLES)
+    tables = "|".join(table._meta.tablename for table in (*TABLES, *STAFF_TABLES))
     unqualified = re.compile(rf"\b(FROM|JOIN|UPDATE|INTO)\s+({tables}|benchmark_run_picks)\b", re.I)
     for function in functions:
         assert function["proconfig"] == ["search_path=pg_catalog, pg_temp"], function["proname"]
