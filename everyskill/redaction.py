@@ -140,6 +140,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from everyskill import secret_rules
+
 from detect_secrets.filters.heuristic import is_sequential_string, is_templated_secret
 from detect_secrets.plugins.aws import AWSKeyDetector
 from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
@@ -155,7 +157,7 @@ from detect_secrets.plugins.slack import SlackDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-__all__ = ["KINDS", "Redaction", "marker", "redact", "redact_fields", "redact_fields_async"]
+__all__ = ["KINDS", "OWN_KINDS", "Redaction", "marker", "redact", "redact_fields", "redact_fields_async"]
 
 
 @dataclass(frozen=True)
@@ -1138,7 +1140,10 @@ _DETECTORS: tuple[_Detector, ...] = (
 )
 
 #: Every kind :func:`redact` can report.
-KINDS: frozenset[str] = frozenset(detector.kind for detector in _DETECTORS)
+#: The kinds this module's own detectors report.
+OWN_KINDS: frozenset[str] = frozenset(detector.kind for detector in _DETECTORS)
+#: Every kind :func:`redact` reports: its own and the rule set's.
+KINDS: frozenset[str] = OWN_KINDS | secret_rules.RULE_KINDS
 
 # The pre-filter: every detector's needles and shapes. Masking claimed spans
 # never creates a needle or a shape, so what the text lacks, the masked text
@@ -1211,14 +1216,98 @@ def redact(text: str) -> Redaction:
     """
     if not isinstance(text, str):
         raise TypeError(f"redact() takes a str, not {type(text).__name__}")
+    shields = _shields(text)
+    shield_spans = _Spans()
+    for start, end in shields:
+        shield_spans.add(start, end)
+    rule_claims = [
+        (start, end, kind)
+        for start, end, kind in secret_rules.find(text)
+        if start < end
+        and not shield_spans.overlaps(start, end)
+        and not _is_placeholder(text[start:end])
+    ]
+    own_claims = _own_claims(text, shields)
+    if not rule_claims and not own_claims:
+        return Redaction(text, MappingProxyType({}))
+    merged = _merge(rule_claims, own_claims)
+    pieces: list[str] = []
+    position = 0
+    for start, end, kind in merged:
+        pieces.append(text[position:start])
+        pieces.append(marker(kind))
+        position = end
+    pieces.append(text[position:])
+    counts = Counter(kind for _, _, kind in merged)
+    return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+
+
+#: Own kinds that win over a rule's kind when their spans overlap: they are
+#: more precise about what the secret is (a key block, a URL's password).
+_OWN_FIRST = frozenset({"private_key", "database_url", "url_credentials", "aws_secret_key"})
+
+
+def _priority(kind: str) -> int:
+    if kind in _OWN_FIRST:
+        return 0
+    if kind in secret_rules.RULE_KINDS and kind not in _GENERIC_RULE_KINDS:
+        return 1
+    if kind in _GENERIC_RULE_KINDS:
+        return 3
+    return 2
+
+
+#: Rule kinds that name no provider: an own kind says more.
+_GENERIC_RULE_KINDS = frozenset(
+    {
+        "generic_api_key",
+        "generic_password",
+        "generic_credential_uri",
+        "curl_auth_header",
+        "curl_auth_user",
+    }
+)
+
+
+def _merge(
+    rule_claims: list[tuple[int, int, str]], own_claims: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    """Disjoint spans from overlapping claims, by precedence (:func:`_priority`).
+
+    A span this module's detectors find of a kind of :data:`_OWN_FIRST` takes what overlaps it whole: those kinds
+    replace a part of what a rule matched on purpose (a URL keeps its host,
+    a key block is one secret). Otherwise overlapping spans are joined, so no
+    piece of either secret is left, and reported as the kind of highest
+    precedence among them.
+    """
+    first = _Spans()
+    for start, end, kind in own_claims:
+        if kind in _OWN_FIRST:
+            first.add(start, end)
+    kept = [claim for claim in own_claims if claim[2] in _OWN_FIRST]
+    kept.extend(claim for claim in rule_claims if not first.overlaps(claim[0], claim[1]))
+    kept.extend(claim for claim in own_claims if claim[2] not in _OWN_FIRST)
+    kept.sort()
+    merged: list[tuple[int, int, str]] = []
+    for start, end, kind in kept:
+        if merged and start < merged[-1][1]:
+            last_start, last_end, last_kind = merged[-1]
+            best = min(last_kind, kind, key=lambda name: (_priority(name), name))
+            merged[-1] = (last_start, max(last_end, end), best)
+        else:
+            merged.append((start, end, kind))
+    return merged
+
+
+def _own_claims(text: str, shields: list[_Span]) -> list[tuple[int, int, str]]:
+    """The spans the detectors of this module find (see :data:`_DETECTORS`)."""
     lowered = _lower(text)
     needles = {needle for needle in _NEEDLES if needle in lowered}
     shapes = {shape for shape in _SHAPES if shape.search(text)}
     if not needles and not shapes:
-        return Redaction(text, MappingProxyType({}))
+        return []
 
     masked = text
-    shields = _shields(text)
     if shields:
         masked, lowered = _mask(masked, shields), _mask(lowered, shields)
 
@@ -1233,19 +1322,7 @@ def redact(text: str) -> Redaction:
         if spans:
             masked, lowered = _mask(masked, spans), _mask(lowered, spans)
             claims.extend((start, end, detector.kind) for start, end in spans)
-
-    if not claims:
-        return Redaction(text, MappingProxyType({}))
-    claims.sort()
-    pieces: list[str] = []
-    position = 0
-    for start, end, kind in claims:
-        pieces.append(text[position:start])
-        pieces.append(marker(kind))
-        position = end
-    pieces.append(text[position:])
-    counts = Counter(kind for _, _, kind in claims)
-    return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+    return claims
 
 
 def redact_fields(
