@@ -354,6 +354,9 @@ def _is_placeholder(value: str) -> bool:
         return True
     if stripped.lower() in _PLACEHOLDER_WORDS or len(set(stripped.lower())) == 1:
         return True
+    if stripped.endswith(("EXAMPLE", "EXAMPLEKEY")):
+        # AWS's documented example keys (AKIAIOSFODNN7EXAMPLE, ...EXAMPLEKEY).
+        return True
     return (
         bool(_PLACEHOLDER.match(stripped))
         or bool(_KEYWORD_AND_DIGITS.fullmatch(stripped))
@@ -598,7 +601,12 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 def _aws_secret_ok(value: str) -> bool:
-    return _has_classes(value) and not _HEX.fullmatch(value)
+    return _has_classes(value) and not _HEX.fullmatch(value) and not _is_placeholder(value)
+
+
+def _aws_key_id_ok(value: str) -> bool:
+    # AWS's documentation writes its example keys with an EXAMPLE suffix.
+    return not _is_placeholder(value)
 
 
 def _find_aws_secret_after_key_id(text: str, lowered: str) -> Iterator[_Span]:
@@ -1102,7 +1110,11 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector("azure_storage_key", ("accountkey=",), _pattern(_AZURE_ACCOUNT_KEY, "v", left=None)),
     # Before aws_access_key: it needs the key id still visible.
     _Detector("aws_secret_key", _AWS_KEY_ID_NEEDLES, _find_aws_secret_after_key_id),
-    _Detector("aws_access_key", _AWS_KEY_ID_NEEDLES, _pattern(_AWS_KEY_ID, right=_ALNUM)),
+    _Detector(
+        "aws_access_key",
+        _AWS_KEY_ID_NEEDLES,
+        _pattern(_AWS_KEY_ID, right=_ALNUM, accept=_aws_key_id_ok),
+    ),
     _Detector(
         "aws_secret_key",
         ("aws", "secret_access", "secretaccess"),

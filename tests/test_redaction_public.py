@@ -1,0 +1,125 @@
+"""
+Redaction on a corpus built from public material (tests/public_corpus.py):
+the token formats of at least 200 providers (tests/public_secret_formats.py
+says where they come from), each written in every syntax of
+``public_corpus.SYNTAXES``; and benign texts of the same syntaxes and of
+feedback prose that must come back byte for byte.
+
+A secret counts as caught when something was redacted and no piece of it of
+8 characters or more is left. Recall is asserted overall and for each
+syntax; the figures are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import betterleaks
+import pytest
+
+from everyskill import secret_rules
+from everyskill.redaction import KINDS, redact
+from tests import public_corpus as corpus
+
+OVERALL_RECALL = 0.98
+SYNTAX_RECALL = 0.98
+BENIGN_UNCHANGED = 0.99
+MIN_PROVIDERS = 200
+MIN_SYNTAXES = 10
+MIN_BENIGN = 500
+
+
+def test_the_corpus_is_as_wide_as_promised() -> None:
+    cases = corpus.secret_cases()
+    providers = {case.provider for case in cases}
+    assert len(providers) >= MIN_PROVIDERS
+    syntaxes_of: dict[str, set[str]] = {}
+    for case in cases:
+        syntaxes_of.setdefault(case.provider, set()).add(case.syntax)
+    assert min(len(syntaxes) for syntaxes in syntaxes_of.values()) >= MIN_SYNTAXES
+    assert len(corpus.benign_texts()) >= MIN_BENIGN
+    assert corpus.secret_cases() == cases  # seeded
+
+
+def test_tokens_follow_their_format() -> None:
+    # The generator makes what a row says, and nothing of a detector's.
+    rng = random.Random(1)
+    value = corpus.token(("ghp_", ("0-9A-Za-z", 36)), rng)
+    assert value.startswith("ghp_") and len(value) == 40 and value[4:].isalnum()
+    assert corpus._alphabet("-0-9a-f") == "-0123456789abcdef"
+
+
+def test_leftovers_are_found() -> None:
+    text = 'TOKEN="abcdefghijklmnop1234"'
+    assert corpus.leftovers("abcdefghijklmnop1234", text, 'TOKEN="[REDACTED:x]1234"') == []
+    assert corpus.leftovers("abcdefghijklmnop1234", text, 'TOKEN="[REDACTED:x]mnop1234"') == [
+        "mnop1234"
+    ]
+
+
+def test_public_corpus_recall_and_benign_texts(capsys: pytest.CaptureFixture[str]) -> None:
+    caught: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    missed: Counter[str] = Counter()
+    with_leftovers: list[str] = []
+    for case in corpus.secret_cases():
+        result = redact(case.text)
+        total[case.syntax] += 1
+        left = corpus.leftovers(case.token, case.text, result.text)
+        if result.found and not left:
+            caught[case.syntax] += 1
+        else:
+            missed[case.rule] += 1
+            if result.found:
+                with_leftovers.append(f"{case.rule} in {case.syntax}")
+        assert set(result.found) <= KINDS
+
+    benign = corpus.benign_texts()
+    changed: Counter[str] = Counter()
+    for text in benign:
+        result = redact(text)
+        if result.text != text:
+            changed.update(result.found)
+        else:
+            assert not result.found
+    unchanged = 1 - sum(1 for text in benign if redact(text).text != text) / len(benign)
+
+    recall = sum(caught.values()) / sum(total.values())
+    by_syntax = {syntax: caught[syntax] / total[syntax] for syntax in total}
+    with capsys.disabled():
+        print(
+            f"\npublic corpus: {sum(total.values())} secrets of "
+            f"{len(corpus.FORMATS)} formats, recall {recall:.4f}; "
+            f"{len(benign)} benign texts, unchanged {unchanged:.4f}"
+        )
+        for syntax, share in by_syntax.items():
+            print(f"  {syntax:<14} recall {share:.3f} ({caught[syntax]}/{total[syntax]})")
+        if missed:
+            print(f"  missed, by rule: {dict(missed.most_common())}")
+        if changed:
+            print(f"  benign texts changed, by kind reported: {dict(changed)}")
+
+    assert recall >= OVERALL_RECALL, missed
+    assert min(by_syntax.values()) >= SYNTAX_RECALL, by_syntax
+    assert unchanged >= BENIGN_UNCHANGED, dict(changed)
+
+
+def test_rule_ids_are_the_engines() -> None:
+    """RULE_IDS (and so the kinds) is the pinned engine's rule list: an
+    upgrade that adds or renames rules must update it."""
+    binary = Path(betterleaks.__file__).parent / "bin" / "betterleaks"
+    listed = subprocess.run(
+        [str(binary), "config", "show", "ids"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    assert tuple(listed) == secret_rules.RULE_IDS
+
+
+def test_ignored_rules_exist() -> None:
+    assert secret_rules.IGNORED_RULES <= set(secret_rules.RULE_IDS)
