@@ -13,7 +13,19 @@ Contract
 - Each secret found is replaced with :func:`marker` of its kind,
   ``[REDACTED:<kind>]``; everything else is kept byte for byte. A text with no
   secret comes back unchanged (the very same string) with an empty ``found``.
-- :data:`KINDS` names every kind :func:`redact` reports:
+- Two detectors find secrets, once per call: Betterleaks' rule set
+  (:mod:`everyskill.secret_rules`: 465 maintained rules of provider formats,
+  one engine call per text) and this module's own detectors, for what a rule
+  set of provider formats lacks (passwords assigned to secret names in any
+  syntax, credentials in URLs and ``Authorization`` schemes, private key
+  blocks, the AWS secret after its key id, JWTs, long base64 runs). Their
+  spans are merged (:func:`_merge`): where they overlap, one marker replaces
+  both, so no piece of either secret is left. ``docs/redaction.md`` gives
+  the choice of the rule set and the figures.
+- :data:`KINDS` names every kind :func:`redact` reports: the rule set's
+  kinds (a rule's id, ``slack-bot-token`` -> ``slack_bot_token``; see
+  :func:`everyskill.secret_rules.kind_of`) and :data:`OWN_KINDS`, those of
+  this module's detectors, which are:
 
   ``private_key``
       a PEM private key block (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP or plain
@@ -75,12 +87,14 @@ Contract
     templating (``{{ }}``, ``%(x)s``), an environment variable's name
     (``"OPENAI_API_KEY"``), a keyword and digits (``"token123"``), a
     capitalised or non-ASCII word (a label: ``"Password": "Passwort"``);
-  - a value of fewer than 4 characters; an unquoted value of digits only (a
-    count, a port: so ``password: 123456`` is kept, ``password: "123456"`` is
-    not); a quoted value with a space in it (a label or a sentence: pass
-    phrases with spaces are not caught); a file name or a path; a
-    comparison with a variable; a tuple assignment (``user, password =
-    "admin", make()``: which value is whose?);
+  - a value of fewer than 4 characters; for this module's detectors, an
+    unquoted value of digits only (a count, a port) and a quoted value with
+    a space in it (a label or a sentence), a file name or a path, a
+    comparison with a variable, a tuple assignment (``user, password =
+    "admin", make()``: which value is whose?). The rule set's
+    ``generic-password`` does take a value of 5 or more characters assigned
+    to a password name, with spaces or of digits (``password: 123456`` is
+    redacted as ``generic_password``); it keeps labels as above;
   - a bearer token shorter than 12 characters or without a digit (prose:
     "Bearer authentication");
   - UUIDs, hexadecimal digests and commit hashes (their entropy is too low
@@ -106,7 +120,8 @@ Contract
   ``found`` holds counts by kind, errors name types only (:func:`redact`
   raises :class:`TypeError` for anything but a ``str``), nothing is logged,
   and a :class:`Redaction`'s repr shows the redacted text.
-- Linear cost, cheap in the common case: a pre-filter looks for the
+- Linear cost: the rule set's engine scans long texts in windows
+  (:data:`everyskill.secret_rules.WINDOW`); for this module's detectors, a pre-filter looks for the
   detectors' tell-tale prefixes and keywords (substring tests on the
   lower-cased text) and for a long base64-like run; a text with none of them
   returns at once, and each detector runs only when its own tell-tales are
@@ -1238,6 +1253,7 @@ def redact(text: str) -> Redaction:
         if start < end
         and not shield_spans.overlaps(start, end)
         and not _is_placeholder(text[start:end])
+        and not (kind in _GENERIC_RULE_KINDS and _is_label(text[start:end]))
     ]
     own_claims = _own_claims(text, shields)
     if not rule_claims and not own_claims:
@@ -1257,6 +1273,12 @@ def redact(text: str) -> Redaction:
 #: Own kinds that win over a rule's kind when their spans overlap: they are
 #: more precise about what the secret is (a key block, a URL's password).
 _OWN_FIRST = frozenset({"private_key", "database_url", "url_credentials", "aws_secret_key"})
+
+
+def _is_label(value: str) -> bool:
+    """A word that reads as a label or a translation (``"Password":
+    "Passwort"``), not as a secret: letters only, capitalised or not ASCII."""
+    return value.isalpha() and (value.istitle() or not value.isascii())
 
 
 def _priority(kind: str) -> int:
