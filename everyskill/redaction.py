@@ -159,16 +159,12 @@ from everyskill import secret_rules
 
 from detect_secrets.filters.heuristic import is_sequential_string, is_templated_secret
 from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
 from detect_secrets.plugins.basic_auth import BasicAuthDetector
 from detect_secrets.plugins.github_token import GitHubTokenDetector
 from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.jwt import JwtTokenDetector
 from detect_secrets.plugins.keyword import DENYLIST as KEYWORD_DENYLIST
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
@@ -530,21 +526,18 @@ def _jwt_ok(value: str) -> bool:
 
 
 # --------------------------------------------------------------------------
-# Provider tokens.
+# Provider tokens: the few shapes the rule set does not cover (OpenAI's
+# older keys and ones without the "T3BlbkFJ" infix, GitHub tokens of other
+# lengths, GitLab's, Stripe's webhook secrets and short keys, .npmrc lines,
+# Twilio's AC/SK ids). Those it covers are its (everyskill.secret_rules).
 
-_ANTHROPIC = re.compile(r"sk-ant-[A-Za-z0-9_\-]{20,}")
 # The library's OpenAI pattern needs the "T3BlbkFJ" infix of older keys
 # (project, service-account and admin keys do not always carry it), and its
 # leading "[A-Za-z0-9-_]*" backtracks over the whole run for each "sk-" in
 # it, quadratic on crafted input. This pattern covers its keys too.
 _OPENAI = re.compile(r"sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_\-]{20,}")
 _GITHUB_PAT = re.compile(r"github_pat_[A-Za-z0-9_]{22,}")
-_SLACK_OTHER = re.compile(r"(?:xapp-\d+-|xox[a-z]-)[A-Za-z0-9\-]{10,}")
-_SLACK_WORKFLOW_HOOK = re.compile(
-    r"https://hooks\.slack\.com/(?:workflows|triggers)/[A-Za-z0-9_/]{20,}"
-)
 _STRIPE_OTHER = re.compile(r"(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|whsec_[A-Za-z0-9]{24,}")
-_GOOGLE_API_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])")
 _NPM_TOKEN = re.compile(r"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])")
 # The library's NpmDetector captures from the token to the end of the line;
 # only the value is wanted here. Tried where "/:_" occurs, in a "//host/" run.
@@ -556,11 +549,6 @@ _NPMRC = re.compile(
 _NPMRC_REGISTRY = re.compile(r"//[^\s/]+")
 #: How far back from "/:_" its "//host" may start.
 _NPMRC_LINE_MAX = 300
-_HUGGINGFACE = re.compile(r"hf_[A-Za-z0-9]{34,}(?![A-Za-z0-9_])")
-# The library's pattern, with the key alone as a group: the name is kept.
-_AZURE_ACCOUNT_KEY = re.compile(
-    AzureStorageKeyDetector.denylist[0].pattern.replace("AccountKey=", "AccountKey=(?P<v>", 1) + ")"
-)
 
 
 def _find_npmrc(text: str, lowered: str) -> Iterator[_Span]:
@@ -589,14 +577,6 @@ def _openai_ok(value: str) -> bool:
 
 def _twilio_ok(value: str) -> bool:
     return any(c.isdigit() for c in value) and any(c.isalpha() for c in value[2:])
-
-
-def _huggingface_ok(value: str) -> bool:
-    return _has_classes(value[3:], digit=False)
-
-
-def _slack_other_ok(value: str) -> bool:
-    return any(c.isdigit() for c in value[5:])
 
 
 # --------------------------------------------------------------------------
@@ -1042,7 +1022,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         ("eyj",),
         _pattern(_JWT, accept=_jwt_ok),
     ),
-    _Detector("anthropic_key", ("sk-ant-",), _pattern(_ANTHROPIC, left=_TOKEN_CHARS)),
     _Detector(
         "openai_key",
         ("sk-",),
@@ -1075,19 +1054,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         _chain(*(_pattern(pattern) for pattern in GitLabTokenDetector.denylist)),
     ),
     _Detector(
-        "slack_webhook",
-        ("hooks.slack.com",),
-        _chain(_pattern(SlackDetector.denylist[1]), _pattern(_SLACK_WORKFLOW_HOOK)),
-    ),
-    _Detector(
-        "slack_token",
-        ("xox", "xapp-"),
-        _chain(
-            _pattern(SlackDetector.denylist[0], tail=_TOKEN_TAIL),
-            _pattern(_SLACK_OTHER, tail=_TOKEN_TAIL, accept=_slack_other_ok),
-        ),
-    ),
-    _Detector(
         "stripe_key",
         ("k_live_", "k_test_", "whsec_"),
         _chain(
@@ -1095,7 +1061,6 @@ _DETECTORS: tuple[_Detector, ...] = (
             _pattern(_STRIPE_OTHER, tail=_ALNUM_TAIL),
         ),
     ),
-    _Detector("google_api_key", ("aiza",), _pattern(_GOOGLE_API_KEY)),
     _Detector(
         "npm_token",
         ("npm_", "/:_"),
@@ -1103,13 +1068,6 @@ _DETECTORS: tuple[_Detector, ...] = (
             _pattern(_NPM_TOKEN),
             _find_npmrc,
         ),
-    ),
-    _Detector("huggingface_token", ("hf_",), _pattern(_HUGGINGFACE, accept=_huggingface_ok)),
-    _Detector("sendgrid_key", ("sg.",), _pattern(SendGridDetector.denylist[0], right=_ALNUM)),
-    _Detector(
-        "pypi_token",
-        ("pypi-",),
-        _chain(*(_pattern(pattern, tail=_TOKEN_TAIL) for pattern in PypiTokenDetector.denylist)),
     ),
     _Detector(
         "twilio_key",
@@ -1122,7 +1080,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         shape=re.compile(r"AC[a-z0-9]{32}|SK[a-z0-9]{32}"),
     ),
-    _Detector("azure_storage_key", ("accountkey=",), _pattern(_AZURE_ACCOUNT_KEY, "v", left=None)),
     # Before aws_access_key: it needs the key id still visible.
     _Detector("aws_secret_key", _AWS_KEY_ID_NEEDLES, _find_aws_secret_after_key_id),
     _Detector(
@@ -1255,7 +1212,11 @@ def redact(text: str) -> Redaction:
         and not _is_placeholder(text[start:end])
         and not (kind in _GENERIC_RULE_KINDS and _is_label(text[start:end]))
     ]
-    own_claims = _own_claims(text, shields)
+    own_claims = _own_claims(
+        text,
+        shields,
+        [(start, end) for start, end, kind in rule_claims if kind not in _GENERIC_RULE_KINDS],
+    )
     if not rule_claims and not own_claims:
         return Redaction(text, MappingProxyType({}))
     merged = _merge(rule_claims, own_claims)
@@ -1308,19 +1269,40 @@ def _merge(
 ) -> list[tuple[int, int, str]]:
     """Disjoint spans from overlapping claims, by precedence (:func:`_priority`).
 
-    A span this module's detectors find of a kind of :data:`_OWN_FIRST` takes what overlaps it whole: those kinds
-    replace a part of what a rule matched on purpose (a URL keeps its host,
-    a key block is one secret). Otherwise overlapping spans are joined, so no
-    piece of either secret is left, and reported as the kind of highest
-    precedence among them.
+    A span this module's detectors find of a kind of :data:`_OWN_FIRST`
+    takes what overlaps it whole: those kinds replace a part of what a rule
+    matched on purpose (a URL keeps its host, a key block is one secret).
+    A URL's password that a provider rule knows (a GitHub token as the
+    password of a clone URL) is reported as the provider's kind. Otherwise
+    overlapping spans are joined, so no piece of either secret is left, and
+    reported as the kind of highest precedence among them.
     """
     first = _Spans()
     for start, end, kind in own_claims:
         if kind in _OWN_FIRST:
             first.add(start, end)
-    kept = [claim for claim in own_claims if claim[2] in _OWN_FIRST]
+    providers = sorted(
+        (start, end, kind)
+        for start, end, kind in rule_claims
+        if kind not in _GENERIC_RULE_KINDS and first.overlaps(start, end)
+    )
+    provider_starts = [start for start, _, _ in providers]
+    kept: list[tuple[int, int, str]] = []
+    for start, end, kind in own_claims:
+        if kind not in _OWN_FIRST:
+            continue
+        reported = kind
+        if kind in ("url_credentials", "database_url"):
+            index = bisect.bisect_left(provider_starts, start)
+            if index < len(providers) and providers[index][0] < end:
+                reported = providers[index][2]
+        kept.append((start, end, reported))
     kept.extend(claim for claim in rule_claims if not first.overlaps(claim[0], claim[1]))
-    kept.extend(claim for claim in own_claims if claim[2] not in _OWN_FIRST)
+    kept.extend(
+        claim
+        for claim in own_claims
+        if claim[2] not in _OWN_FIRST and not first.overlaps(claim[0], claim[1])
+    )
     kept.sort()
     merged: list[tuple[int, int, str]] = []
     for start, end, kind in kept:
@@ -1333,28 +1315,44 @@ def _merge(
     return merged
 
 
-def _own_claims(text: str, shields: list[_Span]) -> list[tuple[int, int, str]]:
-    """The spans the detectors of this module find (see :data:`_DETECTORS`)."""
+def _own_claims(
+    text: str, shields: list[_Span], found: list[_Span]
+) -> list[tuple[int, int, str]]:
+    """The spans the detectors of this module find (see :data:`_DETECTORS`).
+
+    Each detector sees the text with the spans claimed before it masked, and
+    the shields; all but those of :data:`_OWN_FIRST` kinds also with the
+    spans ``found`` by the rule set's provider rules masked (its generic
+    rules' spans are merged afterwards instead): a rule's span ends a value where
+    the rule knows the format (``AccountKey=...;EndpointSuffix=...``), where
+    an assignment's value would run on.
+    """
     lowered = _lower(text)
     needles = {needle for needle in _NEEDLES if needle in lowered}
     shapes = {shape for shape in _SHAPES if shape.search(text)}
     if not needles and not shapes:
         return []
 
-    masked = text
+    opened, opened_lowered = text, lowered
     if shields:
-        masked, lowered = _mask(masked, shields), _mask(lowered, shields)
+        opened, opened_lowered = _mask(text, shields), _mask(lowered, shields)
+    masked, masked_lowered = opened, opened_lowered
+    if found:
+        masked, masked_lowered = _mask(opened, found), _mask(opened_lowered, found)
 
     claims: list[tuple[int, int, str]] = []
     for detector in _DETECTORS:
         if needles.isdisjoint(detector.needles) and detector.shape not in shapes:
             continue
+        first = detector.kind in _OWN_FIRST
+        seen, seen_lowered = (opened, opened_lowered) if first else (masked, masked_lowered)
         spans = _Spans()
-        for start, end in detector.find(masked, lowered):
-            if start < end and _MASK not in masked[start:end]:
+        for start, end in detector.find(seen, seen_lowered):
+            if start < end and _MASK not in seen[start:end]:
                 spans.add(start, end)
         if spans:
-            masked, lowered = _mask(masked, spans), _mask(lowered, spans)
+            opened, opened_lowered = _mask(opened, spans), _mask(opened_lowered, spans)
+            masked, masked_lowered = _mask(masked, spans), _mask(masked_lowered, spans)
             claims.extend((start, end, detector.kind) for start, end in spans)
     return claims
 
