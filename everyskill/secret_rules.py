@@ -152,7 +152,14 @@ def find(text: str) -> Iterator[tuple[int, int, str]]:
             yield origin + start, origin + end, kind
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _find(text: str) -> Iterator[tuple[int, int, str]]:
+    if not text.isascii():
+        # A lone surrogate cannot be encoded for the engine; a character in
+        # its place keeps every offset (such text is refused when stored).
+        text = _SURROGATE.sub("?", text)
     findings = _scan(text)
     if not findings:
         return

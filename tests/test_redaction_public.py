@@ -123,3 +123,12 @@ def test_rule_ids_are_the_engines() -> None:
 
 def test_ignored_rules_exist() -> None:
     assert secret_rules.IGNORED_RULES <= set(secret_rules.RULE_IDS)
+
+
+def test_text_the_engine_cannot_take_is_still_scanned() -> None:
+    # A NUL would end the engine's C string; a lone surrogate cannot be
+    # encoded. Offsets stay right around both.
+    token = "ghp_" + "R8bQz4Lk2mN7pX9vT3wY6cH1jF5dS0aEuK4i"
+    for odd in ("\0", "\ud800", "é😀\udfff"):
+        result = redact(f"a{odd}b token {token} after")
+        assert result.text == f"a{odd}b token [REDACTED:github_token] after"
