@@ -1219,7 +1219,7 @@ def redact(text: str) -> Redaction:
     )
     if not rule_claims and not own_claims:
         return Redaction(text, MappingProxyType({}))
-    merged = _merge(rule_claims, own_claims)
+    merged = _whole(text, _merge(rule_claims, own_claims))
     pieces: list[str] = []
     position = 0
     for start, end, kind in merged:
@@ -1234,6 +1234,46 @@ def redact(text: str) -> Redaction:
 #: Own kinds that win over a rule's kind when their spans overlap: they are
 #: more precise about what the secret is (a key block, a URL's password).
 _OWN_FIRST = frozenset({"private_key", "database_url", "url_credentials", "aws_secret_key"})
+
+
+#: Characters a token is made of: a span is widened over them (see _whole).
+_TOKEN_BODY = frozenset(string.ascii_letters + string.digits + "_-+/!~")
+#: Kinds whose span is a part of a larger run on purpose.
+_EXACT = frozenset({"private_key", "database_url", "url_credentials"})
+
+
+def _whole(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Each span widened to the whole token it is part of, so that no piece
+    of a secret is left beside its marker: a rule or a pattern that stops
+    at a character the token has (an ``=`` inside it, a ``.``, an ``!``)
+    would leave the rest. Rightwards over token characters, ``=`` and a
+    ``.`` followed by one; leftwards over token characters and a ``.``
+    after one (an ``=`` or ``:`` before a value is its name's: a token cut
+    at an ``=`` inside it may still leave its first part). Spans that come to overlap are
+    joined, keeping the first one's kind."""
+    widened: list[tuple[int, int, str]] = []
+    for start, end, kind in spans:
+        # Each character is read once: a scan stops where the last span ended.
+        reached = widened[-1][1] if widened else 0
+        if kind not in _EXACT:
+            end = max(end, reached)
+            while end < len(text) and (
+                text[end] in _TOKEN_BODY
+                or text[end] == "="
+                or (text[end] == "." and end + 1 < len(text) and text[end + 1] in _ALNUM)
+            ):
+                end += 1
+            while start > reached and (
+                text[start - 1] in _TOKEN_BODY
+                or (text[start - 1] == "." and start - 1 > reached and text[start - 2] in _ALNUM)
+            ):
+                start -= 1
+        if widened and start < reached:
+            last_start, last_end, last_kind = widened[-1]
+            widened[-1] = (last_start, max(last_end, end), last_kind)
+        else:
+            widened.append((start, end, kind))
+    return widened
 
 
 def _is_label(value: str) -> bool:

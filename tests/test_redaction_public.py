@@ -30,6 +30,8 @@ BENIGN_UNCHANGED = 0.99
 MIN_PROVIDERS = 200
 MIN_SYNTAXES = 10
 MIN_BENIGN = 500
+#: Redactions that leave a piece of 8 or more characters of the secret.
+MAX_LEFTOVERS = 3
 
 
 def test_the_corpus_is_as_wide_as_promised() -> None:
@@ -101,10 +103,15 @@ def test_public_corpus_recall_and_benign_texts(capsys: pytest.CaptureFixture[str
             print(f"  missed, by rule: {dict(missed.most_common())}")
         if changed:
             print(f"  benign texts changed, by kind reported: {dict(changed)}")
+        if with_leftovers:
+            print(f"  redacted but with a piece of 8+ characters left: {with_leftovers}")
 
     assert recall >= OVERALL_RECALL, missed
     assert min(by_syntax.values()) >= SYNTAX_RECALL, by_syntax
     assert unchanged >= BENIGN_UNCHANGED, dict(changed)
+    # Known (docs/redaction.md): a token with an "=" or ":" inside that no
+    # rule knows whole, cut there by an assignment or Bearer pattern.
+    assert len(with_leftovers) <= MAX_LEFTOVERS, with_leftovers
 
 
 def test_rule_ids_are_the_engines() -> None:
