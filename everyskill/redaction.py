@@ -635,7 +635,8 @@ def _url_password_ok(value: str) -> bool:
 # --------------------------------------------------------------------------
 # Authorization schemes.
 
-_BEARER = re.compile(r"(?i)(?<![\w\-])bearer[ \t]+(?P<v>[A-Za-z0-9\-._~+/]+=*)")
+# A ":" inside: an id and secret pair (Etsy's, Telegram bot tokens).
+_BEARER = re.compile(r"(?i)(?<![\w\-])bearer[ \t]+(?P<v>[A-Za-z0-9\-._~+/:]+=*)")
 _AUTH_TOKEN = re.compile(
     r"(?i)authorization[\"']?[ \t]*[:=][ \t]*[\"']?token[ \t]+(?P<v>[A-Za-z0-9\-._~+/]+=*)"
 )
@@ -1015,6 +1016,28 @@ class _Detector:
     shape: re.Pattern[str] | None = None
 
 
+# A URL query parameter named as a secret (?api_key=...&): the rule set's
+# formats want a quote, a space or the end of a line after the value, and an
+# unquoted value without a digit is not an assignment's here.
+_QUERY_SECRET = re.compile(
+    r"[?&][A-Za-z0-9_.\-]{0,40}?(?i:token|key|secret|pass|pwd)[A-Za-z0-9_.\-]{0,40}="
+    r"(?P<v>[^&#\s'\"<>\\]{16,1024})"
+)
+
+
+def _query_secret_ok(value: str) -> bool:
+    classes = (
+        any(c.isupper() for c in value),
+        any(c.islower() for c in value),
+        any(c.isdigit() for c in value),
+    )
+    return (
+        sum(classes) >= 2
+        and not _is_placeholder(value)
+        and _ENTROPY.calculate_shannon_entropy(value) >= 3.5
+    )
+
+
 _DETECTORS: tuple[_Detector, ...] = (
     _Detector("private_key", ("private key", "putty-user-key-file"), _find_private_keys),
     _Detector(
@@ -1115,6 +1138,11 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     _Detector("bearer_token", ("bearer", "authorization"), _find_bearer),
     _Detector("password_assignment", _KEYWORD_NEEDLES, _find_assignments),
+    _Detector(
+        "password_assignment",
+        _KEYWORD_NEEDLES,
+        _pattern(_QUERY_SECRET, "v", left=None, accept=_query_secret_ok),
+    ),
     _Detector(
         "base64_blob",
         (),
