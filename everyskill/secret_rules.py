@@ -134,8 +134,8 @@ def _scan(text: str) -> list[dict[str, Any]]:
 #: 100,000 characters of ``xoxa-`` took 0.35 s, of 25,000 0.05 s); windows
 #: keep it linear. A secret shorter than the overlap lies whole in some
 #: window; longer ones (key blocks) are this module's callers' own detectors'.
-WINDOW = 4096
-OVERLAP = 1024
+WINDOW = 2048
+OVERLAP = 512
 
 
 def find(text: str) -> Iterator[tuple[int, int, str]]:

@@ -139,3 +139,12 @@ def test_text_the_engine_cannot_take_is_still_scanned() -> None:
     for odd in ("\0", "\ud800", "é😀\udfff"):
         result = redact(f"a{odd}b token {token} after")
         assert result.text == f"a{odd}b token [REDACTED:github_token] after"
+
+
+def test_secrets_across_window_edges_are_found_whole() -> None:
+    token = "ghp_" + "R8bQz4Lk2mN7pX9vT3wY6cH1jF5dS0aEuK4i"
+    window = secret_rules.WINDOW
+    for offset in range(-len(token), 8, 7):
+        text = "x " * ((window + offset) // 2) + token + " and more" + " y" * window
+        result = redact(text)
+        assert token[:8] not in result.text and result.found == {"github_token": 1}, offset
