@@ -36,11 +36,14 @@ Contract
       an access key id (``AKIA``/``ASIA``... 20 characters); a 40-character
       secret access key named as such (``aws_secret_access_key = ...``,
       ``"SecretAccessKey": ...``) or written just after an access key id.
-  ``github_token``, ``gitlab_token``, ``anthropic_key``, ``openai_key``,
-  ``slack_token``, ``slack_webhook``, ``stripe_key``, ``google_api_key``,
-  ``npm_token``, ``huggingface_token``, ``sendgrid_key``, ``pypi_token``,
-  ``twilio_key``, ``azure_storage_key``
-      a provider's token, known by its prefix or shape. ``stripe_key`` covers
+  ``github_token``, ``gitlab_token``, ``openai_key``, ``stripe_key``,
+  ``npm_token``, ``twilio_key``
+      a provider's token, known by its prefix or shape, in the shapes the
+      rule set lacks (it reports these kinds too, as it does
+      ``anthropic_key``, ``slack_token``, ``slack_webhook``,
+      ``google_api_key``, ``huggingface_token``, ``sendgrid_key``,
+      ``pypi_token`` and ``azure_storage_key``, kept from this module's
+      earlier detectors). ``stripe_key`` covers
       secret and restricted keys, live and test (``sk_``, ``rk_``) and
       webhook secrets (``whsec_``); publishable keys (``pk_live_``,
       ``pk_test_``) are public by design and kept. ``npm_token`` also covers
