@@ -148,3 +148,14 @@ def test_secrets_across_window_edges_are_found_whole() -> None:
         text = "x " * ((window + offset) // 2) + token + " and more" + " y" * window
         result = redact(text)
         assert token[:8] not in result.text and result.found == {"github_token": 1}, offset
+
+
+def test_threads_get_the_same_redactions() -> None:
+    # redact_fields_async redacts long texts in worker threads: the engine
+    # is called from several at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [case.text * 3 for case in corpus.secret_cases()[:300]]
+    alone = [redact(text) for text in texts]
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(redact, texts)) == alone
