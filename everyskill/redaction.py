@@ -148,6 +148,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import concurrent.futures
 import functools
 import heapq
 import itertools
@@ -1235,19 +1236,24 @@ def redact(text: str) -> Redaction:
     shield_spans = _Spans()
     for start, end in shields:
         shield_spans.add(start, end)
+    if len(text) >= _PARALLEL_MIN:
+        # The engine releases the interpreter while it scans: both at once.
+        scanning = _pool().submit(_rule_spans, text)
+        own_claims = _own_claims(text, shields)
+        found = scanning.result()
+    else:
+        found = _rule_spans(text)
+        own_claims = _own_claims(text, shields)
     rule_claims = [
         (start, end, kind)
-        for start, end, kind in secret_rules.find(text)
+        for start, end, kind in found
         if start < end
         and not shield_spans.overlaps(start, end)
         and not _is_placeholder(text[start:end])
         and not (kind in _GENERIC_RULE_KINDS and _is_label(text[start:end]))
     ]
-    own_claims = _own_claims(
-        text,
-        shields,
-        [(start, end) for start, end, kind in rule_claims if kind not in _GENERIC_RULE_KINDS],
-    )
+    if rule_claims and own_claims:
+        own_claims = _yield_to_providers(rule_claims, own_claims)
     if not rule_claims and not own_claims:
         return Redaction(text, MappingProxyType({}))
     merged = _whole(text, _merge(rule_claims, own_claims))
@@ -1305,6 +1311,52 @@ def _whole(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int,
         else:
             widened.append((start, end, kind))
     return widened
+
+
+#: Texts of this many characters or more are scanned by the engine in a
+#: worker thread while this module's detectors run.
+_PARALLEL_MIN = 4 * secret_rules.WINDOW
+_POOLS: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    if not _POOLS:
+        _POOLS.append(
+            concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="redaction")
+        )
+    return _POOLS[0]
+
+
+def _rule_spans(text: str) -> list[tuple[int, int, str]]:
+    return list(secret_rules.find(text))
+
+
+#: This module's kinds that give way to a provider rule's span they overlap:
+#: the rule knows where the token ends (``AccountKey=...;EndpointSuffix=``
+#: keeps its suffix) and what it is (``Bearer <GitHub token>`` is a
+#: ``github_token``).
+_YIELDING = frozenset({"password_assignment", "base64_blob", "bearer_token", "basic_auth"})
+
+
+def _yield_to_providers(
+    rule_claims: list[tuple[int, int, str]], own_claims: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    providers = _Spans()
+    joined: list[list[int]] = []
+    for start, end, kind in sorted(rule_claims):
+        if kind in _GENERIC_RULE_KINDS:
+            continue
+        if joined and start < joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([start, end])
+    for start, end in joined:
+        providers.add(start, end)
+    return [
+        (start, end, kind)
+        for start, end, kind in own_claims
+        if kind not in _YIELDING or not providers.overlaps(start, end)
+    ]
 
 
 def _is_label(value: str) -> bool:
@@ -1386,17 +1438,11 @@ def _merge(
     return merged
 
 
-def _own_claims(
-    text: str, shields: list[_Span], found: list[_Span]
-) -> list[tuple[int, int, str]]:
+def _own_claims(text: str, shields: list[_Span]) -> list[tuple[int, int, str]]:
     """The spans the detectors of this module find (see :data:`_DETECTORS`).
 
-    Each detector sees the text with the spans claimed before it masked, and
-    the shields; all but those of :data:`_OWN_FIRST` kinds also with the
-    spans ``found`` by the rule set's provider rules masked (its generic
-    rules' spans are merged afterwards instead): a rule's span ends a value where
-    the rule knows the format (``AccountKey=...;EndpointSuffix=...``), where
-    an assignment's value would run on.
+    Each detector sees the text with the shields and the spans claimed
+    before it masked.
     """
     lowered = _lower(text)
     needles = {needle for needle in _NEEDLES if needle in lowered}
@@ -1404,26 +1450,20 @@ def _own_claims(
     if not needles and not shapes:
         return []
 
-    opened, opened_lowered = text, lowered
+    masked = text
     if shields:
-        opened, opened_lowered = _mask(text, shields), _mask(lowered, shields)
-    masked, masked_lowered = opened, opened_lowered
-    if found:
-        masked, masked_lowered = _mask(opened, found), _mask(opened_lowered, found)
+        masked, lowered = _mask(masked, shields), _mask(lowered, shields)
 
     claims: list[tuple[int, int, str]] = []
     for detector in _DETECTORS:
         if needles.isdisjoint(detector.needles) and detector.shape not in shapes:
             continue
-        first = detector.kind in _OWN_FIRST
-        seen, seen_lowered = (opened, opened_lowered) if first else (masked, masked_lowered)
         spans = _Spans()
-        for start, end in detector.find(seen, seen_lowered):
-            if start < end and _MASK not in seen[start:end]:
+        for start, end in detector.find(masked, lowered):
+            if start < end and _MASK not in masked[start:end]:
                 spans.add(start, end)
         if spans:
-            opened, opened_lowered = _mask(opened, spans), _mask(opened_lowered, spans)
-            masked, masked_lowered = _mask(masked, spans), _mask(masked_lowered, spans)
+            masked, lowered = _mask(masked, spans), _mask(lowered, spans)
             claims.extend((start, end, detector.kind) for start, end in spans)
     return claims
 
