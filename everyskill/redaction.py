@@ -1275,6 +1275,7 @@ _OWN_FIRST = frozenset({"private_key", "database_url", "url_credentials", "aws_s
 
 #: Characters a token is made of: a span is widened over them (see _whole).
 _TOKEN_BODY = frozenset(string.ascii_letters + string.digits + "_-+/!~")
+_WIDEN_RIGHT = re.compile(r"(?:[A-Za-z0-9_\-+/!~=]|\.(?=[A-Za-z0-9]))*")
 #: Kinds whose span is a part of a larger run on purpose.
 _EXACT = frozenset({"private_key", "database_url", "url_credentials"})
 
@@ -1293,13 +1294,8 @@ def _whole(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int,
         # Each character is read once: a scan stops where the last span ended.
         reached = widened[-1][1] if widened else 0
         if kind not in _EXACT:
-            end = max(end, reached)
-            while end < len(text) and (
-                text[end] in _TOKEN_BODY
-                or text[end] == "="
-                or (text[end] == "." and end + 1 < len(text) and text[end + 1] in _ALNUM)
-            ):
-                end += 1
+            widened_to = _WIDEN_RIGHT.match(text, max(end, reached))
+            end = widened_to.end() if widened_to else max(end, reached)
             while start > reached and (
                 text[start - 1] in _TOKEN_BODY
                 or (text[start - 1] == "." and start - 1 > reached and text[start - 2] in _ALNUM)

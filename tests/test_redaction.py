@@ -733,9 +733,10 @@ def test_crafted_inputs_take_linear_time(capsys: pytest.CaptureFixture[str]) -> 
         short, long = make(GROWTH_N), make(4 * GROWTH_N)
         assert (len(short), len(long)) == (GROWTH_N, 4 * GROWTH_N), name
         t_short = _best_time(short, 3)
-        # Best of three, stopping early once under the bound: the same verdict.
+        # Best of up to ten (other processes share this machine), stopping
+        # early once under the bound: the same verdict.
         bound = min(GROWTH_RATIO * max(t_short, GROWTH_FLOOR), LONGEST_FIELD_SECONDS)
-        t_long = _best_time(long, 5, enough=bound)
+        t_long = _best_time(long, 10, enough=bound)
         lines.append(
             f"  {name:<34} {t_short * 1e3:8.2f} ms -> {t_long * 1e3:9.2f} ms"
             f"  x{t_long / t_short:.1f}"
