@@ -86,6 +86,7 @@ from genai_prices import data_snapshot
 from genai_prices import types as genai_types
 
 from everyskill.errors import NotFoundError, ValidationError
+from everyskill.redaction import redact_fields_async
 from everyskill.rows import row_from_record
 from everyskill.tenancy import operation
 from tables import ModelPrice
@@ -670,7 +671,8 @@ async def set_model_price(
 ) -> ModelPrice:
     """Set (or replace) the tenant's price of a model; it wins over the table.
 
-    Prices are microcents per token: ``usd_per_mtok("3")`` is 300.
+    Prices are microcents per token: ``usd_per_mtok("3")`` is 300. Secrets in
+    ``note`` are redacted (:mod:`everyskill.redaction`) before it is stored.
     """
     try:
         values = _PriceInput(
@@ -684,6 +686,8 @@ async def set_model_price(
         ).model_dump()
     except pydantic.ValidationError as error:
         raise ValidationError.from_pydantic(error) from None
+    texts, _found = await redact_fields_async({"note": values["note"]})
+    values["note"] = texts["note"]
     async with operation(values) as scope:
         record = await scope.connection.fetchrow(
             """

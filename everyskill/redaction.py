@@ -13,7 +13,19 @@ Contract
 - Each secret found is replaced with :func:`marker` of its kind,
   ``[REDACTED:<kind>]``; everything else is kept byte for byte. A text with no
   secret comes back unchanged (the very same string) with an empty ``found``.
-- :data:`KINDS` names every kind :func:`redact` reports:
+- Two detectors find secrets, once per call: Betterleaks' rule set
+  (:mod:`everyskill.secret_rules`: 465 maintained rules of provider formats,
+  one engine call per text) and this module's own detectors, for what a rule
+  set of provider formats lacks (passwords assigned to secret names in any
+  syntax, credentials in URLs and ``Authorization`` schemes, private key
+  blocks, the AWS secret after its key id, JWTs, long base64 runs). Their
+  spans are merged (:func:`_merge`): where they overlap, one marker replaces
+  both, so no piece of either secret is left. ``docs/redaction.md`` gives
+  the choice of the rule set and the figures.
+- :data:`KINDS` names every kind :func:`redact` reports: the rule set's
+  kinds (a rule's id, ``slack-bot-token`` -> ``slack_bot_token``; see
+  :func:`everyskill.secret_rules.kind_of`) and :data:`OWN_KINDS`, those of
+  this module's detectors, which are:
 
   ``private_key``
       a PEM private key block (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP or plain
@@ -24,11 +36,14 @@ Contract
       an access key id (``AKIA``/``ASIA``... 20 characters); a 40-character
       secret access key named as such (``aws_secret_access_key = ...``,
       ``"SecretAccessKey": ...``) or written just after an access key id.
-  ``github_token``, ``gitlab_token``, ``anthropic_key``, ``openai_key``,
-  ``slack_token``, ``slack_webhook``, ``stripe_key``, ``google_api_key``,
-  ``npm_token``, ``huggingface_token``, ``sendgrid_key``, ``pypi_token``,
-  ``twilio_key``, ``azure_storage_key``
-      a provider's token, known by its prefix or shape. ``stripe_key`` covers
+  ``github_token``, ``gitlab_token``, ``openai_key``, ``stripe_key``,
+  ``npm_token``, ``twilio_key``
+      a provider's token, known by its prefix or shape, in the shapes the
+      rule set lacks (it reports these kinds too, as it does
+      ``anthropic_key``, ``slack_token``, ``slack_webhook``,
+      ``google_api_key``, ``huggingface_token``, ``sendgrid_key``,
+      ``pypi_token`` and ``azure_storage_key``, kept from this module's
+      earlier detectors). ``stripe_key`` covers
       secret and restricted keys, live and test (``sk_``, ``rk_``) and
       webhook secrets (``whsec_``); publishable keys (``pk_live_``,
       ``pk_test_``) are public by design and kept. ``npm_token`` also covers
@@ -75,12 +90,14 @@ Contract
     templating (``{{ }}``, ``%(x)s``), an environment variable's name
     (``"OPENAI_API_KEY"``), a keyword and digits (``"token123"``), a
     capitalised or non-ASCII word (a label: ``"Password": "Passwort"``);
-  - a value of fewer than 4 characters; an unquoted value of digits only (a
-    count, a port: so ``password: 123456`` is kept, ``password: "123456"`` is
-    not); a quoted value with a space in it (a label or a sentence: pass
-    phrases with spaces are not caught); a file name or a path; a
-    comparison with a variable; a tuple assignment (``user, password =
-    "admin", make()``: which value is whose?);
+  - a value of fewer than 4 characters; for this module's detectors, an
+    unquoted value of digits only (a count, a port) and a quoted value with
+    a space in it (a label or a sentence), a file name or a path, a
+    comparison with a variable, a tuple assignment (``user, password =
+    "admin", make()``: which value is whose?). The rule set's
+    ``generic-password`` does take a value of 5 or more characters assigned
+    to a password name, with spaces or of digits (``password: 123456`` is
+    redacted as ``generic_password``); it keeps labels as above;
   - a bearer token shorter than 12 characters or without a digit (prose:
     "Bearer authentication");
   - UUIDs, hexadecimal digests and commit hashes (their entropy is too low
@@ -106,7 +123,8 @@ Contract
   ``found`` holds counts by kind, errors name types only (:func:`redact`
   raises :class:`TypeError` for anything but a ``str``), nothing is logged,
   and a :class:`Redaction`'s repr shows the redacted text.
-- Linear cost, cheap in the common case: a pre-filter looks for the
+- Linear cost: the rule set's engine scans long texts in windows
+  (:data:`everyskill.secret_rules.WINDOW`); for this module's detectors, a pre-filter looks for the
   detectors' tell-tale prefixes and keywords (substring tests on the
   lower-cased text) and for a long base64-like run; a text with none of them
   returns at once, and each detector runs only when its own tell-tales are
@@ -130,6 +148,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import concurrent.futures
 import functools
 import heapq
 import itertools
@@ -140,22 +159,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from everyskill import secret_rules
+
 from detect_secrets.filters.heuristic import is_sequential_string, is_templated_secret
 from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
 from detect_secrets.plugins.basic_auth import BasicAuthDetector
 from detect_secrets.plugins.github_token import GitHubTokenDetector
 from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.jwt import JwtTokenDetector
 from detect_secrets.plugins.keyword import DENYLIST as KEYWORD_DENYLIST
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-__all__ = ["KINDS", "Redaction", "marker", "redact", "redact_fields", "redact_fields_async"]
+__all__ = ["KINDS", "OWN_KINDS", "Redaction", "marker", "redact", "redact_fields", "redact_fields_async"]
 
 
 @dataclass(frozen=True)
@@ -352,6 +369,9 @@ def _is_placeholder(value: str) -> bool:
         return True
     if stripped.lower() in _PLACEHOLDER_WORDS or len(set(stripped.lower())) == 1:
         return True
+    if stripped.endswith(("EXAMPLE", "EXAMPLEKEY")):
+        # AWS's documented example keys (AKIAIOSFODNN7EXAMPLE, ...EXAMPLEKEY).
+        return True
     return (
         bool(_PLACEHOLDER.match(stripped))
         or bool(_KEYWORD_AND_DIGITS.fullmatch(stripped))
@@ -510,21 +530,18 @@ def _jwt_ok(value: str) -> bool:
 
 
 # --------------------------------------------------------------------------
-# Provider tokens.
+# Provider tokens: the few shapes the rule set does not cover (OpenAI's
+# older keys and ones without the "T3BlbkFJ" infix, GitHub tokens of other
+# lengths, GitLab's, Stripe's webhook secrets and short keys, .npmrc lines,
+# Twilio's AC/SK ids). Those it covers are its (everyskill.secret_rules).
 
-_ANTHROPIC = re.compile(r"sk-ant-[A-Za-z0-9_\-]{20,}")
 # The library's OpenAI pattern needs the "T3BlbkFJ" infix of older keys
 # (project, service-account and admin keys do not always carry it), and its
 # leading "[A-Za-z0-9-_]*" backtracks over the whole run for each "sk-" in
 # it, quadratic on crafted input. This pattern covers its keys too.
 _OPENAI = re.compile(r"sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_\-]{20,}")
 _GITHUB_PAT = re.compile(r"github_pat_[A-Za-z0-9_]{22,}")
-_SLACK_OTHER = re.compile(r"(?:xapp-\d+-|xox[a-z]-)[A-Za-z0-9\-]{10,}")
-_SLACK_WORKFLOW_HOOK = re.compile(
-    r"https://hooks\.slack\.com/(?:workflows|triggers)/[A-Za-z0-9_/]{20,}"
-)
 _STRIPE_OTHER = re.compile(r"(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|whsec_[A-Za-z0-9]{24,}")
-_GOOGLE_API_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])")
 _NPM_TOKEN = re.compile(r"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])")
 # The library's NpmDetector captures from the token to the end of the line;
 # only the value is wanted here. Tried where "/:_" occurs, in a "//host/" run.
@@ -536,11 +553,6 @@ _NPMRC = re.compile(
 _NPMRC_REGISTRY = re.compile(r"//[^\s/]+")
 #: How far back from "/:_" its "//host" may start.
 _NPMRC_LINE_MAX = 300
-_HUGGINGFACE = re.compile(r"hf_[A-Za-z0-9]{34,}(?![A-Za-z0-9_])")
-# The library's pattern, with the key alone as a group: the name is kept.
-_AZURE_ACCOUNT_KEY = re.compile(
-    AzureStorageKeyDetector.denylist[0].pattern.replace("AccountKey=", "AccountKey=(?P<v>", 1) + ")"
-)
 
 
 def _find_npmrc(text: str, lowered: str) -> Iterator[_Span]:
@@ -571,14 +583,6 @@ def _twilio_ok(value: str) -> bool:
     return any(c.isdigit() for c in value) and any(c.isalpha() for c in value[2:])
 
 
-def _huggingface_ok(value: str) -> bool:
-    return _has_classes(value[3:], digit=False)
-
-
-def _slack_other_ok(value: str) -> bool:
-    return any(c.isdigit() for c in value[5:])
-
-
 # --------------------------------------------------------------------------
 # AWS.
 
@@ -596,7 +600,12 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 def _aws_secret_ok(value: str) -> bool:
-    return _has_classes(value) and not _HEX.fullmatch(value)
+    return _has_classes(value) and not _HEX.fullmatch(value) and not _is_placeholder(value)
+
+
+def _aws_key_id_ok(value: str) -> bool:
+    # AWS's documentation writes its example keys with an EXAMPLE suffix.
+    return not _is_placeholder(value)
 
 
 def _find_aws_secret_after_key_id(text: str, lowered: str) -> Iterator[_Span]:
@@ -630,7 +639,8 @@ def _url_password_ok(value: str) -> bool:
 # --------------------------------------------------------------------------
 # Authorization schemes.
 
-_BEARER = re.compile(r"(?i)(?<![\w\-])bearer[ \t]+(?P<v>[A-Za-z0-9\-._~+/]+=*)")
+# A ":" inside: an id and secret pair (Etsy's, Telegram bot tokens).
+_BEARER = re.compile(r"(?i)(?<![\w\-])bearer[ \t]+(?P<v>[A-Za-z0-9\-._~+/:]+=*)")
 _AUTH_TOKEN = re.compile(
     r"(?i)authorization[\"']?[ \t]*[:=][ \t]*[\"']?token[ \t]+(?P<v>[A-Za-z0-9\-._~+/]+=*)"
 )
@@ -1010,6 +1020,28 @@ class _Detector:
     shape: re.Pattern[str] | None = None
 
 
+# A URL query parameter named as a secret (?api_key=...&): the rule set's
+# formats want a quote, a space or the end of a line after the value, and an
+# unquoted value without a digit is not an assignment's here.
+_QUERY_SECRET = re.compile(
+    r"[?&][A-Za-z0-9_.\-]{0,40}?(?i:token|key|secret|pass|pwd)[A-Za-z0-9_.\-]{0,40}="
+    r"(?P<v>[^&#\s'\"<>\\]{16,1024})"
+)
+
+
+def _query_secret_ok(value: str) -> bool:
+    classes = (
+        any(c.isupper() for c in value),
+        any(c.islower() for c in value),
+        any(c.isdigit() for c in value),
+    )
+    return (
+        sum(classes) >= 2
+        and not _is_placeholder(value)
+        and _ENTROPY.calculate_shannon_entropy(value) >= 3.5
+    )
+
+
 _DETECTORS: tuple[_Detector, ...] = (
     _Detector("private_key", ("private key", "putty-user-key-file"), _find_private_keys),
     _Detector(
@@ -1017,7 +1049,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         ("eyj",),
         _pattern(_JWT, accept=_jwt_ok),
     ),
-    _Detector("anthropic_key", ("sk-ant-",), _pattern(_ANTHROPIC, left=_TOKEN_CHARS)),
     _Detector(
         "openai_key",
         ("sk-",),
@@ -1050,19 +1081,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         _chain(*(_pattern(pattern) for pattern in GitLabTokenDetector.denylist)),
     ),
     _Detector(
-        "slack_webhook",
-        ("hooks.slack.com",),
-        _chain(_pattern(SlackDetector.denylist[1]), _pattern(_SLACK_WORKFLOW_HOOK)),
-    ),
-    _Detector(
-        "slack_token",
-        ("xox", "xapp-"),
-        _chain(
-            _pattern(SlackDetector.denylist[0], tail=_TOKEN_TAIL),
-            _pattern(_SLACK_OTHER, tail=_TOKEN_TAIL, accept=_slack_other_ok),
-        ),
-    ),
-    _Detector(
         "stripe_key",
         ("k_live_", "k_test_", "whsec_"),
         _chain(
@@ -1070,7 +1088,6 @@ _DETECTORS: tuple[_Detector, ...] = (
             _pattern(_STRIPE_OTHER, tail=_ALNUM_TAIL),
         ),
     ),
-    _Detector("google_api_key", ("aiza",), _pattern(_GOOGLE_API_KEY)),
     _Detector(
         "npm_token",
         ("npm_", "/:_"),
@@ -1078,13 +1095,6 @@ _DETECTORS: tuple[_Detector, ...] = (
             _pattern(_NPM_TOKEN),
             _find_npmrc,
         ),
-    ),
-    _Detector("huggingface_token", ("hf_",), _pattern(_HUGGINGFACE, accept=_huggingface_ok)),
-    _Detector("sendgrid_key", ("sg.",), _pattern(SendGridDetector.denylist[0], right=_ALNUM)),
-    _Detector(
-        "pypi_token",
-        ("pypi-",),
-        _chain(*(_pattern(pattern, tail=_TOKEN_TAIL) for pattern in PypiTokenDetector.denylist)),
     ),
     _Detector(
         "twilio_key",
@@ -1097,10 +1107,13 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         shape=re.compile(r"AC[a-z0-9]{32}|SK[a-z0-9]{32}"),
     ),
-    _Detector("azure_storage_key", ("accountkey=",), _pattern(_AZURE_ACCOUNT_KEY, "v", left=None)),
     # Before aws_access_key: it needs the key id still visible.
     _Detector("aws_secret_key", _AWS_KEY_ID_NEEDLES, _find_aws_secret_after_key_id),
-    _Detector("aws_access_key", _AWS_KEY_ID_NEEDLES, _pattern(_AWS_KEY_ID, right=_ALNUM)),
+    _Detector(
+        "aws_access_key",
+        _AWS_KEY_ID_NEEDLES,
+        _pattern(_AWS_KEY_ID, right=_ALNUM, accept=_aws_key_id_ok),
+    ),
     _Detector(
         "aws_secret_key",
         ("aws", "secret_access", "secretaccess"),
@@ -1130,6 +1143,11 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector("bearer_token", ("bearer", "authorization"), _find_bearer),
     _Detector("password_assignment", _KEYWORD_NEEDLES, _find_assignments),
     _Detector(
+        "password_assignment",
+        _KEYWORD_NEEDLES,
+        _pattern(_QUERY_SECRET, "v", left=None, accept=_query_secret_ok),
+    ),
+    _Detector(
         "base64_blob",
         (),
         _find_blobs,
@@ -1138,7 +1156,10 @@ _DETECTORS: tuple[_Detector, ...] = (
 )
 
 #: Every kind :func:`redact` can report.
-KINDS: frozenset[str] = frozenset(detector.kind for detector in _DETECTORS)
+#: The kinds this module's own detectors report.
+OWN_KINDS: frozenset[str] = frozenset(detector.kind for detector in _DETECTORS)
+#: Every kind :func:`redact` reports: its own and the rule set's.
+KINDS: frozenset[str] = OWN_KINDS | secret_rules.RULE_KINDS
 
 # The pre-filter: every detector's needles and shapes. Masking claimed spans
 # never creates a needle or a shape, so what the text lacks, the masked text
@@ -1211,14 +1232,221 @@ def redact(text: str) -> Redaction:
     """
     if not isinstance(text, str):
         raise TypeError(f"redact() takes a str, not {type(text).__name__}")
+    shields = _shields(text)
+    shield_spans = _Spans()
+    for start, end in shields:
+        shield_spans.add(start, end)
+    if len(text) >= _PARALLEL_MIN:
+        # The engine releases the interpreter while it scans: both at once.
+        scanning = _pool().submit(_rule_spans, text)
+        own_claims = _own_claims(text, shields)
+        found = scanning.result()
+    else:
+        found = _rule_spans(text)
+        own_claims = _own_claims(text, shields)
+    rule_claims = [
+        (start, end, kind)
+        for start, end, kind in found
+        if start < end
+        and not shield_spans.overlaps(start, end)
+        and not _is_placeholder(text[start:end])
+        and not (kind in _GENERIC_RULE_KINDS and _is_label(text[start:end]))
+    ]
+    if rule_claims and own_claims:
+        own_claims = _yield_to_providers(rule_claims, own_claims)
+    if not rule_claims and not own_claims:
+        return Redaction(text, MappingProxyType({}))
+    merged = _whole(text, _merge(rule_claims, own_claims))
+    pieces: list[str] = []
+    position = 0
+    for start, end, kind in merged:
+        pieces.append(text[position:start])
+        pieces.append(marker(kind))
+        position = end
+    pieces.append(text[position:])
+    counts = Counter(kind for _, _, kind in merged)
+    return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+
+
+#: Own kinds that win over a rule's kind when their spans overlap: they are
+#: more precise about what the secret is (a key block, a URL's password).
+_OWN_FIRST = frozenset({"private_key", "database_url", "url_credentials", "aws_secret_key"})
+
+
+#: Characters a token is made of: a span is widened over them (see _whole).
+_TOKEN_BODY = frozenset(string.ascii_letters + string.digits + "_-+/!~")
+_WIDEN_RIGHT = re.compile(r"(?:[A-Za-z0-9_\-+/!~=]|\.(?=[A-Za-z0-9]))*")
+#: Kinds whose span is a part of a larger run on purpose.
+_EXACT = frozenset({"private_key", "database_url", "url_credentials"})
+
+
+def _whole(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Each span widened to the whole token it is part of, so that no piece
+    of a secret is left beside its marker: a rule or a pattern that stops
+    at a character the token has (an ``=`` inside it, a ``.``, an ``!``)
+    would leave the rest. Rightwards over token characters, ``=`` and a
+    ``.`` followed by one; leftwards over token characters and a ``.``
+    after one (an ``=`` or ``:`` before a value is its name's: a token cut
+    at an ``=`` inside it may still leave its first part). Spans that come to overlap are
+    joined, keeping the first one's kind."""
+    widened: list[tuple[int, int, str]] = []
+    for start, end, kind in spans:
+        # Each character is read once: a scan stops where the last span ended.
+        reached = widened[-1][1] if widened else 0
+        if kind not in _EXACT:
+            widened_to = _WIDEN_RIGHT.match(text, max(end, reached))
+            end = widened_to.end() if widened_to else max(end, reached)
+            while start > reached and (
+                text[start - 1] in _TOKEN_BODY
+                or (text[start - 1] == "." and start - 1 > reached and text[start - 2] in _ALNUM)
+            ):
+                start -= 1
+        if widened and start < reached:
+            last_start, last_end, last_kind = widened[-1]
+            widened[-1] = (last_start, max(last_end, end), last_kind)
+        else:
+            widened.append((start, end, kind))
+    return widened
+
+
+#: Texts of this many characters or more are scanned by the engine in a
+#: worker thread while this module's detectors run.
+_PARALLEL_MIN = 4 * secret_rules.WINDOW
+_POOLS: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    if not _POOLS:
+        _POOLS.append(
+            concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="redaction")
+        )
+    return _POOLS[0]
+
+
+def _rule_spans(text: str) -> list[tuple[int, int, str]]:
+    return list(secret_rules.find(text))
+
+
+#: This module's kinds that give way to a provider rule's span they overlap:
+#: the rule knows where the token ends (``AccountKey=...;EndpointSuffix=``
+#: keeps its suffix) and what it is (``Bearer <GitHub token>`` is a
+#: ``github_token``).
+_YIELDING = frozenset({"password_assignment", "base64_blob", "bearer_token", "basic_auth"})
+
+
+def _yield_to_providers(
+    rule_claims: list[tuple[int, int, str]], own_claims: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    providers = _Spans()
+    joined: list[list[int]] = []
+    for start, end, kind in sorted(rule_claims):
+        if kind in _GENERIC_RULE_KINDS:
+            continue
+        if joined and start < joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([start, end])
+    for start, end in joined:
+        providers.add(start, end)
+    return [
+        (start, end, kind)
+        for start, end, kind in own_claims
+        if kind not in _YIELDING or not providers.overlaps(start, end)
+    ]
+
+
+def _is_label(value: str) -> bool:
+    """A word that reads as a label or a translation (``"Password":
+    "Passwort"``), not as a secret: letters only, capitalised or not ASCII."""
+    return value.isalpha() and (value.istitle() or not value.isascii())
+
+
+def _priority(kind: str) -> int:
+    if kind in _OWN_FIRST:
+        return 0
+    if kind in secret_rules.RULE_KINDS and kind not in _GENERIC_RULE_KINDS:
+        return 1
+    if kind in _GENERIC_RULE_KINDS:
+        return 3
+    return 2
+
+
+#: Rule kinds that name no provider: an own kind says more.
+_GENERIC_RULE_KINDS = frozenset(
+    {
+        "generic_api_key",
+        "generic_password",
+        "generic_credential_uri",
+        "curl_auth_header",
+        "curl_auth_user",
+    }
+)
+
+
+def _merge(
+    rule_claims: list[tuple[int, int, str]], own_claims: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str]]:
+    """Disjoint spans from overlapping claims, by precedence (:func:`_priority`).
+
+    A span this module's detectors find of a kind of :data:`_OWN_FIRST`
+    takes what overlaps it whole: those kinds replace a part of what a rule
+    matched on purpose (a URL keeps its host, a key block is one secret).
+    A URL's password that a provider rule knows (a GitHub token as the
+    password of a clone URL) is reported as the provider's kind. Otherwise
+    overlapping spans are joined, so no piece of either secret is left, and
+    reported as the kind of highest precedence among them.
+    """
+    first = _Spans()
+    for start, end, kind in own_claims:
+        if kind in _OWN_FIRST:
+            first.add(start, end)
+    providers = sorted(
+        (start, end, kind)
+        for start, end, kind in rule_claims
+        if kind not in _GENERIC_RULE_KINDS and first.overlaps(start, end)
+    )
+    provider_starts = [start for start, _, _ in providers]
+    kept: list[tuple[int, int, str]] = []
+    for start, end, kind in own_claims:
+        if kind not in _OWN_FIRST:
+            continue
+        reported = kind
+        if kind in ("url_credentials", "database_url"):
+            index = bisect.bisect_left(provider_starts, start)
+            if index < len(providers) and providers[index][0] < end:
+                reported = providers[index][2]
+        kept.append((start, end, reported))
+    kept.extend(claim for claim in rule_claims if not first.overlaps(claim[0], claim[1]))
+    kept.extend(
+        claim
+        for claim in own_claims
+        if claim[2] not in _OWN_FIRST and not first.overlaps(claim[0], claim[1])
+    )
+    kept.sort()
+    merged: list[tuple[int, int, str]] = []
+    for start, end, kind in kept:
+        if merged and start < merged[-1][1]:
+            last_start, last_end, last_kind = merged[-1]
+            best = min(last_kind, kind, key=lambda name: (_priority(name), name))
+            merged[-1] = (last_start, max(last_end, end), best)
+        else:
+            merged.append((start, end, kind))
+    return merged
+
+
+def _own_claims(text: str, shields: list[_Span]) -> list[tuple[int, int, str]]:
+    """The spans the detectors of this module find (see :data:`_DETECTORS`).
+
+    Each detector sees the text with the shields and the spans claimed
+    before it masked.
+    """
     lowered = _lower(text)
     needles = {needle for needle in _NEEDLES if needle in lowered}
     shapes = {shape for shape in _SHAPES if shape.search(text)}
     if not needles and not shapes:
-        return Redaction(text, MappingProxyType({}))
+        return []
 
     masked = text
-    shields = _shields(text)
     if shields:
         masked, lowered = _mask(masked, shields), _mask(lowered, shields)
 
@@ -1233,19 +1461,7 @@ def redact(text: str) -> Redaction:
         if spans:
             masked, lowered = _mask(masked, spans), _mask(lowered, spans)
             claims.extend((start, end, detector.kind) for start, end in spans)
-
-    if not claims:
-        return Redaction(text, MappingProxyType({}))
-    claims.sort()
-    pieces: list[str] = []
-    position = 0
-    for start, end, kind in claims:
-        pieces.append(text[position:start])
-        pieces.append(marker(kind))
-        position = end
-    pieces.append(text[position:])
-    counts = Counter(kind for _, _, kind in claims)
-    return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+    return claims
 
 
 def redact_fields(

@@ -21,8 +21,10 @@ from collections.abc import Callable
 
 import pytest
 
+from everyskill import secret_rules
 from everyskill.redaction import (
     KINDS,
+    OWN_KINDS,
     Redaction,
     marker,
     redact,
@@ -164,7 +166,11 @@ EXAMPLES = _examples()
 
 
 def test_every_kind_has_an_example() -> None:
-    assert set(EXAMPLES) == KINDS
+    # The kinds of this module's own detectors, and the kinds of the rule
+    # set's providers that they were first written for; the rule set's other
+    # kinds are tested on the public corpus (test_redaction_public.py).
+    assert OWN_KINDS <= set(EXAMPLES) <= KINDS
+    assert OWN_KINDS | secret_rules.RULE_KINDS == KINDS
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
@@ -464,11 +470,12 @@ def test_text_glued_to_a_marker_is_still_scanned() -> None:
         ),
         # What only looks like a marker is no shield.
         'password = "[REDACTED:not_a_kind]hunter2secret99"': (
-            'password = "[REDACTED:not_a_kind][REDACTED:password_assignment]"',
+            # The rule set takes the whole quoted value as the password.
+            'password = "[REDACTED:password_assignment]"',
             {"password_assignment": 1},
         ),
         "password=[REDACTED:JWT]hunter2secret99": (
-            "password=[REDACTED:JWT][REDACTED:password_assignment]",
+            "password=[REDACTED:password_assignment]",
             {"password_assignment": 1},
         ),
     }
@@ -583,8 +590,11 @@ def test_secret_values_are_never_exposed() -> None:
 GROWTH_N = 25_000
 GROWTH_RATIO = 8.0
 #: Timings under this are too short for a ratio: noise would dominate.
-GROWTH_FLOOR = 0.002
+GROWTH_FLOOR = 0.01
 LONGEST_FIELD = 100_000
+#: A guard against super-linear time, not the speed target: a quadratic
+#: family takes many seconds at LONGEST_FIELD characters. The target (0.25 s
+#: at 100,000 characters) is measured by ``python -m perf.redaction``.
 LONGEST_FIELD_SECONDS = 1.0
 
 
@@ -682,6 +692,12 @@ CRAFTED: dict[str, Callable[[int], str]] = {
     "base64 run": _base64_run,
     "base64 of base64 of text": _base64_of_text,
     "base64 path": _repeat("a/"),
+    # the rule set's keywords and context
+    "curl -H headers": _repeat("curl -H 'Authorization: "),
+    "curl on one line, -u late": _repeat("a ", head="curl ", last=" -u a:b"),
+    "provider keywords, no values": _repeat("adafruit_api_key = "),
+    "keyword per line": _repeat("discord_token = x\n"),
+    "sk-ant-api03- prefixes": _repeat("sk-ant-api03-"),
     # markers
     "markers": _repeat("[REDACTED:jwt]"),
     "marker shapes": _repeat("[REDACTED:"),
@@ -689,7 +705,8 @@ CRAFTED: dict[str, Callable[[int], str]] = {
 
 
 def _best_time(text: str, runs: int, *, enough: float = 0.0) -> float:
-    """The best of ``runs`` timings of redact(text).
+    """The best of ``runs`` timings of redact(text), in wall time (the rule
+    engine scans long texts in a thread while this module's detectors run).
 
     It stops once a timing is ``enough`` (the verdict is made), or more than
     twice that (noise does not halve a timing).
@@ -718,9 +735,10 @@ def test_crafted_inputs_take_linear_time(capsys: pytest.CaptureFixture[str]) -> 
         short, long = make(GROWTH_N), make(4 * GROWTH_N)
         assert (len(short), len(long)) == (GROWTH_N, 4 * GROWTH_N), name
         t_short = _best_time(short, 3)
-        # Best of three, stopping early once under the bound: the same verdict.
+        # Best of up to ten (other processes share this machine), stopping
+        # early once under the bound: the same verdict.
         bound = min(GROWTH_RATIO * max(t_short, GROWTH_FLOOR), LONGEST_FIELD_SECONDS)
-        t_long = _best_time(long, 3, enough=bound)
+        t_long = _best_time(long, 10, enough=bound)
         lines.append(
             f"  {name:<34} {t_short * 1e3:8.2f} ms -> {t_long * 1e3:9.2f} ms"
             f"  x{t_long / t_short:.1f}"
@@ -752,7 +770,7 @@ def _caught(case: corpus.SecretCase, result: Redaction) -> bool:
 def test_corpus_recall_and_benign_texts(capsys: pytest.CaptureFixture[str]) -> None:
     cases = corpus.secret_cases()
     benign = corpus.benign_texts()
-    assert {case.kind for case in cases} == KINDS
+    assert OWN_KINDS <= {case.kind for case in cases} <= KINDS
     assert len(benign) >= 200
 
     caught: Counter[str] = Counter()

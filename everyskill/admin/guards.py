@@ -34,7 +34,7 @@ Contract
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from piccolo.columns import Column
@@ -52,6 +52,7 @@ __all__ = [
     "field_error",
     "fixed_columns",
     "measurement_validators",
+    "redacted_columns",
     "redacting",
     "refuse_put",
     "same_value",
@@ -165,6 +166,21 @@ async def stored_row(table: type[Table], row_id: Any, columns: list[Column]) -> 
     return row
 
 
+#: The columns each hook made by :func:`redacting` redacts (for the test
+#: that every free-text column is redacted on every write path).
+REDACTED_BY_HOOK: dict[Callable[..., Any], frozenset[str]] = {}
+
+
+def redacted_columns(hooks: Sequence[Hook]) -> frozenset[str]:
+    """The columns that ``hooks`` redact both when a row is added
+    (``pre_save``) and when one is edited (``pre_patch``)."""
+    by_type: dict[HookType, set[str]] = {HookType.pre_save: set(), HookType.pre_patch: set()}
+    for hook in hooks:
+        if hook.hook_type in by_type:
+            by_type[hook.hook_type] |= REDACTED_BY_HOOK.get(hook.callable, frozenset())
+    return frozenset(by_type[HookType.pre_save] & by_type[HookType.pre_patch])
+
+
 def redacting(*columns: Column) -> list[Hook]:
     """``pre_save`` and ``pre_patch`` hooks redacting secrets in ``columns``."""
     names = [column._meta.name for column in columns]
@@ -183,6 +199,7 @@ def redacting(*columns: Column) -> list[Hook]:
         )
         return {column: texts.get(column._meta.name, value) for column, value in values.items()}
 
+    REDACTED_BY_HOOK[on_save] = REDACTED_BY_HOOK[on_patch] = frozenset(names)
     return [
         Hook(hook_type=HookType.pre_save, callable=on_save),
         Hook(hook_type=HookType.pre_patch, callable=on_patch),

@@ -151,6 +151,7 @@ skill_config = _config(
         Skill.updated_at,
         Skill.archived_at,
     ],
+    hooks=redacting(Skill.description),
     link_column=Skill.name,
     visible_filters=[
         Skill.tenant_id, Skill.name, Skill.slug, Skill.author_id, Skill.created_at,
@@ -161,6 +162,7 @@ skill_version_config = _config(
     SkillVersion,
     CATALOGUE,
     fixed={SkillVersion.skill_id: "is the skill the version belongs to; it cannot be moved"},
+    hooks=redacting(SkillVersion.content, SkillVersion.changelog),
     exclude_visible_columns=[SkillVersion.content, SkillVersion.changelog],
     visible_filters=[SkillVersion.tenant_id, SkillVersion.skill_id, SkillVersion.created_at],
 )
@@ -228,6 +230,7 @@ model_price_config = _config(
     ModelPrice,
     USAGE,
     fixed={ModelPrice.updated_at: "is stamped by PostgreSQL when the price changes"},
+    hooks=redacting(ModelPrice.note),
     visible_columns=[
         ModelPrice.id,
         ModelPrice.tenant_id,
