@@ -32,6 +32,7 @@ from everyskill.api_keys import (
 )
 from everyskill.errors import AuthenticationError, NotFoundError, TenantScopeError, ValidationError
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
+from tests.admin_client import Staff, row, save
 from tests.support import TenantRows, connected, run_piccolo, snapshot
 
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -447,3 +448,44 @@ async def test_backwards_and_forwards_again_with_keys_stored(fresh_database: str
         ) == 0
     run_piccolo(fresh_database, "migrations", "forwards", "all")
     assert await snapshot(fresh_database) == built
+
+
+# -- the admin ---------------------------------------------------------------------------
+
+
+async def test_the_admin_lists_keys_read_only_and_never_their_hash(
+    staff: Staff, owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    created = await create_api_key(tenant.tenant_id, "ci", ["read", "benchmarks:write"])
+    listed = await staff.client.get(
+        "/api/tables/api_keys/", params={"tenant_id": tenant.tenant_id, "__readable": "true"}
+    )
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()["rows"]
+    assert [row["key_prefix"] for row in rows] == [created.info.key_prefix]
+    assert rows[0]["scopes"] == ["benchmarks:write", "read"]
+    schema = (await staff.client.get("/api/tables/api_keys/schema/")).json()
+    assert schema["extra"]["visible_column_names"] == [
+        "tenant_id", "name", "key_prefix", "scopes", "expires_at", "last_used_at",
+        "revoked_at", "created_at",
+    ]
+    detail = await row(staff.client, "api_keys", created.info.id)
+    stored = await owner.fetchval("SELECT key_hash FROM api_keys WHERE id = $1", created.info.id)
+    # The hash is a secret column: Piccolo's CRUD never reads it (its field is null).
+    assert rows[0].get("key_hash") is None and detail.get("key_hash") is None
+    for response in (listed, await staff.client.get(f"/api/tables/api_keys/{created.info.id}/")):
+        assert stored.hex() not in response.text and created.key not in response.text
+        assert stored.hex().upper() not in response.text
+    # Read-only: no edit (not even a revocation), no addition, no deletion.
+    edited = await save(staff.client, "api_keys", created.info.id, revoked_at=None, name="renamed")
+    assert edited.status_code == 405 and "create_api_key" in edited.json()["detail"]
+    added = await staff.client.post(
+        "/api/tables/api_keys/",
+        json={"tenant_id": tenant.tenant_id, "name": "x", "key_prefix": "abcdefgh", "scopes": ["read"]},
+    )
+    assert added.status_code == 405
+    deleted = await staff.client.delete(f"/api/tables/api_keys/{created.info.id}/")
+    assert deleted.status_code == 405
+    assert await owner.fetchval(
+        "SELECT name FROM api_keys WHERE id = $1", created.info.id
+    ) == "ci"
