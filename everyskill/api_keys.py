@@ -41,8 +41,10 @@ Contract
   (key id, tenant id, scopes, rate limit); otherwise
   :class:`~everyskill.errors.AuthenticationError`: ``"malformed"`` when the
   checksum fails (no database round trip), ``"invalid"`` for a key that is
-  unknown, revoked or expired, the three told apart by no message, reason
-  or timing a client sees. ``last_used_at`` is stamped by the lookup at most
+  unknown, revoked or expired: one reason and one message for the three,
+  so that whoever holds a key that does not work learns nothing about
+  whether it ever existed (the function itself returns nothing in each
+  case; the tenant's staff see which it is in the key's row). ``last_used_at`` is stamped by the lookup at most
   once a minute per key (one write a minute for a busy key, not one per
   request), so it is exact to the minute.
 - ``piccolo everyskill create_api_key --tenant SLUG --name NAME --scopes a,b
