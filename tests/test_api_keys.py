@@ -486,6 +486,23 @@ async def test_the_admin_lists_keys_read_only_and_never_their_hash(
     assert added.status_code == 405
     deleted = await staff.client.delete(f"/api/tables/api_keys/{created.info.id}/")
     assert deleted.status_code == 405
+    bulk = await staff.client.delete("/api/tables/api_keys/", params={"id": created.info.id})
+    assert bulk.status_code >= 400
     assert await owner.fetchval(
         "SELECT name FROM api_keys WHERE id = $1", created.info.id
     ) == "ci"
+
+
+async def test_resolve_runs_as_the_applications_login(
+    owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    """Without the login's EXECUTE on the lookup, resolve is refused: it
+    runs as everyskill_api, not as the owner."""
+    created = await create_api_key(tenant.tenant_id, "hook", ["read"])
+    await owner.execute(f"REVOKE EXECUTE ON FUNCTION api_key_lookup(bytea) FROM {APP_LOGIN}")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await resolve(created.key)
+    finally:
+        await owner.execute(f"GRANT EXECUTE ON FUNCTION api_key_lookup(bytea) TO {APP_LOGIN}")
+    assert (await resolve(created.key)).tenant_id == tenant.tenant_id

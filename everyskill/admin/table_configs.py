@@ -332,6 +332,7 @@ api_key_config = _config(
         put_single=[_refuse_key_writes],
         patch_single=[_refuse_key_writes],
         delete_single=[_refuse_key_writes],
+        delete_all=[_refuse_key_writes],
     ),
     visible_columns=[
         ApiKey.tenant_id,
