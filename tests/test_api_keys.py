@@ -30,7 +30,7 @@ from everyskill.api_keys import (
     resolve,
     revoke_api_key,
 )
-from everyskill.errors import AuthenticationError, NotFoundError, TenantScopeError, ValidationError
+from everyskill.errors import AuthenticationError, TenantScopeError, ValidationError
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
 from tests.admin_client import Staff, row, save
 from tests.support import TenantRows, connected, run_piccolo, snapshot
@@ -188,16 +188,24 @@ async def test_the_database_refuses_what_the_module_refuses(
     )
 
 
-async def test_an_unknown_tenant_is_not_found(engine: PostgresEngine) -> None:
-    with pytest.raises(NotFoundError):
-        await create_api_key("no-such-tenant", "ci", ["read"])
-    with pytest.raises(NotFoundError):
-        await list_api_keys("no-such-tenant")
-    with pytest.raises(NotFoundError):
-        await revoke_api_key("esk_00000000")
-    with pytest.raises(ValidationError) as refused:
-        await revoke_api_key("esk_0000")
-    assert refused.value.field == "prefix"
+async def test_a_tenant_or_prefix_that_names_nothing_is_refused(
+    engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    for call in (
+        create_api_key("no-such-tenant", "ci", ["read"]),
+        list_api_keys("no-such-tenant"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            await call
+        assert refused.value.field == "tenant"
+        assert "no tenant has the slug or id 'no-such-tenant'" in str(refused.value)
+    created = await create_api_key(tenant.tenant_id, "ci", ["read"])
+    for prefix in ("esk_00000000", "esk_0000", created.info.key_prefix + "0", "", "esk_"):
+        with pytest.raises(ValidationError) as refused:
+            await revoke_api_key(prefix)
+        assert refused.value.field == "prefix"
+    # The prefix with or without esk_, or the whole key, names the key.
+    assert (await revoke_api_key(created.key)).id == created.info.id
 
 
 # -- resolving as the application ---------------------------------------------------------
