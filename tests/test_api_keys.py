@@ -514,3 +514,20 @@ async def test_resolve_runs_as_the_applications_login(
     finally:
         await owner.execute(f"GRANT EXECUTE ON FUNCTION api_key_lookup(bytea) TO {APP_LOGIN}")
     assert (await resolve(created.key)).tenant_id == tenant.tenant_id
+
+
+async def test_a_taken_display_prefix_draws_a_new_key(
+    engine: PostgresEngine, tenant: TenantRows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await create_api_key(tenant.tenant_id, "one", ["read"])
+    # A different key with the same first 8 characters after esk_.
+    secret = first.key[4:12] + "".join(reversed(first.key[12:36]))
+    clash = "esk_" + secret + api_keys._checksum(secret)
+    assert is_well_formed(clash) and clash != first.key
+    drawn = iter([clash, generate_key()])
+    monkeypatch.setattr(api_keys, "generate_key", lambda: next(drawn))
+    second = await create_api_key(tenant.tenant_id, "two", ["read"])
+    assert second.key != clash and second.info.key_prefix != first.info.key_prefix
+    assert (await resolve(second.key)).key_id == second.info.id
+    with pytest.raises(AuthenticationError):
+        await resolve(clash)
