@@ -319,8 +319,9 @@ class ApiKey(Table, tablename="api_keys"):
         unique=True,
         help_text="The first 8 characters after esk_: not secret, names the key to staff.",
     )
+    # secret: Piccolo's CRUD (the admin) never reads it; not "required",
+    # which Piccolo Admin cannot combine with secret (NOT NULL all the same).
     key_hash = Bytea(
-        required=True,
         unique=True,
         secret=True,
         help_text="SHA-256 of the whole key; the key itself is never stored.",

@@ -25,13 +25,16 @@ Contract
   bytes) is stored. A key is returned once, by :func:`create_api_key`; it
   cannot be read back.
 - **Staff operations** run as the owner, on the engine ``ApiKey`` is bound
-  to (``piccolo_conf``'s), each one statement (one transaction):
+  to (``piccolo_conf``'s), each one statement (one transaction; should a
+  new key's display prefix be taken already, a new key is drawn and the
+  statement run again):
   :func:`create_api_key` (a tenant by slug or id; a name; scopes from
   :data:`SCOPES`; optional expiry in days and rate limit per minute),
   :func:`revoke_api_key` (by display prefix; revoking again keeps the first
   revocation time), :func:`list_api_keys` (never the hash). Bad input is a
-  :class:`~everyskill.errors.ValidationError` naming the field; an unknown
-  tenant or prefix is a :class:`~everyskill.errors.NotFoundError`.
+  :class:`~everyskill.errors.ValidationError` naming the field, and so is a
+  tenant or a prefix that names nothing (``tenant``, ``prefix``: these are
+  staff's input, not rows of a tenant).
 - **Resolving** (:func:`resolve`, for the HTTP API): on the application's
   engine (:func:`everyskill.database.app_engine`, as ``everyskill_api``),
   outside any tenant scope (:class:`~everyskill.errors.TenantScopeError`
@@ -41,10 +44,14 @@ Contract
   (key id, tenant id, scopes, rate limit); otherwise
   :class:`~everyskill.errors.AuthenticationError`: ``"malformed"`` when the
   checksum fails (no database round trip), ``"invalid"`` for a key that is
-  unknown, revoked or expired, the three told apart by no message, reason
-  or timing a client sees. ``last_used_at`` is stamped by the lookup at most
-  once a minute per key (one write a minute for a busy key, not one per
-  request), so it is exact to the minute.
+  unknown, revoked or expired: one reason and one message for the three,
+  so that whoever holds a key that does not work learns nothing about
+  whether it ever existed (the function itself returns nothing in each
+  case; the tenant's staff see which it is in the key's row); ``"missing"``
+  for no key at all. A database that cannot be reached is a
+  :class:`~everyskill.errors.DatabaseUnavailableError`. ``last_used_at`` is
+  stamped by the lookup at most once a minute per key (one write a minute
+  for a busy key, not one per request), so it is exact to the minute.
 - ``piccolo everyskill create_api_key --tenant SLUG --name NAME --scopes a,b
   [--expires-in-days N] [--rate-limit-per-minute N]`` prints the key alone
   on stdout (what else it says goes to stderr); ``piccolo everyskill
@@ -73,7 +80,6 @@ from everyskill.errors import (
     AuthenticationError,
     DatabaseUnavailableError,
     EverySkillError,
-    NotFoundError,
     TenantScopeError,
     ValidationError,
     check_id,
@@ -119,7 +125,10 @@ RATE_LIMIT_MAX = 2**31 - 1
 
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SHAPE = re.compile(rf"{KEY_PREFIX}[0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH}}}")
-_DISPLAY_PREFIX = re.compile(rf"(?:{KEY_PREFIX})?([0-9A-Za-z]{{{DISPLAY_PREFIX_LENGTH}}})")
+_DISPLAY_PREFIX = re.compile(
+    rf"(?:{KEY_PREFIX})?([0-9A-Za-z]{{{DISPLAY_PREFIX_LENGTH}}})"
+    rf"(?:[0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH - DISPLAY_PREFIX_LENGTH}}})?"
+)
 # A prefix taken by another key: a new secret is drawn (62**8 prefixes).
 _PREFIX_TRIES = 5
 
@@ -267,6 +276,11 @@ def _check_positive(field_name: str, value: object, highest: int) -> int | None:
     return value
 
 
+def _no_tenant(tenant: str) -> ValidationError:
+    shown = repr(tenant) if len(tenant) <= 100 else "given"
+    return ValidationError.of("tenant", f"no tenant has the slug or id {shown}")
+
+
 def _owner_table() -> Any:
     from tables import ApiKey
 
@@ -314,7 +328,7 @@ async def create_api_key(
                 continue
             raise
         if not rows:
-            raise NotFoundError("tenant", tenant, "tenant")
+            raise _no_tenant(tenant)
         return CreatedApiKey(key=key, info=_info(rows[0]))
     raise AssertionError("unreachable")
 
@@ -325,7 +339,7 @@ async def revoke_api_key(prefix: str) -> ApiKeyInfo:
     keeps its first revocation time."""
     if not isinstance(prefix, str):
         raise ValidationError.of("prefix", "must be a string")
-    match = _DISPLAY_PREFIX.match(prefix.strip())
+    match = _DISPLAY_PREFIX.fullmatch(prefix.strip())
     if match is None:
         raise ValidationError.of(
             "prefix",
@@ -338,7 +352,7 @@ async def revoke_api_key(prefix: str) -> ApiKeyInfo:
         match.group(1),
     )
     if not rows:
-        raise NotFoundError("API key", KEY_PREFIX + match.group(1), "prefix")
+        raise ValidationError.of("prefix", f"no API key has the prefix {KEY_PREFIX}{match.group(1)}")
     return _info(rows[0])
 
 
@@ -357,7 +371,7 @@ async def list_api_keys(tenant: str) -> list[ApiKeyInfo]:
         tenant,
     )
     if not rows:
-        raise NotFoundError("tenant", tenant, "tenant")
+        raise _no_tenant(tenant)
     return [_info(row) for row in rows if row["id"] is not None]
 
 
@@ -474,7 +488,7 @@ async def create_api_key_command(
             options.expires_in_days,
             options.rate_limit_per_minute,
         )
-    except (ValidationError, NotFoundError) as error:
+    except ValidationError as error:
         _fail(error)
         return
     print(
@@ -493,7 +507,7 @@ async def revoke_api_key_command(prefix: str) -> None:
     """
     try:
         info = await revoke_api_key(prefix)
-    except (ValidationError, NotFoundError) as error:
+    except ValidationError as error:
         _fail(error)
         return
     print(f"Revoked {info.display} ({info.name}) at {info.revoked_at:%Y-%m-%d %H:%M:%S %Z}.")

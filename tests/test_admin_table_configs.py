@@ -11,7 +11,7 @@ import asyncpg
 from piccolo.columns import Text, Varchar
 
 from everyskill.admin.table_configs import TABLE_CONFIGS
-from tables import TABLES
+from tables import STAFF_TABLES, TABLES
 from tests.admin_client import Staff
 from tests.support import TenantRows
 
@@ -20,11 +20,12 @@ MENU = {
     "Feedback": ["skill_feedback"],
     "Usage and cost": ["model_prices", "token_measurements"],
     "Benchmarks": ["benchmark_results", "benchmark_runs"],
+    "API access": ["api_keys"],
 }
 # Text columns short enough for a list: names, kinds and identifiers.
 SHORT_TEXT = {
     "id", "name", "slug", "email", "feedback_type", "status", "source", "model_name",
-    "model_provider", "best_model", "cheapest_model", "reviewed_by_admin",
+    "model_provider", "best_model", "cheapest_model", "reviewed_by_admin", "key_prefix",
 }
 # The filters each table must offer.
 FILTERS = {
@@ -43,7 +44,9 @@ async def test_every_table_is_in_its_menu_group(staff: Staff) -> None:
     grouped = response.json()
     assert grouped["ungrouped"] == []
     assert {group: sorted(names) for group, names in grouped["grouped"].items()} == MENU
-    assert sorted(sum(MENU.values(), [])) == sorted(table._meta.tablename for table in TABLES)
+    assert sorted(sum(MENU.values(), [])) == sorted(
+        table._meta.tablename for table in (*TABLES, *STAFF_TABLES)
+    )
 
 
 async def test_lists_show_short_columns_and_the_filters_that_matter(staff: Staff) -> None:

@@ -30,8 +30,9 @@ from everyskill.api_keys import (
     resolve,
     revoke_api_key,
 )
-from everyskill.errors import AuthenticationError, NotFoundError, TenantScopeError, ValidationError
+from everyskill.errors import AuthenticationError, TenantScopeError, ValidationError
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
+from tests.admin_client import Staff, row, save
 from tests.support import TenantRows, connected, run_piccolo, snapshot
 
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -187,16 +188,24 @@ async def test_the_database_refuses_what_the_module_refuses(
     )
 
 
-async def test_an_unknown_tenant_is_not_found(engine: PostgresEngine) -> None:
-    with pytest.raises(NotFoundError):
-        await create_api_key("no-such-tenant", "ci", ["read"])
-    with pytest.raises(NotFoundError):
-        await list_api_keys("no-such-tenant")
-    with pytest.raises(NotFoundError):
-        await revoke_api_key("esk_00000000")
-    with pytest.raises(ValidationError) as refused:
-        await revoke_api_key("esk_0000")
-    assert refused.value.field == "prefix"
+async def test_a_tenant_or_prefix_that_names_nothing_is_refused(
+    engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    for call in (
+        create_api_key("no-such-tenant", "ci", ["read"]),
+        list_api_keys("no-such-tenant"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            await call
+        assert refused.value.field == "tenant"
+        assert "no tenant has the slug or id 'no-such-tenant'" in str(refused.value)
+    created = await create_api_key(tenant.tenant_id, "ci", ["read"])
+    for prefix in ("esk_00000000", "esk_0000", created.info.key_prefix + "0", "", "esk_"):
+        with pytest.raises(ValidationError) as refused:
+            await revoke_api_key(prefix)
+        assert refused.value.field == "prefix"
+    # The prefix with or without esk_, or the whole key, names the key.
+    assert (await revoke_api_key(created.key)).id == created.info.id
 
 
 # -- resolving as the application ---------------------------------------------------------
@@ -447,3 +456,78 @@ async def test_backwards_and_forwards_again_with_keys_stored(fresh_database: str
         ) == 0
     run_piccolo(fresh_database, "migrations", "forwards", "all")
     assert await snapshot(fresh_database) == built
+
+
+# -- the admin ---------------------------------------------------------------------------
+
+
+async def test_the_admin_lists_keys_read_only_and_never_their_hash(
+    staff: Staff, owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    created = await create_api_key(tenant.tenant_id, "ci", ["read", "benchmarks:write"])
+    listed = await staff.client.get(
+        "/api/tables/api_keys/", params={"tenant_id": tenant.tenant_id, "__readable": "true"}
+    )
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()["rows"]
+    assert [row["key_prefix"] for row in rows] == [created.info.key_prefix]
+    assert rows[0]["scopes"] == ["benchmarks:write", "read"]
+    schema = (await staff.client.get("/api/tables/api_keys/schema/")).json()
+    assert schema["extra"]["visible_column_names"] == [
+        "tenant_id", "name", "key_prefix", "scopes", "expires_at", "last_used_at",
+        "revoked_at", "created_at",
+    ]
+    detail = await row(staff.client, "api_keys", created.info.id)
+    stored = await owner.fetchval("SELECT key_hash FROM api_keys WHERE id = $1", created.info.id)
+    # The hash is a secret column: Piccolo's CRUD never reads it (its field is null).
+    assert rows[0].get("key_hash") is None and detail.get("key_hash") is None
+    for response in (listed, await staff.client.get(f"/api/tables/api_keys/{created.info.id}/")):
+        assert stored.hex() not in response.text and created.key not in response.text
+        assert stored.hex().upper() not in response.text
+    # Read-only: no edit (not even a revocation), no addition, no deletion.
+    edited = await save(staff.client, "api_keys", created.info.id, revoked_at=None, name="renamed")
+    assert edited.status_code == 405 and "create_api_key" in edited.json()["detail"]
+    added = await staff.client.post(
+        "/api/tables/api_keys/",
+        json={"tenant_id": tenant.tenant_id, "name": "x", "key_prefix": "abcdefgh", "scopes": ["read"]},
+    )
+    assert added.status_code == 405
+    deleted = await staff.client.delete(f"/api/tables/api_keys/{created.info.id}/")
+    assert deleted.status_code == 405
+    bulk = await staff.client.delete("/api/tables/api_keys/", params={"id": created.info.id})
+    assert bulk.status_code >= 400
+    assert await owner.fetchval(
+        "SELECT name FROM api_keys WHERE id = $1", created.info.id
+    ) == "ci"
+
+
+async def test_resolve_runs_as_the_applications_login(
+    owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    """Without the login's EXECUTE on the lookup, resolve is refused: it
+    runs as everyskill_api, not as the owner."""
+    created = await create_api_key(tenant.tenant_id, "hook", ["read"])
+    await owner.execute(f"REVOKE EXECUTE ON FUNCTION api_key_lookup(bytea) FROM {APP_LOGIN}")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await resolve(created.key)
+    finally:
+        await owner.execute(f"GRANT EXECUTE ON FUNCTION api_key_lookup(bytea) TO {APP_LOGIN}")
+    assert (await resolve(created.key)).tenant_id == tenant.tenant_id
+
+
+async def test_a_taken_display_prefix_draws_a_new_key(
+    engine: PostgresEngine, tenant: TenantRows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await create_api_key(tenant.tenant_id, "one", ["read"])
+    # A different key with the same first 8 characters after esk_.
+    secret = first.key[4:12] + "".join(reversed(first.key[12:36]))
+    clash = "esk_" + secret + api_keys._checksum(secret)
+    assert is_well_formed(clash) and clash != first.key
+    drawn = iter([clash, generate_key()])
+    monkeypatch.setattr(api_keys, "generate_key", lambda: next(drawn))
+    second = await create_api_key(tenant.tenant_id, "two", ["read"])
+    assert second.key != clash and second.info.key_prefix != first.info.key_prefix
+    assert (await resolve(second.key)).key_id == second.info.id
+    with pytest.raises(AuthenticationError):
+        await resolve(clash)

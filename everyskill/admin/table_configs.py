@@ -4,7 +4,11 @@ Contract
 --------
 - :data:`TABLE_CONFIGS` registers every table of the schema, grouped in the
   menu (:data:`CATALOGUE`, :data:`FEEDBACK`, :data:`USAGE`,
-  :data:`BENCHMARKS`), newest rows first.
+  :data:`BENCHMARKS`, :data:`ACCESS`), newest rows first.
+- The HTTP API's keys are listed read-only (tenant, name, prefix, scopes,
+  expiry, last use, revocation): their hashes are never shown, and keys are
+  created and revoked with ``piccolo everyskill create_api_key`` and
+  ``revoke_api_key`` (:mod:`everyskill.api_keys`).
 - Lists show short columns only (no free text: it is read on the row's
   page), with the aggregates of a skill and the best and cheapest model of
   a benchmark run. Filters cover tenant, skill, type, status, source, model
@@ -29,9 +33,11 @@ from collections.abc import Sequence
 from piccolo.columns import Column, Timestamptz
 from piccolo.table import Table
 from piccolo_admin.endpoints import TableConfig
-from piccolo_api.crud.endpoints import OrderBy
+from piccolo_api.crud.endpoints import OrderBy, PiccoloCRUD
 from piccolo_api.crud.hooks import Hook
 from piccolo_api.crud.validators import Validators
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from everyskill.admin.guards import (
     created_now,
@@ -42,6 +48,7 @@ from everyskill.admin.guards import (
 )
 from everyskill.admin.review import review_hooks
 from tables import (
+    ApiKey,
     BenchmarkResult,
     BenchmarkRun,
     ModelPrice,
@@ -53,12 +60,13 @@ from tables import (
     User,
 )
 
-__all__ = ["BENCHMARKS", "CATALOGUE", "FEEDBACK", "TABLE_CONFIGS", "USAGE"]
+__all__ = ["ACCESS", "BENCHMARKS", "CATALOGUE", "FEEDBACK", "TABLE_CONFIGS", "USAGE"]
 
 CATALOGUE = "Catalogue"
 FEEDBACK = "Feedback"
 USAGE = "Usage and cost"
 BENCHMARKS = "Benchmarks"
+ACCESS = "API access"
 
 RECORDED = "is when the row was recorded; it cannot be edited"
 TENANT = "is the tenant the row belongs to; it cannot be moved to another tenant"
@@ -307,6 +315,48 @@ benchmark_result_config = _config(
     ],
 )
 
+
+def _refuse_key_writes(piccolo_crud: PiccoloCRUD, request: Request) -> None:
+    raise HTTPException(
+        status_code=405,
+        detail=(
+            "API keys are read-only in the admin: create one with piccolo everyskill"
+            " create_api_key (the key is shown once), revoke one with piccolo everyskill"
+            " revoke_api_key PREFIX."
+        ),
+    )
+
+
+api_key_config = _config(
+    ApiKey,
+    ACCESS,
+    validators=Validators(
+        post_single=[_refuse_key_writes],
+        put_single=[_refuse_key_writes],
+        patch_single=[_refuse_key_writes],
+        delete_single=[_refuse_key_writes],
+        delete_all=[_refuse_key_writes],
+    ),
+    visible_columns=[
+        ApiKey.tenant_id,
+        ApiKey.name,
+        ApiKey.key_prefix,
+        ApiKey.scopes,
+        ApiKey.expires_at,
+        ApiKey.last_used_at,
+        ApiKey.revoked_at,
+        ApiKey.created_at,
+    ],
+    visible_filters=[
+        ApiKey.tenant_id,
+        ApiKey.name,
+        ApiKey.key_prefix,
+        ApiKey.revoked_at,
+        ApiKey.expires_at,
+        ApiKey.created_at,
+    ],
+)
+
 #: Every table of the schema, as the admin shows it.
 TABLE_CONFIGS = [
     tenant_config,
@@ -318,4 +368,5 @@ TABLE_CONFIGS = [
     model_price_config,
     benchmark_run_config,
     benchmark_result_config,
+    api_key_config,
 ]
