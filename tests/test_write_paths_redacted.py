@@ -95,6 +95,10 @@ NOT_FREE_TEXT: dict[tuple[str, str], str] = {
     ("benchmark_results", "id"): ID,
     ("benchmark_results", "model_name"): MODEL,
     ("benchmark_results", "model_provider"): MODEL,
+    ("api_keys", "id"): ID,
+    ("api_keys", "name"): NAME,
+    ("api_keys", "key_prefix"): "the key's first characters, drawn with it, not typed",
+    ("api_keys", "scopes"): ENUM,
 }
 
 #: Tables the admin never adds to or edits (measurements), with the reason.
