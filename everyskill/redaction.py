@@ -50,6 +50,10 @@ Contract
       the value of an ``.npmrc`` ``:_authToken=`` / ``:_auth=`` /
       ``:_password=`` line. ``twilio_key`` covers ``AC``/``SK`` ids, as
       detect-secrets does.
+  ``discord_bot_token``, ``mailchimp_api_key``, ``google_oauth_client_secret``
+      a Discord bot token (base64url of the bot's user id, a timestamp and
+      an HMAC), a Mailchimp API key (32 hex digits and ``-us<n>``), a Google
+      OAuth client secret (``GOCSPX-`` and 28 characters), wherever written.
   ``jwt``
       a JSON Web Token whose header and payload decode to JSON.
   ``bearer_token``, ``basic_auth``
@@ -70,7 +74,11 @@ Contract
       private/client key, ...): ``password = "hunter2"``, ``API_KEY: ...``,
       ``"token": "..."``, ``export SECRET=...``, ``--password=...``,
       ``<password>...</password>``, ``PASSWORD 'x'`` in SQL. The value alone
-      is replaced; the name, operator and quotes are kept.
+      is replaced; the name, operator and quotes are kept. Also the password
+      given to a client on its command line (``mysql -p<password>``, with
+      the ``-p`` glued to it; ``sshpass -p``, ``docker login -p``,
+      ``redis-cli -a``), of a ``.pgpass`` line (``host:port:db:user:pw``)
+      and of a ``.netrc`` entry (``machine h login u password pw``).
   ``base64_blob``
       a base64 (or base64url) string of 40 characters or more, with upper
       and lower case letters and digits and a high Shannon entropy, that no
@@ -169,6 +177,7 @@ from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.jwt import JwtTokenDetector
 from detect_secrets.plugins.keyword import DENYLIST as KEYWORD_DENYLIST
+from detect_secrets.plugins.mailchimp import MailchimpDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
@@ -581,6 +590,137 @@ def _openai_ok(value: str) -> bool:
 
 def _twilio_ok(value: str) -> bool:
     return any(c.isdigit() for c in value) and any(c.isalpha() for c in value[2:])
+
+
+# Discord bot tokens, Mailchimp API keys and Google OAuth client secrets:
+# the rule set has no rule for them. Discord's bot token is three base64url
+# parts: the bot's user id (a snowflake of 17 to 19 digits: 23 to 26
+# characters, starting M, N or O), a timestamp (6) and an HMAC (27, 38 in
+# newer tokens); detect-secrets' DiscordBotTokenDetector allows 23 to 25 for
+# the first part, too few for today's ids, so its shape is widened here.
+# Mailchimp's key is 32 hex digits and its data center ("-us14"), as
+# detect-secrets' MailchimpDetector has it. Google's OAuth client secrets
+# carry the "GOCSPX-" prefix and 28 base64url characters since 2021
+# (Google Cloud's "OAuth client secret" format).
+_DISCORD_BOT = re.compile(r"[MNO][A-Za-z\d_\-]{22,27}\.[A-Za-z\d_\-]{6}\.[A-Za-z\d_\-]{27,}")
+_MAILCHIMP = MailchimpDetector.denylist[0]
+_GOOGLE_OAUTH_SECRET = re.compile(r"GOCSPX-[A-Za-z0-9_\-]{28}")
+
+
+def _discord_bot_ok(value: str) -> bool:
+    user_id, _, rest = value.partition(".")
+    try:
+        decoded = base64.urlsafe_b64decode(user_id + "=" * (-len(user_id) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        decoded = ""
+    if decoded.isdigit():
+        return True  # the bot's user id
+    hmac = rest.partition(".")[2]
+    return _has_classes(hmac) and _ENTROPY.calculate_shannon_entropy(hmac) > 3.5
+
+
+def _mailchimp_ok(value: str) -> bool:
+    key = value.partition("-")[0]
+    return _has_classes(key, upper=False) and not _is_placeholder(key)
+
+
+# --------------------------------------------------------------------------
+# Passwords given to command-line clients and in credential files, where
+# no secret-sounding name precedes them: "mysql -u root -p<password>" (and
+# mysqldump, mysqladmin..., MariaDB's; "-p" is glued to its value, "-p x"
+# asks for the password), "sshpass -p <password>", "docker login -p
+# <password>", "redis-cli -a <password>"; a .pgpass line
+# ("host:port:database:user:password", PostgreSQL's libpq documentation)
+# and a .netrc entry ("machine <host> login <user> password <password>").
+
+_CLI_VALUE = r"""(?:'(?P<sq>[^'\n]{1,256})'|"(?P<dq>[^"\n]{1,256})"|(?P<bare>[^\s'"`|;&]{1,256}))"""
+#: (needles, the command at a needle, its password option).
+_CLI_COMMANDS: tuple[tuple[tuple[str, ...], re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        ("mysql", "mariadb"),
+        re.compile(r"(?:mysql|mariadb)[\w\-]{0,12}[ \t]"),
+        re.compile(r"(?<=[ \t])-p" + _CLI_VALUE),
+    ),
+    (
+        ("sshpass",),
+        re.compile(r"sshpass[ \t]"),
+        re.compile(r"(?<=[ \t])-p[ \t]*" + _CLI_VALUE),
+    ),
+    (
+        ("docker", "podman", "nerdctl"),
+        re.compile(r"(?:docker|podman|nerdctl)[ \t]+login[ \t]"),
+        re.compile(r"(?<=[ \t])(?:-p|--password)(?:[ \t]+|=)" + _CLI_VALUE),
+    ),
+    (
+        ("redis-cli",),
+        re.compile(r"redis-cli[ \t]"),
+        re.compile(r"(?<=[ \t])(?:-a|--pass)[ \t]+" + _CLI_VALUE),
+    ),
+)
+#: How far after its command a password option is looked for (one line).
+_CLI_LINE = 300
+
+
+def _cli_value(match: re.Match[str]) -> _Span:
+    for group in ("sq", "dq", "bare"):
+        if match.group(group) is not None:
+            return match.span(group)
+    return match.span()  # pragma: no cover - one group always matches
+
+
+def _find_cli_passwords(text: str, lowered: str) -> Iterator[_Span]:
+    for needles, command, option in _CLI_COMMANDS:
+        reached = 0
+        starts = sorted(index for needle in needles for index in _occurrences(lowered, needle))
+        for index in starts:
+            if index < reached or (index > 0 and text[index - 1] in _TOKEN_CHARS):
+                continue
+            if command.match(text, index) is None:
+                continue
+            line_end = text.find("\n", index, index + _CLI_LINE)
+            reached = line_end if line_end >= 0 else min(len(text), index + _CLI_LINE)
+            # The first password option only: what follows may be another
+            # command's ("sshpass -p x ssh -p 2222 host").
+            found = option.search(text, index, reached)
+            if found is not None:
+                start, end = _cli_value(found)
+                if _literal_ok(text[start:end]):
+                    yield start, end
+
+
+_PGPASS_PORT = re.compile(r":(?:\d{1,5}|\*):")
+_PGPASS_HOST_CHARS = frozenset(string.ascii_letters + string.digits + "_.-*")
+_PGPASS_BEFORE = frozenset(" \t\r\n'\"`(>")
+_PGPASS_REST = re.compile(
+    r"(?:\\.|[^\s:\\]){1,128}:(?:\\.|[^\s:\\]){1,128}:(?P<v>(?:\\.|[^\s:\\'\"`]){1,256})"
+    r"(?![^\s'\"`)\]<])"
+)
+
+
+def _find_pgpass(text: str, lowered: str) -> Iterator[_Span]:
+    for port in _PGPASS_PORT.finditer(text):
+        host_start = port.start()
+        while host_start > 0 and text[host_start - 1] in _PGPASS_HOST_CHARS:
+            host_start -= 1
+            if port.start() - host_start > 253:
+                break
+        if host_start == port.start() or (
+            host_start > 0 and text[host_start - 1] not in _PGPASS_BEFORE
+        ):
+            continue
+        rest = _PGPASS_REST.match(text, port.end())
+        if rest is None:
+            continue
+        value = rest.group("v")
+        if _literal_ok(value) and not _NUMBER.fullmatch(value) and not _WORDS.fullmatch(value):
+            yield rest.span("v")  # not a number or a word: "8080:80:tcp:udp:http"
+
+
+_NETRC = re.compile(
+    r"(?:machine[ \t]+\S{1,256}|default)"
+    r"(?:[ \t\r\n]{1,64}(?:login|account|port)[ \t]+\S{1,256}){0,3}"
+    r"[ \t\r\n]{1,64}password[ \t]+(?P<v>\S{1,256})"
+)
 
 
 # --------------------------------------------------------------------------
@@ -1107,6 +1247,22 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         shape=re.compile(r"AC[a-z0-9]{32}|SK[a-z0-9]{32}"),
     ),
+    _Detector(
+        "discord_bot_token",
+        (),
+        _pattern(_DISCORD_BOT, left=_TOKEN_CHARS, right=_TOKEN_CHARS, accept=_discord_bot_ok),
+        shape=re.compile(r"[MNO][A-Za-z\d_\-]{22}"),
+    ),
+    _Detector(
+        "mailchimp_api_key",
+        ("-us",),
+        _pattern(_MAILCHIMP, left=_TOKEN_CHARS, right=_ALNUM, accept=_mailchimp_ok),
+    ),
+    _Detector(
+        "google_oauth_client_secret",
+        ("gocspx-",),
+        _pattern(_GOOGLE_OAUTH_SECRET, left=_TOKEN_CHARS, tail=_TOKEN_TAIL),
+    ),
     # Before aws_access_key: it needs the key id still visible.
     _Detector("aws_secret_key", _AWS_KEY_ID_NEEDLES, _find_aws_secret_after_key_id),
     _Detector(
@@ -1141,6 +1297,17 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
     ),
     _Detector("bearer_token", ("bearer", "authorization"), _find_bearer),
+    _Detector(
+        "password_assignment",
+        tuple(needle for needles, _, _ in _CLI_COMMANDS for needle in needles),
+        _find_cli_passwords,
+    ),
+    _Detector(
+        "password_assignment",
+        ("machine", "default"),
+        _anchored(_NETRC, ("machine", "default"), "v", accept=_literal_ok),
+    ),
+    _Detector("password_assignment", (), _find_pgpass, shape=_PGPASS_PORT),
     _Detector("password_assignment", _KEYWORD_NEEDLES, _find_assignments),
     _Detector(
         "password_assignment",

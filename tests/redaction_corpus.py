@@ -661,6 +661,53 @@ def gen_azure_storage_key(rng: random.Random) -> Generated:
     return text, (key.rstrip("="),), ("AccountKey=",)
 
 
+def gen_discord_bot_token(rng: random.Random) -> Generated:
+    # The bot's user id (a snowflake) in base64url, a timestamp, an HMAC.
+    user_id = str(rng.randrange(10**17, 10**19))
+    first = base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
+    token = ".".join([first, chars(rng, B64URL, 6), mixed(rng, B64URL, rng.choice([27, 38]))])
+    text = _fill(
+        rng,
+        [
+            "DISCORD_BOT_TOKEN={s}",
+            'client.run("{s}")',
+            "The bot logged in with {s} and was kicked at once.",
+        ],
+        token,
+    )
+    return text, (token,), ()
+
+
+def gen_mailchimp_api_key(rng: random.Random) -> Generated:
+    key = chars(rng, HEX, 32) + "-us" + str(rng.randrange(1, 21))
+    while not any(c.isdigit() for c in key[:32]) or not any(c.isalpha() for c in key[:32]):
+        key = chars(rng, HEX, 32) + key[32:]
+    text = _fill(
+        rng,
+        [
+            "MAILCHIMP_API_KEY={s}",
+            'client.set_config({{"api_key": "{s}", "server": "us6"}})',
+            "The newsletter skill still sends with {s}, can you rotate it?",
+        ],
+        key,
+    )
+    return text, (key,), ()
+
+
+def gen_google_oauth_client_secret(rng: random.Random) -> Generated:
+    secret = "GOCSPX-" + mixed(rng, B64URL, 28)
+    text = _fill(
+        rng,
+        [
+            '{{"installed": {{"client_id": "1234-abc.apps.googleusercontent.com", "client_secret": "{s}"}}}}',
+            "GOOGLE_CLIENT_SECRET={s}",
+            "The consent screen works but the exchange fails with secret {s}.",
+        ],
+        secret,
+    )
+    return text, (secret,), ()
+
+
 GENERATORS: dict[str, Callable[[random.Random], Generated]] = {
     "private_key": gen_private_key,
     "aws_access_key": gen_aws_access_key,
@@ -686,6 +733,9 @@ GENERATORS: dict[str, Callable[[random.Random], Generated]] = {
     "gitlab_token": gen_gitlab_token,
     "pypi_token": gen_pypi_token,
     "azure_storage_key": gen_azure_storage_key,
+    "discord_bot_token": gen_discord_bot_token,
+    "mailchimp_api_key": gen_mailchimp_api_key,
+    "google_oauth_client_secret": gen_google_oauth_client_secret,
 }
 
 # Surroundings a secret is pasted into.

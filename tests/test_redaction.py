@@ -159,6 +159,22 @@ def _examples() -> dict[str, Example]:
             "DefaultEndpointsProtocol=https;AccountName=skills;AccountKey={s};EndpointSuffix=core.windows.net",
             c.b64(rng, 64),
         ),
+        "discord_bot_token": (
+            "the bot token is {s}, it stopped working",
+            base64.urlsafe_b64encode(str(rng.randrange(10**17, 10**19)).encode()).decode().rstrip("=")
+            + "."
+            + c.chars(rng, c.B64URL, 6)
+            + "."
+            + c.mixed(rng, c.B64URL, 38),
+        ),
+        "mailchimp_api_key": (
+            "mailchimp key {s} expired",
+            c.chars(rng, "0123456789", 16) + c.chars(rng, "abcdef", 16) + "-us14",
+        ),
+        "google_oauth_client_secret": (
+            "client secret {s} from the console",
+            "GOCSPX-" + c.mixed(rng, c.B64URL, 28),
+        ),
     }
 
 
@@ -246,6 +262,75 @@ def test_assignments_keep_the_name_and_quotes() -> None:
     }
     for text, expected in cases.items():
         assert redact(text).text == expected.format(m=marker("password_assignment")), text
+
+
+def test_passwords_given_to_clients_and_in_credential_files() -> None:
+    rng = _rng("clients")
+    value = corpus.mixed(rng, corpus.ALNUM, 14)
+    m = marker("password_assignment")
+    cases = {
+        # "-p" glued to its value: the flag goes with it (the span is a token).
+        f"mysql -u root -p{value} skills": f"mysql -u root {m} skills",
+        f"I ran mysqldump -uroot -p'{value}' skills > dump.sql": (
+            f"I ran mysqldump -uroot -p'{m}' skills > dump.sql"
+        ),
+        f"sshpass -p '{value}' ssh -p 2222 root@host": f"sshpass -p '{m}' ssh -p 2222 root@host",
+        f"docker login -u bob -p {value} registry.example.com": (
+            f"docker login -u bob -p {m} registry.example.com"
+        ),
+        f"redis-cli -h cache -a {value} ping": f"redis-cli -h cache -a {m} ping",
+        f"db.example.com:5432:skills:app:{value}": f"db.example.com:5432:skills:app:{m}",
+        f"my .pgpass line is *:*:*:postgres:{value} now": f"my .pgpass line is *:*:*:postgres:{m} now",
+        f"machine api.example.com login bob password {value}": (
+            f"machine api.example.com login bob password {m}"
+        ),
+        f"machine h\n  login bob\n  password {value}\n": f"machine h\n  login bob\n  password {m}\n",
+    }
+    for text, expected in cases.items():
+        result = redact(text)
+        assert (result.text, result.found) == (expected, {"password_assignment": 1}), text
+    for text in (
+        "mysql -u root -p skills",  # asks for the password
+        "mysql -u root -p$MYSQL_PWD skills",
+        "docker login --password-stdin registry.example.com",
+        "ssh -p 2222 root@host",
+        "at 12:30:45 the job ran",
+        "fe80:0:0:0:202:b3ff:fe1e:8329",
+        "localhost:5432:*:postgres:*",
+        "ports 8080:80:tcp:udp:http",
+        "machine learning models need a password manager",
+    ):
+        assert redact(text).text is text, text
+
+
+def test_provider_tokens_bare_and_in_prose() -> None:
+    rng = _rng("providers")
+    snowflake = str(rng.randrange(10**17, 10**19)).encode()
+    discord = ".".join(
+        [
+            base64.urlsafe_b64encode(snowflake).decode().rstrip("="),
+            corpus.chars(rng, corpus.B64URL, 6),
+            corpus.mixed(rng, corpus.B64URL, 27),
+        ]
+    )
+    mailchimp = corpus.chars(rng, "0123456789abcdef", 31) + "7-us14"
+    google = "GOCSPX-" + corpus.mixed(rng, corpus.B64URL, 28)
+    for kind, secret in (
+        ("discord_bot_token", discord),
+        ("mailchimp_api_key", mailchimp),
+        ("google_oauth_client_secret", google),
+    ):
+        for template in (
+            "{s}",
+            "I pasted {s} into the config and the call failed with 401.",
+            'it worked after I set the value to "{s}" in settings',
+            "export MY_VAR={s}",
+            '{{"value": "{s}"}}',
+            "<value>{s}</value>",
+        ):
+            result = redact(template.format(s=secret))
+            assert result.text == template.format(s=marker(kind)), (kind, template)
+            assert result.found == {kind: 1}
 
 
 def test_database_urls_lose_the_password_only() -> None:
@@ -701,6 +786,14 @@ CRAFTED: dict[str, Callable[[int], str]] = {
     # markers
     "markers": _repeat("[REDACTED:jwt]"),
     "marker shapes": _repeat("[REDACTED:"),
+    # passwords given to clients and in credential files
+    "mysql commands": _repeat("mysql -u a "),
+    "mysql -p": _repeat("mysql -pa "),
+    "docker login": _repeat("docker login -u "),
+    "pgpass ports": _repeat("a:1:"),
+    "pgpass lines": _repeat("h:1:d:u:p "),
+    "netrc": _repeat("machine h login u "),
+    "discord shapes": _repeat("MTA4NjY3ODk2NzU0MzIxMDk4Nw."),
 }
 
 
