@@ -350,14 +350,41 @@ _PLACEHOLDER_WORDS = frozenset("""
 _PLACEHOLDER = re.compile(r"""(?ix)
     ^(?:
         [x*.\-_#?•]+                           # xxxx, ****, ...., ----
-      | .*(?:x{5}|\*{3}|\.{3}|…).*             # sk-xxxxx..., abc***, ab...
       | <.*> | \[.*\] | \{.*\} | \(.*\)        # <your-key>, [PAD], {token}
       | .*\{\{.*  | .*\$\{.*  | .*%\(\w+\)s.* | %s | %\w+%   # templating
-      | your.* | (?:enter|insert|put|add|replace)[_\-\s].*   # your-api-key, enter_key
-      | .*[_\-](?:here|goes[_\-]here)
       | .*change[_\-]?(?:me|it|this).*
     )$
     """)
+#: Filler that marks a value as an example: "sk-xxxxx", "abc***", "ab...",
+#: "your-api-key", "enter_key", "api_key_here". What remains without it
+#: decides (see _only_filler): "Xk9mQ2vL7pR4wZ8..." is a real value cut short.
+_FILLER = re.compile(
+    r"(?i)x{5,}|\*{3,}|\.{3,}|…+|^(?:your|enter|insert|put|add|replace)(?:[_\-\s]|(?=[a-z]))"
+    r"|[_\-](?:here|goes[_\-]here)$"
+)
+_ALNUM_SEGMENT = re.compile(r"[A-Za-z0-9]{8,}")
+
+
+def _only_filler(value: str) -> bool:
+    """Whether ``value`` has filler and, without it, nothing that looks like
+    a secret: no run of 8 or more letters and digits of two classes or more
+    (upper, lower, digit) that is not a sequence and not of low entropy."""
+    rest, count = _FILLER.subn(" ", value)
+    if not count:
+        return False
+    for segment in _ALNUM_SEGMENT.findall(rest):
+        classes = (
+            any("A" <= c <= "Z" for c in segment)
+            + any("a" <= c <= "z" for c in segment)
+            + any("0" <= c <= "9" for c in segment)
+        )
+        if (
+            classes >= 2
+            and not is_sequential_string(segment)
+            and _ENTROPY.calculate_shannon_entropy(segment) > 2.5
+        ):
+            return False
+    return True
 # "token123", "password1", "secret_2": an example's value.
 _KEYWORD_AND_DIGITS = re.compile(
     r"(?i)(?:my|your|the|test|example|sample|dummy)?[_\-]?"
@@ -383,6 +410,7 @@ def _is_placeholder(value: str) -> bool:
         return True
     return (
         bool(_PLACEHOLDER.match(stripped))
+        or _only_filler(stripped)
         or bool(_KEYWORD_AND_DIGITS.fullmatch(stripped))
         or is_templated_secret(stripped)
     )

@@ -333,6 +333,31 @@ def test_provider_tokens_bare_and_in_prose() -> None:
             assert result.found == {kind: 1}
 
 
+def test_a_real_value_with_filler_is_no_placeholder() -> None:
+    value = corpus.mixed(_rng("filler"), corpus.ALNUM, 15)
+    m = marker("password_assignment")
+    for text, expected in (
+        (f"password: {value}...", f"password: {m}"),
+        (f"password: {value}\u2026", f"password: {m}"),
+        (f"password={value}xxxxx", f"password={m}"),
+        (f'token = "{value}***"', f'token = "{m}"'),
+        (f'api_key: "your-{value}"', f'api_key: "{m}"'),
+        (f'api_key: "add-{value}"', f'api_key: "{m}"'),
+    ):
+        assert redact(text).text == expected, text
+    for text in (
+        'api_key: "<your-token>"',
+        "token: xxxx",
+        "OPENAI_API_KEY=sk-...",
+        'api_key = "your-api-key-here"',
+        'api_key = "your-openai-api-key"',
+        'key = "sk-ant-api03-xxxxx"',
+        "password: abc...",
+        'token = "add-your-key-here"',
+    ):
+        assert redact(text).text is text, text
+
+
 def test_database_urls_lose_the_password_only() -> None:
     rng = _rng("urls")
     password = corpus.url_password(rng)
