@@ -1126,6 +1126,7 @@ def _blob_ok(value: str) -> bool:
         and _has_classes(body)
         and _ENTROPY.calculate_shannon_entropy(body) > _ENTROPY_LIMIT
         and not is_sequential_string(body)
+        and not _is_placeholder(body)  # AWS's documented ...EXAMPLEKEY
         and not _encodes_harmless_text(body)
     )
 

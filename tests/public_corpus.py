@@ -288,4 +288,15 @@ def benign_texts(seed: int = 16) -> list[str]:
         )
     for url in _DOC_URLS:
         texts.extend([f"Docs: {url}", f"[link]({url}) explains the token format."])
+    # AWS's documented example pair (IAM User Guide, "Managing access keys").
+    key_id, secret = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    texts.extend(
+        [
+            f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n",
+            f"export AWS_ACCESS_KEY_ID={key_id}\nexport AWS_SECRET_ACCESS_KEY={secret}\n",
+            f'{{"AccessKeyId": "{key_id}", "SecretAccessKey": "{secret}"}}',
+            f"The docs' example secret is {secret}, not a real one.",
+            f"{secret}",
+        ]
+    )
     return texts
