@@ -872,16 +872,25 @@ _ASSIGNED = re.compile(
     r"(?P<close>(?:\\?[\"'`\]]){0,3})"
     # A type annotation before "=": "password: str = ...", "var password string = ..."
     r"(?:[ \t]*:[ \t]*[A-Za-z_][\w.]{0,40}(?:\[[^\]\n]{0,80}\])?(?:[ \t]*\|[ \t]*None)?"
-    r"(?=[ \t]*=[^=>])"
+    # (a space before its "=": "token: abc=def" is a value with "=" in it)
+    r"(?=[ \t]+=[^=>])"
     r"|[ \t]+[A-Za-z_][\w.]{0,40}(?=[ \t]*=[^=>]))?"
     r"(?:[ \t]*(?P<op>:=|=>|===?|!==?|=|:)[ \t]*|[ \t]+(?P<is>is)[ \t]+|(?P<ws>[ \t]+))"
     r"(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\"|[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'"
-    r"|`(?P<bq>[^`\n]{0,1024})`|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\"|(?P<bare>[^\s\"'`\\]{1,1024}))"
+    r"|`(?P<bq>[^`\n]{0,1024})`|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\""
+    # An unquoted value runs to a space; a quote or a backslash inside it
+    # is part of it ("Xk9m'Q2v", "Xk9m\\Q2v"), not a closing quote or an
+    # escaped line break after it.
+    r"|(?P<bare>[^\s\"'`\\](?:[^\s\"'`\\]|[\"'`](?=[^\s,;)\]}>\"'`\\])|\\(?=[^\s\"'`\\nrt])){0,1023}))"
 )
 _XML_ASSIGNMENT = re.compile(
     r"<(?P<tag>[\w\-.:]{0,80}?(?:" + _KEYWORDS + r"))>(?P<v>[^<\s][^<\n]{0,1024}?)</(?P=tag)>",
     re.IGNORECASE,
 )
+#: A call in an unquoted value: "auth.issue(", "get('x')", "f(x)"; not "Xk9m(Q2v".
+_CALL = re.compile(r"""^[A-Za-z_$][A-Za-z_$.]*\(|[A-Za-z_$][\w.$]*\((?:["'`)]|$)|\)$""")
+#: An unquoted value that is a whole call: "issue(user)", "f(x).g();".
+_WHOLE_CALL = re.compile(r"""[A-Za-z_$][\w.$]*\(.*\)[\w.$()]*[,;]?""")
 _DOTTED_NAME = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|->|::)[A-Za-z_$][\w$]*)+")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[a-zA-Z%]{0,3}")
 _WORDS = re.compile(r"[A-Za-z_\-]+")
@@ -911,7 +920,11 @@ def _bare_ok(value: str, name: str, glued: bool, in_query: bool) -> bool:
     """Whether an unquoted value is a secret rather than code or a word."""
     if not _literal_ok(value) or value[0] in "-&*@!<([{" or _NUMBER.fullmatch(value):
         return False
-    if any(c in value for c in "()[]") or (_DOTTED_NAME.fullmatch(value) and not in_query):
+    if (
+        any(c in value for c in "[]")
+        or _CALL.search(value)
+        or (_DOTTED_NAME.fullmatch(value) and not in_query)
+    ):
         return False  # a call, a subscript, an attribute: code
     if _WORDS.fullmatch(value):
         # A word or an identifier: in code a variable, in prose a word. Taken
@@ -1009,6 +1022,8 @@ def _assignment_values(
         value = _QUERY_END.split(value, maxsplit=1)[0]  # a query parameter
     else:
         value = _NEXT_PARAMETER.split(value, maxsplit=1)[0]
+    if _WHOLE_CALL.fullmatch(value):
+        return []  # code
     value = value.rstrip(",;:)]}>")
     if value.endswith(".") and not value.endswith(".."):
         value = value[:-1]  # a full stop ends the sentence

@@ -358,6 +358,26 @@ def test_a_real_value_with_filler_is_no_placeholder() -> None:
         assert redact(text).text is text, text
 
 
+def test_unquoted_values_run_to_a_space() -> None:
+    # A quote, a backtick, a parenthesis or a backslash inside an unquoted
+    # value is part of it; a value with "=" inside after a YAML colon is
+    # one value, not a type annotation.
+    value = corpus.mixed(_rng("unquoted"), corpus.ALNUM, 15)
+    m = marker("password_assignment")
+    for inside in ("'", '"', "`", "(", "\\", "=", "$"):
+        secret = value[:4] + inside + value[4:]
+        for template in ("PASSWORD={s}", "password={s} ", "my password is {s}", "token: {s}"):
+            result = redact(template.format(s=secret))
+            assert result.text == template.format(s=m), (template, inside)
+    for text in (
+        "token = issue(user)",
+        "token = auth.issue(username, password=password)",
+        "api_key = get_secret('openai')",
+        'export ANSWER="token=abc"',
+    ):
+        assert redact(text).text is text, text
+
+
 def test_database_urls_lose_the_password_only() -> None:
     rng = _rng("urls")
     password = corpus.url_password(rng)
