@@ -112,6 +112,34 @@ def test_public_corpus_recall_and_benign_texts(capsys: pytest.CaptureFixture[str
     assert len(with_leftovers) <= MAX_LEFTOVERS, with_leftovers
 
 
+#: Without a secret-sounding name, a token is found only by its own shape
+#: (a provider's prefix, a known format); many formats are bare random
+#: strings. Measured, not a target: a floor just under the measured figure,
+#: so that a change that loses more is noticed.
+PROSE_RECALL_FLOOR = 0.65
+PROSE_SYNTAXES = {
+    "prose": "I pasted {t} into the config and the call failed with 401.",
+    "prose, quoted": 'it worked after I set the value to "{t}" in settings',
+    "neutral name": 'export MY_VAR="{t}"',
+}
+
+
+def test_recall_without_a_secret_name(capsys: pytest.CaptureFixture[str]) -> None:
+    tokens = [case.token for case in corpus.secret_cases() if case.syntax == "shell"]
+    shares = {}
+    for syntax, template in PROSE_SYNTAXES.items():
+        caught = 0
+        for value in tokens:
+            text = template.format(t=value)
+            result = redact(text)
+            caught += bool(result.found) and not corpus.leftovers(value, text, result.text)
+        shares[syntax] = caught / len(tokens)
+    with capsys.disabled():
+        for syntax, share in shares.items():
+            print(f"\n  {syntax:<14} recall {share:.3f} ({len(tokens)} formats, no secret name)")
+    assert min(shares.values()) >= PROSE_RECALL_FLOOR, shares
+
+
 def test_rule_ids_are_the_engines() -> None:
     """RULE_IDS (and so the kinds) is the pinned engine's rule list: an
     upgrade that adds or renames rules must update it."""
