@@ -890,7 +890,9 @@ _XML_ASSIGNMENT = re.compile(
 #: A call in an unquoted value: "auth.issue(", "get('x')", "f(x)"; not "Xk9m(Q2v".
 _CALL = re.compile(r"""^[A-Za-z_$][A-Za-z_$.]*\(|[A-Za-z_$][\w.$]*\((?:["'`)]|$)|\)$""")
 #: An unquoted value that is a whole call: "issue(user)", "f(x).g();".
-_WHOLE_CALL = re.compile(r"""[A-Za-z_$][\w.$]*\(.*\)[\w.$()]*[,;]?""")
+_WHOLE_CALL = re.compile(
+    r"""[A-Za-z_$][\w.$]*\([^()]{0,200}\)(?:\.[A-Za-z_$][\w$]*\([^()]{0,200}\))*[,;]?"""
+)
 _DOTTED_NAME = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|->|::)[A-Za-z_$][\w$]*)+")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[a-zA-Z%]{0,3}")
 _WORDS = re.compile(r"[A-Za-z_\-]+")

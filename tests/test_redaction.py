@@ -839,6 +839,7 @@ CRAFTED: dict[str, Callable[[int], str]] = {
     "pgpass lines": _repeat("h:1:d:u:p "),
     "netrc": _repeat("machine h login u "),
     "discord shapes": _repeat("MTA4NjY3ODk2NzU0MzIxMDk4Nw."),
+    "unquoted values with parentheses": _repeat("password=f(" + ")x" * 300 + "# "),
 }
 
 
