@@ -12,10 +12,14 @@ it has one), and the token's shape as literal pieces and ``(alphabet,
 length)`` pieces. An alphabet is written as characters and ranges
 (``0-9a-f``); a ``-`` first is the character itself. Where the format allows
 a range of lengths, the row takes one length inside it; where it allows
-alternatives, the row takes the first. Two rows were written from the
+alternatives, the row takes the first. Four rows were written from the
 provider's documentation instead, the definitions being looser than the
 tokens: Slack's incoming webhook URL (``https://hooks.slack.com/services/
-T…/B…/…``); JSON Web Tokens are left to test_redaction.py, where they are
+T…/B…/…``), Discord's bot token (the shape of detect-secrets 1.5.0's
+``DiscordBotTokenDetector``, Apache-2.0, with the 26-character first part
+of today's 19-digit user ids) and Google's OAuth client secret
+(``GOCSPX-`` and 28 characters, Google Cloud's client secret format),
+which neither rule set has; JSON Web Tokens are left to test_redaction.py, where they are
 made of real JSON (a rule's shape of one is not a token).
 
 The rows were written out once from those public definitions and are
@@ -124,6 +128,8 @@ FORMATS: tuple[tuple[str, str | None, tuple[Piece, ...]], ...] = (
     ('digitalocean-pat', None, ('dop_v1_', ('0-9a-f', 64),)),
     ('digitalocean-refresh-token', None, ('dor_v1_', ('0-9A-Fa-f', 64),)),
     ('discord-api-token', 'discord', (('0-9A-Fa-f', 64),)),
+    ('discord-bot-token', None, ('M', ('0-9A-Za-z', 25), '.', ('-0-9A-Z_a-z', 6), '.', ('-0-9A-Z_a-z', 38),)),
+    ('google-oauth-client-secret', None, ('GOCSPX-', ('-0-9A-Z_a-z', 28),)),
     ('discord-client-secret', 'discord', (('-0-9=A-Z_a-z', 32),)),
     ('disqus-api-key', 'disqus', (('0-9A-Za-z', 64),)),
     ('docker-swarm-join-token', None, ('SWMTKN-1-', ('0-9a-z', 55), '-', ('0-9a-z', 27),)),
