@@ -12,15 +12,15 @@ it has one), and the token's shape as literal pieces and ``(alphabet,
 length)`` pieces. An alphabet is written as characters and ranges
 (``0-9a-f``); a ``-`` first is the character itself. Where the format allows
 a range of lengths, the row takes one length inside it; where it allows
-alternatives, the row takes the first. Four rows were written from the
+alternatives, the row takes the first. Some rows were written from the
 provider's documentation instead, the definitions being looser than the
 tokens: Slack's incoming webhook URL (``https://hooks.slack.com/services/
 T…/B…/…``), Discord's bot token (the shape of detect-secrets 1.5.0's
 ``DiscordBotTokenDetector``, Apache-2.0, with the 26-character first part
 of today's 19-digit user ids) and Google's OAuth client secret
 (``GOCSPX-`` and 28 characters, Google Cloud's client secret format),
-which neither rule set has; JSON Web Tokens are left to test_redaction.py, where they are
-made of real JSON (a rule's shape of one is not a token).
+which neither rule set has. JSON Web Tokens are left to test_redaction.py,
+where they are made of real JSON (a rule's shape of one is not a token).
 
 The rows were written out once from those public definitions and are
 reviewed data, not code: the corpus draws each token's characters at random

@@ -7,7 +7,9 @@ feedback prose that must come back byte for byte.
 
 A secret counts as caught when something was redacted and no piece of it of
 8 characters or more is left. Recall is asserted overall and for each
-syntax; the figures are printed (``pytest -s``).
+syntax (each names the variable after the provider), and measured without a
+secret-sounding name (in prose, or a neutral variable) against a floor; the
+figures are printed (``pytest -s``).
 """
 
 from __future__ import annotations
