@@ -75,8 +75,8 @@ Contract
       ``"token": "..."``, ``export SECRET=...``, ``--password=...``,
       ``<password>...</password>``, ``PASSWORD 'x'`` in SQL. The value alone
       is replaced; the name, operator and quotes are kept. Also the password
-      given to a client on its command line (``mysql -p<password>``, with
-      the ``-p`` glued to it; ``sshpass -p``, ``docker login -p``,
+      given to a client on its command line (``mysql -p<password>``, the
+      ``-p`` glued to it and kept; ``sshpass -p``, ``docker login -p``,
       ``redis-cli -a``), of a ``.pgpass`` line (``host:port:db:user:pw``)
       and of a ``.netrc`` entry (``machine h login u password pw``).
   ``base64_blob``
@@ -1509,7 +1509,7 @@ def _whole(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int,
         if kind not in _EXACT:
             widened_to = _WIDEN_RIGHT.match(text, max(end, reached))
             end = widened_to.end() if widened_to else max(end, reached)
-            while start > reached and (
+            while start > reached and not _after_glued_option(text, start) and (
                 text[start - 1] in _TOKEN_BODY
                 or (text[start - 1] == "." and start - 1 > reached and text[start - 2] in _ALNUM)
             ):
@@ -1520,6 +1520,16 @@ def _whole(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int,
         else:
             widened.append((start, end, kind))
     return widened
+
+
+def _after_glued_option(text: str, start: int) -> bool:
+    """Whether ``start`` follows a command-line option glued to its value
+    (``mysql -p<password>``): the option is kept, not taken for the token."""
+    return (
+        start >= 2
+        and text[start - 2 : start] == "-p"
+        and (start == 2 or text[start - 3] in " \t")
+    )
 
 
 #: Texts of this many characters or more are scanned by the engine in a

@@ -269,8 +269,8 @@ def test_passwords_given_to_clients_and_in_credential_files() -> None:
     value = corpus.mixed(rng, corpus.ALNUM, 14)
     m = marker("password_assignment")
     cases = {
-        # "-p" glued to its value: the flag goes with it (the span is a token).
-        f"mysql -u root -p{value} skills": f"mysql -u root {m} skills",
+        # "-p" glued to its value is kept.
+        f"mysql -u root -p{value} skills": f"mysql -u root -p{m} skills",
         f"I ran mysqldump -uroot -p'{value}' skills > dump.sql": (
             f"I ran mysqldump -uroot -p'{m}' skills > dump.sql"
         ),
