@@ -1679,7 +1679,11 @@ def _own_claims(text: str, shields: list[_Span]) -> list[tuple[int, int, str]]:
             continue
         spans = _Spans()
         for start, end in detector.find(masked, lowered):
-            if start < end and _MASK not in masked[start:end]:
+            if (
+                start < end
+                and _MASK not in masked[start:end]
+                and not _is_placeholder(masked[start:end])
+            ):
                 spans.add(start, end)
         if spans:
             masked, lowered = _mask(masked, spans), _mask(lowered, spans)

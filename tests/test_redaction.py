@@ -352,6 +352,8 @@ def test_a_real_value_with_filler_is_no_placeholder() -> None:
         'api_key = "your-api-key-here"',
         'api_key = "your-openai-api-key"',
         'key = "sk-ant-api03-xxxxx"',
+        "GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "STRIPE_KEY=sk_live_xxxxxxxxxxxxxxxxxxxxxxxx",
         "password: abc...",
         'token = "add-your-key-here"',
     ):
