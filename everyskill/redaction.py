@@ -119,8 +119,11 @@ Contract
     ``data:`` URIs; a lone ``BEGIN ... PRIVATE KEY`` line without key
     material (code that parses keys);
   - the words password, token, secret or key in prose ("reset your
-    password", "the token count was 300"), except ``my password is x`` and
-    ``API key: x``.
+    password", "the token count was 300"), except ``my password is x``,
+    ``API key: x`` and ``the token is <value>`` or ``the secret is
+    <value>`` when the value looks random (12 characters or more, upper and
+    lower case and digits: "the token is expired", "... is gpt-4o-mini"
+    are kept).
 - Idempotent: a marker (exactly ``[REDACTED:<kind>]`` with a kind of
   :data:`KINDS`) is never redacted again, so ``redact(redact(x).text)``
   returns the same text with an empty ``found``. Text glued to a marker is
@@ -898,7 +901,8 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?[a-zA-Z%]{0,3}")
 _WORDS = re.compile(r"[A-Za-z_\-]+")
 _UPPER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 #: Names whose "<name> is <value>" is taken as an assignment in prose.
-_PROSE_NAME = re.compile(r"(?i)(?:passw(?:or)?d|passphrase|pwd|key)$")
+_PROSE_NAME = re.compile(r"(?i)(?:passw(?:or)?d|passphrase|pwd|key|token|secret)$")
+_TOKEN_OR_SECRET = re.compile(r"(?i)(?:token|secret)$")
 _TUPLE_TARGET = re.compile(r"(?:^|[\n;(\[])[ \t]*[\w.]+[ \t]*,[ \t]*(?:[\w.]+[ \t]*,[ \t]*)*$")
 _NEXT_PARAMETER = re.compile(r"&(?=[\w.\-]+=)")
 _QUERY_END = re.compile(r"[&#]")
@@ -998,7 +1002,11 @@ def _assignment_values(
     if op == "=" and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start):
         return []  # "user, password = 'admin', make_password()": which value is whose?
     if match.group("is") is not None and not _PROSE_NAME.search(name):
-        return []  # "the token is ...": too often prose
+        return []  # "the name is ...": too often prose
+    # "the token is expired", "the secret is SHA256", "the token is
+    # gpt-4o-mini": a token or secret "is" a value only when the value looks
+    # random (12 characters or more, upper and lower case and digits).
+    opaque_only = match.group("is") is not None and _TOKEN_OR_SECRET.search(name) is not None
     quoted = next(
         (group for group in ("dq", "sq", "bq", "eq") if match.group(group) is not None), None
     )
@@ -1012,7 +1020,9 @@ def _assignment_values(
         return [
             (start, start + len(piece))
             for piece, start in _value_pieces(match.group(quoted), match.start(quoted))
-            if values.worth_vetting(start, start + len(piece)) and _literal_ok(piece)
+            if values.worth_vetting(start, start + len(piece))
+            and _literal_ok(piece)
+            and (not opaque_only or (len(piece) >= 12 and _has_classes(piece)))
         ]
     value, value_start = match.group("bare"), match.start("bare")
     if match.group("ws") is not None and not name.startswith("-"):
@@ -1035,6 +1045,7 @@ def _assignment_values(
         for piece, start in _value_pieces(value, value_start)
         if values.worth_vetting(start, start + len(piece))
         and _bare_ok(piece, name, glued, in_query)
+        and (not opaque_only or (len(piece) >= 12 and _has_classes(piece)))
     ]
 
 

@@ -380,6 +380,25 @@ def test_unquoted_values_run_to_a_space() -> None:
         assert redact(text).text is text, text
 
 
+def test_a_token_or_secret_that_is_a_random_value_in_prose() -> None:
+    value = corpus.mixed(_rng("prose is"), corpus.ALNUM, 28)
+    m = marker("password_assignment")
+    for name in ("token", "secret", "API token"):
+        assert redact(f"the {name} is {value} now").text == f"the {name} is {m} now"
+        assert redact(f'the {name} is "{value}"').text == f'the {name} is "{m}"'
+    for text in (
+        "the token is expired",
+        'the token is "expired"',
+        "the token is JWT-based",
+        "the token is gpt-4o-mini",
+        "the secret is SHA256",
+        "the token is 4096 long",
+        "the token is OPENAI_API_KEY",
+        "the secret is out",
+    ):
+        assert redact(text).text is text, text
+
+
 def test_database_urls_lose_the_password_only() -> None:
     rng = _rng("urls")
     password = corpus.url_password(rng)
