@@ -110,7 +110,7 @@ from everyskill.errors import (
 )
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, check_limit, fetch_page
 from everyskill.redaction import redact_fields_async
-from everyskill.rows import Saved, row_from_record
+from everyskill.rows import RowT, Saved, row_from_record
 from everyskill.rules import (
     INT4,
     MAX_EMAIL_LENGTH,
@@ -276,16 +276,21 @@ SELECT id AS skill_id, total_feedback, feedback_thumbs_up, feedback_thumbs_down,
 _SKILL = select_list(Skill)
 
 
-async def get_skill(skill_id: str) -> Skill:
-    """One skill of the tenant (archived or not), aggregates included, or NotFoundError."""
-    check_id("skill_id", skill_id)
+async def _get(table: type[RowT], kind: str, field: str, row_id: str) -> RowT:
+    """The row of ``table`` with id ``row_id`` in the tenant, or NotFoundError."""
+    check_id(field, row_id)
     async with operation() as scope:
         record = await scope.connection.fetchrow(
-            f"SELECT {_SKILL} FROM skills WHERE id = $1", skill_id
+            f"SELECT {select_list(table)} FROM {table._meta.tablename} WHERE id = $1", row_id
         )
     if record is None:
-        raise NotFoundError("skill", skill_id)
-    return row_from_record(Skill, record)
+        raise NotFoundError(kind, row_id)
+    return row_from_record(table, record)
+
+
+async def get_skill(skill_id: str) -> Skill:
+    """One skill of the tenant (archived or not), aggregates included, or NotFoundError."""
+    return await _get(Skill, "skill", "skill_id", skill_id)
 
 
 async def skill_aggregates(skill_id: str) -> SkillAggregates:
@@ -455,14 +460,7 @@ _VERSION = select_list(SkillVersion)
 
 async def get_version(version_id: str) -> SkillVersion:
     """One skill version of the tenant, or NotFoundError."""
-    check_id("version_id", version_id)
-    async with operation() as scope:
-        record = await scope.connection.fetchrow(
-            f"SELECT {_VERSION} FROM skill_versions WHERE id = $1", version_id
-        )
-    if record is None:
-        raise NotFoundError("skill version", version_id)
-    return row_from_record(SkillVersion, record)
+    return await _get(SkillVersion, "skill version", "version_id", version_id)
 
 
 async def list_versions(
@@ -582,14 +580,7 @@ _USER = select_list(User)
 
 async def get_user(user_id: str) -> User:
     """One user of the tenant, or NotFoundError."""
-    check_id("user_id", user_id)
-    async with operation() as scope:
-        record = await scope.connection.fetchrow(
-            f"SELECT {_USER} FROM users WHERE id = $1", user_id
-        )
-    if record is None:
-        raise NotFoundError("user", user_id)
-    return row_from_record(User, record)
+    return await _get(User, "user", "user_id", user_id)
 
 
 async def list_users(*, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page[User]:

@@ -78,7 +78,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import pydantic
@@ -423,6 +423,14 @@ def _derived_cache_rate(input_price: Decimal, kind: Rate | None, listed_input: R
     return Rate(_exact(Fraction(input_price) * ratio))
 
 
+def _checked_price(**fields: Any) -> _PriceInput:
+    """A price as given, checked (ValidationError naming each bad field)."""
+    try:
+        return _PriceInput(**fields)
+    except pydantic.ValidationError as error:
+        raise ValidationError.from_pydantic(error) from None
+
+
 def tenant_rates(
     model_provider: str,
     model_name: str,
@@ -441,17 +449,14 @@ def tenant_rates(
     as :func:`set_model_price` checks them
     (:class:`~everyskill.errors.ValidationError`).
     """
-    try:
-        values = _PriceInput(
-            model_name=model_name,
-            model_provider=model_provider,
-            input_microcents_per_token=input_microcents_per_token,
-            output_microcents_per_token=output_microcents_per_token,
-            cache_read_microcents_per_token=cache_read_microcents_per_token,
-            cache_write_microcents_per_token=cache_write_microcents_per_token,
-        )
-    except pydantic.ValidationError as error:
-        raise ValidationError.from_pydantic(error) from None
+    values = _checked_price(
+        model_name=model_name,
+        model_provider=model_provider,
+        input_microcents_per_token=input_microcents_per_token,
+        output_microcents_per_token=output_microcents_per_token,
+        cache_read_microcents_per_token=cache_read_microcents_per_token,
+        cache_write_microcents_per_token=cache_write_microcents_per_token,
+    )
     return _tenant_rates(
         values.model_provider,
         values.model_name,
@@ -674,18 +679,15 @@ async def set_model_price(
     Prices are microcents per token: ``usd_per_mtok("3")`` is 300. Secrets in
     ``note`` are redacted (:mod:`everyskill.redaction`) before it is stored.
     """
-    try:
-        values = _PriceInput(
-            model_name=model_name,
-            model_provider=model_provider,
-            input_microcents_per_token=input_microcents_per_token,
-            output_microcents_per_token=output_microcents_per_token,
-            cache_read_microcents_per_token=cache_read_microcents_per_token,
-            cache_write_microcents_per_token=cache_write_microcents_per_token,
-            note=note,
-        ).model_dump()
-    except pydantic.ValidationError as error:
-        raise ValidationError.from_pydantic(error) from None
+    values = _checked_price(
+        model_name=model_name,
+        model_provider=model_provider,
+        input_microcents_per_token=input_microcents_per_token,
+        output_microcents_per_token=output_microcents_per_token,
+        cache_read_microcents_per_token=cache_read_microcents_per_token,
+        cache_write_microcents_per_token=cache_write_microcents_per_token,
+        note=note,
+    ).model_dump()
     texts, _found = await redact_fields_async({"note": values["note"]})
     values["note"] = texts["note"]
     async with operation(values) as scope:
