@@ -80,7 +80,6 @@ from everyskill.errors import (
     AuthenticationError,
     DatabaseUnavailableError,
     EverySkillError,
-    TenantScopeError,
     ValidationError,
     check_id,
     storable,
@@ -385,14 +384,9 @@ async def resolve(key: object) -> ResolvedKey:
     """The tenant and scopes of a request's key (the ``esk_...`` after
     ``Bearer``), or :class:`AuthenticationError`. See the module's contract."""
     from everyskill.database import app_engine
-    from everyskill.tenancy import current_scope
+    from everyskill.tenancy import refuse_inside_scope
 
-    try:
-        current_scope()
-    except TenantScopeError:
-        pass
-    else:
-        raise TenantScopeError(
+    refuse_inside_scope(
             "an API key is resolved before the tenant is known: call resolve() outside"
             " any tenant scope"
         )

@@ -65,10 +65,9 @@ from everyskill.errors import (
     ConflictError,
     InvalidTransitionError,
     RunNotRunningError,
-    TenantScopeError,
     ValidationError,
 )
-from everyskill.tenancy import current_scope, tenant_scope
+from everyskill.tenancy import refuse_inside_scope, tenant_scope
 from tables import BenchmarkRun, BenchmarkStatus
 
 __all__ = [
@@ -216,12 +215,7 @@ async def run_benchmark(
 ) -> BenchmarkRun:
     """Run every model of the run on every test case; see the module's contract."""
     cases = _checked(concurrency, test_cases)
-    try:
-        current_scope()
-    except TenantScopeError:
-        pass
-    else:
-        raise TenantScopeError(
+    refuse_inside_scope(
             "run_benchmark opens a short tenant scope per step; call it outside"
             " `async with tenant_scope(...)`"
         )

@@ -40,7 +40,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from everyskill import benchmarks, catalogue, feedback, pricing, usage
 from everyskill.benchmark_runner import OfflineModelClient, TestCase, run_benchmark
-from everyskill.tenancy import TenantScopeError, current_scope, tenant_scope
+from everyskill.tenancy import refuse_inside_scope, tenant_scope
 from tables import FeedbackStatus
 
 __all__ = ["SampleData", "load_sample_data", "sample_data"]
@@ -172,12 +172,7 @@ def _default_engine() -> PostgresEngine:
 
 async def load_sample_data(*, seed: int = 20261125, force: bool = False) -> SampleData | None:
     """Fill an empty database with sample data; see the module's contract."""
-    try:
-        current_scope()
-    except TenantScopeError:
-        pass
-    else:
-        raise TenantScopeError("load the sample data outside a tenant scope")
+    refuse_inside_scope("load the sample data outside a tenant scope")
     engine = _default_engine()
     rng = random.Random(seed)
     async with engine.transaction() as transaction:

@@ -106,6 +106,7 @@ __all__ = [
     "TenantScope",
     "TenantScopeError",
     "current_scope",
+    "refuse_inside_scope",
     "operation",
     "tenant_scope",
     "tenant_transaction",
@@ -604,6 +605,15 @@ class _ScopeTransaction(PostgresTransaction):
             logger.warning("a database connection was discarded after its transaction: %r", error)
         if cancelled:
             raise asyncio.CancelledError
+
+
+def refuse_inside_scope(message: str) -> None:
+    """Raise :class:`TenantScopeError` with ``message`` when a tenant scope
+    is open in this task: for work that opens scopes of its own, or must run
+    before the tenant is known."""
+    scope = _current.get()
+    if scope is not None and scope.open:
+        raise TenantScopeError(message)
 
 
 def current_scope() -> TenantScope:
