@@ -19,7 +19,7 @@ sample data:
    browser's cookies.
 
 Each step leaves a screenshot in ``artifacts/browser/`` (``NN-step.png``,
-``admin.png`` of the pending-feedback listing at 1440x900 for the README, and
+``admin.png`` of the pending-feedback listing at 1440x900 for docs/admin.md, and
 ``failure.png`` when the flow breaks). The expectations on what the admin
 does (steps 3 to 5) are collected and reported together at the end, so one
 run shows every one that does not hold; navigation fails at once.
@@ -141,7 +141,7 @@ async def filter_pending_thumbs_down(
     await expect(column(page, "Feedback Type")).to_have_text(["Thumbs Down"] * count)
     listed = await column(page, "id").all_text_contents()
 
-    # The listing alone, at the top, for the README and this step.
+    # The listing alone, at the top, for docs/admin.md and this step.
     await filters.get_by_text("Close", exact=True).click()
     await expect(page.locator('select[name="status"]')).to_be_hidden()
     await expect(popup).to_be_hidden()  # it goes after 3 s

@@ -412,7 +412,7 @@ THIS_HOUR = datetime.datetime.now(datetime.timezone.utc).replace(minute=0, secon
 
 
 def test_the_readme_tenant_pays_the_tables_cache_ratios_of_its_input_price() -> None:
-    """The README's example: Globex pays $2.40 per million input tokens of
+    """The Python API's example (docs/python-api.md): Globex pays $2.40 per million input tokens of
     claude-sonnet-4-5 (240 microcents a token) and 1,200 an output token,
     with no cache rates of its own.
 
@@ -592,7 +592,7 @@ def test_tenant_rates_check_their_input() -> None:
 async def test_a_measurement_of_the_tenant_is_charged_the_derived_cache_rates(
     tenant: TenantRows, owner: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The README's example through the API: 2,880,000 microcents, as worked
+    """The Python API's example (docs/python-api.md) through the API: 2,880,000 microcents, as worked
     out above; a model without a ratio is stored without a cost."""
     with caplog.at_level(logging.WARNING, logger="everyskill.usage"):
         async with tenant_scope(tenant.tenant_id):
