@@ -9,6 +9,8 @@ One module per capability:
 - :mod:`everyskill.admin.table_configs` -- how each table is listed,
   filtered, ordered and linked;
 - :mod:`everyskill.admin.review` -- reviewing feedback in its edit form;
+- :mod:`everyskill.admin.api_key_forms` -- the forms that create (shown
+  once) and revoke the HTTP API's keys;
 - :mod:`everyskill.admin.guards` -- what an edit may not change, the
   measurements the admin does not edit, and redaction of edited text.
 """

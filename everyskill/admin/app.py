@@ -31,6 +31,10 @@ Contract
   10,000 rows and PostgreSQL's estimate above (:mod:`everyskill.admin.counts`).
 - Sessions last :data:`SESSION_EXPIRY`, extended while used, at most
   :data:`MAX_SESSION_EXPIRY`.
+- The custom forms of :mod:`everyskill.admin.api_key_forms` create and
+  revoke the HTTP API's keys. Every answer of a form (``/api/forms/...``)
+  carries ``Cache-Control: no-store``: a new key is in one, and no browser or
+  proxy may keep it.
 """
 
 from __future__ import annotations
@@ -43,18 +47,22 @@ from piccolo.engine import engine_finder
 from piccolo_admin.endpoints import create_admin
 from piccolo_api.rate_limiting.middleware import InMemoryLimitProvider, RateLimitProvider
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from everyskill.admin import counts
+from everyskill.admin.api_key_forms import API_KEY_FORMS
 from everyskill.admin.login import StaffUser
 from everyskill.admin.table_configs import TABLE_CONFIGS
 
 __all__ = [
+    "FORMS_PATH",
     "LOGIN_ATTEMPTS",
     "LOGIN_BLOCK",
     "LOGIN_WINDOW",
     "MAX_SESSION_EXPIRY",
+    "NoStoreForms",
     "SESSION_EXPIRY",
     "SITE_NAME",
     "create_app",
@@ -69,6 +77,28 @@ LOGIN_WINDOW = 300
 LOGIN_BLOCK = 900
 SESSION_EXPIRY = timedelta(hours=1)
 MAX_SESSION_EXPIRY = timedelta(hours=12)
+#: Where the admin serves its custom forms: their answers are never cached.
+FORMS_PATH = "/api/forms/"
+
+
+class NoStoreForms:
+    """ASGI middleware: ``Cache-Control: no-store`` on every answer under
+    :data:`FORMS_PATH` (a created API key is shown in one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(FORMS_PATH):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 def login_limit(
@@ -113,6 +143,7 @@ def create_app(
 
     admin = create_admin(
         tables=TABLE_CONFIGS,
+        forms=API_KEY_FORMS,
         site_name=SITE_NAME,
         production=production,
         auth_table=StaffUser,
@@ -123,4 +154,4 @@ def create_app(
         auto_include_related=False,
     )
     counts.install(admin, TABLE_CONFIGS)
-    return Starlette(routes=[Mount("/", admin)], lifespan=lifespan)
+    return Starlette(routes=[Mount("/", NoStoreForms(admin))], lifespan=lifespan)

@@ -6,9 +6,11 @@ Contract
   menu (:data:`CATALOGUE`, :data:`FEEDBACK`, :data:`USAGE`,
   :data:`BENCHMARKS`, :data:`ACCESS`), newest rows first.
 - The HTTP API's keys are listed read-only (tenant, name, prefix, scopes,
-  expiry, last use, revocation): their hashes are never shown, and keys are
-  created and revoked with ``piccolo everyskill create_api_key`` and
-  ``revoke_api_key`` (:mod:`everyskill.api_keys`).
+  expiry, last use, revocation): their hashes are never shown, and no row
+  is added, edited or deleted here. Keys are created and revoked with the
+  admin's forms Create API key and Revoke API key
+  (:mod:`everyskill.admin.api_key_forms`) or with ``piccolo everyskill
+  create_api_key`` and ``revoke_api_key`` (:mod:`everyskill.api_keys`).
 - Lists show short columns only (no free text: it is read on the row's
   page), with the aggregates of a skill and the best and cheapest model of
   a benchmark run. Filters cover tenant, skill, type, status, source, model
@@ -320,9 +322,9 @@ def _refuse_key_writes(piccolo_crud: PiccoloCRUD, request: Request) -> None:
     raise HTTPException(
         status_code=405,
         detail=(
-            "API keys are read-only in the admin: create one with piccolo everyskill"
-            " create_api_key (the key is shown once), revoke one with piccolo everyskill"
-            " revoke_api_key PREFIX."
+            "API keys are not edited as rows: create one with the form Create API key"
+            " (the key is shown once) or piccolo everyskill create_api_key; revoke one"
+            " with the form Revoke API key or piccolo everyskill revoke_api_key PREFIX."
         ),
     )
 
