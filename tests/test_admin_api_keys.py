@@ -14,7 +14,12 @@ a logged-in member of staff, on the scratch database:
   that names nothing, or is not a prefix, is a 422 naming ``prefix``;
 - the forms stay behind the admin's login and CSRF check;
 - the forms are listed in the menu group "API access", and the key table
-  itself stays read-only.
+  itself stays read-only;
+- in Chromium (Playwright, as ``tests/test_browser.py``), against
+  ``main.py`` served on a fresh database: staff fill the form, see a
+  mistake named, see the key once, the key works for the application's
+  login, the list shows its prefix only, and revoking it stops it.
+  Screenshots go to ``artifacts/browser-api-keys/``.
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ import datetime
 import hashlib
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from playwright.async_api import Page, expect
 
 from everyskill.api_keys import resolve
+from everyskill.database import APP_URL_VARIABLE, environment_for
 from everyskill.errors import AuthenticationError
 from tests.admin_client import Staff, admin_client, save
-from tests.support import TenantRows
+from tests.browser import ARTIFACTS, VIEWPORT, Checks, Screenshots, launched_chromium, served_admin
+from tests.support import TenantRows, connected
 
 KEY = re.compile(r"esk_[0-9A-Za-z]{38}")
 CREATE = "/api/forms/create-api-key/"
@@ -257,3 +266,129 @@ async def test_the_forms_are_in_the_api_access_group_and_the_table_stays_read_on
     assert edited.status_code == 405
     assert "Revoke API key" in edited.json()["detail"]
     assert await owner.fetchval("SELECT name FROM api_keys WHERE id = $1", key_id) == "ci"
+
+
+# -- in a real browser ----------------------------------------------------------------
+
+BROWSER_USERNAME = "keys-staff"
+BROWSER_PASSWORD = "a long browser test password for the key forms"
+#: Where this flow's screenshots go (apart from the review flow's folder).
+KEY_SHOTS = ARTIFACTS.parent / "browser-api-keys"
+LOOKUP = "SELECT tenant_id, scopes, rate_limit_per_minute FROM api_key_lookup($1::bytea)"
+
+
+async def test_staff_create_a_key_see_it_once_and_revoke_it_in_the_browser(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """Staff log in, open Create API key under API access, make a mistake
+    (the form names the field), fill the form right and see the key once; the
+    key works for the application's login; the key's list shows its prefix,
+    never the key; Revoke API key stops it."""
+    shots = Screenshots(KEY_SHOTS)
+    checks = Checks()
+    with served_admin(
+        fresh_database, tmp_path, username=BROWSER_USERNAME, password=BROWSER_PASSWORD
+    ) as base:
+        app_url = environment_for(fresh_database)[APP_URL_VARIABLE]
+        async with connected(fresh_database) as owner, connected(app_url) as app, launched_chromium() as browser:
+            tenant = await owner.fetchrow("SELECT id, slug FROM tenants ORDER BY slug LIMIT 1")
+            assert tenant is not None, "the sample data has no tenant"
+            context = await browser.new_context(viewport=VIEWPORT, base_url=base)
+            context.set_default_timeout(15_000)
+            page = await context.new_page()
+            try:
+                await browser_log_in(page, shots)
+                key = await create_in_the_form(page, shots, checks, tenant["slug"])
+                works = await app.fetchrow(LOOKUP, hashlib.sha256(key.encode()).digest())
+                checks.that(works is not None, "the key shown resolves for the application's login")
+                if works is not None:
+                    checks.equal(works["tenant_id"], tenant["id"], "the key's tenant")
+                    checks.equal(set(works["scopes"]), {"feedback:write", "read"}, "the key's scopes")
+                    checks.equal(works["rate_limit_per_minute"], 90, "the key's rate limit")
+                await see_it_listed_without_the_key(page, shots, checks, key)
+                await revoke_in_the_form(page, shots, checks, key)
+                checks.that(
+                    await app.fetchrow(LOOKUP, hashlib.sha256(key.encode()).digest()) is None,
+                    "the revoked key no longer resolves",
+                )
+            except BaseException:
+                await shots.failure(page)
+                raise
+            finally:
+                await context.close()
+    checks.verify()
+
+
+async def browser_log_in(page: Page, shots: Screenshots) -> None:
+    await page.goto("/")
+    await page.locator('input[name="username"]').fill(BROWSER_USERNAME)
+    await page.locator('input[name="password"]').fill(BROWSER_PASSWORD)
+    await page.get_by_role("button", name="Login").click()
+    await expect(page.get_by_role("heading", name="Welcome to EverySkill admin")).to_be_visible()
+    await shots.step(page, "logged-in")
+
+
+async def open_form(page: Page, name: str) -> None:
+    await page.goto("/#/")
+    await page.get_by_role("link", name=name, exact=True).click()
+    await expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+
+
+async def create_in_the_form(page: Page, shots: Screenshots, checks: Checks, slug: str) -> str:
+    """Fill Create API key: first with a scope that does not exist (refused,
+    naming scopes), then right; returns the key the page shows."""
+    await open_form(page, "Create API key")
+    await page.locator('input[name="tenant"]').fill(slug)
+    await page.locator('input[name="name"]').fill("Support laptop hook")
+    await page.locator('input[name="scopes"]').fill("feedback:write, write")
+    await page.locator('input[name="expires_in_days"]').fill("30")
+    await page.locator('input[name="rate_limit_per_minute"]').fill("90")
+    await shots.step(page, "create-form")
+    submit = page.locator('[data-uitest="submit_custom_form_button"]')
+    await submit.click()
+    await checks.expect(
+        expect(page.locator(".errors")).to_contain_text("scopes: 'write' is not a scope"),
+        "a scope that does not exist is refused, naming the field",
+    )
+    await shots.step(page, "create-refused")
+
+    await page.locator('input[name="scopes"]').fill("feedback:write, read")
+    await submit.click()
+    await expect(page.get_by_role("heading", name="Form submitted")).to_be_visible()
+    shown = await page.locator("#success_message").text_content() or ""
+    keys = KEY.findall(shown)
+    assert len(keys) == 1, f"the page shows one key: {shown!r}"
+    checks.that("shown only this once" in shown, f"the page says the key is shown once: {shown!r}")
+    await shots.step(page, "key-shown")
+    return keys[0]
+
+
+async def see_it_listed_without_the_key(
+    page: Page, shots: Screenshots, checks: Checks, key: str
+) -> None:
+    """Leaving the page, the key is gone: the key's row in the list shows its
+    prefix only, and coming back to the form shows an empty form."""
+    await page.goto("/#/")
+    await page.get_by_role("link", name="api keys", exact=True).click()
+    await expect(page.get_by_role("heading", name="api keys", exact=True)).to_be_visible()
+    await checks.expect(
+        expect(page.locator(".table_wrapper tbody")).to_contain_text(key[4:12]),
+        "the list shows the new key's prefix",
+    )
+    checks.that(key[12:] not in await page.content(), "the list does not show the key")
+    await shots.step(page, "key-listed")
+    await open_form(page, "Create API key")
+    checks.that(key[12:] not in await page.content(), "the form, opened again, does not show the key")
+
+
+async def revoke_in_the_form(page: Page, shots: Screenshots, checks: Checks, key: str) -> None:
+    await open_form(page, "Revoke API key")
+    await page.locator('input[name="prefix"]').fill(key[:12])
+    await shots.step(page, "revoke-form")
+    await page.locator('[data-uitest="submit_custom_form_button"]').click()
+    await expect(page.get_by_role("heading", name="Form submitted")).to_be_visible()
+    await checks.expect(
+        expect(page.locator("#success_message")).to_contain_text(f"{key[:12]} is revoked"),
+        "the page confirms the revocation by the key's prefix",
+    )
+    await shots.step(page, "key-revoked")
