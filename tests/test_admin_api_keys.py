@@ -18,8 +18,8 @@ a logged-in member of staff, on the scratch database:
 - in Chromium (Playwright, as ``tests/test_browser.py``), against
   ``main.py`` served on a fresh database: staff fill the form, see a
   mistake named, see the key once, the key works for the application's
-  login, the list shows its prefix only, and revoking it stops it.
-  Screenshots go to ``artifacts/browser-api-keys/``.
+  login, the list shows its prefix only, revoking it stops it, and
+  ``main.py``'s output (its access log among it) never held it. Screenshots go to ``artifacts/browser-api-keys/``.
 """
 
 from __future__ import annotations
@@ -286,6 +286,7 @@ async def test_staff_create_a_key_see_it_once_and_revoke_it_in_the_browser(
     never the key; Revoke API key stops it."""
     shots = Screenshots(KEY_SHOTS)
     checks = Checks()
+    key = ""
     with served_admin(
         fresh_database, tmp_path, username=BROWSER_USERNAME, password=BROWSER_PASSWORD
     ) as base:
@@ -316,6 +317,10 @@ async def test_staff_create_a_key_see_it_once_and_revoke_it_in_the_browser(
                 raise
             finally:
                 await context.close()
+    # main.py's whole output (its log, uvicorn's access log) never had the key.
+    output = (tmp_path / "main.log").read_text()
+    checks.that("POST /api/forms/create-api-key/" in output, "main.py logged the form's requests")
+    checks.that(key[12:] not in output, "main.py's output does not hold the key")
     checks.verify()
 
 
@@ -352,6 +357,8 @@ async def create_in_the_form(page: Page, shots: Screenshots, checks: Checks, slu
     )
     await shots.step(page, "create-refused")
 
+    # The page's "The form has errors." notice goes after 3 s.
+    await expect(page.locator("#message_popup")).to_be_hidden()
     await page.locator('input[name="scopes"]').fill("feedback:write, read")
     await submit.click()
     await expect(page.get_by_role("heading", name="Form submitted")).to_be_visible()
