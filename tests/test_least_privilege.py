@@ -81,8 +81,9 @@ async def test_the_login_has_no_power_and_is_a_member_of_the_application_role_on
 
 async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection) -> None:
     """No table, column, sequence or function of the schema grants it
-    anything, but EXECUTE on api_key_lookup (an HTTP API key resolved to its
-    tenant before the tenant is known): every other privilege it uses comes
+    anything, but EXECUTE on api_key_resolve (an HTTP API key resolved to its
+    tenant before the tenant is known, and the request counted against the
+    rate limits): every other privilege it uses comes
     with SET ROLE."""
     grants = await owner.fetch(
         """
@@ -102,7 +103,7 @@ async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection
         """,
         APP_LOGIN,
     )
-    assert [tuple(grant) for grant in grants] == [("api_key_lookup", "EXECUTE")]
+    assert [tuple(grant) for grant in grants] == [("api_key_resolve", "EXECUTE")]
 
 
 # -- outside a tenant transaction -----------------------------------------------
@@ -279,7 +280,7 @@ NOT_GRANTED = {
     "model_prices": {"UPDATE": {"id", "tenant_id", "created_at"}},
     "token_measurements": {"UPDATE": {"*"}, "DELETE": {"*"}},
     "benchmark_results": {"UPDATE": {"*"}, "DELETE": {"*"}},
-    # Staff only: keys are resolved by api_key_lookup, as the login.
+    # Staff only: keys are resolved by api_key_resolve, as the login.
     "api_keys": {"SELECT": {"*"}, "INSERT": {"*"}, "UPDATE": {"*"}, "DELETE": {"*"}},
 }
 
