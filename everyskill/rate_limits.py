@@ -74,6 +74,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
+
 from everyskill.errors import RateLimitedError
 
 __all__ = [
@@ -113,7 +115,7 @@ class RateLimitStatus:
     policy: Policy
 
 
-def outcome(row: Mapping[str, Any]) -> RateLimitStatus:
+def outcome(row: Mapping[str, Any] | asyncpg.Record) -> RateLimitStatus:
     """The status of the policy that will refuse first, from a row of
     ``api_key_resolve``; :class:`RateLimitedError` when the request was
     refused."""

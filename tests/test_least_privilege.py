@@ -113,13 +113,20 @@ async def test_every_table_is_refused_outside_a_tenant_transaction(
     owner: asyncpg.Connection, app_connection: asyncpg.Connection, two_tenants: object
 ) -> None:
     tables = await _all_tables(owner)
-    assert {"skill_feedback", "tenants", "piccolo_user", "sessions"} <= set(tables)
+    assert {
+        "skill_feedback", "tenants", "piccolo_user", "sessions", "rate_limit_keys",
+        "rate_limit_tenants",
+    } <= set(tables)
     for table in tables:
+        # Its first column (not every table has an id: the rate limit counters).
+        column = await owner.fetchval(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum = 1", table
+        )
         for statement in (
             f'SELECT * FROM "{table}" LIMIT 1',
             f'SELECT count(*) FROM "{table}"',
             f'DELETE FROM "{table}"',
-            f'UPDATE "{table}" SET id = id',
+            f'UPDATE "{table}" SET "{column}" = "{column}"',
             f'INSERT INTO "{table}" DEFAULT VALUES',
             f'TRUNCATE "{table}"',
         ):
@@ -456,7 +463,10 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
         " WHERE pronamespace = current_schema()::regnamespace AND prosecdef ORDER BY 1"
     )
     assert len(functions) >= 5
-    tables = "|".join(table._meta.tablename for table in (*TABLES, *STAFF_TABLES))
+    tables = "|".join(
+        [table._meta.tablename for table in (*TABLES, *STAFF_TABLES)]
+        + ["rate_limit_keys", "rate_limit_tenants"]
+    )
     unqualified = re.compile(rf"\b(FROM|JOIN|UPDATE|INTO)\s+({tables}|benchmark_run_picks)\b", re.I)
     for function in functions:
         assert function["proconfig"] == ["search_path=pg_catalog, pg_temp"], function["proname"]
@@ -471,6 +481,54 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
     assert not await owner.fetchval(
         "SELECT has_database_privilege('public', current_database(), 'TEMPORARY')"
     )
+
+
+async def test_the_rate_limits_are_counted_only_by_the_resolution(
+    owner: asyncpg.Connection, app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    """The login cannot read, reset or raise a rate limit: not the counters
+    (no privilege at all, outside a tenant or in one), not a tenant's or a
+    key's limit; only api_key_resolve counts, and only for the login,
+    outside a tenant transaction."""
+    a, _ = two_tenants
+    statements = [
+        "SELECT * FROM rate_limit_keys",
+        "SELECT tat FROM rate_limit_tenants",
+        "UPDATE rate_limit_keys SET tat = 0",
+        "UPDATE rate_limit_tenants SET tat = 0",
+        "DELETE FROM rate_limit_tenants",
+        "TRUNCATE rate_limit_keys, rate_limit_tenants",
+        "INSERT INTO rate_limit_tenants (tenant_id, tat) SELECT id, 0 FROM tenants",
+        "UPDATE tenants SET rate_limit_per_minute = NULL",
+        "UPDATE tenants SET rate_limit_per_minute = 2147483647",
+        "UPDATE api_keys SET rate_limit_per_minute = 2147483647",
+        "ALTER TABLE rate_limit_keys SET LOGGED",
+        "DROP TABLE rate_limit_tenants",
+    ]
+    for statement in statements:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_connection.execute(statement)
+        with pytest.raises(Refused):
+            async with tenant_transaction(app_connection, a.tenant_id) as db:
+                await db.execute(statement)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.fetch("SELECT * FROM api_key_resolve(sha256('x'))")
+    # An unknown key is counted nowhere.
+    counters = (
+        "SELECT (SELECT count(*) FROM rate_limit_keys), (SELECT count(*) FROM rate_limit_tenants)"
+    )
+    before = tuple(await owner.fetchrow(counters) or ())
+    assert await app_connection.fetch("SELECT * FROM api_key_resolve(sha256('x'))") == []
+    assert tuple(await owner.fetchrow(counters) or ()) == before
+    for role in (APP_LOGIN, APP_ROLE, "public"):
+        for table in ("rate_limit_keys", "rate_limit_tenants"):
+            assert not await owner.fetchval(
+                "SELECT has_table_privilege($1, $2, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE,"
+                " REFERENCES, TRIGGER')",
+                role, table,
+            ), (role, table)
 
 
 async def test_the_application_cannot_create_temporary_objects(
