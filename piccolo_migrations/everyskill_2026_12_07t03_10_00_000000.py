@@ -106,36 +106,44 @@ DECLARE
     key_debt numeric;
     tenant_debt numeric;
 BEGIN
+    -- The key, its tenant's limit and both counters, the counters locked:
+    -- the key's, then the tenant's (the order of the FROM list, the same
+    -- for every request), so that two requests never wait for each other
+    -- in a cycle.
     SELECT k.id, k.tenant_id, k.scopes, k.last_used_at,
            coalesce(k.rate_limit_per_minute, default_key_limit),
-           coalesce(t.rate_limit_per_minute, default_tenant_limit)
-      INTO key_id, tenant_id, scopes, last_used, key_limit, tenant_limit
-      FROM %1$I.api_keys AS k JOIN %1$I.tenants AS t ON t.id = k.tenant_id
+           coalesce(t.rate_limit_per_minute, default_tenant_limit), ck.tat, ct.tat
+      INTO key_id, tenant_id, scopes, last_used, key_limit, tenant_limit, key_tat, tenant_tat
+      FROM %1$I.api_keys AS k
+      JOIN %1$I.tenants AS t ON t.id = k.tenant_id
+      JOIN %1$I.rate_limit_keys AS ck ON ck.key_id = k.id
+      JOIN %1$I.rate_limit_tenants AS ct ON ct.tenant_id = k.tenant_id
      WHERE k.key_hash = api_key_resolve.key_hash
        AND k.revoked_at IS NULL
-       AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now());
+       AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())
+       FOR UPDATE OF ck, ct;
     IF NOT FOUND THEN
-        RETURN;
-    END IF;
-
-    -- Lock the key's counter, then the tenant's: always in this order, so
-    -- that two requests never wait for each other in a cycle. A counter is
-    -- made on the key's or tenant's first request.
-    SELECT c.tat INTO key_tat FROM %1$I.rate_limit_keys AS c
-     WHERE c.key_id = api_key_resolve.key_id FOR UPDATE;
-    IF NOT FOUND THEN
+        -- No such key, or its (or its tenant's) first request: the
+        -- counters are made, then locked in the same order.
+        SELECT k.id, k.tenant_id, k.scopes, k.last_used_at,
+               coalesce(k.rate_limit_per_minute, default_key_limit),
+               coalesce(t.rate_limit_per_minute, default_tenant_limit)
+          INTO key_id, tenant_id, scopes, last_used, key_limit, tenant_limit
+          FROM %1$I.api_keys AS k JOIN %1$I.tenants AS t ON t.id = k.tenant_id
+         WHERE k.key_hash = api_key_resolve.key_hash
+           AND k.revoked_at IS NULL
+           AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now());
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
         INSERT INTO %1$I.rate_limit_keys AS c (key_id, tat)
         VALUES (api_key_resolve.key_id, 0) ON CONFLICT DO NOTHING;
-        SELECT c.tat INTO key_tat FROM %1$I.rate_limit_keys AS c
-         WHERE c.key_id = api_key_resolve.key_id FOR UPDATE;
-    END IF;
-    SELECT c.tat INTO tenant_tat FROM %1$I.rate_limit_tenants AS c
-     WHERE c.tenant_id = api_key_resolve.tenant_id FOR UPDATE;
-    IF NOT FOUND THEN
         INSERT INTO %1$I.rate_limit_tenants AS c (tenant_id, tat)
         VALUES (api_key_resolve.tenant_id, 0) ON CONFLICT DO NOTHING;
-        SELECT c.tat INTO tenant_tat FROM %1$I.rate_limit_tenants AS c
-         WHERE c.tenant_id = api_key_resolve.tenant_id FOR UPDATE;
+        SELECT ck.tat, ct.tat INTO key_tat, tenant_tat
+          FROM %1$I.rate_limit_keys AS ck, %1$I.rate_limit_tenants AS ct
+         WHERE ck.key_id = api_key_resolve.key_id AND ct.tenant_id = api_key_resolve.tenant_id
+           FOR UPDATE OF ck, ct;
     END IF;
 
     -- GCRA: a request costs period/limit seconds of "debt"; it is allowed
@@ -153,13 +161,16 @@ BEGIN
         -- Counted against both limits only when both allow it.
         key_debt := key_debt + key_interval;
         tenant_debt := tenant_debt + tenant_interval;
-        UPDATE %1$I.rate_limit_keys AS c SET tat = now_s + key_debt
-         WHERE c.key_id = api_key_resolve.key_id;
+        WITH counted AS (
+            UPDATE %1$I.rate_limit_keys AS c SET tat = now_s + key_debt
+             WHERE c.key_id = api_key_resolve.key_id
+        )
         UPDATE %1$I.rate_limit_tenants AS c SET tat = now_s + tenant_debt
          WHERE c.tenant_id = api_key_resolve.tenant_id;
     END IF;
-    key_remaining := floor((period - key_debt) / key_interval);
-    tenant_remaining := floor((period - tenant_debt) / tenant_interval);
+    -- The debt is at most the period unless a counter was written by hand.
+    key_remaining := greatest(floor((period - key_debt) / key_interval), 0);
+    tenant_remaining := greatest(floor((period - tenant_debt) / tenant_interval), 0);
     key_reset := ceil(key_debt);
     tenant_reset := ceil(tenant_debt);
     key_wait := greatest(ceil(key_debt + key_interval - period), 0);
