@@ -514,13 +514,14 @@ async def test_the_rate_limits_are_counted_only_by_the_resolution(
                 await db.execute(statement)
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with tenant_transaction(app_connection, a.tenant_id) as db:
-            await db.fetch("SELECT * FROM api_key_resolve(sha256('x'))")
+            await db.fetch("SELECT * FROM api_key_resolve($1)", os.urandom(32))
     # An unknown key is counted nowhere.
     counters = (
         "SELECT (SELECT count(*) FROM rate_limit_keys), (SELECT count(*) FROM rate_limit_tenants)"
     )
     before = tuple(await owner.fetchrow(counters) or ())
-    assert await app_connection.fetch("SELECT * FROM api_key_resolve(sha256('x'))") == []
+    unknown = os.urandom(32)
+    assert await app_connection.fetch("SELECT * FROM api_key_resolve($1)", unknown) == []
     assert tuple(await owner.fetchrow(counters) or ()) == before
     for role in (APP_LOGIN, APP_ROLE, "public"):
         for table in ("rate_limit_keys", "rate_limit_tenants"):
