@@ -185,6 +185,10 @@ class Tenant(Table, tablename="tenants"):
     id = _id()
     name = Text(required=True, help_text="Display name of the organisation.")
     slug = Text(required=True, unique=True, help_text="Short unique name, used in URLs.")
+    rate_limit_per_minute = _nullable_int(
+        "Requests per minute all of this tenant's API keys together may make;"
+        " NULL: the default limit (see everyskill.rate_limits)."
+    )
     created_at = _created_at()
 
     @classmethod
@@ -308,7 +312,7 @@ class ApiKey(Table, tablename="api_keys"):
     key itself is shown once, when it is created. A tenant may hold many
     active keys, so that one can be rotated without downtime. Staff only: the
     application's roles have no privilege on this table, and a request's key
-    is resolved by the ``api_key_lookup`` function.
+    is resolved by the ``api_key_resolve`` function.
     """
 
     id = _id()

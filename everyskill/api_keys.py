@@ -38,10 +38,16 @@ Contract
 - **Resolving** (:func:`resolve`, for the HTTP API): on the application's
   engine (:func:`everyskill.database.app_engine`, as ``everyskill_api``),
   outside any tenant scope (:class:`~everyskill.errors.TenantScopeError`
-  inside one), one statement: the SECURITY DEFINER function
-  ``api_key_lookup(key_hash)``, the login's only privilege of its own; it
-  cannot read ``api_keys``. A key that works gives a :class:`ResolvedKey`
-  (key id, tenant id, scopes, rate limit); otherwise
+  inside one), one statement (one round trip) that resolves the key and
+  counts the request against the key's and its tenant's rate limits: the
+  SECURITY DEFINER function ``api_key_resolve(key_hash)``, the login's only
+  privilege of its own; it cannot read ``api_keys`` nor the counters. A key
+  that works gives a :class:`ResolvedKey` (key id, tenant id, scopes, the
+  key's limit, and ``rate_limit``: the
+  :class:`~everyskill.rate_limits.RateLimitStatus` for the response's
+  headers), or :class:`~everyskill.errors.RateLimitedError` when the request
+  is over a limit (see :mod:`everyskill.rate_limits`: algorithm, defaults,
+  headers); otherwise
   :class:`~everyskill.errors.AuthenticationError`: ``"malformed"`` when the
   checksum fails (no database round trip), ``"invalid"`` for a key that is
   unknown, revoked or expired: one reason and one message for the three,
@@ -50,8 +56,10 @@ Contract
   case; the tenant's staff see which it is in the key's row); ``"missing"``
   for no key at all. A database that cannot be reached is a
   :class:`~everyskill.errors.DatabaseUnavailableError`. ``last_used_at`` is
-  stamped by the lookup at most once a minute per key (one write a minute
-  for a busy key, not one per request), so it is exact to the minute.
+  stamped by the resolution at most once a minute per key (one write a
+  minute for a busy key, not one per request), so it is exact to the
+  minute; it is stamped for a request over the limit too (the key was
+  used).
 - ``piccolo everyskill create_api_key --tenant SLUG --name NAME --scopes a,b
   [--expires-in-days N] [--rate-limit-per-minute N]`` prints the key alone
   on stdout (what else it says goes to stderr); ``piccolo everyskill
@@ -84,6 +92,7 @@ from everyskill.errors import (
     check_id,
     storable,
 )
+from everyskill.rate_limits import RateLimitStatus, outcome
 
 __all__ = [
     "CHECKSUM_LENGTH",
@@ -200,12 +209,17 @@ class CreatedApiKey:
 
 @dataclass(frozen=True)
 class ResolvedKey:
-    """What a working key stands for."""
+    """What a working key stands for, and where its request leaves the rate
+    limits: ``rate_limit_per_minute`` is the key's own limit (the default
+    when it has none), ``rate_limit`` the status of the policy (key or
+    tenant) that will refuse first, for the response's headers
+    (:func:`everyskill.rate_limits.headers`)."""
 
     key_id: str
     tenant_id: str
     scopes: frozenset[str]
-    rate_limit_per_minute: int | None
+    rate_limit_per_minute: int
+    rate_limit: RateLimitStatus
 
     def allows(self, scope: str) -> bool:
         """Whether the key carries ``scope``."""
@@ -374,15 +388,15 @@ async def list_api_keys(tenant: str) -> list[ApiKeyInfo]:
     return [_info(row) for row in rows if row["id"] is not None]
 
 
-_LOOKUP = (
-    "SELECT key_id, tenant_id, scopes, rate_limit_per_minute FROM api_key_lookup($1::bytea)"
-)
+_RESOLVE = "SELECT * FROM api_key_resolve($1::bytea)"
 _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 async def resolve(key: object) -> ResolvedKey:
     """The tenant and scopes of a request's key (the ``esk_...`` after
-    ``Bearer``), or :class:`AuthenticationError`. See the module's contract."""
+    ``Bearer``), the request counted against the rate limits; or
+    :class:`AuthenticationError`, or :class:`RateLimitedError` (nothing
+    counted). See the module's contract."""
     from everyskill.database import app_engine
     from everyskill.tenancy import refuse_inside_scope
 
@@ -400,22 +414,24 @@ async def resolve(key: object) -> ResolvedKey:
     try:
         if engine.pool is not None:
             async with engine.pool.acquire() as connection:
-                row = await connection.fetchrow(_LOOKUP, digest)
+                row = await connection.fetchrow(_RESOLVE, digest)
         else:
             connection = await engine.get_new_connection()
             try:
-                row = await connection.fetchrow(_LOOKUP, digest)
+                row = await connection.fetchrow(_RESOLVE, digest)
             finally:
                 await connection.close()
     except _LOST as error:
         raise DatabaseUnavailableError("connect", f"{type(error).__name__}: {error}") from error
     if row is None:
         raise AuthenticationError("invalid")
+    status = outcome(row)
     return ResolvedKey(
         key_id=row["key_id"],
         tenant_id=row["tenant_id"],
         scopes=frozenset(row["scopes"]),
-        rate_limit_per_minute=row["rate_limit_per_minute"],
+        rate_limit_per_minute=row["key_limit"],
+        rate_limit=status,
     )
 
 

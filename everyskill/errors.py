@@ -35,6 +35,11 @@ Contract
   whose checksum holds: a typo or a truncated copy) or ``"invalid"``
   (well-formed, but unknown, revoked or expired: deliberately one reason,
   see :mod:`everyskill.api_keys`). The message never quotes the key.
+- :class:`RateLimitedError` -- an HTTP API key made more requests than its
+  limit or its tenant's allows (see :mod:`everyskill.rate_limits`); nothing
+  was counted. ``retry_after_seconds`` (at least 1) says when a request will
+  be allowed again; ``policy`` (``"key"`` or ``"tenant"``), ``limit``,
+  ``remaining`` (0) and ``reset_seconds`` describe the limit that refused.
 - :class:`DatabaseUnavailableError` -- the database could not be reached, or
   the connection to it was lost (a restart, a crash, a network failure).
   ``during`` says when: ``"connect"`` (the scope did not start, nothing was
@@ -248,6 +253,35 @@ class AuthenticationError(EverySkillError, PermissionError):
     def __init__(self, reason: Literal["missing", "malformed", "invalid"]) -> None:
         self.reason = reason
         super().__init__(self.MESSAGES[reason])
+
+
+class RateLimitedError(EverySkillError):
+    """A request over its key's or its tenant's rate limit; it was not
+    counted. ``retry_after_seconds`` (at least 1) is when one will be allowed
+    again; ``policy`` names the limit that refused (``"key"`` or
+    ``"tenant"``; the one that makes the client wait longest when both do),
+    ``limit`` its requests per minute, ``remaining`` 0, and
+    ``reset_seconds`` the effective window of the refusal: no request is
+    allowed within it (it equals ``retry_after_seconds``)."""
+
+    def __init__(
+        self,
+        policy: Literal["key", "tenant"],
+        limit: int,
+        retry_after_seconds: int,
+    ) -> None:
+        if retry_after_seconds < 1:
+            raise ValueError("a RateLimitedError needs retry_after_seconds >= 1")
+        self.policy = policy
+        self.limit = limit
+        self.remaining = 0
+        self.retry_after_seconds = retry_after_seconds
+        self.reset_seconds = retry_after_seconds
+        whose = "this API key" if policy == "key" else "this API key's tenant (all its keys together)"
+        super().__init__(
+            f"rate limit exceeded: {whose} may make {limit} requests per minute;"
+            f" retry after {retry_after_seconds} s"
+        )
 
 
 class DatabaseUnavailableError(EverySkillError):

@@ -181,6 +181,8 @@ _RATE: tuple[Bound, Bound] = (Decimal(0), None)
 _TOKENS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens")
 
 BOUNDS: dict[type[Table], dict[str, tuple[Bound, Bound]]] = {
+    # A tenant's rate limit, in requests per minute (NULL: the default).
+    Tenant: {"rate_limit_per_minute": (1, None)},
     SkillVersion: {"version": (1, None)},
     SkillFeedback: {"quality_score": (1, 10)},
     ModelPrice: {

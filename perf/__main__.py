@@ -56,6 +56,8 @@ ORDER = (
     "measurement_batch",
     "aggregate_read",
     "concurrent_writers",
+    "rate_limit_single",
+    "rate_limit_concurrent",
     "admin_list_first_page",
     "admin_list_filtered",
     "run_completion",
@@ -87,6 +89,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         aggregate_read,
         concurrent_writers,
         measurement_batch,
+        rate_limits,
         run_completion,
         single_feedback,
     )
@@ -97,7 +100,9 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     # starts it; the tables stay bound to the owner's (piccolo_conf's).
     await prepare_app_login()
     engine = app_engine()
-    await engine.start_connection_pool(min_size=1, max_size=scale.writers + 4)
+    # Room for the most clients of one benchmark at once (writers, and the
+    # rate limits' 16 clients).
+    await engine.start_connection_pool(min_size=1, max_size=max(scale.writers, 16) + 4)
     # The owner connects with the application's settings (piccolo_conf's).
     owner = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     figures: list[Figure] = []
@@ -116,6 +121,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
                     ("measurement batches", measurement_batch),
                     ("aggregate reads", aggregate_read),
                     ("concurrent writers", concurrent_writers),
+                    ("rate limits", rate_limits),
                     ("run completion", run_completion),
                 ):
                     _say(name)

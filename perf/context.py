@@ -48,6 +48,9 @@ class Scale:
     results_per_model: int
     run_models: int
     runs: int
+    # Rate limits: requests per round and way, rounds.
+    rate_limit_calls: int
+    rate_limit_rounds: int
 
 
 FULL = Scale(
@@ -69,6 +72,8 @@ FULL = Scale(
     results_per_model=2_000,
     run_models=5,
     runs=7,
+    rate_limit_calls=1_600,
+    rate_limit_rounds=7,
 )
 
 QUICK = Scale(
@@ -90,6 +95,8 @@ QUICK = Scale(
     results_per_model=200,
     run_models=5,
     runs=2,
+    rate_limit_calls=160,
+    rate_limit_rounds=2,
 )
 
 SCALES = {scale.name: scale for scale in (FULL, QUICK)}

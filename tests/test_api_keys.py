@@ -31,6 +31,7 @@ from everyskill.api_keys import (
     revoke_api_key,
 )
 from everyskill.errors import AuthenticationError, TenantScopeError, ValidationError
+from everyskill.rate_limits import DEFAULT_KEY_LIMIT_PER_MINUTE, DEFAULT_TENANT_LIMIT_PER_MINUTE
 from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
 from tests.admin_client import Staff, row, save
 from tests.support import TenantRows, connected, run_piccolo, snapshot
@@ -224,7 +225,7 @@ async def test_a_key_resolves_to_its_tenant_and_scopes(
     assert resolved.rate_limit_per_minute == 60
     other = await resolve(theirs.key)
     assert (other.tenant_id, other.scopes, other.rate_limit_per_minute) == (
-        other_tenant.tenant_id, frozenset(SCOPES), None
+        other_tenant.tenant_id, frozenset(SCOPES), DEFAULT_KEY_LIMIT_PER_MINUTE
     )
     # Rotation: a second key of the tenant works alongside the first.
     second = await create_api_key(tenant.tenant_id, "hook 2", ["feedback:write"])
@@ -336,13 +337,21 @@ async def test_the_application_cannot_read_or_write_the_key_table(
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             async with tenant_transaction(app_connection, tenant.tenant_id) as db:
                 await db.execute(statement)
-    # In a tenant transaction the lookup is refused too: it is the login's, not the role's.
+    # In a tenant transaction the resolution is refused too: it is the login's, not the role's.
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with tenant_transaction(app_connection, tenant.tenant_id) as db:
-            await db.fetch("SELECT * FROM api_key_lookup($1)", key_hash(created.key))
+            await db.fetch("SELECT * FROM api_key_resolve($1)", key_hash(created.key))
     # Outside, the login gets what the function returns, and nothing else.
-    rows = await app_connection.fetch("SELECT * FROM api_key_lookup($1)", key_hash(created.key))
-    assert [tuple(row) for row in rows] == [(created.info.id, tenant.tenant_id, ["read"], None)]
+    rows = await app_connection.fetch("SELECT * FROM api_key_resolve($1)", key_hash(created.key))
+    assert [
+        (row["key_id"], row["tenant_id"], row["scopes"], row["allowed"], row["key_limit"],
+         row["key_remaining"], row["tenant_limit"], row["tenant_remaining"])
+        for row in rows
+    ] == [(
+        created.info.id, tenant.tenant_id, ["read"], True, DEFAULT_KEY_LIMIT_PER_MINUTE,
+        DEFAULT_KEY_LIMIT_PER_MINUTE - 1, DEFAULT_TENANT_LIMIT_PER_MINUTE,
+        DEFAULT_TENANT_LIMIT_PER_MINUTE - 1,
+    )]
     assert await owner.fetchval(
         "SELECT revoked_at IS NULL AND scopes = ARRAY['read'] FROM api_keys WHERE id = $1",
         created.info.id,
@@ -352,9 +361,9 @@ async def test_the_application_cannot_read_or_write_the_key_table(
         " REFERENCES, TRIGGER') AS login,"
         " has_table_privilege($2, 'api_keys', 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE,"
         " REFERENCES, TRIGGER') AS role,"
-        " has_function_privilege($1, 'api_key_lookup(bytea)', 'EXECUTE') AS login_lookup,"
-        " has_function_privilege($2, 'api_key_lookup(bytea)', 'EXECUTE') AS role_lookup,"
-        " has_function_privilege('public', 'api_key_lookup(bytea)', 'EXECUTE') AS public_lookup,"
+        " has_function_privilege($1, 'api_key_resolve(bytea)', 'EXECUTE') AS login_lookup,"
+        " has_function_privilege($2, 'api_key_resolve(bytea)', 'EXECUTE') AS role_lookup,"
+        " has_function_privilege('public', 'api_key_resolve(bytea)', 'EXECUTE') AS public_lookup,"
         " (SELECT relrowsecurity FROM pg_class WHERE oid = 'api_keys'::regclass) AS rls",
         APP_LOGIN,
         APP_ROLE,
@@ -452,7 +461,7 @@ async def test_backwards_and_forwards_again_with_keys_stored(fresh_database: str
     async with connected(fresh_database) as connection:
         assert await connection.fetchval("SELECT to_regclass('api_keys')") is None
         assert await connection.fetchval(
-            "SELECT count(*) FROM pg_proc WHERE proname = 'api_key_lookup'"
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('api_key_lookup', 'api_key_resolve')"
         ) == 0
     run_piccolo(fresh_database, "migrations", "forwards", "all")
     assert await snapshot(fresh_database) == built
@@ -504,15 +513,15 @@ async def test_the_admin_lists_keys_read_only_and_never_their_hash(
 async def test_resolve_runs_as_the_applications_login(
     owner: asyncpg.Connection, engine: PostgresEngine, tenant: TenantRows
 ) -> None:
-    """Without the login's EXECUTE on the lookup, resolve is refused: it
+    """Without the login's EXECUTE on the resolution, resolve is refused: it
     runs as everyskill_api, not as the owner."""
     created = await create_api_key(tenant.tenant_id, "hook", ["read"])
-    await owner.execute(f"REVOKE EXECUTE ON FUNCTION api_key_lookup(bytea) FROM {APP_LOGIN}")
+    await owner.execute(f"REVOKE EXECUTE ON FUNCTION api_key_resolve(bytea) FROM {APP_LOGIN}")
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await resolve(created.key)
     finally:
-        await owner.execute(f"GRANT EXECUTE ON FUNCTION api_key_lookup(bytea) TO {APP_LOGIN}")
+        await owner.execute(f"GRANT EXECUTE ON FUNCTION api_key_resolve(bytea) TO {APP_LOGIN}")
     assert (await resolve(created.key)).tenant_id == tenant.tenant_id
 
 

@@ -81,8 +81,9 @@ async def test_the_login_has_no_power_and_is_a_member_of_the_application_role_on
 
 async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection) -> None:
     """No table, column, sequence or function of the schema grants it
-    anything, but EXECUTE on api_key_lookup (an HTTP API key resolved to its
-    tenant before the tenant is known): every other privilege it uses comes
+    anything, but EXECUTE on api_key_resolve (an HTTP API key resolved to its
+    tenant before the tenant is known, and the request counted against the
+    rate limits): every other privilege it uses comes
     with SET ROLE."""
     grants = await owner.fetch(
         """
@@ -102,7 +103,7 @@ async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection
         """,
         APP_LOGIN,
     )
-    assert [tuple(grant) for grant in grants] == [("api_key_lookup", "EXECUTE")]
+    assert [tuple(grant) for grant in grants] == [("api_key_resolve", "EXECUTE")]
 
 
 # -- outside a tenant transaction -----------------------------------------------
@@ -112,13 +113,20 @@ async def test_every_table_is_refused_outside_a_tenant_transaction(
     owner: asyncpg.Connection, app_connection: asyncpg.Connection, two_tenants: object
 ) -> None:
     tables = await _all_tables(owner)
-    assert {"skill_feedback", "tenants", "piccolo_user", "sessions"} <= set(tables)
+    assert {
+        "skill_feedback", "tenants", "piccolo_user", "sessions", "rate_limit_keys",
+        "rate_limit_tenants",
+    } <= set(tables)
     for table in tables:
+        # Its first column (not every table has an id: the rate limit counters).
+        column = await owner.fetchval(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum = 1", table
+        )
         for statement in (
             f'SELECT * FROM "{table}" LIMIT 1',
             f'SELECT count(*) FROM "{table}"',
             f'DELETE FROM "{table}"',
-            f'UPDATE "{table}" SET id = id',
+            f'UPDATE "{table}" SET "{column}" = "{column}"',
             f'INSERT INTO "{table}" DEFAULT VALUES',
             f'TRUNCATE "{table}"',
         ):
@@ -279,7 +287,7 @@ NOT_GRANTED = {
     "model_prices": {"UPDATE": {"id", "tenant_id", "created_at"}},
     "token_measurements": {"UPDATE": {"*"}, "DELETE": {"*"}},
     "benchmark_results": {"UPDATE": {"*"}, "DELETE": {"*"}},
-    # Staff only: keys are resolved by api_key_lookup, as the login.
+    # Staff only: keys are resolved by api_key_resolve, as the login.
     "api_keys": {"SELECT": {"*"}, "INSERT": {"*"}, "UPDATE": {"*"}, "DELETE": {"*"}},
 }
 
@@ -455,7 +463,10 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
         " WHERE pronamespace = current_schema()::regnamespace AND prosecdef ORDER BY 1"
     )
     assert len(functions) >= 5
-    tables = "|".join(table._meta.tablename for table in (*TABLES, *STAFF_TABLES))
+    tables = "|".join(
+        [table._meta.tablename for table in (*TABLES, *STAFF_TABLES)]
+        + ["rate_limit_keys", "rate_limit_tenants"]
+    )
     unqualified = re.compile(rf"\b(FROM|JOIN|UPDATE|INTO)\s+({tables}|benchmark_run_picks)\b", re.I)
     for function in functions:
         assert function["proconfig"] == ["search_path=pg_catalog, pg_temp"], function["proname"]
@@ -470,6 +481,55 @@ async def test_security_definer_functions_trust_nothing_in_the_search_path(
     assert not await owner.fetchval(
         "SELECT has_database_privilege('public', current_database(), 'TEMPORARY')"
     )
+
+
+async def test_the_rate_limits_are_counted_only_by_the_resolution(
+    owner: asyncpg.Connection, app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    """The login cannot read, reset or raise a rate limit: not the counters
+    (no privilege at all, outside a tenant or in one), not a tenant's or a
+    key's limit; only api_key_resolve counts, and only for the login,
+    outside a tenant transaction."""
+    a, _ = two_tenants
+    statements = [
+        "SELECT * FROM rate_limit_keys",
+        "SELECT tat FROM rate_limit_tenants",
+        "UPDATE rate_limit_keys SET tat = 0",
+        "UPDATE rate_limit_tenants SET tat = 0",
+        "DELETE FROM rate_limit_tenants",
+        "TRUNCATE rate_limit_keys, rate_limit_tenants",
+        "INSERT INTO rate_limit_tenants (tenant_id, tat) SELECT id, 0 FROM tenants",
+        "UPDATE tenants SET rate_limit_per_minute = NULL",
+        "UPDATE tenants SET rate_limit_per_minute = 2147483647",
+        "UPDATE api_keys SET rate_limit_per_minute = 2147483647",
+        "ALTER TABLE rate_limit_keys SET LOGGED",
+        "DROP TABLE rate_limit_tenants",
+    ]
+    for statement in statements:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_connection.execute(statement)
+        with pytest.raises(Refused):
+            async with tenant_transaction(app_connection, a.tenant_id) as db:
+                await db.execute(statement)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(app_connection, a.tenant_id) as db:
+            await db.fetch("SELECT * FROM api_key_resolve($1)", os.urandom(32))
+    # An unknown key is counted nowhere.
+    counters = (
+        "SELECT (SELECT count(*) FROM rate_limit_keys), (SELECT count(*) FROM rate_limit_tenants)"
+    )
+    before = tuple(await owner.fetchrow(counters) or ())
+    unknown = os.urandom(32)
+    assert await app_connection.fetch("SELECT * FROM api_key_resolve($1)", unknown) == []
+    assert tuple(await owner.fetchrow(counters) or ()) == before
+    for role in (APP_LOGIN, APP_ROLE, "public"):
+        for table in ("rate_limit_keys", "rate_limit_tenants"):
+            assert not await owner.fetchval(
+                "SELECT has_table_privilege($1, $2, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE,"
+                " REFERENCES, TRIGGER')",
+                role, table,
+            ), (role, table)
 
 
 async def test_the_application_cannot_create_temporary_objects(

@@ -1,0 +1,232 @@
+"""
+Rate limits of the HTTP API, counted in PostgreSQL, and one function that
+resolves a request's key and counts the request in the same statement.
+
+- ``tenants.rate_limit_per_minute`` (added by the migration before this one)
+  must be positive when set; NULL is the default limit.
+- ``rate_limit_keys`` and ``rate_limit_tenants`` hold one row per key and per
+  tenant: the GCRA's *theoretical arrival time* (``tat``, seconds since the
+  epoch as an exact ``numeric``). They are UNLOGGED: a counter is written on
+  every request, and a write to an unlogged table makes no WAL, so the
+  request's commit waits for no disk flush. A crash (not a clean shutdown)
+  empties them: every key and tenant then starts again with its whole quota.
+  Nobody but the owner has any privilege on them; a key's or tenant's
+  counter goes when the key or tenant is deleted.
+- ``api_key_resolve(key_hash bytea)`` replaces ``api_key_lookup``: the same
+  narrow SECURITY DEFINER function (search path ``pg_catalog, pg_temp``,
+  every name qualified, EXECUTE for ``everyskill_api`` only) that returns
+  the key's id, tenant and scopes when the key is neither revoked nor
+  expired (nothing otherwise), and stamps ``last_used_at`` at most once a
+  minute, now also counting the request against the key's limit and its
+  tenant's: ``allowed``, and per policy the limit, the requests still
+  allowed now, the seconds until the whole quota is back, and the seconds
+  until a request would be allowed (0 when it is). A request is counted
+  against both limits when both allow it, and against neither when either
+  refuses it.
+
+Every statement is idempotent, and ``backwards`` restores ``api_key_lookup``
+(from the migration that made it) and removes the rest.
+"""
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from everyskill.migration_sql import raw_migration
+
+ID = "2026-12-07T03:10:00:000000"
+VERSION = "1.38.0"
+DESCRIPTION = "rate limits: counters and the counting key resolution"
+
+TABLES = """
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'tenants'::regclass
+                 AND conname = 'tenants_rate_limit_check') THEN
+    ALTER TABLE tenants ADD CONSTRAINT tenants_rate_limit_check
+      CHECK (rate_limit_per_minute > 0);
+  END IF;
+END $$;
+
+-- One row per subject, rewritten by every request: UNLOGGED, so that a
+-- request's commit flushes no WAL (a crash empties the table: the counts
+-- start again, which errs on the side of the client). fillfactor 50 keeps
+-- room on the page for HOT updates of the row. The foreign keys remove a
+-- counter with its key or tenant.
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_keys (
+    key_id text PRIMARY KEY REFERENCES api_keys (id) ON DELETE CASCADE,
+    tat numeric NOT NULL
+) WITH (fillfactor = 50);
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_tenants (
+    tenant_id text PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+    tat numeric NOT NULL
+) WITH (fillfactor = 50);
+COMMENT ON TABLE rate_limit_keys IS
+    'GCRA state of each API key (theoretical arrival time, epoch seconds); unlogged: emptied by a crash';
+COMMENT ON TABLE rate_limit_tenants IS
+    'GCRA state of each tenant (theoretical arrival time, epoch seconds); unlogged: emptied by a crash';
+
+-- Nobody but the owner: the counters are read and written by api_key_resolve only.
+REVOKE ALL ON rate_limit_keys, rate_limit_tenants FROM PUBLIC;
+DO $$ BEGIN
+    REVOKE ALL ON rate_limit_keys, rate_limit_tenants FROM everyskill_app;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'everyskill_api') THEN
+        REVOKE ALL ON rate_limit_keys, rate_limit_tenants FROM everyskill_api;
+    END IF;
+END $$;
+"""
+
+# The function is made with this schema's name written into its body: with
+# search_path = pg_catalog, pg_temp nothing else is found.
+RESOLVE = """
+DROP FUNCTION IF EXISTS api_key_lookup(bytea);
+
+DO $do$ BEGIN
+EXECUTE format($function$
+CREATE OR REPLACE FUNCTION %1$I.api_key_resolve(key_hash bytea)
+RETURNS TABLE (key_id text, tenant_id text, scopes text[], allowed boolean,
+               key_limit integer, key_remaining integer, key_reset integer, key_wait integer,
+               tenant_limit integer, tenant_remaining integer, tenant_reset integer,
+               tenant_wait integer)
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    -- The defaults of a key and a tenant whose limit is NULL
+    -- (everyskill.rate_limits says the same).
+    default_key_limit constant integer := 600;
+    default_tenant_limit constant integer := 6000;
+    -- Every limit is per minute.
+    period constant numeric := 60;
+    last_used timestamptz;
+    key_interval numeric;
+    tenant_interval numeric;
+    key_tat numeric;
+    tenant_tat numeric;
+    now_s numeric;
+    key_debt numeric;
+    tenant_debt numeric;
+BEGIN
+    -- The key, its tenant's limit and both counters, the counters locked:
+    -- the key's, then the tenant's (the order of the FROM list, the same
+    -- for every request), so that two requests never wait for each other
+    -- in a cycle.
+    SELECT k.id, k.tenant_id, k.scopes, k.last_used_at,
+           coalesce(k.rate_limit_per_minute, default_key_limit),
+           coalesce(t.rate_limit_per_minute, default_tenant_limit), ck.tat, ct.tat
+      INTO key_id, tenant_id, scopes, last_used, key_limit, tenant_limit, key_tat, tenant_tat
+      FROM %1$I.api_keys AS k
+      JOIN %1$I.tenants AS t ON t.id = k.tenant_id
+      JOIN %1$I.rate_limit_keys AS ck ON ck.key_id = k.id
+      JOIN %1$I.rate_limit_tenants AS ct ON ct.tenant_id = k.tenant_id
+     WHERE k.key_hash = api_key_resolve.key_hash
+       AND k.revoked_at IS NULL
+       AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())
+       FOR UPDATE OF ck, ct;
+    IF NOT FOUND THEN
+        -- No such key, or its (or its tenant's) first request: the
+        -- counters are made, then locked in the same order.
+        SELECT k.id, k.tenant_id, k.scopes, k.last_used_at,
+               coalesce(k.rate_limit_per_minute, default_key_limit),
+               coalesce(t.rate_limit_per_minute, default_tenant_limit)
+          INTO key_id, tenant_id, scopes, last_used, key_limit, tenant_limit
+          FROM %1$I.api_keys AS k JOIN %1$I.tenants AS t ON t.id = k.tenant_id
+         WHERE k.key_hash = api_key_resolve.key_hash
+           AND k.revoked_at IS NULL
+           AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now());
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        INSERT INTO %1$I.rate_limit_keys AS c (key_id, tat)
+        VALUES (api_key_resolve.key_id, 0) ON CONFLICT DO NOTHING;
+        INSERT INTO %1$I.rate_limit_tenants AS c (tenant_id, tat)
+        VALUES (api_key_resolve.tenant_id, 0) ON CONFLICT DO NOTHING;
+        SELECT ck.tat, ct.tat INTO key_tat, tenant_tat
+          FROM %1$I.rate_limit_keys AS ck, %1$I.rate_limit_tenants AS ct
+         WHERE ck.key_id = api_key_resolve.key_id AND ct.tenant_id = api_key_resolve.tenant_id
+           FOR UPDATE OF ck, ct;
+    END IF;
+
+    -- GCRA: a request costs period/limit seconds of "debt"; it is allowed
+    -- when the debt it leaves is at most the period. The time is read once
+    -- the counters are locked, so that requests are judged in the order
+    -- they hold the locks. The interval is truncated (never rounded up), so
+    -- that exactly `limit` requests fit in a whole period.
+    now_s := extract(epoch FROM pg_catalog.clock_timestamp());
+    key_interval := trunc(period / key_limit, 18);
+    tenant_interval := trunc(period / tenant_limit, 18);
+    key_debt := greatest(key_tat, now_s) - now_s;
+    tenant_debt := greatest(tenant_tat, now_s) - now_s;
+    allowed := key_debt + key_interval <= period AND tenant_debt + tenant_interval <= period;
+    IF allowed THEN
+        -- Counted against both limits only when both allow it.
+        key_debt := key_debt + key_interval;
+        tenant_debt := tenant_debt + tenant_interval;
+        WITH counted AS (
+            UPDATE %1$I.rate_limit_keys AS c SET tat = now_s + key_debt
+             WHERE c.key_id = api_key_resolve.key_id
+        )
+        UPDATE %1$I.rate_limit_tenants AS c SET tat = now_s + tenant_debt
+         WHERE c.tenant_id = api_key_resolve.tenant_id;
+    END IF;
+    -- The debt is at most the period unless a counter was written by hand.
+    key_remaining := greatest(floor((period - key_debt) / key_interval), 0);
+    tenant_remaining := greatest(floor((period - tenant_debt) / tenant_interval), 0);
+    key_reset := ceil(key_debt);
+    tenant_reset := ceil(tenant_debt);
+    key_wait := greatest(ceil(key_debt + key_interval - period), 0);
+    tenant_wait := greatest(ceil(tenant_debt + tenant_interval - period), 0);
+
+    -- At most one write a minute per key, whatever the rate of requests.
+    IF last_used IS NULL OR last_used <= pg_catalog.now() - interval '1 minute' THEN
+        UPDATE %1$I.api_keys AS k SET last_used_at = pg_catalog.now()
+         WHERE k.id = api_key_resolve.key_id
+           AND (k.last_used_at IS NULL
+                OR k.last_used_at <= pg_catalog.now() - interval '1 minute');
+    END IF;
+    RETURN NEXT;
+END
+$body$
+$function$, current_schema());
+END $do$;
+REVOKE ALL ON FUNCTION api_key_resolve(bytea) FROM PUBLIC;
+DO $$ BEGIN
+    REVOKE ALL ON FUNCTION api_key_resolve(bytea) FROM everyskill_app;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'everyskill_api') THEN
+        GRANT EXECUTE ON FUNCTION api_key_resolve(bytea) TO everyskill_api;
+    ELSE
+        RAISE EXCEPTION 'role everyskill_api does not exist: run the least-privilege migration first';
+    END IF;
+END $$;
+"""
+
+BACKWARDS = """
+DROP FUNCTION IF EXISTS api_key_resolve(bytea);
+DROP TABLE IF EXISTS rate_limit_tenants;
+DROP TABLE IF EXISTS rate_limit_keys;
+ALTER TABLE tenants DROP CONSTRAINT IF EXISTS tenants_rate_limit_check;
+"""
+
+# The migration that made api_key_lookup, whose SQL restores it.
+_LOOKUP_MIGRATION = "everyskill_2026_12_07t02_10_00_000000.py"
+
+
+def lookup_migration() -> ModuleType:
+    """The migration module that made ``api_key_lookup``."""
+    path = Path(__file__).with_name(_LOOKUP_MIGRATION)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def forwards_sql() -> str:
+    return TABLES + RESOLVE
+
+
+def backwards_sql() -> str:
+    return BACKWARDS + lookup_migration().LOOKUP
+
+
+async def forwards():
+    return raw_migration(ID, DESCRIPTION, forwards_sql, backwards_sql)
