@@ -220,6 +220,12 @@ class TenantScope:
         finally:
             self.lock.release()
 
+    def fail_after_write(self, error: BaseException) -> None:
+        """End the scope because a call refuses ``error`` after its
+        statement wrote: what it wrote must not be committed (a batch that
+        turns out to name an id another tenant holds)."""
+        self._fail(error)
+
     def _fail(self, error: BaseException | str) -> None:
         self.failed = error if isinstance(error, str) else _reason(error)
         self._lost_work = self._used
