@@ -174,17 +174,13 @@ _WRITTEN = (
     "feedback_type", "sentiment", "comment", "suggested_content", "suggested_diff",
     "example_input", "example_output", "expected_output", "quality_score", "source",
 )
-_INSERT = """
-INSERT INTO skill_feedback (tenant_id, id, {names})
-VALUES ($1, $2, {values})
-ON CONFLICT (id) DO NOTHING
-RETURNING {columns}
-""".format(
-    names=", ".join(_WRITTEN),
-    values=", ".join(f"${number}" for number in range(3, len(_WRITTEN) + 3)),
-    columns=select_list(SkillFeedback),
+# One statement: the database function record_feedback switches to the
+# application role and the tenant (SET LOCAL), inserts with ON CONFLICT (id)
+# DO NOTHING, and returns the new row, or the tenant's row stored under the
+# id (replayed), or nothing (the id is another tenant's). See its migration.
+_RECORD = "SELECT * FROM record_feedback({})".format(
+    ", ".join(f"${number}" for number in range(1, len(_WRITTEN) + 3))
 )
-_STORED = f"SELECT {select_list(SkillFeedback)} FROM skill_feedback WHERE id = $1"
 
 
 async def record_feedback(
@@ -229,20 +225,18 @@ async def record_feedback(
     values.update(texts)
     row_id = given_id or str(uuid.uuid4())
     written = [values[name] for name in _WRITTEN]
-    async with operation(values) as scope:
-        connection = scope.connection
-        record = await connection.fetchrow(_INSERT, scope.tenant_id, row_id, *written)
-        replayed = record is None
-        if record is None:
-            # The id is taken: by the tenant's own row (a replay), or by a
-            # row row-level security hides.
-            record = await connection.fetchrow(_STORED, row_id)
-            if record is None:
-                raise foreign()
-            differing = differences(record, dict(zip(_WRITTEN, written)))
-            if differing:
-                raise reused("feedback", row_id, differing)
-    return Saved(row_from_record(SkillFeedback, record), redactions, replayed=replayed)
+    async with operation(values, single_statement=True) as scope:
+        record = await scope.connection.fetchrow(_RECORD, scope.tenant_id, row_id, *written)
+    if record is None:
+        # The id is taken by a row row-level security hides.
+        raise foreign()
+    row = dict(record)
+    replayed = row.pop("replayed")
+    if replayed:
+        differing = differences(row, dict(zip(_WRITTEN, written)))
+        if differing:
+            raise reused("feedback", row_id, differing)
+    return Saved(row_from_record(SkillFeedback, row), redactions, replayed=replayed)
 
 
 async def get_feedback(feedback_id: str) -> SkillFeedback:
