@@ -66,6 +66,22 @@ Contract
   to the pool, after the transaction ended, is discarded with a warning in
   the log; the scope's outcome stands. A call after the transaction was
   committed or rolled back by hand raises :class:`TenantScopeError`.
+- ``tenant_scope(tenant_id, autocommit=True)`` is an *autocommit* scope:
+  each API call in it is a transaction of its own, as in a database's
+  autocommit mode. A call that writes with one statement that switches to
+  the role and tenant itself (:func:`~everyskill.feedback.record_feedback`,
+  through the SQL function ``record_feedback``) sends that statement alone,
+  outside ``BEGIN``, on a pooled connection of the login: one round trip,
+  and nothing is left on the connection (the switch is SET LOCAL, and the
+  pool's session reset is skipped). Any other call runs in a tenant
+  transaction of its own for its duration, committed when it returns. A
+  failed call affects no earlier call and leaves the scope usable. The scope
+  has no ``connection`` for SQL of the caller's own and no
+  :meth:`TenantScope.savepoint` (both :class:`TenantScopeError`, saying to
+  use a transaction scope), and Piccolo queries inside it are refused the
+  same way: the engines' current transaction is a refusing one, so a query
+  never falls through to the owner's engine the tables may be bound to.
+  It cannot be nested in a transaction scope, nor one in it.
 - :func:`tenant_transaction` is the same switch on a bare asyncpg
   connection, for code that manages its own connections. Inside an open
   transaction it raises :class:`TenantScopeError` (as a savepoint, its
