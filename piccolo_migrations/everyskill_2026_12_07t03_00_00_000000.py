@@ -18,10 +18,11 @@ round trips (``BEGIN`` with the switch, the INSERT, ``COMMIT``):
   ``replayed`` true, or no row when the id is another tenant's (row-level
   security hides it).
 
-Inside a tenant transaction (a tenant is set) it refuses to run unless the
-transaction still runs as ``everyskill_app`` (after ``RESET ROLE`` the login
-may do nothing there) and is for the same tenant: it never switches a
-transaction to another tenant or back to the application role.
+Inside a tenant transaction it writes for that transaction's tenant only:
+it refuses another tenant, a transaction whose tenant ``RESET ALL`` emptied,
+and one that dropped its role (``RESET ROLE``: the login may do nothing
+there). It never switches a transaction to another tenant or back to the
+application role.
 
 It is SECURITY INVOKER: it can do only what its caller could do by sending
 those statements itself. The login ``everyskill_api`` may become
@@ -88,17 +89,22 @@ AS $body$
 DECLARE
     current_tenant text := coalesce(pg_catalog.current_setting('app.current_tenant_id', true), '');
 BEGIN
-    -- A tenant already set means a tenant transaction is open: it must still
-    -- be the application role's (RESET ROLE in it drops to the login, which
-    -- may do nothing there, this function included), and it keeps its tenant.
-    IF current_tenant <> '' AND current_user <> 'everyskill_app' THEN
+    -- Inside a tenant transaction (the role switched already) the function
+    -- writes for that transaction's tenant only: it never switches a
+    -- transaction to another tenant, nor back to one after RESET ALL
+    -- emptied it. A tenant set while the role is not the application's
+    -- means the transaction dropped its role (RESET ROLE): the login may do
+    -- nothing there, this function included.
+    IF current_user = 'everyskill_app' THEN
+        IF current_tenant <> p_tenant_id THEN
+            RAISE EXCEPTION 'new row violates row-level security policy for table'
+                            ' "skill_feedback": a tenant transaction writes for its own'
+                            ' tenant only'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    ELSIF current_tenant <> '' THEN
         RAISE EXCEPTION 'permission denied for table skill_feedback: the tenant transaction'
                         ' no longer runs as everyskill_app'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF current_tenant NOT IN ('', p_tenant_id) THEN
-        RAISE EXCEPTION 'permission denied for table skill_feedback: the tenant of a'
-                        ' transaction is not changed'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- The tenant transaction's switch: SET LOCAL semantics, so both end
