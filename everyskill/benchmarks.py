@@ -61,6 +61,20 @@ Contract
   returned :class:`~everyskill.rows.Saved` / :class:`~everyskill.rows.SavedBatch`
   count what was replaced. Blank ``quality_notes`` and ``error_message`` are
   no text (NULL); inputs and outputs are stored as given.
+- Client ids (:mod:`everyskill.client_ids`): :func:`create_run` and
+  :func:`record_result` take ``id``, each item of :func:`record_results`
+  an optional ``"id"`` (``results[3].id``; an id given twice names both
+  items). A run or result the tenant already stored under that id with the
+  same values is a replay: nothing is written, ``Saved.replayed`` is true
+  (``SavedBatch.replayed`` lists the ids; a batch writes its other rows).
+  Other values, or an id another tenant holds, are a
+  :class:`~everyskill.errors.ConflictError` on the id (the latter reveals
+  nothing about that row). Results: the run is checked first (a retry
+  after the run ended is refused as any result is), the stored results of
+  the ids given are read with it, so a replay with other values is refused
+  before writing; an id another tenant holds is found by the INSERT, and in
+  a batch that wrote other rows it ends the scope (nothing of it is
+  committed). A result's cost is compared only when the caller gave it.
 - :func:`run_summary` gives one :class:`ModelSummary` per model of the run,
   in the run's order, models without results included, from one query.
 - :func:`get_run`, :func:`list_runs` (by skill and status, newest first, in
@@ -78,6 +92,15 @@ from typing import Annotated, Any
 import asyncpg
 import pydantic
 
+from everyskill.client_ids import (
+    batch_ids,
+    checked_id,
+    differences,
+    foreign,
+    reused,
+    settle_skipped,
+    stored_rows,
+)
 from everyskill.errors import (
     check_id,
     ConflictError,
@@ -173,6 +196,8 @@ class ResultInput(pydantic.BaseModel):
     quality_notes: _Text | None = None
     matches_expected: bool | None = None
     error_message: _Error | None = None
+    #: The client's UUID for the result (see :mod:`everyskill.client_ids`).
+    id: str | None = None
 
 
 # The columns an insert writes from a batch, with their array types, in order.
@@ -202,6 +227,7 @@ SELECT $1, $2, {", ".join(f"r.{n}" for n, _ in _COLUMNS)}
   FROM unnest({", ".join(f"${i + 3}::{t}[]" for i, (_, t) in enumerate(_COLUMNS))})
        WITH ORDINALITY AS r({", ".join(n for n, _ in _COLUMNS)}, position)
  ORDER BY r.position
+ON CONFLICT (id) DO NOTHING
 """
 
 
@@ -264,6 +290,12 @@ def _validated_results(results: Iterable[object], batch: bool) -> list[dict[str,
         rows.append(values)
     if problems:
         raise ValidationError(problems)
+    if batch:
+        given_ids = batch_ids([row["id"] for row in rows], "results")
+    else:
+        given_ids = [checked_id(row["id"]) for row in rows]
+    for row, given_id in zip(rows, given_ids):
+        row["id"] = given_id
     return rows
 
 
@@ -305,8 +337,10 @@ async def create_run(
     models: Sequence[str],
     triggered_by: str,
     skill_version_id: str | None = None,
-) -> BenchmarkRun:
+    id: str | None = None,
+) -> Saved[BenchmarkRun]:
     """Create a pending run of a skill over ``models``; see the module's contract."""
+    given_id = checked_id(id)
     check_id("skill_id", skill_id)
     check_id("triggered_by", triggered_by)
     if skill_version_id is not None:
@@ -317,21 +351,33 @@ async def create_run(
         "skill_version_id": skill_version_id,
         "triggered_by": triggered_by,
     }
+    row_id = given_id or str(uuid.uuid4())
     async with operation(inputs) as scope:
-        record = await scope.connection.fetchrow(
+        connection = scope.connection
+        record = await connection.fetchrow(
             """
-            INSERT INTO benchmark_runs (tenant_id, skill_id, skill_version_id, triggered_by, models)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO benchmark_runs
+                   (tenant_id, id, skill_id, skill_version_id, triggered_by, models)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (id) DO NOTHING
             RETURNING *
             """,
             scope.tenant_id,
+            row_id,
             skill_id,
             skill_version_id,
             triggered_by,
             names,
         )
-    assert record is not None  # INSERT ... RETURNING returns the row
-    return row_from_record(BenchmarkRun, record)
+        replayed = record is None
+        if record is None:
+            record = await connection.fetchrow("SELECT * FROM benchmark_runs WHERE id = $1", row_id)
+            if record is None:
+                raise foreign()
+            differing = differences(record, {**inputs, "models": names})
+            if differing:
+                raise reused(_KIND, row_id, differing)
+    return Saved(row_from_record(BenchmarkRun, record), replayed=replayed)
 
 
 async def get_run(run_id: str) -> BenchmarkRun:
@@ -481,9 +527,11 @@ async def record_result(
     quality_notes: str | None = None,
     matches_expected: bool | None = None,
     error_message: str | None = None,
+    id: str | None = None,
 ) -> Saved[BenchmarkResult]:
     """Record one result of a running run; see the module's contract."""
     fields = {
+        "id": id,
         "model_name": model_name,
         "model_provider": model_provider,
         "test_case_index": test_case_index,
@@ -504,8 +552,10 @@ async def record_result(
     }
     check_id("run_id", run_id)
     rows = _validated_results([fields], batch=False)
-    records, redactions, warnings = await _record(run_id, rows, batch=False)
-    return Saved(row_from_record(BenchmarkResult, records[0]), redactions, warnings)
+    records, replayed, redactions, warnings = await _record(run_id, rows, batch=False)
+    return Saved(
+        row_from_record(BenchmarkResult, records[0]), redactions, warnings, bool(replayed)
+    )
 
 
 async def record_results(
@@ -516,25 +566,48 @@ async def record_results(
     rows = _validated_results(results, batch=True)
     if not rows:
         raise ValidationError.of("results", "is empty: give at least one result")
-    _records, redactions, warnings = await _record(run_id, rows, batch=True)
-    return SavedBatch(tuple(row["id"] for row in rows), redactions, warnings)
+    _records, replayed, redactions, warnings = await _record(run_id, rows, batch=True)
+    return SavedBatch(tuple(row["id"] for row in rows), redactions, warnings, tuple(replayed))
+
+
+def _given(run_id: str, row: Mapping[str, Any], cost_given: bool) -> dict[str, Any]:
+    """What a result writes from the caller's input, as a replay is
+    compared: its columns but the id, the cost only when the caller gave it."""
+    values = {name: row[name] for name, _ in _COLUMNS if name != "id"}
+    if not cost_given:
+        del values["estimated_cost_microcents"]
+    return {"benchmark_run_id": run_id, **values}
 
 
 async def _record(
     run_id: str, rows: list[dict[str, Any]], *, batch: bool
-) -> tuple[list[asyncpg.Record], dict[str, int], tuple[Warning, ...]]:
+) -> tuple[list[asyncpg.Record], list[str], dict[str, int], tuple[Warning, ...]]:
     texts, redactions = await redact_fields_async(
         {f"{index}.{name}": row[name] for index, row in enumerate(rows) for name in RESULT_TEXT_FIELDS}
     )
     for index, row in enumerate(rows):
         for name in RESULT_TEXT_FIELDS:
             row[name] = texts[f"{index}.{name}"]
-        row["id"] = str(uuid.uuid4())
+    client_ids = [row["id"] for row in rows if row["id"] is not None]
+    for row in rows:
+        if row["id"] is None:
+            row["id"] = str(uuid.uuid4())
+    cost_given = [row["estimated_cost_microcents"] is not None for row in rows]
+
+    def field_of(index: int, field: str) -> str:
+        return f"results[{index}].{field}" if batch else field
 
     async with operation({"benchmark_run_id": run_id}) as scope:
         connection = scope.connection
         run = await connection.fetchrow(
-            "SELECT status, models FROM benchmark_runs WHERE id = $1 FOR SHARE", run_id
+            """
+            SELECT status, models,
+                   (SELECT jsonb_agg(r) FROM benchmark_results r
+                     WHERE r.id = ANY($2::text[])) AS stored
+              FROM benchmark_runs WHERE id = $1 FOR SHARE
+            """,
+            run_id,
+            client_ids,
         )
         if run is None:
             raise NotFoundError(_KIND, run_id, "run_id")
@@ -552,8 +625,26 @@ async def _record(
         ]
         if strangers:
             raise ValidationError(strangers)
+        stored = stored_rows(run["stored"])
+        replayed: set[str] = set()
+        for index, row in enumerate(rows):
+            if row["id"] in stored:
+                differing = differences(stored[row["id"]], _given(run_id, row, cost_given[index]))
+                if differing:
+                    raise reused("benchmark result", row["id"], differing, field_of(index, "id"))
+                replayed.add(row["id"])
+        new = [index for index, row in enumerate(rows) if row["id"] not in replayed]
+        all_rows = rows
+        rows = [all_rows[index] for index in new]
         if not rows:
-            return [], redactions, ()
+            records: list[asyncpg.Record] = []
+            if not batch:
+                record = await connection.fetchrow(
+                    "SELECT * FROM benchmark_results WHERE id = $1", all_rows[0]["id"]
+                )
+                assert record is not None  # read under the same lock on the run
+                records = [record]
+            return records, [row["id"] for row in all_rows], redactions, ()
 
         warnings: tuple[CostWarning, ...] = ()
         to_price = [
@@ -581,8 +672,8 @@ async def _record(
                 )
             warnings = pricer.warnings()
 
-        arguments = [[row[name] for row in rows] for name, _ in _COLUMNS]
-        statement = _INSERT + (" RETURNING *" if not batch else "")
+        arguments = [[row[column] for row in rows] for column, _ in _COLUMNS]
+        statement = _INSERT + (" RETURNING *" if not batch else " RETURNING id")
         try:
             records = await connection.fetch(statement, scope.tenant_id, run_id, *arguments)
         except asyncpg.UniqueViolationError as error:
@@ -591,7 +682,30 @@ async def _record(
                 f" ({error.detail or error.constraint_name}); one result per model"
                 " and test case of a run"
             ) from error
-    return list(records), redactions, warnings
+        if len(records) < len(rows):
+            inserted = {record["id"] for record in records}
+            missing = [index for index in new if all_rows[index]["id"] not in inserted]
+            replayed |= await settle_skipped(
+                scope,
+                "benchmark_results",
+                "benchmark result",
+                [
+                    (
+                        all_rows[index]["id"],
+                        field_of(index, "id"),
+                        _given(run_id, all_rows[index], cost_given[index]),
+                    )
+                    for index in missing
+                ],
+                wrote=bool(records),
+            )
+            if not batch:
+                record = await connection.fetchrow(
+                    "SELECT * FROM benchmark_results WHERE id = $1", all_rows[0]["id"]
+                )
+                assert record is not None  # settle_skipped found it
+                records = [record]
+    return list(records), [row["id"] for row in all_rows if row["id"] in replayed], redactions, warnings
 
 
 async def recorded_cases(run_id: str) -> set[tuple[str, int]]:

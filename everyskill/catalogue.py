@@ -85,12 +85,25 @@ Contract
 - An ``author_id`` that names no user of the tenant is a NotFoundError from
   the database, which ends the scope too. A skill or version named by id
   that is not the tenant's is a NotFoundError raised before writing.
+- Client ids (:mod:`everyskill.client_ids`): :func:`create_skill`,
+  :func:`publish_version` and :func:`create_user` take an optional ``id``,
+  the client's UUID for the new row. A row the tenant already stored under
+  it with the values given is a replay: nothing is written and the stored
+  row comes back with ``Saved.replayed`` true (a version's number is not
+  compared: the database chose it). Other values, or an id another tenant
+  holds, are a :class:`~everyskill.errors.ConflictError` on ``id``; the
+  latter says nothing about that row. The id is settled before the slug
+  or email: a retried create whose first try went through is a replay,
+  not a duplicate slug. A version's replay is looked up with the skill's
+  lock, before the archive check: retrying a publication that went through
+  returns it even if the skill was archived since.
 - Each call writes with one statement; its reads only decide whether to
   write, or explain a refusal. It writes all of its row or nothing.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Final
@@ -98,6 +111,7 @@ from typing import Annotated, Any, Final
 import asyncpg
 import pydantic
 
+from everyskill.client_ids import checked_id, differences, foreign, reused
 from everyskill.columns import select_list
 from everyskill.errors import (
     UNSTORABLE,
@@ -333,41 +347,76 @@ async def create_skill(
     name: str,
     description: str | None = None,
     author_id: str | None = None,
+    id: str | None = None,
 ) -> Saved[Skill]:
     """Add a skill to the catalogue; see the module's contract."""
+    given_id = checked_id(id)
     values = _validated(
         _NewSkill,
         {"slug": slug, "name": name, "description": description, "author_id": author_id},
     )
     texts, redactions = await redact_fields_async({"description": values.get("description")})
+    row_id = given_id or str(uuid.uuid4())
+    given = {
+        "slug": values["slug"],
+        "name": values["name"],
+        "description": texts["description"],
+        "author_id": values.get("author_id"),
+    }
     async with operation(values) as scope:
         connection = scope.connection
+        # No conflict target: a taken id and a taken slug both write nothing.
         record = await connection.fetchrow(
             f"""
-            INSERT INTO skills (tenant_id, slug, name, description, author_id)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (tenant_id, slug) DO NOTHING
+            INSERT INTO skills (tenant_id, id, slug, name, description, author_id)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT DO NOTHING
             RETURNING {_SKILL}
             """,
             scope.tenant_id,
-            values["slug"],
-            values["name"],
-            texts["description"],
-            values.get("author_id"),
+            row_id,
+            *given.values(),
         )
+        replayed = False
+        if record is None and given_id is not None:
+            record = await _replay(connection, Skill, "skill", row_id, given)
+            replayed = record is not None
         if record is None:
             # Nothing was written: the slug is taken (by a committed row:
-            # ON CONFLICT waits for a concurrent writer's outcome).
+            # ON CONFLICT waits for a concurrent writer's outcome), or the
+            # id is another tenant's.
             holder = await connection.fetchrow(
                 "SELECT id, archived_at FROM skills WHERE slug = $1", values["slug"]
             )
             if holder is None:
+                if given_id is not None:
+                    raise foreign()
                 raise ConflictError(
                     "slug: another skill had this slug when the skill was added; retry",
                     field="slug",
                 )
             raise _slug_taken(holder["id"], holder["archived_at"] is not None)
-    return Saved(row_from_record(Skill, record), redactions)
+    return Saved(row_from_record(Skill, record), redactions, replayed=replayed)
+
+
+async def _replay(
+    connection: asyncpg.Connection,
+    table: type[RowT],
+    kind: str,
+    row_id: str,
+    given: dict[str, Any],
+) -> asyncpg.Record | None:
+    """The tenant's row of ``table`` stored under ``row_id`` when it holds
+    ``given`` (a replay); None when the tenant has no such row; a
+    ConflictError when it holds other values."""
+    record: asyncpg.Record | None = await connection.fetchrow(
+        f"SELECT {select_list(table)} FROM {table._meta.tablename} WHERE id = $1", row_id
+    )
+    if record is not None:
+        differing = differences(record, given)
+        if differing:
+            raise reused(kind, row_id, differing)
+    return record
 
 
 async def update_skill(
@@ -509,8 +558,10 @@ async def publish_version(
     content: str,
     changelog: str | None = None,
     author_id: str | None = None,
+    id: str | None = None,
 ) -> Saved[SkillVersion]:
     """Publish the skill's next version; see the module's contract."""
+    given_id = checked_id(id)
     values = _validated(
         _NewVersion,
         {
@@ -524,15 +575,33 @@ async def publish_version(
         {"content": values["content"], "changelog": values.get("changelog")}
     )
     skill_id = values["skill_id"]
+    row_id = given_id or str(uuid.uuid4())
+    given = {
+        "skill_id": skill_id,
+        "content": texts["content"],
+        "changelog": texts["changelog"],
+        "author_id": values.get("author_id"),
+    }
     async with operation(values) as scope:
         connection = scope.connection
         # Publishers of one skill take turns here; the INSERT that follows
-        # reads the versions committed before its turn came.
+        # reads the versions committed before its turn came. Whether the
+        # tenant stored a version under the id given comes with it (a replay).
         skill = await connection.fetchrow(
-            "SELECT archived_at FROM skills WHERE id = $1 FOR NO KEY UPDATE", skill_id
+            """
+            SELECT archived_at,
+                   EXISTS (SELECT FROM skill_versions WHERE id = $2) AS stored
+              FROM skills WHERE id = $1 FOR NO KEY UPDATE
+            """,
+            skill_id,
+            given_id,
         )
         if skill is None:
             raise NotFoundError("skill", skill_id, "skill_id")
+        if skill["stored"]:
+            record = await _replay(connection, SkillVersion, "skill version", row_id, given)
+            assert record is not None  # the application deletes no version
+            return Saved(row_from_record(SkillVersion, record), redactions, replayed=True)
         if skill["archived_at"] is not None:
             refused = InvalidTransitionError(
                 "skill", skill_id, "archived", "given a new version", ["in use"]
@@ -543,19 +612,25 @@ async def publish_version(
             raise refused
         record = await connection.fetchrow(
             f"""
-            INSERT INTO skill_versions (tenant_id, skill_id, version, content, changelog, author_id)
-            VALUES ($1, $2,
-                    (SELECT coalesce(max(version), 0) + 1 FROM skill_versions WHERE skill_id = $2),
-                    $3, $4, $5)
+            INSERT INTO skill_versions
+                   (tenant_id, id, skill_id, version, content, changelog, author_id)
+            VALUES ($1, $2, $3,
+                    (SELECT coalesce(max(version), 0) + 1 FROM skill_versions WHERE skill_id = $3),
+                    $4, $5, $6)
+            ON CONFLICT (id) DO NOTHING
             RETURNING {_VERSION}
             """,
             scope.tenant_id,
-            skill_id,
-            texts["content"],
-            texts["changelog"],
-            values.get("author_id"),
+            row_id,
+            *given.values(),
         )
-    assert record is not None  # INSERT ... RETURNING returns the row
+        if record is None:
+            # The id was taken since the read above: by this tenant (a
+            # concurrent replay) or by another.
+            record = await _replay(connection, SkillVersion, "skill version", row_id, given)
+            if record is None:
+                raise foreign()
+            return Saved(row_from_record(SkillVersion, record), redactions, replayed=True)
     return Saved(row_from_record(SkillVersion, record), redactions)
 
 
@@ -596,33 +671,44 @@ def _email_taken(holder: str) -> ConflictError:
     )
 
 
-async def create_user(*, email: str, name: str) -> User:
+async def create_user(*, email: str, name: str, id: str | None = None) -> Saved[User]:
     """Add a user to the tenant; see the module's contract."""
+    given_id = checked_id(id)
     values = _validated(_NewUser, {"email": email, "name": name})
+    row_id = given_id or str(uuid.uuid4())
+    given = {"email": values["email"], "name": values["name"]}
     async with operation(values) as scope:
         connection = scope.connection
+        # No conflict target: a taken id and a taken email both write nothing.
         record = await connection.fetchrow(
             f"""
-            INSERT INTO users (tenant_id, email, name) VALUES ($1, $2, $3)
-            ON CONFLICT (tenant_id, email) DO NOTHING
+            INSERT INTO users (tenant_id, id, email, name) VALUES ($1, $2, $3, $4)
+            ON CONFLICT DO NOTHING
             RETURNING {_USER}
             """,
             scope.tenant_id,
+            row_id,
             values["email"],
             values["name"],
         )
+        replayed = False
+        if record is None and given_id is not None:
+            record = await _replay(connection, User, "user", row_id, given)
+            replayed = record is not None
         if record is None:
             holder = await connection.fetchval(
                 "SELECT id FROM users WHERE email = $1", values["email"]
             )
             if holder is None:
+                if given_id is not None:
+                    raise foreign()
                 raise ConflictError(
                     "email: another user had this email address when the user was added;"
                     " retry",
                     field="email",
                 )
             raise _email_taken(holder)
-    return row_from_record(User, record)
+    return Saved(row_from_record(User, record), replayed=replayed)
 
 
 async def update_user(

@@ -29,6 +29,13 @@ Contract
   ``quality_score`` (1-10), ``sentiment`` (-1, 0, 1), ``source`` (web, mcp,
   hook, api; default web). Ids that name no row of the tenant raise
   :class:`~everyskill.errors.NotFoundError`.
+- ``id`` (optional) is the client's UUID for the new row, which makes a
+  retry safe (:mod:`everyskill.client_ids`): when the tenant already has
+  feedback with that id and the same values, nothing is written and the
+  stored row comes back with ``replayed=True``; other values are a
+  :class:`~everyskill.errors.ConflictError` on ``id``, and so is an id
+  another tenant holds (nothing is revealed about that row). Without it the
+  row gets a new random UUID.
 - Secrets never reach the database: every free-text field (and review notes)
   goes through :func:`everyskill.redaction.redact_fields_async` first (big
   texts are scanned off the event loop); the returned
@@ -58,11 +65,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import uuid
 from typing import Any, Literal, Protocol
 
 import asyncpg
 import pydantic
 
+from everyskill.client_ids import checked_id, differences, foreign, reused
 from everyskill.errors import (
     check_id,
     AlreadyReviewedError,
@@ -158,14 +167,20 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-_INSERT = """
-INSERT INTO skill_feedback (
-    tenant_id, skill_id, skill_version_id, user_id, usage_event_id,
-    feedback_type, sentiment, comment, suggested_content, suggested_diff,
-    example_input, example_output, expected_output, quality_score, source)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-RETURNING {columns}
-""".format(columns=select_list(SkillFeedback))
+# The columns a new feedback row is written with from the call's values,
+# after tenant_id ($1) and id ($2).
+_WRITTEN = (
+    "skill_id", "skill_version_id", "user_id", "usage_event_id",
+    "feedback_type", "sentiment", "comment", "suggested_content", "suggested_diff",
+    "example_input", "example_output", "expected_output", "quality_score", "source",
+)
+# One statement: the database function record_feedback switches to the
+# application role and the tenant (SET LOCAL), inserts with ON CONFLICT (id)
+# DO NOTHING, and returns the new row, or the tenant's row stored under the
+# id (replayed), or nothing (the id is another tenant's). See its migration.
+_RECORD = "SELECT * FROM record_feedback({})".format(
+    ", ".join(f"${number}" for number in range(1, len(_WRITTEN) + 3))
+)
 
 
 async def record_feedback(
@@ -184,8 +199,10 @@ async def record_feedback(
     example_input: str | None = None,
     example_output: str | None = None,
     expected_output: str | None = None,
+    id: str | None = None,
 ) -> Saved[SkillFeedback]:
     """Record one piece of feedback on a skill; see the module's contract."""
+    given_id = checked_id(id)
     values = _validated(
         {
             "skill_id": skill_id,
@@ -206,27 +223,20 @@ async def record_feedback(
     )
     texts, redactions = await redact_fields_async({name: values[name] for name in FEEDBACK_TEXT_FIELDS})
     values.update(texts)
-    async with operation(values) as scope:
-        record = await scope.connection.fetchrow(
-            _INSERT,
-            scope.tenant_id,
-            values["skill_id"],
-            values["skill_version_id"],
-            values["user_id"],
-            values["usage_event_id"],
-            values["feedback_type"],
-            values["sentiment"],
-            values["comment"],
-            values["suggested_content"],
-            values["suggested_diff"],
-            values["example_input"],
-            values["example_output"],
-            values["expected_output"],
-            values["quality_score"],
-            values["source"],
-        )
-    assert record is not None  # INSERT ... RETURNING returns the row
-    return Saved(row_from_record(SkillFeedback, record), redactions)
+    row_id = given_id or str(uuid.uuid4())
+    written = [values[name] for name in _WRITTEN]
+    async with operation(values, single_statement=True) as scope:
+        record = await scope.connection.fetchrow(_RECORD, scope.tenant_id, row_id, *written)
+    if record is None:
+        # The id is taken by a row row-level security hides.
+        raise foreign()
+    row = dict(record)
+    replayed = row.pop("replayed")
+    if replayed:
+        differing = differences(row, dict(zip(_WRITTEN, written)))
+        if differing:
+            raise reused("feedback", row_id, differing)
+    return Saved(row_from_record(SkillFeedback, row), redactions, replayed=replayed)
 
 
 async def get_feedback(feedback_id: str) -> SkillFeedback:

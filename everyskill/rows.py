@@ -40,8 +40,11 @@ Contract
 - :func:`row_from_record` makes a row object from a database record, and
   :class:`Saved` is what the API returns for a row it wrote: the row, the
   counts of secrets redacted from its text, and warnings (a cost that could
-  not be computed, say). :class:`SavedBatch` is the same for a batch: the
-  new rows' ids in input order, summed redactions, and the warnings.
+  not be computed, say), and ``replayed``: whether the row was already
+  stored under the id the caller gave, so that nothing was written (see
+  :mod:`everyskill.client_ids`). :class:`SavedBatch` is the same for a
+  batch: the rows' ids in input order, summed redactions, the warnings,
+  and ``replayed``, the ids among them that were already stored.
 """
 
 from __future__ import annotations
@@ -324,26 +327,34 @@ class Saved(Generic[RowT]):
     many were replaced by markers; it never holds the secrets themselves.
     ``warnings`` say what was written but deserves a look, for example a
     cost left NULL because no price is known for the model.
+    ``replayed`` is true when the caller's id was already stored in the
+    tenant: nothing was written and ``row`` is the stored row (its
+    redactions are those of the values given this time).
     """
 
     row: RowT
     redactions: Mapping[str, int] = field(default_factory=dict)
     warnings: tuple[Warning, ...] = ()
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
 class SavedBatch:
     """A batch of rows the API wrote in one transaction.
 
-    ``ids`` are the new rows' ids, in the order of the input; ``redactions``
-    and ``warnings`` are as in :class:`Saved`, for the whole batch.
+    ``ids`` are the rows' ids, in the order of the input; ``replayed`` are
+    those among them that were already stored in the tenant under the ids
+    the caller gave (nothing was written for them), in the same order;
+    ``redactions`` and ``warnings`` are as in :class:`Saved`, for the rows
+    written.
     """
 
     ids: tuple[str, ...]
     redactions: Mapping[str, int] = field(default_factory=dict)
     warnings: tuple[Warning, ...] = ()
+    replayed: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
-        """How many rows were written."""
-        return len(self.ids)
+        """How many rows were written (replays aside)."""
+        return len(self.ids) - len(self.replayed)

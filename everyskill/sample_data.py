@@ -207,7 +207,7 @@ async def _catalogue(
     async with tenant_scope(tenant_id) as scope:
         domain = (await scope.connection.fetchval("SELECT slug FROM tenants")) + ".example.com"
         users = [
-            (await catalogue.create_user(email=f"{handle}@{domain}", name=name)).id
+            (await catalogue.create_user(email=f"{handle}@{domain}", name=name)).row.id
             for name, handle in USERS
         ]
         skill_ids = []
@@ -329,15 +329,17 @@ async def _benchmarks(
     runs = 0
     for skill_id in skill_ids[:2]:
         async with tenant_scope(tenant_id):
-            run = await benchmarks.create_run(
+            run = (await benchmarks.create_run(
                 skill_id=skill_id, models=BENCHMARK_MODELS, triggered_by=rng.choice(users)
-            )
+            )).row
         await run_benchmark(tenant_id, run.id, client, TEST_CASES, concurrency=3)
         runs += 1
     async with tenant_scope(tenant_id):
-        failed = await benchmarks.create_run(
-            skill_id=skill_ids[2], models=BENCHMARK_MODELS[:2], triggered_by=users[0]
-        )
+        failed = (
+            await benchmarks.create_run(
+                skill_id=skill_ids[2], models=BENCHMARK_MODELS[:2], triggered_by=users[0]
+            )
+        ).row
         await benchmarks.start_run(failed.id)
         await benchmarks.fail_run(failed.id, error_message="Provider quota exceeded (HTTP 429).")
         await benchmarks.create_run(

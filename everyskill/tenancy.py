@@ -66,6 +66,22 @@ Contract
   to the pool, after the transaction ended, is discarded with a warning in
   the log; the scope's outcome stands. A call after the transaction was
   committed or rolled back by hand raises :class:`TenantScopeError`.
+- ``tenant_scope(tenant_id, autocommit=True)`` is an *autocommit* scope:
+  each API call in it is a transaction of its own, as in a database's
+  autocommit mode. A call that writes with one statement that switches to
+  the role and tenant itself (:func:`~everyskill.feedback.record_feedback`,
+  through the SQL function ``record_feedback``) sends that statement alone,
+  outside ``BEGIN``, on a pooled connection of the login: one round trip,
+  and nothing is left on the connection (the switch is SET LOCAL, and the
+  pool's session reset is skipped). Any other call runs in a tenant
+  transaction of its own for its duration, committed when it returns. A
+  failed call affects no earlier call and leaves the scope usable. The scope
+  has no ``connection`` for SQL of the caller's own and no
+  :meth:`TenantScope.savepoint` (both :class:`TenantScopeError`, saying to
+  use a transaction scope), and Piccolo queries inside it are refused the
+  same way: the engines' current transaction is a refusing one, so a query
+  never falls through to the owner's engine the tables may be bound to.
+  It cannot be nested in a transaction scope, nor one in it.
 - :func:`tenant_transaction` is the same switch on a bare asyncpg
   connection, for code that manages its own connections. Inside an open
   transaction it raises :class:`TenantScopeError` (as a savepoint, its
@@ -83,7 +99,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
@@ -176,6 +192,13 @@ class TenantScope:
     _connection: asyncpg.Connection = field(repr=False)
     open: bool = True
     failed: str | None = None
+    #: Whether each call is its own transaction (``tenant_scope(...,
+    #: autocommit=True)``): the scope then has no connection of its own.
+    autocommit: bool = False
+    _engine: Any = field(default=None, repr=False)
+    # A call's own connection outside any transaction: its one statement
+    # switches to the role and tenant itself.
+    _bare: bool = field(default=False, repr=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     # Whether a call is running, and whether it has used the connection.
     _in_call: bool = field(default=False, repr=False)
@@ -196,7 +219,10 @@ class TenantScope:
     @property
     def connection(self) -> asyncpg.Connection:
         """The scope's connection. Refused once a call has failed in the
-        scope: nothing done on it could be committed."""
+        scope: nothing done on it could be committed. An autocommit scope
+        has none."""
+        if self.autocommit:
+            raise _no_connection("has no connection for SQL of your own")
         self._refuse_if_failed()
         if self._in_call:
             self._touched = True
@@ -220,6 +246,12 @@ class TenantScope:
         finally:
             self.lock.release()
 
+    def fail_after_write(self, error: BaseException) -> None:
+        """End the scope because a call refuses ``error`` after its
+        statement wrote: what it wrote must not be committed (a batch that
+        turns out to name an id another tenant holds)."""
+        self._fail(error)
+
     def _fail(self, error: BaseException | str) -> None:
         self.failed = error if isinstance(error, str) else _reason(error)
         self._lost_work = self._used
@@ -235,6 +267,8 @@ class TenantScope:
         tasks it starts included, go on. Each savepoint that writes holds a
         subtransaction id until the scope ends: keep them to a few dozen per
         scope."""
+        if self.autocommit:
+            raise _no_connection("has no savepoint")
         marker = object()
         async with self._turn():
             self._refuse_if_failed()
@@ -285,6 +319,23 @@ class TenantScope:
                 " the scope will be committed. Open a new scope (or wrap calls that may"
                 " fail in `async with scope.savepoint():`)."
             )
+
+
+def _no_connection(what: str) -> TenantScopeError:
+    return TenantScopeError(
+        f"an autocommit tenant scope {what}: each API call in it is a transaction of its"
+        " own. Use a transaction scope, `async with tenant_scope(tenant_id):`, for SQL or"
+        " Piccolo queries of your own and for savepoints."
+    )
+
+
+class _Refusing:
+    """The engines' current transaction in an autocommit scope: a Piccolo
+    query there gets no connection (not another engine's, not a new one)."""
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        raise _no_connection("runs no Piccolo query")
 
 
 _current: ContextVar[TenantScope | None] = ContextVar("everyskill_tenant_scope", default=None)
@@ -361,12 +412,17 @@ async def tenant_transaction(
 
 @asynccontextmanager
 async def tenant_scope(
-    tenant_id: str, *, engine: PostgresEngine | None = None
+    tenant_id: str, *, engine: PostgresEngine | None = None, autocommit: bool = False
 ) -> AsyncIterator[TenantScope]:
     """Open (or reuse) the tenant scope for ``tenant_id``; see the module doc."""
     _checked(tenant_id)
     current = _current.get()
     if current is not None and current.open:
+        if current.autocommit != autocommit:
+            raise TenantScopeError(
+                "an autocommit tenant scope and a transaction scope cannot be nested in"
+                " each other: finish the open scope first"
+            )
         if current.tenant_id != tenant_id:
             raise TenantScopeError(
                 f"a scope for tenant {current.tenant_id!r} is open; a scope for "
@@ -393,6 +449,23 @@ async def tenant_scope(
             "and tenant would outlive the scope. Open the scope first and run the "
             "work inside it."
         )
+    if autocommit:
+        # No connection: each call takes one of its own (_own_transaction).
+        scope = TenantScope(
+            tenant_id=tenant_id, _connection=cast(asyncpg.Connection, None), autocommit=True,
+            _engine=engine,
+        )
+        refusing = cast(PostgresTransaction, _Refusing())
+        contexts = [(e, e.current_transaction.set(refusing)) for e in {engine, tables_engine}]
+        token = _current.set(scope)
+        try:
+            yield scope
+        finally:
+            scope.open = False
+            _current.reset(token)
+            for e, context in contexts:
+                e.current_transaction.reset(context)
+        return
     async with _ScopeTransaction(engine, _opening(tenant_id), tables_engine) as transaction:
         scope = TenantScope(tenant_id=tenant_id, _connection=transaction.raw_connection)
         transaction.scope = scope
@@ -646,18 +719,32 @@ def _reason(error: BaseException) -> str:
 @asynccontextmanager
 async def operation(
     inputs: Mapping[str, object] | None = None,
+    *,
+    single_statement: bool = False,
 ) -> AsyncIterator[TenantScope]:
     """One API call in the current scope, errors typed; see the module doc.
 
     ``inputs`` (the call's values by column name) let an error name the id
-    that was not found.
+    that was not found. ``single_statement``: the call sends one statement
+    that switches to the role and the tenant itself (a function such as
+    ``record_feedback``); in an autocommit scope it is then sent alone,
+    outside any transaction, on a connection of the login.
     """
     scope = current_scope()
+    if scope.autocommit:
+        async with _own_transaction(scope, single_statement) as call_scope:
+            token = _current.set(call_scope)
+            try:
+                async with operation(inputs) as same:
+                    yield same
+            finally:
+                _current.reset(token)
+        return
     async with scope._turn():
         connection = scope._connection
         try:
             scope._refuse_if_failed()
-            if not connection.is_in_transaction():
+            if not scope._bare and not connection.is_in_transaction():
                 # Committed or rolled back by hand (Piccolo's transaction
                 # object allows it): what follows would run as the login,
                 # which can do nothing.
@@ -697,6 +784,45 @@ async def operation(
                 # surrogate): its message quotes the value, this one does not.
                 raise unstorable_input(inputs) from None
             raise
+
+
+@asynccontextmanager
+async def _own_transaction(scope: TenantScope, bare: bool) -> AsyncIterator[TenantScope]:
+    """A call's own transaction in an autocommit scope: the scope of one
+    call. ``bare``: the call's connection outside any transaction, for its
+    one statement (one round trip); else a tenant transaction as a scope
+    opens it, committed when the call ends and rolled back when it fails."""
+    engine = scope._engine
+    if not bare:
+        async with _ScopeTransaction(
+            engine, _opening(scope.tenant_id), _tables_engine()
+        ) as transaction:
+            call = TenantScope(tenant_id=scope.tenant_id, _connection=transaction.raw_connection)
+            transaction.scope = call
+            try:
+                yield call
+            finally:
+                call.open = False
+        return
+    try:
+        connection = await (engine.pool.acquire() if engine.pool else engine.get_new_connection())
+    except _CONNECTION_ERRORS as error:
+        raise DatabaseUnavailableError("connect", _cause(error)) from error
+    call = TenantScope(tenant_id=scope.tenant_id, _connection=connection, _bare=True)
+    try:
+        yield call
+    finally:
+        call.open = False
+        # The statement was a transaction of its own and left nothing on the
+        # session (its role and tenant were SET LOCAL): the pool's session
+        # reset, a round trip, is not needed. A statement that failed is
+        # no reason to keep the connection either way.
+        if hasattr(connection, "note_reset_done") and not _lost(connection):
+            connection.note_reset_done()
+        if engine.pool:
+            await engine.pool.release(connection)
+        else:
+            await connection.close()
 
 
 class _PiccoloConnection:

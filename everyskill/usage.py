@@ -58,6 +58,22 @@ Contract
     made in Python, so ``SavedBatch.ids`` are in input order. No Piccolo row
     object is made per row; the tenant's skills and users among the
     batch's ids are read with one query, the tenant's prices with another.
+  - ``id`` (an optional ``"id"`` in each item of a batch) is the client's
+    UUID for the row (:mod:`everyskill.client_ids`), checked with the rest
+    (``measurements[3].id``; an id given twice in a batch names both
+    items). An id the tenant already stored with the same values is a
+    replay: nothing is written for it, and ``Saved.replayed`` is true
+    (``SavedBatch.replayed`` lists such ids; a batch writes its other rows).
+    The stored rows of the ids given are read with the skills and users,
+    in the same query, so a replay with other values is a
+    :class:`~everyskill.errors.ConflictError` on the item's ``id`` before
+    anything is written, and a replay costs no price look-up. The cost is
+    compared only when the caller gave it. An id another tenant holds is
+    a ConflictError on the item's ``id`` that reveals nothing about that
+    row; it is found by the INSERT (``ON CONFLICT (id) DO NOTHING``), so in
+    a batch that wrote other rows it ends the tenant scope, as a call that
+    fails in the database does: nothing of the scope is committed. Rows
+    without an id get a random UUID.
   - The aggregates on skills (``costed_measurements``,
     ``measured_cost_microcents``, ``avg_token_cost_microcents``) are kept by
     PostgreSQL's statement-level triggers: one update per skill per batch,
@@ -100,6 +116,14 @@ from typing import Annotated, Any
 import asyncpg
 import pydantic
 
+from everyskill.client_ids import (
+    batch_ids,
+    checked_id,
+    differences,
+    reused,
+    settle_skipped,
+    stored_rows,
+)
 from everyskill.errors import check_id, NotFoundError, ValidationError
 from everyskill.pagination import DEFAULT_LIMIT, Filter, Page, fetch_page
 from everyskill.pricing import CostWarning, Pricer, TokenUsage, total_tokens
@@ -157,6 +181,8 @@ class MeasurementInput(pydantic.BaseModel):
     user_id: _Text | None = None
     usage_event_id: _Text | None = None
     source: _Text = "hook"
+    #: The client's UUID for the row (see :mod:`everyskill.client_ids`).
+    id: str | None = None
 
 
 _BATCH: pydantic.TypeAdapter[list[MeasurementInput]] = pydantic.TypeAdapter(list[MeasurementInput])
@@ -258,7 +284,9 @@ _COLUMNS = (
 )
 
 
-def _insert_statement(columns: Sequence[list[Any]], returning: bool) -> tuple[str, list[Any]]:
+def _insert_statement(
+    columns: Sequence[list[Any]], returning: bool, report_ids: bool = True
+) -> tuple[str, list[Any]]:
     """The INSERT of ``columns`` (one list per column of ``_COLUMNS``) and its
     arguments after the tenant's id ($1).
 
@@ -284,7 +312,10 @@ def _insert_statement(columns: Sequence[list[Any]], returning: bool) -> tuple[st
         f"INSERT INTO token_measurements"
         f" (tenant_id, {', '.join(name for name, _ in _COLUMNS)})"
         f" SELECT $1::text, {', '.join(selected)}"
-        f" FROM unnest({', '.join(arrays)}) AS u({names})" + (" RETURNING *" if returning else "")
+        f" FROM unnest({', '.join(arrays)}) AS u({names})"
+        # An id already taken writes nothing (see the module's contract).
+        " ON CONFLICT (id) DO NOTHING"
+        + (" RETURNING *" if returning else " RETURNING id" if report_ids else "")
     )
     return sql, arguments
 
@@ -308,29 +339,36 @@ def _new_ids(count: int) -> list[str]:
     return ids
 
 
-# The tenant's skills and users among the ids of a batch, in one query.
+# The tenant's skills and users among the ids of a batch, and its rows
+# already stored under the client ids given, in one query.
 _KNOWN = """
 SELECT ARRAY(SELECT id FROM skills WHERE id = ANY($1::text[])) AS skills,
-       ARRAY(SELECT id FROM users WHERE id = ANY($2::text[])) AS users
+       ARRAY(SELECT id FROM users WHERE id = ANY($2::text[])) AS users,
+       (SELECT jsonb_agg(t) FROM token_measurements t WHERE t.id = ANY($3::text[])) AS stored
 """
 
 
 async def _check_references(
-    connection: asyncpg.Connection, rows: Sequence[MeasurementInput], field: _Namer
-) -> None:
-    """NotFoundError for the first row naming a skill or user not in the tenant."""
+    connection: asyncpg.Connection,
+    rows: Sequence[MeasurementInput],
+    field: _Namer,
+    client_ids: list[str],
+) -> dict[str, dict[str, Any]]:
+    """NotFoundError for the first row naming a skill or user not in the
+    tenant; else the tenant's rows stored under ``client_ids``, by id."""
     skills = {row.skill_id for row in rows}
     users = {row.user_id for row in rows if row.user_id is not None}
-    known = await connection.fetchrow(_KNOWN, list(skills), list(users))
+    known = await connection.fetchrow(_KNOWN, list(skills), list(users), client_ids)
     assert known is not None
     known_skills, known_users = set(known["skills"]), set(known["users"])
     if len(known_skills) == len(skills) and len(known_users) == len(users):
-        return
+        return stored_rows(known["stored"])
     for index, row in enumerate(rows):
         if row.skill_id not in known_skills:
             raise NotFoundError("skill", row.skill_id, field(index, "skill_id"))
         if row.user_id is not None and row.user_id not in known_users:
             raise NotFoundError("user", row.user_id, field(index, "user_id"))
+    return stored_rows(known["stored"])
 
 
 async def _costs(
@@ -385,28 +423,91 @@ def _columns(
     ]
 
 
+def _given(row: MeasurementInput, total: int | None) -> dict[str, Any]:
+    """What a row writes from the caller's input, as a replay is compared:
+    every written column but the id, the cost only when the caller gave it."""
+    values = {
+        name: getattr(row, name)
+        for name, _ in _COLUMNS
+        if name not in ("id", "total_tokens", "estimated_cost_microcents")
+    }
+    values["total_tokens"] = total
+    if row.estimated_cost_microcents is not None:
+        values["estimated_cost_microcents"] = row.estimated_cost_microcents
+    return values
+
+
 async def _write(
-    rows: Sequence[MeasurementInput], field: _Namer, *, returning: bool
-) -> tuple[list[str], asyncpg.Record | None, tuple[CostWarning, ...]]:
-    """Check, price and insert ``rows`` with one statement: the ids in row order,
-    the row written when ``returning`` (for one row), and the cost warnings."""
+    rows: Sequence[MeasurementInput],
+    given_ids: list[str | None],
+    field: _Namer,
+    *,
+    returning: bool,
+) -> tuple[list[str], list[str], asyncpg.Record | None, tuple[CostWarning, ...]]:
+    """Check, price and insert ``rows`` with one statement: the ids in row
+    order, the replayed ones, the row (for one row, when ``returning``) and
+    the cost warnings. See the module's contract for ids given."""
     totals = _totals(rows, field)
-    ids = _new_ids(len(rows))
+    fresh = iter(_new_ids(sum(1 for given in given_ids if given is None)))
+    ids = [given if given is not None else next(fresh) for given in given_ids]
+    client_ids = [given for given in given_ids if given is not None]
     # A foreign-key error (a skill deleted meanwhile) names the id of a single row.
     inputs = rows[0].model_dump() if len(rows) == 1 else None
     record = None
+    replayed: set[str] = set()
+    warnings: tuple[CostWarning, ...] = ()
     async with operation(inputs) as scope:
         connection = scope.connection
-        await _check_references(connection, rows, field)
-        costs, warnings = await _costs(connection, rows)
-        sql, arguments = _insert_statement(_columns(ids, rows, totals, costs), returning)
-        if returning:
-            record = await connection.fetchrow(sql, scope.tenant_id, *arguments)
-        else:
-            await connection.execute(sql, scope.tenant_id, *arguments)
+        stored = await _check_references(connection, rows, field, client_ids)
+        for index, row_id in enumerate(ids):
+            if row_id in stored:
+                differing = differences(stored[row_id], _given(rows[index], totals[index]))
+                if differing:
+                    raise reused("token measurement", row_id, differing, field(index, "id"))
+                replayed.add(row_id)
+        new = [index for index, row_id in enumerate(ids) if row_id not in replayed]
+        if new:
+            new_rows = [rows[index] for index in new]
+            costs, warnings = await _costs(connection, new_rows)
+            sql, arguments = _insert_statement(
+                _columns(
+                    [ids[index] for index in new],
+                    new_rows,
+                    [totals[index] for index in new],
+                    costs,
+                ),
+                returning,
+                report_ids=bool(client_ids),
+            )
+            if returning or client_ids:
+                written = await connection.fetch(sql, scope.tenant_id, *arguments)
+            else:
+                # Fresh random ids: every row is written, none to report.
+                await connection.execute(sql, scope.tenant_id, *arguments)
+                written = []
+            if returning and written:
+                record = written[0]
+            if (returning or client_ids) and len(written) < len(new):
+                inserted = {written_row["id"] for written_row in written}
+                missing = [index for index in new if ids[index] not in inserted]
+                replayed |= await settle_skipped(
+                    scope,
+                    "token_measurements",
+                    "token measurement",
+                    [
+                        (ids[index], field(index, "id"), _given(rows[index], totals[index]))
+                        for index in missing
+                    ],
+                    wrote=bool(written),
+                )
+        if returning and record is None:
+            # A replay of one row: the stored row is the answer.
+            record = await connection.fetchrow(
+                "SELECT * FROM token_measurements WHERE id = $1", ids[0]
+            )
     for warning in warnings:
         logger.warning("%s", warning)
-    return ids, record, warnings
+    return ids, [row_id for row_id in ids if row_id in replayed], record, warnings
 
 
 async def record_measurement(
@@ -424,11 +525,13 @@ async def record_measurement(
     user_id: str | None = None,
     usage_event_id: str | None = None,
     source: str = "hook",
+    id: str | None = None,
 ) -> Saved[TokenMeasurement]:
     """Record one measurement; ``warnings`` say when it has no cost.
 
     See the module's contract for the rules.
     """
+    given_id = checked_id(id)
     try:
         row = MeasurementInput(
             skill_id=skill_id,
@@ -447,9 +550,13 @@ async def record_measurement(
         )
     except pydantic.ValidationError as error:
         raise ValidationError.from_pydantic(error) from None
-    _ids, record, warnings = await _write([row], _single_field, returning=True)
-    assert record is not None  # INSERT ... RETURNING returns the row
-    return Saved(row_from_record(TokenMeasurement, record), warnings=warnings)
+    _ids, replayed, record, warnings = await _write(
+        [row], [given_id], _single_field, returning=True
+    )
+    assert record is not None  # the row written, or the one stored under the id
+    return Saved(
+        row_from_record(TokenMeasurement, record), warnings=warnings, replayed=bool(replayed)
+    )
 
 
 async def record_measurements(
@@ -462,8 +569,11 @@ async def record_measurements(
     ``warnings`` say which rows have no cost. See the module's contract.
     """
     rows = _validated_batch(measurements)
-    ids, _record, warnings = await _write(rows, _batch_field, returning=False)
-    return SavedBatch(tuple(ids), warnings=warnings)
+    given_ids = batch_ids([row.id for row in rows], "measurements")
+    ids, replayed, _record, warnings = await _write(
+        rows, given_ids, _batch_field, returning=False
+    )
+    return SavedBatch(tuple(ids), warnings=warnings, replayed=tuple(replayed))
 
 
 ###############################################################################

@@ -61,9 +61,9 @@ def offline_client(**options: Any) -> OfflineModelClient:
 
 async def new_run(tenant: TenantRows, models: list[str], **extra: Any) -> str:
     async with tenant_scope(tenant.tenant_id):
-        run = await benchmarks.create_run(
+        run = (await benchmarks.create_run(
             skill_id=tenant.skill_id, models=models, triggered_by=tenant.user_id, **extra
-        )
+        )).row
     return str(run.id)
 
 

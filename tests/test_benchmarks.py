@@ -62,9 +62,9 @@ async def new_run(
 ) -> str:
     """A run of the tenant's skill over ``models``, brought to ``status`` by the API."""
     async with tenant_scope(tenant.tenant_id):
-        run = await benchmarks.create_run(
+        run = (await benchmarks.create_run(
             skill_id=tenant.skill_id, models=models, triggered_by=tenant.user_id
-        )
+        )).row
         if status in ("running", "completed"):
             await benchmarks.start_run(run.id)
         if status == "completed":
@@ -85,12 +85,12 @@ async def test_a_run_is_created_pending_with_its_models(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
     async with tenant_scope(tenant.tenant_id):
-        run = await benchmarks.create_run(
+        run = (await benchmarks.create_run(
             skill_id=tenant.skill_id,
             models=[f"  {SONNET} ", GPT],
             triggered_by=tenant.user_id,
             skill_version_id=tenant.version_id,
-        )
+        )).row
     row = await run_row(owner, run.id)
     assert row["tenant_id"] == tenant.tenant_id
     assert (row["status"], row["models"]) == ("pending", [SONNET, GPT])
@@ -284,9 +284,9 @@ async def test_get_and_list_runs(owner: asyncpg.Connection, tenant: TenantRows) 
         tenant.tenant_id,
     )
     async with tenant_scope(tenant.tenant_id):
-        elsewhere = await benchmarks.create_run(
+        elsewhere = (await benchmarks.create_run(
             skill_id=second_skill, models=[GPT], triggered_by=tenant.user_id
-        )
+        )).row
         assert (await benchmarks.get_run(completed)).status == "completed"
         everything = await benchmarks.list_runs(limit=500)
         of_skill: list[str] = []
@@ -326,12 +326,12 @@ async def test_benchmarked_content_is_the_pinned_or_latest_version(
         tenant.skill_id,
     )
     async with tenant_scope(tenant.tenant_id):
-        pinned = await benchmarks.create_run(
+        pinned = (await benchmarks.create_run(
             skill_id=tenant.skill_id,
             models=[SONNET],
             triggered_by=tenant.user_id,
             skill_version_id=tenant.version_id,
-        )
+        )).row
         assert await benchmarks.benchmarked_content(pinned.id) == "Review the diff."
         assert await benchmarks.benchmarked_content(tenant.run_id) == "Review the diff, kindly."
 

@@ -641,7 +641,7 @@ async def test_users_are_created_read_updated_and_listed(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
     async with tenant_scope(tenant.tenant_id):
-        user = await catalogue.create_user(email="  Grace.Hopper@Navy.MIL ", name=" Grace ")
+        user = (await catalogue.create_user(email="  Grace.Hopper@Navy.MIL ", name=" Grace ")).row
         renamed = await catalogue.update_user(user.id, name="Grace Hopper")
         moved = await catalogue.update_user(user.id, email="grace@example.org")
         read = await catalogue.get_user(user.id)
@@ -692,7 +692,7 @@ async def test_a_duplicate_email_is_a_conflict_naming_the_field(
     async with tenant_scope(tenant.tenant_id) as scope:
         with pytest.raises(ConflictError) as on_create:
             await catalogue.create_user(email=email, name="Ada again")
-        other = await catalogue.create_user(email="lin@example.com", name="Lin")
+        other = (await catalogue.create_user(email="lin@example.com", name="Lin")).row
         with pytest.raises(ConflictError) as on_update:
             await catalogue.update_user(other.id, email=email)
         assert scope.failed is None
@@ -701,7 +701,7 @@ async def test_a_duplicate_email_is_a_conflict_naming_the_field(
     assert await owner.fetchval("SELECT email FROM users WHERE id = $1", other.id) == "lin@example.com"
     # Unique within a tenant: another tenant may have the same address.
     async with tenant_scope(other_tenant.tenant_id):
-        elsewhere = await catalogue.create_user(email=email, name="Ada elsewhere")
+        elsewhere = (await catalogue.create_user(email=email, name="Ada elsewhere")).row
     assert elsewhere.email == email
 
 

@@ -7,6 +7,7 @@ application code should never send. The database must refuse every one.
 from __future__ import annotations
 
 import os
+import uuid
 import re
 import stat
 from pathlib import Path
@@ -25,7 +26,7 @@ from everyskill.database import (
     engine_config,
 )
 from everyskill.errors import NotPermittedError, TenantScopeError
-from everyskill.tenancy import APP_ROLE, tenant_scope, tenant_transaction
+from everyskill.tenancy import APP_ROLE, TENANT_SETTING as TENANT, tenant_scope, tenant_transaction
 from tables import STAFF_TABLES, TABLES, Skill, SkillFeedback
 from tests.cluster import private_cluster
 from tests.support import TenantRows, connected, make_tenant, run_piccolo
@@ -83,8 +84,9 @@ async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection
     """No table, column, sequence or function of the schema grants it
     anything, but EXECUTE on api_key_resolve (an HTTP API key resolved to its
     tenant before the tenant is known, and the request counted against the
-    rate limits): every other privilege it uses comes
-    with SET ROLE."""
+    rate limits) and on record_feedback (one feedback
+    item in one statement, which switches to the application role itself):
+    every other privilege it uses comes with SET ROLE."""
     grants = await owner.fetch(
         """
         SELECT c.relname, a.privilege_type
@@ -103,7 +105,10 @@ async def test_the_login_holds_no_privilege_of_its_own(owner: asyncpg.Connection
         """,
         APP_LOGIN,
     )
-    assert [tuple(grant) for grant in grants] == [("api_key_resolve", "EXECUTE")]
+    assert sorted(tuple(grant) for grant in grants) == [
+        ("api_key_resolve", "EXECUTE"),
+        ("record_feedback", "EXECUTE"),
+    ]
 
 
 # -- outside a tenant transaction -----------------------------------------------
@@ -635,3 +640,111 @@ async def test_an_unreachable_application_database_is_a_clear_error(
     missing = app_url_for_tests.replace("/everyskill_test_", "/no_such_database_", 1)
     with pytest.raises(DatabaseConfigurationError, match="cannot be reached.*database"):
         await AppEngine(config=engine_config(missing)).check()
+
+
+# -- record_feedback: one statement that switches to the application role ----------
+
+RECORD = "SELECT * FROM record_feedback($1, $2, $3, NULL, NULL, NULL, 'thumbs_up', 1," \
+    " NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'api')"
+
+
+SIGNATURE = (
+    "record_feedback(text, text, text, text, text, text, text, integer, text, text, text,"
+    " text, text, text, integer, text)"
+)
+
+
+async def _feedback_count(owner: asyncpg.Connection) -> int:
+    return int(await owner.fetchval("SELECT count(*) FROM skill_feedback"))
+
+
+async def test_record_feedback_writes_for_its_tenant_and_leaves_nothing_behind(
+    owner: asyncpg.Connection,
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    a, _ = two_tenants
+    row = await app_connection.fetchrow(RECORD, a.tenant_id, str(uuid.uuid4()), a.skill_id)
+    assert row is not None and row["tenant_id"] == a.tenant_id and not row["replayed"]
+    # The statement was its own transaction: the role and the tenant ended with it.
+    assert await app_connection.fetchval("SELECT current_user") == APP_LOGIN
+    assert not await app_connection.fetchval("SELECT current_setting($1, true)", TENANT)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_connection.fetch("SELECT * FROM skill_feedback")
+
+
+async def test_record_feedback_refuses_another_tenants_skill(
+    owner: asyncpg.Connection,
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+) -> None:
+    a, b = two_tenants
+    before = await _feedback_count(owner)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await app_connection.fetchrow(RECORD, a.tenant_id, str(uuid.uuid4()), b.skill_id)
+    assert await _feedback_count(owner) == before
+
+
+@pytest.mark.parametrize("tenant", [None, "", " "])
+async def test_record_feedback_refuses_an_empty_tenant(
+    owner: asyncpg.Connection,
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+    tenant: str | None,
+) -> None:
+    a, _ = two_tenants
+    before = await _feedback_count(owner)
+    with pytest.raises(asyncpg.PostgresError):
+        await app_connection.fetchrow(RECORD, tenant, str(uuid.uuid4()), a.skill_id)
+    assert await _feedback_count(owner) == before
+
+
+@pytest.mark.parametrize("statement", ["RESET ROLE", "SET ROLE NONE"])
+async def test_record_feedback_refuses_a_tenant_transaction_that_dropped_its_role(
+    owner: asyncpg.Connection,
+    app_connection: asyncpg.Connection,
+    two_tenants: tuple[TenantRows, TenantRows],
+    statement: str,
+) -> None:
+    a, b = two_tenants
+    before = await _feedback_count(owner)
+    for tenant in (a, b):  # its own tenant, and another
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_connection, a.tenant_id):
+                await app_connection.execute(statement)
+                await app_connection.fetchrow(
+                    RECORD, tenant.tenant_id, str(uuid.uuid4()), tenant.skill_id
+                )
+    # Nor does it switch a tenant transaction to another tenant.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(app_connection, a.tenant_id):
+            await app_connection.fetchrow(RECORD, b.tenant_id, str(uuid.uuid4()), b.skill_id)
+    assert await _feedback_count(owner) == before
+
+
+async def test_record_feedback_refuses_a_role_outside_the_application_role(
+    owner: asyncpg.Connection, app_url_for_tests: str, two_tenants: tuple[TenantRows, TenantRows]
+) -> None:
+    """A login that is no member of everyskill_app: refused EXECUTE, and
+    given EXECUTE, refused the switch to the application role."""
+    a, _ = two_tenants
+    outsider = f"everyskill_outsider_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    before = await _feedback_count(owner)
+    await owner.execute(f"CREATE ROLE {outsider} LOGIN PASSWORD '{password}'")
+    await owner.execute(f"GRANT CONNECT ON DATABASE {await owner.fetchval('SELECT current_database()')} TO {outsider}")
+    url = re.sub(r"//[^@]*@", f"//{outsider}:{password}@", app_url_for_tests, count=1)
+    try:
+        async with connected(url) as connection:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="record_feedback"):
+                await connection.fetchrow(RECORD, a.tenant_id, str(uuid.uuid4()), a.skill_id)
+            await owner.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURE} TO {outsider}")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="everyskill_app"):
+                await connection.fetchrow(RECORD, a.tenant_id, str(uuid.uuid4()), a.skill_id)
+    finally:
+        await owner.execute(
+            f"REVOKE ALL ON FUNCTION {SIGNATURE} FROM {outsider};"
+            f" REVOKE ALL ON DATABASE {await owner.fetchval('SELECT current_database()')} FROM {outsider};"
+            f" DROP ROLE {outsider}"
+        )
+    assert await _feedback_count(owner) == before

@@ -1074,7 +1074,9 @@ def create_run_call(draw: st.DrawFn, world: World, state: State) -> Call:
     elif MISSING in ids:
         expected = NotFoundError
 
-    async def check(owner: asyncpg.Connection, before: State, after: State, run: Any) -> list[str]:
+    async def check(owner: asyncpg.Connection, before: State, after: State, saved: Any) -> list[str]:
+        run = saved.row
+        assert saved.replayed is False
         added = assert_changes(before, after, tenant, added={"benchmark_runs": 1})
         assert added.runs == [run.id]
         row = after.runs[run.id]

@@ -7,6 +7,8 @@ one tenant). The owner only prepares rows and checks what really happened.
 from __future__ import annotations
 
 import asyncio
+import copy
+from typing import Any
 import uuid
 from collections.abc import AsyncIterator
 
@@ -852,3 +854,110 @@ async def test_a_scope_runs_only_on_the_applications_engine(
     with pytest.raises(TenantScopeError, match="application's engine"):
         async with tenant_scope(tenant.tenant_id, engine=owners):
             pass
+
+
+# -- autocommit scopes --------------------------------------------------------------
+
+
+async def test_each_call_of_an_autocommit_scope_is_its_own_transaction(
+    owner: asyncpg.Connection, tenant: TenantRows, engine: PostgresEngine
+) -> None:
+    """Calls write and commit one by one; a failed call leaves the earlier
+    ones committed and the scope usable; the scope has no connection, no
+    savepoint and runs no Piccolo query."""
+    before = await owner.fetchval("SELECT total_feedback FROM skills WHERE id = $1", tenant.skill_id)
+    async with tenant_scope(tenant.tenant_id, autocommit=True) as scope:
+        first = await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+        # Committed already: the owner sees it before the scope ends.
+        assert await owner.fetchval(
+            "SELECT count(*) FROM skill_feedback WHERE id = $1", first.row.id
+        ) == 1
+        with pytest.raises(NotFoundError):
+            await feedback.record_feedback(skill_id=str(uuid.uuid4()), feedback_type="thumbs_up")
+        # A call of several statements runs in a transaction of its own.
+        review = await feedback.review_feedback(
+            first.row.id, reviewer_id=tenant.user_id, decision="accepted"
+        )
+        assert review.row.status == "accepted"
+        with pytest.raises(TenantScopeError, match="transaction scope"):
+            scope.connection
+        with pytest.raises(TenantScopeError, match="transaction scope"):
+            async with scope.savepoint():
+                pass
+        with pytest.raises(TenantScopeError, match="transaction scope"):
+            await Skill.select()
+        with pytest.raises(TenantScopeError):
+            async with tenant_scope(tenant.tenant_id):
+                pass
+    assert await owner.fetchval(
+        "SELECT total_feedback FROM skills WHERE id = $1", tenant.skill_id
+    ) == before + 1
+
+
+class _CountingProxy:
+    """A Unix-socket proxy between a client and PostgreSQL that counts round
+    trips: each time the client sends after the server has answered."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.round_trips = 0
+        self._server_spoke = True
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: bool) -> None:
+            try:
+                while data := await source.read(65536):
+                    if client and self._server_spoke:
+                        self.round_trips += 1
+                    self._server_spoke = not client
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+
+async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
+    tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
+) -> None:
+    import urllib.parse
+
+    dsn = urllib.parse.urlsplit(engine.config["dsn"])
+    query = urllib.parse.parse_qs(dsn.query)
+    socket_dir, port = query["host"][0], query.get("port", ["5432"])[0]
+    proxy = _CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    server = await asyncio.start_unix_server(proxy.handle, path=f"{tmp_path}/.s.PGSQL.{port}")
+    query["host"] = [str(tmp_path)]
+    # The application's engine, connecting through the proxy (a copy: a new
+    # engine would ask the server's version synchronously, through a proxy
+    # served by this event loop).
+    counted = copy.copy(engine)
+    counted.pool = None
+    counted.config = {
+        **engine.config,
+        "dsn": dsn._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl(),
+    }
+    await counted.start_connection_pool(min_size=1, max_size=1)
+    try:
+        async with tenant_scope(tenant.tenant_id, engine=counted, autocommit=True):
+            # The first use of a connection prepares the statement.
+            await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+            proxy.round_trips = 0
+            saved = await feedback.record_feedback(
+                skill_id=tenant.skill_id, feedback_type="bug_report", comment="It broke."
+            )
+            one = proxy.round_trips
+        proxy.round_trips = 0
+        async with tenant_scope(tenant.tenant_id, engine=counted):
+            await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+        in_transaction = proxy.round_trips
+    finally:
+        await counted.close_connection_pool()
+        server.close()
+    assert saved.row.comment == "It broke." and not saved.replayed
+    assert one == 1
+    # BEGIN with the switch, the statement, COMMIT with the pool's reset.
+    assert in_transaction == 3
