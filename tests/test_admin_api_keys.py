@@ -37,6 +37,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from everyskill.api_keys import resolve
+from everyskill.rate_limits import DEFAULT_KEY_LIMIT_PER_MINUTE
 from everyskill.database import APP_URL_VARIABLE, environment_for
 from everyskill.errors import AuthenticationError
 from tests.admin_client import Staff, admin_client, save
@@ -135,7 +136,7 @@ async def test_a_created_key_is_shown_once_and_resolves_to_its_tenant_and_scopes
     )
     other = await resolve(by_id)
     assert other.tenant_id == other_tenant.tenant_id
-    assert other.scopes == {"feedback:write"} and other.rate_limit_per_minute is None
+    assert other.scopes == {"feedback:write"} and other.rate_limit_per_minute == DEFAULT_KEY_LIMIT_PER_MINUTE
     assert await owner.fetchval(
         "SELECT expires_at FROM api_keys WHERE id = $1", other.key_id
     ) is None
@@ -274,7 +275,7 @@ BROWSER_USERNAME = "keys-staff"
 BROWSER_PASSWORD = "a long browser test password for the key forms"
 #: Where this flow's screenshots go (apart from the review flow's folder).
 KEY_SHOTS = ARTIFACTS.parent / "browser-api-keys"
-LOOKUP = "SELECT tenant_id, scopes, rate_limit_per_minute FROM api_key_lookup($1::bytea)"
+LOOKUP = "SELECT tenant_id, scopes, key_limit FROM api_key_resolve($1::bytea)"
 
 
 async def test_staff_create_a_key_see_it_once_and_revoke_it_in_the_browser(
@@ -305,7 +306,7 @@ async def test_staff_create_a_key_see_it_once_and_revoke_it_in_the_browser(
                 if works is not None:
                     checks.equal(works["tenant_id"], tenant["id"], "the key's tenant")
                     checks.equal(set(works["scopes"]), {"feedback:write", "read"}, "the key's scopes")
-                    checks.equal(works["rate_limit_per_minute"], 90, "the key's rate limit")
+                    checks.equal(works["key_limit"], 90, "the key's rate limit")
                 await see_it_listed_without_the_key(page, shots, checks, key)
                 await revoke_in_the_form(page, shots, checks, key)
                 checks.that(

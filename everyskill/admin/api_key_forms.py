@@ -41,6 +41,7 @@ from starlette.requests import Request
 
 from everyskill.api_keys import SCOPES, ApiKeyInfo, create_api_key, revoke_api_key
 from everyskill.admin.table_configs import ACCESS
+from everyskill.rate_limits import DEFAULT_KEY_LIMIT_PER_MINUTE
 from tables import Tenant
 
 __all__ = [
@@ -67,7 +68,10 @@ class CreateApiKey(BaseModel):
         default=None, description="Days until the key stops working; empty: never."
     )
     rate_limit_per_minute: int | None = Field(
-        default=None, description="Requests per minute for this key; empty: none of its own."
+        default=None, description=(
+            "Requests per minute for this key; empty: the default"
+            f" ({DEFAULT_KEY_LIMIT_PER_MINUTE})."
+        ),
     )
 
 
@@ -94,7 +98,7 @@ def _summary(info: ApiKeyInfo, tenant: str) -> str:
     limit = (
         f"{info.rate_limit_per_minute} requests per minute"
         if info.rate_limit_per_minute is not None
-        else "none of its own"
+        else f"the default, {DEFAULT_KEY_LIMIT_PER_MINUTE} requests per minute"
     )
     return (
         f"Tenant: {tenant}. Name: {info.name}. Scopes: {', '.join(info.scopes)}."
