@@ -40,7 +40,7 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from tests.admin_client import Staff
-    from tests.http_support import Served
+    from tests.http_support import Served, Tenant
 
 _server_url: str | None = None
 _test_database: str | None = None
@@ -181,3 +181,19 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     with served(tmp_path_factory.mktemp("api") / "server.log") as server:
         yield server
+
+
+@pytest.fixture
+async def api_a(owner: asyncpg.Connection, engine: PostgresEngine) -> Tenant:
+    """A tenant with a row in every table and an API key with every scope."""
+    from tests.http_support import tenant_with_key
+
+    return await tenant_with_key(owner, "api-a")
+
+
+@pytest.fixture
+async def api_b(owner: asyncpg.Connection, engine: PostgresEngine) -> Tenant:
+    """A second such tenant: its ids are what tenant A must not find."""
+    from tests.http_support import tenant_with_key
+
+    return await tenant_with_key(owner, "api-b")
