@@ -59,6 +59,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from everyskill.errors import (
     AlreadyReviewedError,
@@ -307,9 +308,27 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
         detail = f"no route {request.url.path}: the routes are listed at /v1/docs"
     elif name == "method-not-allowed":
         detail = f"{request.method} is not a method of {request.url.path}"
+        # Starlette's Allow names the methods of the first route of the path
+        # only; FastAPI makes a route per method.
+        return problem_response(
+            name, detail, headers={**(error.headers or {}), "Allow": _allowed(request)}
+        )
     else:
         detail = str(error.detail)
     return problem_response(name, detail, headers=error.headers)
+
+
+def _allowed(request: Request) -> str:
+    """The methods some route of the request's path answers."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in routes
+        )
+    )
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
