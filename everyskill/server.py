@@ -10,6 +10,9 @@ Contract
   application's engine (:func:`everyskill.database.app_engine`, logged in as
   ``everyskill_api``: the API). Starlette runs no lifespan of a mounted app,
   so this one starts what the admin's own lifespan would.
+- A path under ``/v1`` that no mount takes (Starlette's mount patterns do
+  not match a path holding a newline) is answered with the API's
+  ``unknown-route`` problem, never the admin's plain-text 404.
 - :func:`app_from_environment` is the factory uvicorn imports in each worker
   process (``uvicorn everyskill.server:app_from_environment --factory``):
   the options come from the environment, as ``main.py`` sets them:
@@ -24,11 +27,15 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount
 
 from everyskill.admin import create_app as create_admin_app
 from everyskill.database import app_engine
 from everyskill.http_api import create_api_app
+from everyskill.http_api.problems import problem_response
 
 __all__ = ["API_PREFIX", "IMPORT_STRING", "app_from_environment", "create_server_app"]
 
@@ -59,8 +66,20 @@ def create_server_app(*, production: bool = False, allowed_hosts: Sequence[str] 
             await DB.close_connection_pool()
 
     return Starlette(
-        routes=[Mount(API_PREFIX, app=api), Mount("/", app=admin)], lifespan=lifespan
+        routes=[Mount(API_PREFIX, app=api), Mount("/", app=admin)],
+        lifespan=lifespan,
+        exception_handlers={404: _not_found},
     )
+
+
+async def _not_found(request: Request, error: Exception) -> Response:
+    path = request.url.path
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return problem_response(
+            "unknown-route", f"no route {path!r}: the routes are listed at {API_PREFIX}/docs"
+        )
+    detail = error.detail if isinstance(error, HTTPException) else "Not Found"
+    return PlainTextResponse(str(detail), status_code=404)
 
 
 def app_from_environment() -> Starlette:
