@@ -249,7 +249,9 @@ async def test_the_export_streams_accepted_examples_of_the_tenant_only(
             assert response.headers["content-type"].startswith("application/x-ndjson")
             lines = [json.loads(line) for line in response.iter_lines() if line]
         assert [line["feedback_id"] for line in lines] == sorted(ids_a)  # oldest first, then id
-        assert lines[0]["input"] == "input 0" and lines[0]["skill_id"] == api_a.rows.skill_id
+        first = next(line for line in lines if line["feedback_id"] == ids_a[0])
+        assert first["input"] == "input 0" and first["expected_output"] == "expected 0"
+        assert first["skill_id"] == api_a.rows.skill_id and first["version"] is None
         of_skill = client.get(
             "/v1/training-examples.jsonl", params={"skill_id": api_a.rows.skill_id}
         )
