@@ -5,11 +5,15 @@ Starts the database (the embedded PostgreSQL, or the server ``DATABASE_URL``
 names), applies every migration, creates the admin login when its user is
 missing (and prints where its password is, never the password), loads the
 sample data when the database has no tenant yet (``--no-sample-data``, or
-``EVERYSKILL_SAMPLE_DATA=0``, skips it), and serves
-the Piccolo Admin with uvicorn on 127.0.0.1:8000 (``--host`` and ``--port``, or
-``EVERYSKILL_HOST`` and ``EVERYSKILL_PORT``). Behind HTTPS, ``--production``
-makes the session cookie Secure and needs ``--allowed-host``. Ctrl-C or SIGTERM shuts it down
-cleanly, and the embedded server with it.
+``EVERYSKILL_SAMPLE_DATA=0``, skips it), and serves, on one port, the HTTP
+API under ``/v1`` and the Piccolo Admin at ``/`` (:mod:`everyskill.server`)
+with uvicorn on 127.0.0.1:8000 (``--host`` and ``--port``, or
+``EVERYSKILL_HOST`` and ``EVERYSKILL_PORT``). ``--workers N`` (or
+``EVERYSKILL_WORKERS``) runs N uvicorn worker processes; the migrations and
+the sample data run once, in this process, before they start. Behind HTTPS,
+``--production`` makes the session cookie Secure and needs
+``--allowed-host``. Ctrl-C or SIGTERM shuts it down cleanly, and the
+embedded server with it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from types import FrameType
 import uvicorn
 from piccolo.apps.migrations.commands.forwards import run_forwards
 
-from everyskill.admin import AdminLogin, create_app, ensure_admin_user
+from everyskill.admin import AdminLogin, ensure_admin_user
 from everyskill.errors import ValidationError
 from everyskill.database import DatabaseConfigurationError, app_engine, prepare_app_login
 from everyskill.sample_data import load_sample_data
+from everyskill.server import API_PREFIX, IMPORT_STRING, create_server_app
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[h.strip() for h in os.environ.get("EVERYSKILL_ALLOWED_HOSTS", "").split(",") if h.strip()],
         help="a host name the admin is served under, checked against the Referer"
         " of writes over HTTPS; repeatable (also EVERYSKILL_ALLOWED_HOSTS, comma-separated)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("EVERYSKILL_WORKERS", "1")),
+        help="uvicorn worker processes serving the API and the admin (also EVERYSKILL_WORKERS)",
     )
     parser.add_argument(
         "--no-sample-data",
@@ -107,16 +118,29 @@ def stop(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.workers < 1:
+        raise SystemExit("--workers (EVERYSKILL_WORKERS) must be at least 1")
     try:
-        app = create_app(production=args.production, allowed_hosts=args.allowed_hosts)
+        # Checked here, once: each worker builds the same app from the environment.
+        create_server_app(production=args.production, allowed_hosts=args.allowed_hosts)
     except ValueError as problem:
         raise SystemExit(str(problem)) from None
+    # The workers read the options from the environment (server.app_from_environment).
+    os.environ["EVERYSKILL_PRODUCTION"] = "1" if args.production else "0"
+    os.environ["EVERYSKILL_ALLOWED_HOSTS"] = ",".join(args.allowed_hosts)
     signal.signal(signal.SIGTERM, stop)
     login = asyncio.run(prepare(sample_data=args.sample_data))
     print(f"\nEverySkill admin: http://{args.host}:{args.port}/", flush=True)
     for line in login.instructions():  # never the password: where it is
         print(f"  {line}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port)
+    print(
+        f"EverySkill HTTP API: http://{args.host}:{args.port}{API_PREFIX}/"
+        f" (documentation: {API_PREFIX}/docs)",
+        flush=True,
+    )
+    uvicorn.run(
+        IMPORT_STRING, factory=True, host=args.host, port=args.port, workers=args.workers
+    )
 
 
 if __name__ == "__main__":

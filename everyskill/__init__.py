@@ -29,7 +29,9 @@ The query API, one module per capability; every call runs inside
 Running it: ``everyskill.database`` picks the server (``DATABASE_URL`` or the
 embedded one, ``everyskill.embedded_db``); ``everyskill.migration_sql`` runs
 the migrations' raw SQL; ``everyskill.sample_data`` loads the sample data;
-``everyskill.admin`` is the admin (Piccolo Admin) and its review workflow.
+``everyskill.admin`` is the admin (Piccolo Admin) and its review workflow;
+``everyskill.http_api`` is the HTTP API (FastAPI, under ``/v1``), and
+``everyskill.server`` serves both on one port.
 """
 
 from everyskill import rows

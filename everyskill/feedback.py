@@ -59,11 +59,15 @@ Contract
   object per line with ``input``, ``expected_output``, ``output``, ``skill``
   (the skill's slug), ``skill_id``, ``version`` (or null), ``quality`` (or
   null) and ``feedback_id``, oldest first, streamed from the database.
+  ``out.write`` may be a coroutine function: each line is then awaited, so
+  that a slow reader (an HTTP client) holds the export back and it never
+  piles up in memory.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import uuid
 from typing import Any, Literal, Protocol
@@ -358,7 +362,8 @@ class _Writer(Protocol):
 
 
 async def export_training_examples(out: _Writer, *, skill_id: str | None = None) -> int:
-    """Write accepted training examples as JSONL to ``out``; return how many."""
+    """Write accepted training examples as JSONL to ``out`` (whose ``write``
+    may be async); return how many."""
     where = Filter().add("f.feedback_type = {}", FeedbackType.training_example.value)
     where.add(
         "f.status = ANY({})",
@@ -397,7 +402,9 @@ async def export_training_examples(out: _Writer, *, skill_id: str | None = None)
                 "quality": record["quality_score"],
                 "feedback_id": record["id"],
             }
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written = out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            if inspect.isawaitable(written):
+                await written
             count += 1
     return count
 

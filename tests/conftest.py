@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -40,6 +40,7 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from tests.admin_client import Staff
+    from tests.http_support import Served, Tenant
 
 _server_url: str | None = None
 _test_database: str | None = None
@@ -170,3 +171,29 @@ async def staff(engine: PostgresEngine) -> AsyncIterator[Staff]:
     username = await make_staff()
     async with admin_client(username=username) as client:
         yield Staff(client, username)
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The server app (HTTP API at /v1, admin at /) served by uvicorn in a
+    process of its own, on the scratch database."""
+    from tests.http_support import served
+
+    with served(tmp_path_factory.mktemp("api") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture
+async def api_a(owner: asyncpg.Connection, engine: PostgresEngine) -> Tenant:
+    """A tenant with a row in every table and an API key with every scope."""
+    from tests.http_support import tenant_with_key
+
+    return await tenant_with_key(owner, "api-a")
+
+
+@pytest.fixture
+async def api_b(owner: asyncpg.Connection, engine: PostgresEngine) -> Tenant:
+    """A second such tenant: its ids are what tenant A must not find."""
+    from tests.http_support import tenant_with_key
+
+    return await tenant_with_key(owner, "api-b")

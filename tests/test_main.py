@@ -1,13 +1,15 @@
 """
 The main job: ``main.py`` migrates the database it is given, creates the
-admin login, loads the sample data, serves the admin (login required), and
-stops cleanly on SIGTERM; it prints where the admin password is, never the
+admin login, loads the sample data, serves the admin (login required) and
+the HTTP API under /v1 on the same port, with ``--workers N`` in N
+processes, and stops cleanly on SIGTERM; it prints where the admin password is, never the
 password; it refuses half an admin login and production without allowed hosts.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 
 from everyskill.database import environment_for
 from tests.support import PROJECT_ROOT, connected, free_port, wait_until_served
@@ -63,6 +66,11 @@ async def test_main_migrates_serves_the_admin_and_stops_on_sigterm(
             assert {"skill_feedback", "token_measurements", "benchmark_runs", "benchmark_results"} <= set(
                 tables.json()
             )
+            # The HTTP API on the same port.
+            assert client.get("/v1/openapi.json").json()["info"]["title"] == "EverySkill API"
+            refused = client.get("/v1/skills")
+            assert refused.status_code == 401
+            assert refused.headers["content-type"].startswith("application/problem+json")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
@@ -153,3 +161,62 @@ def test_main_refuses_production_without_allowed_hosts() -> None:
     )
     assert result.returncode != 0
     assert "--allowed-host" in result.stderr and "EVERYSKILL_ALLOWED_HOSTS" in result.stderr
+
+
+async def test_main_serves_with_several_workers(fresh_database: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **environment_for(fresh_database),
+        "EVERYSKILL_ADMIN_USERNAME": "staff",
+        "EVERYSKILL_ADMIN_PASSWORD": "a long test password",
+        "EVERYSKILL_ADMIN_CREDENTIALS": str(tmp_path / "credentials.json"),
+        "EVERYSKILL_WORKERS": "2",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "main.py", "--port", str(port), "--no-sample-data"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_served(f"{base}/v1/openapi.json", process)
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children(recursive=True)
+            if "multiprocessing" in " ".join(child.cmdline())
+            and "resource_tracker" not in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, [c.cmdline() for c in workers]
+        async with connected(fresh_database) as owner:
+            await owner.execute("INSERT INTO tenants (name, slug) VALUES ('W', 'w')")
+        from tests.support import run_piccolo
+
+        output = run_piccolo(
+            fresh_database, "everyskill", "create_api_key", "--tenant", "w", "--name", "n",
+            "--scopes", "read,catalogue:write",
+        )
+        key = re.search(r"esk_[0-9A-Za-z]{38}", output)
+        assert key, output
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key[0]}"}) as client:
+            created = [
+                client.post("/v1/users", json={"email": f"u{i}@example.com", "name": "U"})
+                for i in range(10)
+            ]
+            assert {response.status_code for response in created} == {201}
+            assert len(client.get("/v1/users").json()["items"]) == 10
+            assert client.get("/").status_code == 200  # the admin, in every worker
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert output.count("Application startup complete") == 2
+    finally:
+        if process.poll() is None:
+            # The workers too: they hold the output pipe open.
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
+            process.kill()
+            process.communicate()

@@ -1,0 +1,49 @@
+"""The HTTP API as a FastAPI app, to be mounted at ``/v1``.
+
+Contract
+--------
+- :func:`create_api_app` returns the API: the routers of
+  :mod:`~everyskill.http_api.feedback`, :mod:`~everyskill.http_api.measurements`,
+  :mod:`~everyskill.http_api.benchmarks` and :mod:`~everyskill.http_api.catalogue`,
+  every error answered as problem+json (:mod:`~everyskill.http_api.problems`),
+  bodies checked by :class:`~everyskill.http_api.bodies.BodyLimits`. Its
+  schema is at ``openapi.json`` and its documentation at ``docs``, both
+  under the mount (``/v1/openapi.json``, ``/v1/docs``); the schema's
+  ``servers`` says where it is mounted.
+- It has no lifespan: it uses the query API's engine
+  (:func:`everyskill.database.app_engine`), whose pool the server that
+  mounts it starts and closes (:mod:`everyskill.server`). Without a started
+  pool each request opens a connection of its own.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from everyskill.http_api import benchmarks, catalogue, feedback, measurements, problems
+from everyskill.http_api.bodies import BodyLimits
+
+__all__ = ["create_api_app"]
+
+DESCRIPTION = """\
+The EverySkill data layer over HTTP. Authenticate with a tenant's API key:
+`Authorization: Bearer esk_...`. A 2xx means committed. Errors are
+`application/problem+json` (RFC 9457) with a stable `type`.
+"""
+
+
+def create_api_app() -> FastAPI:
+    """The API app (see the module's contract)."""
+    app = FastAPI(
+        title="EverySkill API",
+        version="1",
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+    app.add_middleware(BodyLimits)
+    for module in (feedback, measurements, benchmarks, catalogue):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,168 @@
+"""The benchmark routes: runs, their life cycle, results and summaries.
+
+Contract
+--------
+Writes need ``benchmarks:write``, reads ``read``; each route calls
+:mod:`everyskill.benchmarks`, whose rules apply:
+
+- ``POST /v1/benchmark-runs`` (:func:`~everyskill.benchmarks.create_run`:
+  ``skill_id``, ``models``, ``triggered_by`` (a user of the tenant),
+  optional ``skill_version_id``) answers 201 with the pending run.
+- ``POST /v1/benchmark-runs/{id}/start``, ``/complete`` and ``/fail``
+  (``error_message``) move the run along its life cycle; a step it cannot
+  take is a 409 ``invalid-transition``.
+- ``POST /v1/benchmark-runs/{id}/results`` records ``{"items": [...]}`` of
+  1 to :data:`MAX_RESULTS` results (:class:`~everyskill.benchmarks.ResultInput`)
+  with :func:`~everyskill.benchmarks.record_results`: one statement, all or
+  nothing; 422 listing every bad item by ``index`` and ``field``, 409
+  ``run-not-running`` unless the run is running, 409 ``conflict`` for a
+  result recorded before.
+- ``GET /v1/benchmark-runs`` lists runs (``skill_id``, ``status``);
+  ``GET /v1/benchmark-runs/{id}`` answers ``{"run": ..., "summary": [...]}``:
+  the run (its picks included) and one
+  :class:`~everyskill.benchmarks.ModelSummary` per model, read in one
+  transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import pydantic
+from fastapi import APIRouter, Query
+
+from everyskill import benchmarks
+from everyskill.http_api.auth import BenchmarkWriter, Reader
+from everyskill.http_api.problems import ERROR_RESPONSES
+from everyskill.http_api.schemas import (
+    BatchWritten,
+    BenchmarkRunOut,
+    Page,
+    Written,
+    batch_written,
+    row_json,
+    written,
+)
+from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.tenancy import tenant_scope
+from tables import BenchmarkStatus
+
+__all__ = ["MAX_RESULTS", "router"]
+
+#: The most results of one POST /v1/benchmark-runs/{id}/results.
+MAX_RESULTS = 10_000
+
+router = APIRouter(tags=["benchmark runs"], responses=ERROR_RESPONSES)
+
+_Statuses = Literal[tuple(s.value for s in BenchmarkStatus)]  # type: ignore[valid-type]
+
+
+class _Input(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+
+class RunIn(_Input):
+    skill_id: str
+    models: list[str] = pydantic.Field(description="Distinct model names, at least one.")
+    triggered_by: str = pydantic.Field(description="The user who started it, of the tenant.")
+    skill_version_id: str | None = None
+
+
+class FailIn(_Input):
+    error_message: str = pydantic.Field(description="Why the run failed.")
+
+
+class ResultsIn(_Input):
+    """Results of a running run, written with one statement, all or none."""
+
+    items: list[benchmarks.ResultInput] = pydantic.Field(min_length=1, max_length=MAX_RESULTS)
+
+
+class RunDetail(pydantic.BaseModel):
+    """A run and what each of its models did."""
+
+    run: BenchmarkRunOut
+    summary: list[benchmarks.ModelSummary]
+
+
+@router.post(
+    "/benchmark-runs",
+    status_code=201,
+    response_model=Written[BenchmarkRunOut],
+    summary="Create a pending benchmark run",
+)
+async def create_run(key: BenchmarkWriter, body: RunIn) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        run = await benchmarks.create_run(**body.model_dump(exclude_unset=True))
+    return written(run)
+
+
+@router.get(
+    "/benchmark-runs", response_model=Page[BenchmarkRunOut], summary="List runs, newest first"
+)
+async def list_runs(
+    key: Reader,
+    skill_id: str | None = None,
+    status: _Statuses | None = None,  # type: ignore[valid-type]
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        page = await benchmarks.list_runs(
+            skill_id=skill_id, status=status, limit=limit, cursor=cursor
+        )
+    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get(
+    "/benchmark-runs/{run_id}",
+    response_model=RunDetail,
+    summary="Read a run with its per-model summary",
+)
+async def get_run(key: Reader, run_id: str) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        run = await benchmarks.get_run(run_id)
+        summary = await benchmarks.run_summary(run_id)
+    return {"run": row_json(run), "summary": summary}
+
+
+@router.post(
+    "/benchmark-runs/{run_id}/start",
+    response_model=Written[BenchmarkRunOut],
+    summary="Start a pending run",
+)
+async def start_run(key: BenchmarkWriter, run_id: str) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        return written(await benchmarks.start_run(run_id))
+
+
+@router.post(
+    "/benchmark-runs/{run_id}/complete",
+    response_model=Written[BenchmarkRunOut],
+    summary="Complete a running run: the database picks the best and cheapest model",
+)
+async def complete_run(key: BenchmarkWriter, run_id: str) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        return written(await benchmarks.complete_run(run_id))
+
+
+@router.post(
+    "/benchmark-runs/{run_id}/fail",
+    response_model=Written[BenchmarkRunOut],
+    summary="Fail a pending or running run, saying why",
+)
+async def fail_run(key: BenchmarkWriter, run_id: str, body: FailIn) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        return written(await benchmarks.fail_run(run_id, error_message=body.error_message))
+
+
+@router.post(
+    "/benchmark-runs/{run_id}/results",
+    status_code=201,
+    response_model=BatchWritten,
+    summary="Record a batch of results of a running run",
+)
+async def record_results(key: BenchmarkWriter, run_id: str, body: ResultsIn) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        saved = await benchmarks.record_results(run_id, body.items)
+    return batch_written(saved)

@@ -1,0 +1,306 @@
+"""The feedback routes: recording (one or a batch), reading, review, export.
+
+Contract
+--------
+- ``POST /v1/feedback`` (``feedback:write``) records one feedback item
+  (the fields of :func:`everyskill.feedback.record_feedback`) or
+  ``{"items": [...]}`` of 1 to :data:`MAX_BATCH` items, in one tenant
+  transaction: all of them or none. Every item is checked; when any is
+  refused by the query API's rules the answer is a 422 listing every bad
+  item by ``index`` and ``field``, and nothing is written. An id that names
+  no row of the tenant (a skill, version or user) is found by the
+  database, which ends the transaction at that item: the answer is a 404
+  naming it (``errors[0].index``), and nothing is written. One item answers
+  201 :class:`~everyskill.http_api.schemas.Written`, a batch 201
+  :class:`~everyskill.http_api.schemas.BatchWritten`.
+- ``GET /v1/feedback`` (``read``) lists with the filters of
+  :func:`~everyskill.feedback.list_feedback`; ``GET /v1/feedback/{id}`` reads one.
+- ``POST /v1/feedback/{id}/review`` (``decision``: accepted or dismissed)
+  and ``POST /v1/feedback/{id}/implemented`` (``feedback:write``) take the
+  reviewer (``reviewer_id``, a user of the tenant) and optional ``notes``.
+- ``GET /v1/training-examples.jsonl`` (``read``, optional ``skill_id``)
+  streams :func:`~everyskill.feedback.export_training_examples` as
+  ``application/x-ndjson``: the tenant scope stays open while the lines are
+  sent, at most :data:`EXPORT_BUFFER` lines ahead of the client (a slow
+  client holds the export back; nothing piles up in memory). A client that
+  goes away ends the export and gives its connection back to the pool. An
+  error before the first line is a problem answer (an unknown skill, 404);
+  one after it cuts the stream short (no final chunk), so the client can
+  tell the export is incomplete, and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import pydantic
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from everyskill import feedback
+from everyskill.errors import NotFoundError, ValidationError
+from everyskill.http_api.auth import FeedbackWriter, Reader
+from everyskill.http_api.problems import ERROR_RESPONSES, FieldProblem, validation_problems
+from everyskill.http_api.schemas import (
+    BatchWritten,
+    FeedbackOut,
+    Page,
+    Written,
+    one_or_batch,
+    row_json,
+    written,
+)
+from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.tenancy import tenant_scope
+from tables import FeedbackSource, FeedbackStatus, FeedbackType
+
+__all__ = ["EXPORT_BUFFER", "MAX_BATCH", "router"]
+
+logger = logging.getLogger("everyskill.http_api")
+
+#: The most items of one POST /v1/feedback.
+MAX_BATCH = 500
+#: Lines of an export sent ahead of the client at most.
+EXPORT_BUFFER = 256
+
+router = APIRouter(tags=["feedback"], responses=ERROR_RESPONSES)
+
+_Types = Literal[tuple(t.value for t in FeedbackType)]  # type: ignore[valid-type]
+_Sources = Literal[tuple(s.value for s in FeedbackSource)]  # type: ignore[valid-type]
+_Statuses = Literal[tuple(s.value for s in FeedbackStatus)]  # type: ignore[valid-type]
+
+
+class _Input(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+
+class FeedbackIn(_Input):
+    """One feedback item: what each type needs is checked by the query API
+    (thumbs: sentiment; suggestion: suggested content or diff; training
+    example: example_input and expected_output; bug report: comment)."""
+
+    skill_id: str
+    feedback_type: _Types  # type: ignore[valid-type]
+    skill_version_id: str | None = None
+    user_id: str | None = None
+    usage_event_id: str | None = None
+    sentiment: Literal[-1, 0, 1] | None = None
+    quality_score: int | None = pydantic.Field(default=None, description="1 to 10.")
+    source: _Sources = pydantic.Field(default="web")  # type: ignore[valid-type]
+    comment: str | None = None
+    suggested_content: str | None = None
+    suggested_diff: str | None = None
+    example_input: str | None = None
+    example_output: str | None = None
+    expected_output: str | None = None
+
+
+class FeedbackBatchIn(_Input):
+    """A batch of feedback items, written all or none."""
+
+    items: list[FeedbackIn] = pydantic.Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ReviewIn(_Input):
+    reviewer_id: str = pydantic.Field(description="The reviewing user, a user of the tenant.")
+    decision: Literal["accepted", "dismissed"]
+    notes: str | None = None
+
+
+class ImplementedIn(_Input):
+    reviewer_id: str = pydantic.Field(description="The reviewing user, a user of the tenant.")
+    notes: str | None = None
+
+
+class _BatchRefused(Exception):
+    """Raised inside the batch's scope so that it rolls back."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+
+
+@router.post(
+    "/feedback",
+    status_code=201,
+    response_model=Written[FeedbackOut] | BatchWritten,
+    summary="Record one feedback item, or a batch of up to 500",
+)
+async def record_feedback(
+    key: FeedbackWriter,
+    body: one_or_batch(FeedbackIn, FeedbackBatchIn),  # type: ignore[valid-type]
+) -> dict[str, Any]:
+    if isinstance(body, FeedbackIn):
+        async with tenant_scope(key.tenant_id):
+            saved = await feedback.record_feedback(**body.model_dump(exclude_unset=True))
+        return written(saved)
+    assert isinstance(body, FeedbackBatchIn)
+    problems: list[FieldProblem] = []
+    ids: list[str] = []
+    redactions: dict[str, int] = {}
+    try:
+        async with tenant_scope(key.tenant_id) as scope:
+            for index, item in enumerate(body.items):
+                try:
+                    saved = await feedback.record_feedback(**item.model_dump(exclude_unset=True))
+                except ValidationError as error:
+                    problems += validation_problems(error, index)
+                    if scope.failed is not None:  # refused by the database: no more checks
+                        break
+                    continue
+                except NotFoundError as error:
+                    raise NotFoundError(
+                        error.kind, error.id, f"items[{index}].{error.field or 'id'}"
+                    ) from error
+                ids.append(saved.row.id)
+                for kind, count in saved.redactions.items():
+                    redactions[kind] = redactions.get(kind, 0) + count
+            if problems:
+                raise _BatchRefused(problems)
+    except _BatchRefused:
+        raise ValidationError(
+            [(f"items[{p.index}].{p.field}", p.message) for p in problems]
+        ) from None
+    return {"ids": ids, "count": len(ids), "redactions": redactions, "warnings": []}
+
+
+@router.get("/feedback", response_model=Page[FeedbackOut], summary="List feedback, newest first")
+async def list_feedback(
+    key: Reader,
+    skill_id: str | None = None,
+    feedback_type: _Types | None = None,  # type: ignore[valid-type]
+    status: _Statuses | None = None,  # type: ignore[valid-type]
+    source: _Sources | None = None,  # type: ignore[valid-type]
+    since: Annotated[datetime.datetime | None, Query(description="created_at >= since (with a time zone)")] = None,
+    until: Annotated[datetime.datetime | None, Query(description="created_at < until (with a time zone)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        page = await feedback.list_feedback(
+            skill_id=skill_id,
+            feedback_type=feedback_type,
+            status=status,
+            source=source,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/feedback/{feedback_id}", response_model=FeedbackOut, summary="Read one feedback item")
+async def get_feedback(key: Reader, feedback_id: str) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        row = await feedback.get_feedback(feedback_id)
+    return row_json(row)
+
+
+@router.post(
+    "/feedback/{feedback_id}/review",
+    response_model=Written[FeedbackOut],
+    summary="Accept or dismiss pending feedback",
+)
+async def review_feedback(key: FeedbackWriter, feedback_id: str, body: ReviewIn) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        saved = await feedback.review_feedback(
+            feedback_id, reviewer_id=body.reviewer_id, decision=body.decision, notes=body.notes
+        )
+    return written(saved)
+
+
+@router.post(
+    "/feedback/{feedback_id}/implemented",
+    response_model=Written[FeedbackOut],
+    summary="Mark accepted feedback as implemented",
+)
+async def mark_implemented(
+    key: FeedbackWriter, feedback_id: str, body: ImplementedIn
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        saved = await feedback.mark_implemented(
+            feedback_id, reviewer_id=body.reviewer_id, notes=body.notes
+        )
+    return written(saved)
+
+
+class _Lines:
+    """The export's writer: each line waits for room in a bounded queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=EXPORT_BUFFER)
+
+    async def write(self, text: str) -> None:
+        await self.queue.put(text)
+
+    async def next(self, export: asyncio.Task[None]) -> str | None:
+        """The next line, or None at the end; the export's error when it failed."""
+        getter = asyncio.ensure_future(self.queue.get())
+        try:
+            await asyncio.wait({getter, export}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        await export  # raises the export's error
+        return None
+
+
+@router.get(
+    "/training-examples.jsonl",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            "description": "One JSON object per line: input, expected_output, output, skill,"
+            " skill_id, version, quality, feedback_id; oldest first.",
+        }
+    },
+    summary="Export accepted training examples as JSON lines, streamed",
+)
+async def export_training_examples(key: Reader, skill_id: str | None = None) -> StreamingResponse:
+    lines = _Lines()
+
+    async def export() -> None:
+        async with tenant_scope(key.tenant_id):
+            await feedback.export_training_examples(lines, skill_id=skill_id)
+
+    task = asyncio.create_task(export())
+
+    async def stop() -> None:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await task
+            except Exception:
+                logger.exception("the training-example export failed while streaming")
+
+    try:
+        # Errors before the first line (an unknown skill) are the answer.
+        head = await lines.next(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        raise
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            line = head
+            while line is not None:
+                yield line
+                line = await lines.next(task)
+        finally:
+            await stop()
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")

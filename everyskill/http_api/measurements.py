@@ -1,0 +1,157 @@
+"""The token-measurement routes: recording (one or a batch), reading, summaries.
+
+Contract
+--------
+- ``POST /v1/token-measurements`` (``measurements:write``) records one
+  measurement (the fields of :class:`everyskill.usage.MeasurementInput`)
+  with :func:`~everyskill.usage.record_measurement`, answering 201
+  :class:`~everyskill.http_api.schemas.Written`, or ``{"items": [...]}`` of
+  1 to :data:`MAX_BATCH` with :func:`~everyskill.usage.record_measurements`
+  (one statement: all or nothing), answering 201
+  :class:`~everyskill.http_api.schemas.BatchWritten`. A refused batch is a
+  422 listing the bad items by ``index`` and ``field`` (the query API lists
+  the first 20 problems and counts the rest); an id that names no row of
+  the tenant a 404 naming the item. Costs left null are in ``warnings``.
+- ``GET /v1/token-measurements`` (``read``) lists with the filters of
+  :func:`~everyskill.usage.list_measurements`;
+  ``GET /v1/token-measurements/{id}`` reads one.
+- ``GET /v1/usage/summary`` (``read``): :func:`~everyskill.usage.usage_summary`
+  grouped by ``by`` (repeat it: ``by=skill&by=model``; none given: skill,
+  model and day), with ``time_zone`` (IANA name) for days, and the filters
+  ``skill_id``, ``model_name``, ``since``, ``until``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Literal
+
+import pydantic
+from fastapi import APIRouter, Query
+
+from everyskill import usage
+from everyskill.http_api.auth import MeasurementWriter, Reader
+from everyskill.http_api.problems import ERROR_RESPONSES
+from everyskill.http_api.schemas import (
+    BatchWritten,
+    MeasurementOut,
+    Page,
+    Written,
+    batch_written,
+    one_or_batch,
+    row_json,
+    written,
+)
+from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.tenancy import tenant_scope
+
+__all__ = ["MAX_BATCH", "router"]
+
+#: The most items of one POST /v1/token-measurements.
+MAX_BATCH = 10_000
+
+router = APIRouter(tags=["token measurements"], responses=ERROR_RESPONSES)
+
+
+class MeasurementBatchIn(pydantic.BaseModel):
+    """A batch of measurements, written with one statement, all or none."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+    items: list[usage.MeasurementInput] = pydantic.Field(min_length=1, max_length=MAX_BATCH)
+
+
+class UsageSummaries(pydantic.BaseModel):
+    """Usage by group; the keys a row is not grouped by are null."""
+
+    items: list[usage.UsageSummary]
+
+
+@router.post(
+    "/token-measurements",
+    status_code=201,
+    response_model=Written[MeasurementOut] | BatchWritten,
+    summary="Record one token measurement, or a batch of up to 10,000",
+)
+async def record_measurements(
+    key: MeasurementWriter,
+    body: one_or_batch(usage.MeasurementInput, MeasurementBatchIn),  # type: ignore[valid-type]
+) -> dict[str, Any]:
+    if isinstance(body, usage.MeasurementInput):
+        async with tenant_scope(key.tenant_id):
+            saved = await usage.record_measurement(**body.model_dump(exclude_unset=True))
+        return written(saved)
+    assert isinstance(body, MeasurementBatchIn)
+    async with tenant_scope(key.tenant_id):
+        batch = await usage.record_measurements(body.items)
+    return batch_written(batch)
+
+
+@router.get(
+    "/token-measurements",
+    response_model=Page[MeasurementOut],
+    summary="List token measurements, newest first",
+)
+async def list_measurements(
+    key: Reader,
+    skill_id: str | None = None,
+    model_name: str | None = None,
+    model_provider: str | None = None,
+    user_id: str | None = None,
+    since: Annotated[datetime.datetime | None, Query(description="created_at >= since (with a time zone)")] = None,
+    until: Annotated[datetime.datetime | None, Query(description="created_at < until (with a time zone)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        page = await usage.list_measurements(
+            skill_id=skill_id,
+            model_name=model_name,
+            model_provider=model_provider,
+            user_id=user_id,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get(
+    "/token-measurements/{measurement_id}",
+    response_model=MeasurementOut,
+    summary="Read one token measurement",
+)
+async def get_measurement(key: Reader, measurement_id: str) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        row = await usage.get_measurement(measurement_id)
+    return row_json(row)
+
+
+@router.get(
+    "/usage/summary",
+    response_model=UsageSummaries,
+    summary="Sum usage and cost by skill, model and/or day",
+)
+async def usage_summary(
+    key: Reader,
+    by: Annotated[
+        list[Literal["skill", "model", "day"]] | None,
+        Query(description="Group by these (repeat the parameter); none: all three."),
+    ] = None,
+    time_zone: Annotated[str, Query(description="IANA time zone of the days.")] = "UTC",
+    skill_id: str | None = None,
+    model_name: str | None = None,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id):
+        rows = await usage.usage_summary(
+            by=usage.SUMMARY_KEYS if by is None else by,
+            skill_id=skill_id,
+            model_name=model_name,
+            since=since,
+            until=until,
+            time_zone=time_zone,
+        )
+    return {"items": rows}

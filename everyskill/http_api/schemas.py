@@ -1,0 +1,200 @@
+"""The JSON shapes of the HTTP API's answers, shared by its routers.
+
+Contract
+--------
+- :func:`row_model` is the answer model of a table's row: every column the
+  application reads (:mod:`everyskill.columns`), under its name (the Python
+  API's field names), typed from the column, ``null`` allowed exactly where
+  the column is nullable, every field always present. The row models are
+  :data:`SkillOut`, :data:`SkillVersionOut`, :data:`UserOut`,
+  :data:`FeedbackOut`, :data:`MeasurementOut`, :data:`BenchmarkRunOut`.
+- :func:`row_json` turns a row object of the query API into that model's
+  fields.
+- Writes of one row answer :class:`Written` (``row``, ``redactions``:
+  secrets replaced by markers, by kind; ``warnings``: what was written but
+  deserves a look, such as a cost left null), as the query API's
+  :class:`~everyskill.rows.Saved`. Writes of a batch answer
+  :class:`BatchWritten` (``ids`` in the order of the items, ``count``,
+  ``redactions``, ``warnings``), as :class:`~everyskill.rows.SavedBatch`.
+- Lists answer ``{"items": [...], "next_cursor": ...}``: pass
+  ``next_cursor`` back as ``cursor`` for the next page (null on the last).
+- :func:`one_or_batch` is the body of a route that takes one item or
+  ``{"items": [...]}``: a JSON object with an ``items`` member is a batch,
+  any other object is one item, so that a validation error is about the
+  shape the client meant.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Annotated, Any, Generic, TypeVar
+
+import pydantic
+from piccolo.columns import (
+    Array,
+    BigInt,
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+from everyskill.rows import Saved, SavedBatch
+from tables import BenchmarkRun, Skill, SkillFeedback, SkillVersion, TokenMeasurement, User
+
+__all__ = [
+    "BatchWritten",
+    "BenchmarkRunOut",
+    "FeedbackOut",
+    "MeasurementOut",
+    "Page",
+    "SkillOut",
+    "SkillVersionOut",
+    "UserOut",
+    "Written",
+    "batch_written",
+    "one_or_batch",
+    "row_json",
+    "row_model",
+    "written",
+]
+
+RowModel = TypeVar("RowModel", bound=pydantic.BaseModel)
+Item = TypeVar("Item")
+
+
+def _python_type(column: Column) -> Any:
+    if isinstance(column, ForeignKey):
+        return _python_type(column._foreign_key_meta.resolved_target_column)
+    if isinstance(column, Array):
+        return list[_python_type(column.base_column)]  # type: ignore[misc]
+    if isinstance(column, Timestamptz):
+        return datetime.datetime
+    if isinstance(column, Boolean):
+        return bool
+    if isinstance(column, (Integer, BigInt)):
+        return int
+    if isinstance(column, (Text, Varchar)):
+        return str
+    raise TypeError(f"no JSON type for column {column._meta.name} ({type(column).__name__})")
+
+
+def row_model(table: type[Table], name: str) -> type[pydantic.BaseModel]:
+    """The answer model of a row of ``table`` (see the module's contract)."""
+    fields: dict[str, Any] = {}
+    for column in table._meta.columns:
+        annotation = _python_type(column)
+        if column._meta.null:
+            annotation = annotation | None
+        fields[column._meta.name] = (
+            annotation,
+            pydantic.Field(description=column._meta.help_text or None),
+        )
+    model: type[pydantic.BaseModel] = pydantic.create_model(
+        name,
+        __doc__=(table.__doc__ or "").strip().split("\n\n")[0] or None,
+        **fields,
+    )
+    return model
+
+
+# Subclassed so that they are types for the routes' annotations.
+class SkillOut(row_model(Skill, "Skill")):  # type: ignore[misc]
+    """A skill of the catalogue, with the aggregates PostgreSQL keeps exact."""
+
+
+class SkillVersionOut(row_model(SkillVersion, "SkillVersion")):  # type: ignore[misc]
+    """A published version of a skill."""
+
+
+class UserOut(row_model(User, "User")):  # type: ignore[misc]
+    """A user of the tenant."""
+
+
+class FeedbackOut(row_model(SkillFeedback, "Feedback")):  # type: ignore[misc]
+    """A feedback item on a skill."""
+
+
+class MeasurementOut(row_model(TokenMeasurement, "TokenMeasurement")):  # type: ignore[misc]
+    """A token measurement of one use of a skill."""
+
+
+class BenchmarkRunOut(row_model(BenchmarkRun, "BenchmarkRun")):  # type: ignore[misc]
+    """A benchmark run of a skill over models."""
+
+
+def row_json(row: Table) -> dict[str, Any]:
+    """A row object's columns by name."""
+    return {column._meta.name: getattr(row, column._meta.name) for column in row._meta.columns}
+
+
+class Page(pydantic.BaseModel, Generic[Item]):
+    """One page of a list, newest first."""
+
+    items: list[Item]
+    next_cursor: str | None = pydantic.Field(
+        description="Pass it as cursor for the next page; null on the last page."
+    )
+
+
+class Written(pydantic.BaseModel, Generic[Item]):
+    """A row written (committed), with what was redacted from its text."""
+
+    row: Item
+    redactions: dict[str, int] = pydantic.Field(
+        description="Secrets replaced by markers in the row's text, by kind."
+    )
+    warnings: list[str] = pydantic.Field(
+        description="What was written but deserves a look (a cost left null, say)."
+    )
+
+
+class BatchWritten(pydantic.BaseModel):
+    """A batch written (committed) in one transaction, all of it."""
+
+    ids: list[str] = pydantic.Field(description="The new rows' ids, in the order of the items.")
+    count: int
+    redactions: dict[str, int]
+    warnings: list[str]
+
+
+def _warnings(warnings: tuple[Warning, ...]) -> list[str]:
+    return [str(warning) for warning in warnings]
+
+
+def written(saved: Saved[Any] | Table, redactions: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The :class:`Written` fields of a Saved row (or of a bare row)."""
+    if isinstance(saved, Saved):
+        return {
+            "row": row_json(saved.row),
+            "redactions": dict(saved.redactions),
+            "warnings": _warnings(saved.warnings),
+        }
+    return {"row": row_json(saved), "redactions": dict(redactions or {}), "warnings": []}
+
+
+def batch_written(saved: SavedBatch) -> dict[str, Any]:
+    """The :class:`BatchWritten` fields of a SavedBatch."""
+    return {
+        "ids": list(saved.ids),
+        "count": saved.count,
+        "redactions": dict(saved.redactions),
+        "warnings": _warnings(saved.warnings),
+    }
+
+
+def _shape(value: Any) -> str:
+    return "batch" if isinstance(value, Mapping) and "items" in value else "item"
+
+
+def one_or_batch(item: type[pydantic.BaseModel], batch: type[pydantic.BaseModel]) -> Any:
+    """The body type of a route taking one ``item`` or a ``batch`` (see the contract)."""
+    return Annotated[
+        Annotated[item, pydantic.Tag("item")] | Annotated[batch, pydantic.Tag("batch")],
+        pydantic.Discriminator(_shape),
+    ]

@@ -1,0 +1,106 @@
+"""
+Helpers of the HTTP API's tests: the served app (uvicorn in a process of
+its own, on a free port, on the tests' scratch database) and API keys of
+real tenants.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from everyskill.api_keys import SCOPES, create_api_key
+from everyskill.server import IMPORT_STRING
+from tests.support import PROJECT_ROOT, TenantRows, free_port, make_tenant
+
+ALL_SCOPES = ",".join(SCOPES)
+PROBLEM = "application/problem+json"
+
+
+@dataclass
+class Served:
+    """A running server: its base URL and its log file."""
+
+    base: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def served(log: Path, env: Mapping[str, str] | None = None, *args: str) -> Iterator[Served]:
+    """uvicorn serving the server app (API and admin) in a process of its own."""
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", IMPORT_STRING, "--factory",
+             "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Served(f"http://127.0.0.1:{port}", log, process)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited:\n{server.log_text()}")
+            try:
+                if httpx.get(f"{server.base}/v1/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start:\n{server.log_text()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Tenant:
+    """A tenant's rows and a key with every scope."""
+
+    rows: TenantRows
+    slug: str
+    key: str
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+
+async def tenant_with_key(owner: asyncpg.Connection, label: str) -> Tenant:
+    rows = await make_tenant(owner, label)
+    slug = await owner.fetchval("SELECT slug FROM tenants WHERE id = $1", rows.tenant_id)
+    created = await create_api_key(rows.tenant_id, f"{label} tests", ALL_SCOPES)
+    return Tenant(rows, slug, created.key)
+
+
+def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
+    """The problem of ``response``, checked to be of status and type ``name``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith(PROBLEM), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:everyskill:problem:{name}", body
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    return body

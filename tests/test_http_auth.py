@@ -1,0 +1,117 @@
+"""
+Who may call: API keys over HTTP, against the served app. No key, another
+scheme, a malformed, unknown, revoked or expired key: 401 with
+WWW-Authenticate: Bearer and the reason. Tenant A's key on tenant B's ids,
+on every route that takes an id: a 404 identical to an id that never
+existed, and tenant B's rows unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+
+from everyskill.api_keys import create_api_key, generate_key, revoke_api_key
+from tests.http_support import Served, Tenant, problem
+
+
+def refused(response: httpx.Response, reason: str) -> None:
+    body = problem(response, 401, "unauthenticated")
+    assert body["reason"] == reason
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_requests_without_a_working_key_are_refused(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    revoked = await create_api_key(api_a.rows.tenant_id, "revoked", "read")
+    await revoke_api_key(revoked.info.key_prefix)
+    expired = await create_api_key(api_a.rows.tenant_id, "expired", "read", expires_in_days=1)
+    await owner.execute(
+        "UPDATE api_keys SET created_at = now() - interval '2 days',"
+        " expires_at = now() - interval '1 second' WHERE id = $1",
+        expired.info.id,
+    )
+    with httpx.Client(base_url=api.base) as client:
+        refused(client.get("/v1/skills"), "missing")
+        refused(client.get("/v1/skills", headers={"Authorization": f"Basic {api_a.key}"}), "missing")
+        refused(client.get("/v1/skills", headers=api_a.headers(api_a.key[:-1] + "x")), "malformed")
+        refused(client.get("/v1/skills", headers=api_a.headers(generate_key())), "invalid")
+        refused(client.get("/v1/skills", headers=api_a.headers(revoked.key)), "invalid")
+        refused(client.get("/v1/skills", headers=api_a.headers(expired.key)), "invalid")
+        # Refused before the body is looked at.
+        refused(client.post("/v1/feedback", json={"nonsense": True}), "missing")
+        assert client.get("/v1/skills", headers=api_a.headers()).status_code == 200
+
+
+def routes(b: Tenant, a: Tenant) -> list[tuple[str, str, Any]]:
+    """Every route with an id, naming tenant B's rows, with bodies otherwise valid for A."""
+    rows = b.rows
+    return [
+        ("GET", f"/v1/feedback/{rows.feedback_id}", None),
+        ("POST", f"/v1/feedback/{rows.feedback_id}/review",
+         {"reviewer_id": a.rows.user_id, "decision": "accepted"}),
+        ("POST", f"/v1/feedback/{rows.feedback_id}/implemented", {"reviewer_id": a.rows.user_id}),
+        ("GET", f"/v1/token-measurements/{rows.measurement_id}", None),
+        ("GET", f"/v1/benchmark-runs/{rows.run_id}", None),
+        ("POST", f"/v1/benchmark-runs/{rows.run_id}/start", None),
+        ("POST", f"/v1/benchmark-runs/{rows.run_id}/complete", None),
+        ("POST", f"/v1/benchmark-runs/{rows.run_id}/fail", {"error_message": "x"}),
+        ("POST", f"/v1/benchmark-runs/{rows.run_id}/results",
+         {"items": [{"model_name": "gpt-4o", "model_provider": "openai", "test_case_index": 9}]}),
+        ("GET", f"/v1/skills/{rows.skill_id}", None),
+        ("PATCH", f"/v1/skills/{rows.skill_id}", {"name": "taken over"}),
+        ("POST", f"/v1/skills/{rows.skill_id}/archive", None),
+        ("POST", f"/v1/skills/{rows.skill_id}/unarchive", None),
+        ("GET", f"/v1/skills/{rows.skill_id}/versions", None),
+        ("POST", f"/v1/skills/{rows.skill_id}/versions", {"content": "taken over"}),
+        ("GET", f"/v1/skills/{rows.skill_id}/versions/{rows.version_id}", None),
+        ("PATCH", f"/v1/skills/{rows.skill_id}/versions/{rows.version_id}",
+         {"changelog": "taken over"}),
+        ("GET", f"/v1/skills/{a.rows.skill_id}/versions/{rows.version_id}", None),
+        ("GET", f"/v1/users/{rows.user_id}", None),
+        ("PATCH", f"/v1/users/{rows.user_id}", {"name": "taken over"}),
+        ("GET", f"/v1/training-examples.jsonl?skill_id={rows.skill_id}", None),
+    ]
+
+
+B_STATE = """
+SELECT (SELECT row(s.name, s.archived_at, s.total_feedback)::text FROM skills s WHERE id = $1),
+       (SELECT row(f.status, f.reviewed_by)::text FROM skill_feedback f WHERE id = $2),
+       (SELECT row(r.status, r.error_message)::text FROM benchmark_runs r WHERE id = $3),
+       (SELECT count(*) FROM benchmark_results WHERE benchmark_run_id = $3),
+       (SELECT count(*) FROM skill_versions WHERE skill_id = $1),
+       (SELECT string_agg(coalesce(changelog, ''), ',') FROM skill_versions WHERE skill_id = $1),
+       (SELECT name FROM users WHERE id = $4)
+"""
+
+
+async def test_another_tenants_ids_are_not_found_on_every_route(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    b = api_b.rows
+    before = await owner.fetchrow(B_STATE, b.skill_id, b.feedback_id, b.run_id, b.user_id)
+    ids = {b.feedback_id, b.measurement_id, b.run_id, b.skill_id, b.version_id, b.user_id}
+    missing = "00000000-0000-4000-8000-000000000000"
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        for method, path, body in routes(api_b, api_a):
+            foreign = client.request(method, path, json=body)
+            never = path
+            for row_id in ids:
+                never = never.replace(row_id, missing)
+            nowhere = client.request(method, never, json=body)
+            problem(foreign, 404, "not-found")
+            problem(nowhere, 404, "not-found")
+            shown = foreign.json()
+            for row_id in ids:
+                shown = {k: (v.replace(row_id, missing) if isinstance(v, str) else v)
+                         for k, v in shown.items()}
+                if "errors" in shown:
+                    shown["errors"] = [
+                        {**e, "message": e["message"].replace(row_id, missing)}
+                        for e in shown["errors"]
+                    ]
+            assert shown == nowhere.json(), (method, path)
+    assert await owner.fetchrow(B_STATE, b.skill_id, b.feedback_id, b.run_id, b.user_id) == before

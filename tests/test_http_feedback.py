@@ -1,0 +1,335 @@
+"""
+The feedback routes over HTTP, against the served app: recording one item
+and batches (all or nothing, every bad item listed), reading, listing with
+cursors, review and implementation, the streamed training-example export
+(and a client that goes away mid-stream), scopes, and another tenant's ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import asyncpg
+import httpx
+
+from everyskill.api_keys import create_api_key
+from tests.http_support import Served, Tenant, problem
+
+
+def thumbs(tenant: Tenant, **extra: Any) -> dict[str, Any]:
+    return {"skill_id": tenant.rows.skill_id, "feedback_type": "thumbs_up", **extra}
+
+
+def example(tenant: Tenant, index: int) -> dict[str, Any]:
+    return {
+        "skill_id": tenant.rows.skill_id,
+        "feedback_type": "training_example",
+        "example_input": f"input {index}",
+        "expected_output": f"expected {index}",
+    }
+
+
+async def count(owner: asyncpg.Connection, tenant: Tenant) -> int:
+    value = await owner.fetchval(
+        "SELECT count(*) FROM skill_feedback WHERE tenant_id = $1", tenant.rows.tenant_id
+    )
+    assert isinstance(value, int)
+    return value
+
+
+async def test_one_item_is_committed_and_answered_with_its_row(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        response = client.post(
+            "/v1/feedback",
+            json=thumbs(api_a, comment="my key is AKIAIOSFODNN7EXAMPLF ok", source="mcp"),
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        row = body["row"]
+        assert row["feedback_type"] == "thumbs_up" and row["sentiment"] == 1
+        assert row["source"] == "mcp" and row["status"] == "pending"
+        assert row["tenant_id"] == api_a.rows.tenant_id
+        assert set(body) == {"row", "redactions", "warnings"}
+        stored = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", row["id"])
+        assert stored is not None and stored["comment"] == row["comment"]
+        read = client.get(f"/v1/feedback/{row['id']}")
+        assert read.status_code == 200 and read.json() == row
+
+
+async def test_a_batch_is_written_whole(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    items = [thumbs(api_a), example(api_a, 1), {**thumbs(api_a), "feedback_type": "thumbs_down"}]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        response = client.post("/v1/feedback", json={"items": items})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["count"] == 3 and len(set(body["ids"])) == 3
+    types = await owner.fetch(
+        "SELECT id, feedback_type FROM skill_feedback WHERE id = ANY($1)", body["ids"]
+    )
+    assert {r["id"]: r["feedback_type"] for r in types} == dict(
+        zip(body["ids"], ["thumbs_up", "training_example", "thumbs_down"])
+    )
+    assert await count(owner, api_a) == before + 3
+
+
+async def test_a_batch_with_bad_items_lists_every_one_and_writes_nothing(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    aggregates = await owner.fetchrow(
+        "SELECT total_feedback, feedback_thumbs_up FROM skills WHERE id = $1", api_a.rows.skill_id
+    )
+    items = [
+        thumbs(api_a),
+        {"skill_id": api_a.rows.skill_id, "feedback_type": "suggestion"},  # no suggestion
+        thumbs(api_a),
+        {"skill_id": api_a.rows.skill_id, "feedback_type": "bug_report"},  # no comment
+        thumbs(api_a, quality_score=11),
+    ]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        body = problem(client.post("/v1/feedback", json={"items": items}), 422, "validation")
+        assert {(e["index"], e["field"]) for e in body["errors"]} == {
+            (1, "suggested_content"),
+            (3, "comment"),
+            (4, "quality_score"),
+        }, body
+        # Type errors are listed by item too, before anything runs.
+        typed = problem(
+            client.post(
+                "/v1/feedback",
+                json={"items": [thumbs(api_a), {"skill_id": 5, "feedback_type": "x"}, {}]},
+            ),
+            422,
+            "validation",
+        )
+        fields = {(e.get("index"), e["field"]) for e in typed["errors"]}
+        assert {(1, "skill_id"), (1, "feedback_type"), (2, "skill_id"), (2, "feedback_type")} <= fields
+        # More than 500 items.
+        too_many = problem(
+            client.post("/v1/feedback", json={"items": [thumbs(api_a)] * 501}), 422, "validation"
+        )
+        assert too_many["errors"][0]["field"] == "items"
+    assert await count(owner, api_a) == before
+    assert await owner.fetchrow(
+        "SELECT total_feedback, feedback_thumbs_up FROM skills WHERE id = $1", api_a.rows.skill_id
+    ) == aggregates
+
+
+async def test_a_batch_naming_another_tenants_skill_is_a_404_naming_the_item(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    items = [thumbs(api_a), thumbs(api_a), {**thumbs(api_a), "skill_id": api_b.rows.skill_id}]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        body = problem(client.post("/v1/feedback", json={"items": items}), 404, "not-found")
+        assert body["errors"][0]["index"] == 2 and body["errors"][0]["field"] == "skill_id"
+        single = problem(
+            client.post("/v1/feedback", json=thumbs(api_b)), 404, "not-found"
+        )
+        nowhere = problem(
+            client.post("/v1/feedback", json={**thumbs(api_a), "skill_id": "no-such-skill"}),
+            404,
+            "not-found",
+        )
+    assert single["detail"].replace(api_b.rows.skill_id, "ID") == nowhere["detail"].replace(
+        "no-such-skill", "ID"
+    )
+    assert await count(owner, api_a) == before
+
+
+async def test_lists_page_with_cursors_and_filters(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        written = client.post(
+            "/v1/feedback", json={"items": [example(api_a, i) for i in range(5)]}
+        ).json()["ids"]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"feedback_type": "training_example", "limit": 2}
+            if cursor:
+                params["cursor"] = cursor
+            page = client.get("/v1/feedback", params=params)
+            assert page.status_code == 200, page.text
+            seen += [row["id"] for row in page.json()["items"]]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        # One transaction: one created_at, so newest first is by id.
+        assert seen == sorted(written, reverse=True)
+        problem(client.get("/v1/feedback", params={"cursor": "nonsense"}), 422, "validation")
+        bad = problem(client.get("/v1/feedback", params={"limit": 0}), 422, "validation")
+        assert bad["errors"][0]["field"] == "limit"
+        naive = problem(
+            client.get("/v1/feedback", params={"since": "2026-01-01T00:00:00"}), 422, "validation"
+        )
+        assert naive["errors"][0]["field"] == "since"
+
+
+async def test_review_and_implemented_by_a_user_of_the_tenant(
+    api: Served, api_a: Tenant, api_b: Tenant
+) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        feedback_id = client.post("/v1/feedback", json=example(api_a, 0)).json()["row"]["id"]
+        stranger = problem(
+            client.post(
+                f"/v1/feedback/{feedback_id}/review",
+                json={"reviewer_id": api_b.rows.user_id, "decision": "accepted"},
+            ),
+            404,
+            "not-found",
+        )
+        assert "user" in stranger["detail"]
+        problem(
+            client.post(
+                f"/v1/feedback/{feedback_id}/implemented",
+                json={"reviewer_id": api_a.rows.user_id},
+            ),
+            409,
+            "invalid-transition",
+        )
+        accepted = client.post(
+            f"/v1/feedback/{feedback_id}/review",
+            json={"reviewer_id": api_a.rows.user_id, "decision": "accepted", "notes": "good"},
+        )
+        assert accepted.status_code == 200, accepted.text
+        row = accepted.json()["row"]
+        assert row["status"] == "accepted" and row["reviewed_by"] == api_a.rows.user_id
+        assert row["review_notes"] == "good" and row["reviewed_at"]
+        problem(
+            client.post(
+                f"/v1/feedback/{feedback_id}/review",
+                json={"reviewer_id": api_a.rows.user_id, "decision": "dismissed"},
+            ),
+            409,
+            "already-reviewed",
+        )
+        done = client.post(
+            f"/v1/feedback/{feedback_id}/implemented", json={"reviewer_id": api_a.rows.user_id}
+        )
+        assert done.status_code == 200 and done.json()["row"]["status"] == "implemented"
+        problem(
+            client.post(
+                f"/v1/feedback/{feedback_id}/review",
+                json={"reviewer_id": api_a.rows.user_id, "decision": "maybe"},
+            ),
+            422,
+            "validation",
+        )
+
+
+async def test_the_export_streams_accepted_examples_of_the_tenant_only(
+    api: Served, api_a: Tenant, api_b: Tenant
+) -> None:
+    def accepted(tenant: Tenant, n: int) -> list[str]:
+        with httpx.Client(base_url=api.base, headers=tenant.headers()) as client:
+            ids: list[str] = client.post(
+                "/v1/feedback", json={"items": [example(tenant, i) for i in range(n)]}
+            ).json()["ids"]
+            for feedback_id in ids:
+                reviewed = client.post(
+                    f"/v1/feedback/{feedback_id}/review",
+                    json={"reviewer_id": tenant.rows.user_id, "decision": "accepted"},
+                )
+                assert reviewed.status_code == 200
+            return ids
+
+    ids_a = accepted(api_a, 3)
+    accepted(api_b, 2)
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        with client.stream("GET", "/v1/training-examples.jsonl") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in response.iter_lines() if line]
+        assert [line["feedback_id"] for line in lines] == sorted(ids_a)  # oldest first, then id
+        first = next(line for line in lines if line["feedback_id"] == ids_a[0])
+        assert first["input"] == "input 0" and first["expected_output"] == "expected 0"
+        assert first["skill_id"] == api_a.rows.skill_id and first["version"] is None
+        of_skill = client.get(
+            "/v1/training-examples.jsonl", params={"skill_id": api_a.rows.skill_id}
+        )
+        assert of_skill.text.count("\n") == 3
+        # Another tenant's skill is not found, before the stream starts.
+        problem(
+            client.get("/v1/training-examples.jsonl", params={"skill_id": api_b.rows.skill_id}),
+            404,
+            "not-found",
+        )
+
+
+async def test_a_client_leaving_mid_export_gives_the_connection_back(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    # Enough accepted examples that the export outruns the socket's buffers.
+    big = "x" * 20_000
+    await owner.execute(
+        "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, example_input,"
+        " expected_output, status, reviewed_at)"
+        " SELECT $1, $2, 'training_example', $3, 'y', 'accepted', now()"
+        " FROM generate_series(1, 2000)",
+        api_a.rows.tenant_id,
+        api_a.rows.skill_id,
+        big,
+    )
+    host, port = api.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"GET /v1/training-examples.jsonl HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {api_a.key}\r\n\r\n".encode()
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        # The export is held back by the client, its transaction open.
+        await wait_for(owner, "idle in transaction", present=True)
+    # The client went away without reading: the scope ends, the connection is back.
+    await wait_for(owner, "idle in transaction", present=False)
+
+
+async def wait_for(owner: asyncpg.Connection, state: str, *, present: bool) -> None:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND usename = 'everyskill_api' AND (state = $1 OR state = 'active')"
+        " AND query LIKE '%example_input%'"
+    )
+    for _ in range(200):
+        found = await owner.fetchval(query, state)
+        if bool(found) == present:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the export's transaction {'never' if present else 'still'} shows")
+
+
+async def test_scopes_of_the_feedback_routes(api: Served, api_a: Tenant) -> None:
+    reader = (await create_api_key(api_a.rows.tenant_id, "reader", "read")).key
+    writer = (await create_api_key(api_a.rows.tenant_id, "hook", "feedback:write")).key
+    with httpx.Client(base_url=api.base) as client:
+        refused = problem(
+            client.post("/v1/feedback", json=thumbs(api_a), headers=api_a.headers(reader)),
+            403,
+            "missing-scope",
+        )
+        assert refused["scope"] == "feedback:write" and "feedback:write" in refused["detail"]
+        for path in ("/v1/feedback", f"/v1/feedback/{api_a.rows.feedback_id}",
+                     "/v1/training-examples.jsonl"):
+            body = problem(client.get(path, headers=api_a.headers(writer)), 403, "missing-scope")
+            assert body["scope"] == "read"
+        for path in ("review", "implemented"):
+            problem(
+                client.post(
+                    f"/v1/feedback/{api_a.rows.feedback_id}/{path}",
+                    json={"reviewer_id": api_a.rows.user_id, "decision": "accepted"},
+                    headers=api_a.headers(reader),
+                ),
+                403,
+                "missing-scope",
+            )
+        assert client.post(
+            "/v1/feedback", json=thumbs(api_a), headers=api_a.headers(writer)
+        ).status_code == 201
+        assert client.get("/v1/feedback", headers=api_a.headers(reader)).status_code == 200

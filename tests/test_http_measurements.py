@@ -1,0 +1,176 @@
+"""
+The token-measurement routes over HTTP, against the served app: one
+measurement and batches of up to 10,000 (one statement, all or nothing,
+bad items listed by index and field), reading, listing, the usage
+summary, and scopes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+
+from everyskill.api_keys import create_api_key
+from tests.http_support import Served, Tenant, problem
+
+
+def measurement(tenant: Tenant, **extra: Any) -> dict[str, Any]:
+    return {
+        "skill_id": tenant.rows.skill_id,
+        "model_name": "claude-sonnet-4-5",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "latency_ms": 500,
+        **extra,
+    }
+
+
+async def count(owner: asyncpg.Connection, tenant: Tenant) -> int:
+    value = await owner.fetchval(
+        "SELECT count(*) FROM token_measurements WHERE tenant_id = $1", tenant.rows.tenant_id
+    )
+    assert isinstance(value, int)
+    return value
+
+
+async def test_one_measurement_is_priced_and_read_back(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        response = client.post("/v1/token-measurements", json=measurement(api_a))
+        assert response.status_code == 201, response.text
+        row = response.json()["row"]
+        # The tenant's own price: 250 and 1250 microcents per token.
+        assert row["estimated_cost_microcents"] == 1000 * 250 + 100 * 1250
+        assert row["total_tokens"] == 1100 and row["model_provider"] == "anthropic"
+        assert client.get(f"/v1/token-measurements/{row['id']}").json() == row
+        unpriced = client.post(
+            "/v1/token-measurements", json=measurement(api_a, model_name="no-such-model")
+        )
+        assert unpriced.status_code == 201
+        assert unpriced.json()["row"]["estimated_cost_microcents"] is None
+        assert unpriced.json()["warnings"] and "no-such-model" in unpriced.json()["warnings"][0]
+
+
+async def test_a_batch_of_ten_thousand_is_written_whole(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    items = [measurement(api_a, latency_ms=i) for i in range(10_000)]
+    with httpx.Client(base_url=api.base, headers=api_a.headers(), timeout=60) as client:
+        response = client.post("/v1/token-measurements", json={"items": items})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["count"] == 10_000 and len(set(body["ids"])) == 10_000
+        latency = await owner.fetchval(
+            "SELECT latency_ms FROM token_measurements WHERE id = $1", body["ids"][1234]
+        )
+        assert latency == 1234
+        problem(
+            client.post("/v1/token-measurements", json={"items": items + items[:1]}),
+            422,
+            "validation",
+        )
+    assert await count(owner, api_a) == before + 10_000
+
+
+async def test_a_batch_with_bad_items_lists_them_and_writes_nothing(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    aggregates = await owner.fetchrow(
+        "SELECT costed_measurements, measured_cost_microcents FROM skills WHERE id = $1",
+        api_a.rows.skill_id,
+    )
+    items = [
+        measurement(api_a),
+        measurement(api_a, input_tokens=-1),
+        measurement(api_a),
+        measurement(api_a, total_tokens=5),
+        {"model_name": "x"},
+    ]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        typed = problem(
+            client.post("/v1/token-measurements", json={"items": items}), 422, "validation"
+        )
+        assert {(e["index"], e["field"]) for e in typed["errors"]} == {
+            (1, "input_tokens"),
+            (4, "skill_id"),
+        }
+        rules = problem(
+            client.post("/v1/token-measurements", json={"items": [items[0], items[3], items[3]]}),
+            422,
+            "validation",
+        )
+        assert {(e["index"], e["field"]) for e in rules["errors"]} == {
+            (1, "total_tokens"),
+            (2, "total_tokens"),
+        }
+        foreign = problem(
+            client.post(
+                "/v1/token-measurements",
+                json={"items": [measurement(api_a), measurement(api_b)]},
+            ),
+            404,
+            "not-found",
+        )
+        assert (foreign["errors"][0]["index"], foreign["errors"][0]["field"]) == (1, "skill_id")
+    assert await count(owner, api_a) == before
+    assert await owner.fetchrow(
+        "SELECT costed_measurements, measured_cost_microcents FROM skills WHERE id = $1",
+        api_a.rows.skill_id,
+    ) == aggregates
+
+
+async def test_lists_and_the_usage_summary(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        client.post(
+            "/v1/token-measurements",
+            json={"items": [measurement(api_a, model_name="gpt-4o", model_provider="openai")] * 3},
+        )
+        page = client.get("/v1/token-measurements", params={"model_name": "gpt-4o", "limit": 2})
+        assert page.status_code == 200
+        assert len(page.json()["items"]) == 2 and page.json()["next_cursor"]
+        rest = client.get(
+            "/v1/token-measurements",
+            params={"model_name": "gpt-4o", "cursor": page.json()["next_cursor"]},
+        ).json()
+        assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+        by_model = client.get("/v1/usage/summary", params={"by": "model"})
+        assert by_model.status_code == 200, by_model.text
+        rows = {row["model_name"]: row for row in by_model.json()["items"]}
+        assert rows["gpt-4o"]["calls"] == 3 and rows["gpt-4o"]["day"] is None
+        assert rows["claude-sonnet-4-5"]["calls"] == 1  # the tenant's sample row
+        by_day = client.get(
+            "/v1/usage/summary", params=[("by", "day"), ("by", "skill"), ("time_zone", "Asia/Tokyo")]
+        ).json()["items"]
+        assert sum(row["calls"] for row in by_day) == 4 and by_day[0]["day"]
+        everything = client.get("/v1/usage/summary").json()["items"]
+        assert all(row["day"] and row["skill_id"] and row["model_name"] for row in everything)
+        zone = problem(
+            client.get("/v1/usage/summary", params={"time_zone": "Mars/Olympus"}), 422, "validation"
+        )
+        assert zone["errors"][0]["field"] == "time_zone"
+        problem(client.get("/v1/usage/summary", params={"by": "week"}), 422, "validation")
+
+
+async def test_scopes_of_the_measurement_routes(api: Served, api_a: Tenant) -> None:
+    reader = (await create_api_key(api_a.rows.tenant_id, "reader", "read")).key
+    hook = (await create_api_key(api_a.rows.tenant_id, "hook", "measurements:write")).key
+    with httpx.Client(base_url=api.base) as client:
+        body = problem(
+            client.post(
+                "/v1/token-measurements", json=measurement(api_a), headers=api_a.headers(reader)
+            ),
+            403,
+            "missing-scope",
+        )
+        assert body["scope"] == "measurements:write"
+        for path in ("/v1/token-measurements", "/v1/usage/summary",
+                     f"/v1/token-measurements/{api_a.rows.measurement_id}"):
+            assert problem(client.get(path, headers=api_a.headers(hook)), 403, "missing-scope")[
+                "scope"
+            ] == "read"
+        assert client.post(
+            "/v1/token-measurements", json=measurement(api_a), headers=api_a.headers(hook)
+        ).status_code == 201

@@ -1,0 +1,214 @@
+"""
+Errors over HTTP are RFC 9457 problems, against the served app: malformed
+JSON (400), an unknown route (404), a method a route lacks (405 with
+Allow), bodies over the route's size (413, with and without a
+Content-Length) or not JSON (415), the 422 shape, the database restarting
+(503 with Retry-After, then served again), and an unexpected error (a 500
+problem whose traceback is logged, not sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from everyskill.http_api import create_api_app
+from everyskill.http_api.bodies import BATCH_BODY_LIMIT, BODY_LIMIT
+from everyskill.http_api.problems import DATABASE_RETRY_AFTER, TYPES
+from tests.cluster import Cluster, private_cluster
+from tests.http_support import Served, Tenant, problem, served
+from tests.support import connected, free_port, make_tenant, run_piccolo
+
+
+async def test_malformed_json_unknown_routes_and_methods(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        bad = client.post(
+            "/v1/skills", content=b'{"slug": ', headers={"Content-Type": "application/json"}
+        )
+        problem(bad, 400, "malformed-json")
+        problem(client.get("/v1/nowhere"), 404, "unknown-route")
+        wrong = client.delete(f"/v1/skills/{api_a.rows.skill_id}")
+        problem(wrong, 405, "method-not-allowed")
+        assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "PATCH"}
+
+
+async def test_bodies_over_the_size_or_not_json(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers(), timeout=60) as client:
+        big = b'{"slug": "x", "name": "' + b"n" * BODY_LIMIT + b'"}'
+        body = problem(
+            client.post("/v1/skills", content=big, headers={"Content-Type": "application/json"}),
+            413,
+            "content-too-large",
+        )
+        assert str(BODY_LIMIT) in body["detail"]
+
+        def chunks(total: int) -> Iterator[bytes]:
+            yield b'{"items": ['
+            sent = 11
+            while sent < total:
+                yield b" " * 65536
+                sent += 65536
+
+        # Without a Content-Length (chunked): counted while read.
+        chunked = client.post(
+            "/v1/feedback",
+            content=chunks(BATCH_BODY_LIMIT + 1),
+            headers={"Content-Type": "application/json"},
+        )
+        problem(chunked, 413, "content-too-large")
+        # A batch route takes more than a single-item route.
+        under = client.post(
+            "/v1/feedback",
+            content=b'{"items": []}' + b" " * (BODY_LIMIT + 10),
+            headers={"Content-Type": "application/json"},
+        )
+        problem(under, 422, "validation")
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            request = client.build_request(
+                "POST", "/v1/skills", content=b'{"slug": "x", "name": "x"}', headers=headers
+            )
+            assert "content-type" not in request.headers or content_type
+            problem(client.send(request), 415, "unsupported-media-type")
+        # JSON with a charset, or a +json type, is JSON.
+        assert client.post(
+            "/v1/skills",
+            content=b'{"slug": "charset", "name": "x"}',
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        ).status_code == 201
+
+
+async def test_the_422_shape(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        body = problem(
+            client.post("/v1/skills", json={"slug": 1, "name": "x", "colour": "red"}),
+            422,
+            "validation",
+        )
+        assert {(e["field"], "index" in e) for e in body["errors"]} == {
+            ("slug", False),
+            ("colour", False),
+        }
+        assert all(e["message"] for e in body["errors"])
+        query = problem(client.get("/v1/skills", params={"limit": "many"}), 422, "validation")
+        assert query["errors"] == [
+            {"field": "limit", "message": query["errors"][0]["message"]}
+        ]
+
+
+def test_every_problem_type_is_documented_in_the_schema(api: Served) -> None:
+    schema = httpx.get(f"{api.base}/v1/openapi.json").json()
+    documented = Path("docs/http-api.md").read_text()
+    for name in TYPES:
+        assert f"urn:everyskill:problem:{name}" in documented, name
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            for status in ("401", "403", "404", "422", "503"):
+                content = operation["responses"][status]["content"]
+                assert "application/problem+json" in content, (path, method, status)
+
+
+# -- the database goes away ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with private_cluster(tmp_path_factory.mktemp("pg")) as cluster:
+        run_piccolo(cluster.url, "migrations", "forwards", "all")
+        yield cluster
+
+
+async def test_503_with_retry_after_while_the_database_restarts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    async with connected(cluster.url) as owner:
+        rows = await make_tenant(owner, "restart")
+        slug = await owner.fetchval("SELECT slug FROM tenants WHERE id = $1", rows.tenant_id)
+    output = run_piccolo(
+        cluster.url, "everyskill", "create_api_key", "--tenant", slug, "--name", "t",
+        "--scopes", "read,feedback:write",
+    )
+    match = re.search(r"esk_[0-9A-Za-z]{38}", output)
+    assert match, output
+    env = {
+        "DATABASE_URL": cluster.url,
+        "EVERYSKILL_APP_DATABASE_URL": cluster.url.replace("everyskill@", "everyskill_api@", 1),
+    }
+    headers = {"Authorization": f"Bearer {match.group()}"}
+    with served(tmp_path / "server.log", env) as server, httpx.Client(
+        base_url=server.base, headers=headers, timeout=10
+    ) as client:
+        assert client.get(f"/v1/skills/{rows.skill_id}").status_code == 200
+        await cluster.run_async(cluster.pg_ctl("-m", "fast", "stop"))
+        try:
+            for request in (
+                lambda: client.get(f"/v1/skills/{rows.skill_id}"),
+                lambda: client.post(
+                    "/v1/feedback", json={"skill_id": rows.skill_id, "feedback_type": "thumbs_up"}
+                ),
+            ):
+                response = request()
+                body = problem(response, 503, "database-unavailable")
+                assert response.headers["retry-after"] == str(DATABASE_RETRY_AFTER)
+                assert "Traceback" not in response.text and "retried" in body["detail"]
+        finally:
+            await cluster.start()
+        # Back: the next requests are served (a dead pooled connection may
+        # cost one more 503, never a 500).
+        statuses = []
+        for _ in range(20):
+            statuses.append(client.get(f"/v1/skills/{rows.skill_id}").status_code)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.2)
+        assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
+        written = client.post(
+            "/v1/feedback", json={"skill_id": rows.skill_id, "feedback_type": "thumbs_up"}
+        )
+        assert written.status_code == 201, written.text
+        log = server.log_text()
+        assert "Exception in ASGI application" not in log and " 500 " not in log
+
+
+# -- an unexpected error ------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_500_problem_and_its_traceback_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_api_app()
+
+    @app.get("/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug with a secret-looking detail")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with caplog.at_level(logging.ERROR, logger="everyskill.http_api"):
+            response = httpx.get(f"http://127.0.0.1:{port}/broken")
+        body = problem(response, 500, "internal-error")
+        assert "secret-looking" not in response.text and "Traceback" not in response.text
+        assert "was logged" in body["detail"]
+        logged = [r for r in caplog.records if r.name == "everyskill.http_api"]
+        assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
