@@ -11,6 +11,7 @@ import copy
 from typing import Any
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -902,6 +903,10 @@ class _CountingProxy:
         self.target = target
         self.round_trips = 0
         self._server_spoke = True
+        #: When set, the server's next answer is not passed on: the proxy
+        #: closes both sides instead (the server did the work; the client
+        #: never hears of it).
+        self.lose_answers = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_unix_connection(self.target)
@@ -909,6 +914,10 @@ class _CountingProxy:
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: bool) -> None:
             try:
                 while data := await source.read(65536):
+                    if not client and self.lose_answers:
+                        writer.close()
+                        up_writer.close()
+                        return
                     if client and self._server_spoke:
                         self.round_trips += 1
                     self._server_spoke = not client
@@ -917,12 +926,16 @@ class _CountingProxy:
             finally:
                 sink.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        await asyncio.gather(
+            pump(reader, up_writer, True), pump(up_reader, writer, False), return_exceptions=True
+        )
 
 
-async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
-    tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
-) -> None:
+@asynccontextmanager
+async def _through_proxy(engine: PostgresEngine, tmp_path: Any) -> AsyncIterator[tuple[_CountingProxy, PostgresEngine]]:
+    """A copy of the application's engine whose one connection goes through
+    a :class:`_CountingProxy` (a copy: a new engine would ask the server's
+    version synchronously, through a proxy served by this event loop)."""
     import urllib.parse
 
     dsn = urllib.parse.urlsplit(engine.config["dsn"])
@@ -931,17 +944,24 @@ async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
     proxy = _CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
     server = await asyncio.start_unix_server(proxy.handle, path=f"{tmp_path}/.s.PGSQL.{port}")
     query["host"] = [str(tmp_path)]
-    # The application's engine, connecting through the proxy (a copy: a new
-    # engine would ask the server's version synchronously, through a proxy
-    # served by this event loop).
-    counted = copy.copy(engine)
-    counted.pool = None
-    counted.config = {
+    proxied = copy.copy(engine)
+    proxied.pool = None
+    proxied.config = {
         **engine.config,
         "dsn": dsn._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl(),
     }
-    await counted.start_connection_pool(min_size=1, max_size=1)
+    await proxied.start_connection_pool(min_size=1, max_size=1)
     try:
+        yield proxy, proxied
+    finally:
+        await proxied.close_connection_pool()
+        server.close()
+
+
+async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
+    tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
+) -> None:
+    async with _through_proxy(engine, tmp_path) as (proxy, counted):
         async with tenant_scope(tenant.tenant_id, engine=counted, autocommit=True):
             # The first use of a connection prepares the statement.
             await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
@@ -954,10 +974,36 @@ async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
         async with tenant_scope(tenant.tenant_id, engine=counted):
             await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
         in_transaction = proxy.round_trips
-    finally:
-        await counted.close_connection_pool()
-        server.close()
     assert saved.row.comment == "It broke." and not saved.replayed
     assert one == 1
     # BEGIN with the switch, the statement, COMMIT with the pool's reset.
     assert in_transaction == 3
+
+
+async def test_a_lost_answer_to_a_single_statement_write_is_an_unknown_outcome(
+    owner: asyncpg.Connection, tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
+) -> None:
+    """In an autocommit scope the statement is its own transaction: when the
+    connection goes after it was sent, the server may have committed it. The
+    caller is told the outcome is unknown (not that nothing was written), and
+    a retry with the same id returns the stored row as a replay."""
+    client_id = str(uuid.uuid4())
+    async with _through_proxy(engine, tmp_path) as (proxy, proxied):
+        async with tenant_scope(tenant.tenant_id, engine=proxied, autocommit=True):
+            await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+            proxy.lose_answers = True
+            with pytest.raises(DatabaseUnavailableError) as lost:
+                await feedback.record_feedback(
+                    id=client_id, skill_id=tenant.skill_id, feedback_type="bug_report",
+                    comment="The answer was lost.",
+                )
+    assert lost.value.during == "commit" and lost.value.outcome_unknown
+    # The server committed it.
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1
+    async with tenant_scope(tenant.tenant_id, autocommit=True):
+        again = await feedback.record_feedback(
+            id=client_id, skill_id=tenant.skill_id, feedback_type="bug_report",
+            comment="The answer was lost.",
+        )
+    assert again.replayed and again.row.id == client_id
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1
