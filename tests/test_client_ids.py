@@ -61,6 +61,35 @@ def test_anything_but_a_hyphenated_uuid_is_refused_naming_the_field(bad: object)
     assert in_batch.value.field == "measurements[1].id"
 
 
+#: RFC 9562's examples (Appendix A) of the versions that are not random,
+#: and the nil and max UUIDs, and a version 4 of another variant.
+NOT_RANDOM = {
+    "version 1": "c232ab00-9414-11ec-b3c8-9f6bdeced846",
+    "version 3": "5df41881-3aed-3515-88a7-2f4a814cf09e",
+    "version 5": "2ed6657d-e927-568b-95e1-2665a8aea6a2",
+    "version 6": "1ec9414c-232a-6b00-b3c8-9f6bdeced846",
+    "version 8": "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0",
+    "nil": "00000000-0000-0000-0000-000000000000",
+    "max": "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "version 4, Microsoft's variant": "123e4567-e89b-42d3-c456-426614174000",
+}
+
+
+@pytest.mark.parametrize("kind", NOT_RANDOM)
+def test_an_id_that_is_not_random_is_refused(kind: str) -> None:
+    """Ids are global primary keys: one that can be guessed or derived could
+    be taken first by another tenant."""
+    with pytest.raises(ValidationError) as refused:
+        checked_id(NOT_RANDOM[kind])
+    assert refused.value.field == "id" and "random UUID" in refused.value.reason
+
+
+def test_random_versions_4_and_7_are_accepted() -> None:
+    v7 = "017f22e2-79b0-7cc3-98c4-dc0c0c07398f"  # RFC 9562, Appendix A.6
+    assert checked_id(v7) == v7
+    assert checked_id(uuid.uuid4()) is not None
+
+
 def test_an_id_given_twice_in_a_batch_names_both_items() -> None:
     first = str(uuid.uuid4())
     with pytest.raises(ValidationError) as refused:
