@@ -19,7 +19,7 @@ import pytest
 
 from everyskill import benchmarks, catalogue, feedback, usage
 from everyskill.client_ids import FOREIGN_ID, batch_ids, checked_id
-from everyskill.errors import ConflictError, TenantScopeError, ValidationError
+from everyskill.errors import ConflictError, RunNotRunningError, TenantScopeError, ValidationError
 from everyskill.rows import Saved
 from everyskill.tenancy import tenant_scope
 from tests.support import TenantRows, wait_until_blocked
@@ -430,6 +430,34 @@ async def test_a_result_batch_replays_stored_ids(
                 tenant.run_id, [*results([ids[1]]), {**results([ids[2]])[0], "id": ids[1]}]
             )
     assert twice.value.field == "results[1].id"
+
+
+async def test_results_retried_after_the_run_completed_are_replays(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """A runner whose answer was lost retries after the run completed: the
+    results it stored come back as replays; a result never stored is
+    refused, as any result of a run that is not running."""
+    stored, new = str(uuid.uuid4()), str(uuid.uuid4())
+    result = {"model_name": SONNET, "model_provider": "anthropic", "quality_score": 80}
+    async with tenant_scope(tenant.tenant_id):
+        await benchmarks.record_results(
+            tenant.run_id, [{**result, "id": stored, "test_case_index": 40}]
+        )
+        await benchmarks.complete_run(tenant.run_id)
+    async with tenant_scope(tenant.tenant_id):
+        again = await benchmarks.record_result(
+            tenant.run_id, id=stored, test_case_index=40, **result
+        )
+    assert again.replayed and again.row.id == stored
+    with pytest.raises(RunNotRunningError):
+        async with tenant_scope(tenant.tenant_id):
+            await benchmarks.record_results(
+                tenant.run_id,
+                [{**result, "id": stored, "test_case_index": 40},
+                 {**result, "id": new, "test_case_index": 41}],
+            )
+    assert await owner.fetchval("SELECT count(*) FROM benchmark_results WHERE id = $1", new) == 0
 
 
 # -- concurrency ------------------------------------------------------------------------
