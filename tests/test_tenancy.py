@@ -30,6 +30,7 @@ from everyskill.tenancy import (
     tenant_transaction,
 )
 from tables import Skill, User
+from tests.http_support import CountingProxy
 from tests.support import TenantRows, make_tenant
 
 TABLES = {
@@ -894,32 +895,6 @@ async def test_each_call_of_an_autocommit_scope_is_its_own_transaction(
     ) == before + 1
 
 
-class _CountingProxy:
-    """A Unix-socket proxy between a client and PostgreSQL that counts round
-    trips: each time the client sends after the server has answered."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.round_trips = 0
-        self._server_spoke = True
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: bool) -> None:
-            try:
-                while data := await source.read(65536):
-                    if client and self._server_spoke:
-                        self.round_trips += 1
-                    self._server_spoke = not client
-                    sink.write(data)
-                    await sink.drain()
-            finally:
-                sink.close()
-
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
-
-
 async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
     tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
 ) -> None:
@@ -928,7 +903,7 @@ async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
     dsn = urllib.parse.urlsplit(engine.config["dsn"])
     query = urllib.parse.parse_qs(dsn.query)
     socket_dir, port = query["host"][0], query.get("port", ["5432"])[0]
-    proxy = _CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    proxy = CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
     server = await asyncio.start_unix_server(proxy.handle, path=f"{tmp_path}/.s.PGSQL.{port}")
     query["host"] = [str(tmp_path)]
     # The application's engine, connecting through the proxy (a copy: a new

@@ -32,7 +32,10 @@ Contract
   scope). FastAPI caches the key within a request, so a key is resolved
   once per request.
 - The handlers then act as the key's tenant: ``async with
-  tenant_scope(key.tenant_id):``.
+  tenant_scope(key.tenant_id, autocommit=True):`` around one query-API call
+  (the call is its own transaction; a single feedback is one round trip),
+  ``async with tenant_scope(key.tenant_id):`` around several that must be
+  one transaction.
 """
 
 from __future__ import annotations

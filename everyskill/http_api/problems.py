@@ -93,6 +93,7 @@ __all__ = [
     "Problem",
     "install",
     "problem_response",
+    "type_uri",
 ]
 
 logger = logging.getLogger("everyskill.http_api")
@@ -304,7 +305,8 @@ async def _everyskill_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, InvalidTransitionError):
         return problem_response("invalid-transition", str(error))
     if isinstance(error, ConflictError):
-        errors = [FieldProblem(field=error.field, message=str(error))] if error.field else None
+        # A batch item's field ("items[2].id", "measurements[2].id") gives its index.
+        errors = [field_problem(error.field, str(error))] if error.field else None
         return problem_response("conflict", str(error), errors=errors)
     if isinstance(error, DatabaseUnavailableError):
         logger.warning("database unavailable: %s", error)
