@@ -486,7 +486,9 @@ class ScopeConnection(asyncpg.Connection):
     in ``piccolo_conf``): a tenant scope that commits sends the pool's
     session reset (asyncpg's :meth:`~asyncpg.Connection.get_reset_query`) in
     the same round trip as its COMMIT, and the pool then skips that reset
-    once. Any other use of the connection is asyncpg's own."""
+    once; so does a caller that ran one statement leaving nothing on the
+    session (:meth:`note_reset_done`: the API key's resolution). Any other
+    use of the connection is asyncpg's own."""
 
     _reset_done = False
 

@@ -31,6 +31,7 @@ from everyskill.tenancy import (
     tenant_transaction,
 )
 from tables import Skill, User
+from tests.http_support import CountingProxy
 from tests.support import TenantRows, make_tenant
 
 TABLES = {
@@ -895,53 +896,17 @@ async def test_each_call_of_an_autocommit_scope_is_its_own_transaction(
     ) == before + 1
 
 
-class _CountingProxy:
-    """A Unix-socket proxy between a client and PostgreSQL that counts round
-    trips: each time the client sends after the server has answered."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.round_trips = 0
-        self._server_spoke = True
-        #: When set, the server's next answer is not passed on: the proxy
-        #: closes both sides instead (the server did the work; the client
-        #: never hears of it).
-        self.lose_answers = False
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: bool) -> None:
-            try:
-                while data := await source.read(65536):
-                    if not client and self.lose_answers:
-                        writer.close()
-                        up_writer.close()
-                        return
-                    if client and self._server_spoke:
-                        self.round_trips += 1
-                    self._server_spoke = not client
-                    sink.write(data)
-                    await sink.drain()
-            finally:
-                sink.close()
-
-        await asyncio.gather(
-            pump(reader, up_writer, True), pump(up_reader, writer, False), return_exceptions=True
-        )
-
-
 @asynccontextmanager
-async def _through_proxy(engine: PostgresEngine, tmp_path: Any) -> AsyncIterator[tuple[_CountingProxy, PostgresEngine]]:
+async def _through_proxy(engine: PostgresEngine, tmp_path: Any) -> AsyncIterator[tuple[CountingProxy, PostgresEngine]]:
     """A copy of the application's engine whose one connection goes through
-    a :class:`_CountingProxy` (a copy: a new engine would ask the server's
+    a :class:`CountingProxy` (a copy: a new engine would ask the server's
     version synchronously, through a proxy served by this event loop)."""
     import urllib.parse
 
     dsn = urllib.parse.urlsplit(engine.config["dsn"])
     query = urllib.parse.parse_qs(dsn.query)
     socket_dir, port = query["host"][0], query.get("port", ["5432"])[0]
-    proxy = _CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    proxy = CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
     server = await asyncio.start_unix_server(proxy.handle, path=f"{tmp_path}/.s.PGSQL.{port}")
     query["host"] = [str(tmp_path)]
     proxied = copy.copy(engine)
