@@ -353,8 +353,8 @@ async def _rows_per_writer(
         for skill in skills
     }
     return [
-        [[ids[skills[0]][w * ROUNDS + r], ids[skills[1]][w * ROUNDS + r]] for r in range(ROUNDS)]
-        for w in range(WRITERS)
+        [[ids[skills[0]][g * ROUNDS + r], ids[skills[1]][g * ROUNDS + r]] for r in range(ROUNDS)]
+        for g in range(WRITERS)
     ]
 
 
@@ -381,7 +381,7 @@ async def _run_writers(
                     else:
                         await connection.execute(statement, ids)
                 except asyncpg.DeadlockDetectedError as error:
-                    deadlocks.append(f"{statement}: {error.detail}")
+                    deadlocks.append(f"{statement}: {error.detail} ({error.as_dict().get('context')})")
 
     await asyncio.gather(*[writer(i) for i in range(WRITERS)])
     return deadlocks
