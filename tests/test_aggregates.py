@@ -330,3 +330,120 @@ async def test_concurrent_batches_over_several_skills_stay_exact(
     await asyncio.gather(*[writer(i) for i in range(12)])
     totals = [int((await assert_exact(owner, skill))[0]) for skill in skills]  # type: ignore[call-overload]
     assert sum(totals) == 12 * 10 * 6
+
+
+# Writers that change rows of the same two skills in every statement, each
+# listing the rows in its own order: two of every three as the owner (raw
+# SQL, the admin's view), the rest as the application connects, in a tenant
+# transaction. Each has rows of its own, so the skills' rows are all they
+# share. Every statement is its own transaction: none may deadlock.
+WRITERS = 8
+ROUNDS = 100
+
+
+async def _rows_per_writer(
+    owner: asyncpg.Connection, table: str, skills: list[str]
+) -> list[list[list[str]]]:
+    """For each writer, ROUNDS pairs of row ids: one of each skill."""
+    ids = {
+        skill: [
+            str(row[0])
+            for row in await owner.fetch(f"SELECT id FROM {table} WHERE skill_id = $1 ORDER BY id", skill)
+        ]
+        for skill in skills
+    }
+    return [
+        [[ids[skills[0]][g * ROUNDS + r], ids[skills[1]][g * ROUNDS + r]] for r in range(ROUNDS)]
+        for g in range(WRITERS)
+    ]
+
+
+async def _run_writers(
+    owner_url: str,
+    app_url: str | None,
+    tenant: TenantRows,
+    statements: list[str],
+    pairs: list[list[list[str]]],
+) -> list[str]:
+    """Run the writers at once; return the deadlocks PostgreSQL reported."""
+    deadlocks: list[str] = []
+
+    async def writer(index: int) -> None:
+        as_app = app_url is not None and index % 3 == 2
+        async with connected(app_url if app_url is not None and as_app else owner_url) as connection:
+            for round_, pair in enumerate(pairs[index]):
+                ids = pair if index % 2 else pair[::-1]
+                statement = statements[(index + round_) % len(statements)]
+                try:
+                    if as_app:
+                        async with tenant_transaction(connection, tenant.tenant_id):
+                            await connection.execute(statement, ids)
+                    else:
+                        await connection.execute(statement, ids)
+                except asyncpg.DeadlockDetectedError as error:
+                    deadlocks.append(f"{statement}: {error.detail} ({error.as_dict().get('context')})")
+
+    await asyncio.gather(*[writer(i) for i in range(WRITERS)])
+    return deadlocks
+
+
+async def test_concurrent_dismissals_over_two_skills_never_deadlock(
+    owner: asyncpg.Connection, tenant: TenantRows, database_url_for_tests: str, app_url_for_tests: str
+) -> None:
+    """Dismissals and deletes of feedback, each statement on both skills, from
+    six writers (owner and application role): no 40P01, and the aggregates
+    equal a recount."""
+    skills = sorted([await new_skill(owner, tenant, "pair-a"), await new_skill(owner, tenant, "pair-b")])
+    for skill in skills:
+        await thumbs(owner, tenant, skill, up=WRITERS * ROUNDS // 2, down=WRITERS * ROUNDS // 2)
+    pairs = await _rows_per_writer(owner, "skill_feedback", skills)
+    deadlocks = await _run_writers(
+        database_url_for_tests,
+        app_url_for_tests,
+        tenant,
+        [
+            "UPDATE skill_feedback SET status = 'dismissed' WHERE id = ANY($1::text[])",
+            "DELETE FROM skill_feedback WHERE id = ANY($1::text[])",
+        ],
+        pairs,
+    )
+    assert deadlocks == []
+    for skill in skills:
+        assert await assert_exact(owner, skill) == (0, None, None)
+
+
+async def test_concurrent_moves_and_deletes_of_measurements_never_deadlock(
+    owner: asyncpg.Connection, tenant: TenantRows, database_url_for_tests: str
+) -> None:
+    """Token measurements moved between the two skills (UPDATE skill_id) and
+    deleted, each statement on both skills, from six writers: no 40P01, and
+    the aggregates equal a recount. (The application role may not change
+    measurements: these writers are the owner.)"""
+    skills = sorted([await new_skill(owner, tenant, "cost-a"), await new_skill(owner, tenant, "cost-b")])
+    await owner.execute(
+        "INSERT INTO token_measurements (tenant_id, skill_id, model_name, estimated_cost_microcents)"
+        " SELECT $1, skill, 'm', n FROM unnest($2::text[]) AS skill, generate_series(1, $3) AS n",
+        tenant.tenant_id,
+        skills,
+        WRITERS * ROUNDS,
+    )
+    pairs = await _rows_per_writer(owner, "token_measurements", skills)
+    swap = (
+        "UPDATE token_measurements SET skill_id = CASE skill_id WHEN '{0}' THEN '{1}' ELSE '{0}' END"
+        " WHERE id = ANY($1::text[])"
+    ).format(*skills)
+    deadlocks = await _run_writers(
+        database_url_for_tests,
+        None,
+        tenant,
+        [swap, swap, "DELETE FROM token_measurements WHERE id = ANY($1::text[])"],
+        pairs,
+    )
+    assert deadlocks == []
+    for skill in skills:
+        await assert_exact(owner, skill)
+    remaining = await owner.fetchval(
+        "SELECT count(*) FROM token_measurements WHERE skill_id = ANY($1::text[])", skills
+    )
+    deleted = sum(2 for w in range(WRITERS) for r in range(ROUNDS) if (w + r) % 3 == 2)
+    assert remaining == 2 * WRITERS * ROUNDS - deleted
