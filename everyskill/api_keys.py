@@ -130,7 +130,14 @@ CHECKSUM_LENGTH = 6
 DISPLAY_PREFIX_LENGTH = 8
 KEY_LENGTH = len(KEY_PREFIX) + SECRET_LENGTH + CHECKSUM_LENGTH
 #: The scopes a key may carry, in the order they are stored.
-SCOPES = ("feedback:write", "measurements:write", "benchmarks:write", "catalogue:write", "read")
+SCOPES = (
+    "feedback:write",
+    "feedback:review",
+    "measurements:write",
+    "benchmarks:write",
+    "catalogue:write",
+    "read",
+)
 #: Longest key name.
 NAME_MAX = 100
 #: Longest expiry, in days (ten years).
@@ -504,8 +511,8 @@ async def create_api_key_command(
     :param name:
         What the key is for, e.g. laptop-hook.
     :param scopes:
-        Comma-separated: feedback:write, measurements:write, benchmarks:write,
-        catalogue:write, read.
+        Comma-separated: feedback:write, feedback:review, measurements:write,
+        benchmarks:write, catalogue:write, read.
     :param expires_in_days:
         Days until the key stops working; none: it does not expire.
     :param rate_limit_per_minute:

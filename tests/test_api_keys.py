@@ -23,6 +23,7 @@ from everyskill.api_keys import (
     SCOPES,
     SECRET_LENGTH,
     create_api_key,
+    display_prefix,
     generate_key,
     is_well_formed,
     key_hash,
@@ -540,3 +541,23 @@ async def test_a_taken_display_prefix_draws_a_new_key(
     assert (await resolve(second.key)).key_id == second.info.id
     with pytest.raises(AuthenticationError):
         await resolve(clash)
+
+
+async def test_the_database_takes_exactly_the_scopes_the_code_knows(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """``api_keys_scopes_check`` and :data:`SCOPES` name the same scopes: each
+    is stored, and a scope the code does not know is refused by the database
+    too (a key made by SQL cannot carry one)."""
+    insert = (
+        "INSERT INTO api_keys (tenant_id, name, key_prefix, key_hash, scopes)"
+        " VALUES ($1, 'rule', $2, $3, $4::text[])"
+    )
+    async with owner.transaction():
+        for scope in SCOPES:
+            key = generate_key()
+            await owner.execute(insert, tenant.tenant_id, display_prefix(key), key_hash(key), [scope])
+    for unknown in ("feedback:delete", "write", "admin"):
+        key = generate_key()
+        with pytest.raises(asyncpg.CheckViolationError):
+            await owner.execute(insert, tenant.tenant_id, display_prefix(key), key_hash(key), [unknown])

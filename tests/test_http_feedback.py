@@ -339,16 +339,20 @@ async def test_scopes_of_the_feedback_routes(api: Served, api_a: Tenant) -> None
                      "/v1/training-examples.jsonl"):
             body = problem(client.get(path, headers=api_a.headers(writer)), 403, "missing-scope")
             assert body["scope"] == "read"
-        for path in ("review", "implemented"):
-            problem(
-                client.post(
-                    f"/v1/feedback/{api_a.rows.feedback_id}/{path}",
-                    json={"reviewer_id": api_a.rows.user_id, "decision": "accepted"},
-                    headers=api_a.headers(reader),
-                ),
-                403,
-                "missing-scope",
-            )
+        # Reviewing needs its own scope: neither a reader nor a key that
+        # sends feedback (a hook's) may accept feedback.
+        for key in (reader, writer):
+            for path in ("review", "implemented"):
+                body = problem(
+                    client.post(
+                        f"/v1/feedback/{api_a.rows.feedback_id}/{path}",
+                        json={"reviewer_id": api_a.rows.user_id, "decision": "accepted"},
+                        headers=api_a.headers(key),
+                    ),
+                    403,
+                    "missing-scope",
+                )
+                assert body["scope"] == "feedback:review"
         assert client.post(
             "/v1/feedback", json=thumbs(api_a), headers=api_a.headers(writer)
         ).status_code == 201

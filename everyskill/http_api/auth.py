@@ -26,7 +26,7 @@ Contract
   :func:`declare_rate_limit_headers` writes these headers, and the 429,
   into the OpenAPI schema of every route.
 - :func:`needs` is the dependency of a route: the resolved key, provided
-  it carries the scope (``feedback:write``, ``measurements:write``,
+  it carries the scope (``feedback:write``, ``feedback:review``, ``measurements:write``,
   ``benchmarks:write``, ``catalogue:write`` or ``read``); otherwise
   :class:`~everyskill.http_api.problems.MissingScopeError` (403 naming the
   scope). FastAPI caches the key within a request, so a key is resolved
@@ -175,6 +175,7 @@ def needs(scope: str) -> Callable[[ResolvedKey], Awaitable[ResolvedKey]]:
 
 Reader = Annotated[ResolvedKey, Depends(needs(READ))]
 FeedbackWriter = Annotated[ResolvedKey, Depends(needs("feedback:write"))]
+FeedbackReviewer = Annotated[ResolvedKey, Depends(needs("feedback:review"))]
 MeasurementWriter = Annotated[ResolvedKey, Depends(needs("measurements:write"))]
 BenchmarkWriter = Annotated[ResolvedKey, Depends(needs("benchmarks:write"))]
 CatalogueWriter = Annotated[ResolvedKey, Depends(needs("catalogue:write"))]

@@ -28,7 +28,7 @@ Contract
 - ``GET /v1/feedback`` (``read``) lists with the filters of
   :func:`~everyskill.feedback.list_feedback`; ``GET /v1/feedback/{id}`` reads one.
 - ``POST /v1/feedback/{id}/review`` (``decision``: accepted or dismissed)
-  and ``POST /v1/feedback/{id}/implemented`` (``feedback:write``) take the
+  and ``POST /v1/feedback/{id}/implemented`` (``feedback:review``) take the
   reviewer (``reviewer_id``, a user of the tenant) and optional ``notes``.
 - ``GET /v1/training-examples.jsonl`` (``read``, optional ``skill_id``)
   streams :func:`~everyskill.feedback.export_training_examples` as
@@ -57,7 +57,7 @@ from fastapi.responses import StreamingResponse
 from everyskill import feedback
 from everyskill.client_ids import batch_ids
 from everyskill.errors import ConflictError, NotFoundError, ValidationError
-from everyskill.http_api.auth import FeedbackWriter, Reader
+from everyskill.http_api.auth import FeedbackReviewer, FeedbackWriter, Reader
 from everyskill.http_api.problems import ERROR_RESPONSES, FieldProblem, validation_problems
 from everyskill.http_api.schemas import (
     BatchWritten,
@@ -244,7 +244,7 @@ async def get_feedback(key: Reader, feedback_id: str) -> dict[str, Any]:
     response_model=Written[FeedbackOut],
     summary="Accept or dismiss pending feedback",
 )
-async def review_feedback(key: FeedbackWriter, feedback_id: str, body: ReviewIn) -> dict[str, Any]:
+async def review_feedback(key: FeedbackReviewer, feedback_id: str, body: ReviewIn) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await feedback.review_feedback(
             feedback_id, reviewer_id=body.reviewer_id, decision=body.decision, notes=body.notes
@@ -258,7 +258,7 @@ async def review_feedback(key: FeedbackWriter, feedback_id: str, body: ReviewIn)
     summary="Mark accepted feedback as implemented",
 )
 async def mark_implemented(
-    key: FeedbackWriter, feedback_id: str, body: ImplementedIn
+    key: FeedbackReviewer, feedback_id: str, body: ImplementedIn
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await feedback.mark_implemented(
