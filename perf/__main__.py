@@ -51,8 +51,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ORDER = (
     "single_feedback",
     "single_feedback_triggers",
-    "single_feedback_rls",
-    "single_feedback_round_trips",
+    "single_feedback_function",
+    "single_feedback_transaction_scope",
+    "http_feedback",
+    "http_measurement_batch",
+    "http_concurrent",
     "measurement_batch",
     "aggregate_read",
     "concurrent_writers",
@@ -88,6 +91,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         admin_pages,
         aggregate_read,
         concurrent_writers,
+        http_api,
         measurement_batch,
         rate_limits,
         run_completion,
@@ -126,6 +130,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
                 ):
                     _say(name)
                     figures += await benchmark.measure(context)
+                _say("the HTTP API")
+                figures += await http_api.measure(context, served.base_url)
                 present = await owner.fetchval("SELECT count(*) FROM token_measurements")
                 _say(f"adding measurements up to {scale.big_measurements:,}")
                 await add_measurements(
