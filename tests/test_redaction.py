@@ -735,18 +735,16 @@ def test_secret_values_are_never_exposed() -> None:
 # Cost: crafted inputs, each a worst case for some detector, must take time
 # linear in their length. Each family makes a text of exactly the length
 # asked; the time at 4n must stay well under 16 times (quadratic) the time
-# at n, and 100,000 characters (the longest a field may be) well under a
-# second.
+# at n. The speed itself (a target of 0.25 s at 100,000 characters, the
+# longest a field may be) is measured by ``python -m perf.redaction``, not
+# here: a machine shared with other work would make a time limit fail for
+# nothing.
 
 GROWTH_N = 25_000
 GROWTH_RATIO = 8.0
 #: Timings under this are too short for a ratio: noise would dominate.
 GROWTH_FLOOR = 0.01
 LONGEST_FIELD = 100_000
-#: A guard against super-linear time, not the speed target: a quadratic
-#: family takes many seconds at LONGEST_FIELD characters. The target (0.25 s
-#: at 100,000 characters) is measured by ``python -m perf.redaction``.
-LONGEST_FIELD_SECONDS = 1.0
 
 
 def _repeat(unit: str, *, head: str = "", last: str = "") -> Callable[[int], str]:
@@ -897,7 +895,7 @@ def test_crafted_inputs_take_linear_time(capsys: pytest.CaptureFixture[str]) -> 
         t_short = _best_time(short, 3)
         # Best of up to ten (other processes share this machine), stopping
         # early once under the bound: the same verdict.
-        bound = min(GROWTH_RATIO * max(t_short, GROWTH_FLOOR), LONGEST_FIELD_SECONDS)
+        bound = GROWTH_RATIO * max(t_short, GROWTH_FLOOR)
         t_long = _best_time(long, 10, enough=bound)
         lines.append(
             f"  {name:<34} {t_short * 1e3:8.2f} ms -> {t_long * 1e3:9.2f} ms"
