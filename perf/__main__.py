@@ -110,6 +110,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     # The owner connects with the application's settings (piccolo_conf's).
     owner = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     figures: list[Figure] = []
+    # Other work on the machine slows every figure: its load is a fact of the run.
+    load_at_start = os.getloadavg()[0]
     try:
         context = Context(url, owner, await make_catalogue(owner), scale)
         await add_measurements(owner, context.catalogue, scale.small_measurements)
@@ -152,6 +154,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
             "Python": platform.python_version(),
             "CPUs": os.cpu_count(),
             "machine": platform.machine(),
+            "load average (1 min) at start and end": f"{load_at_start:.1f}, {os.getloadavg()[0]:.1f}",
         }
     finally:
         await owner.close()
