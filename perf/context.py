@@ -81,10 +81,10 @@ FULL = Scale(
     runs=7,
     rate_limit_calls=1_600,
     rate_limit_rounds=7,
-    http_requests=200,
+    http_requests=100,
     http_rounds=9,
     http_batch_rounds=15,
-    http_concurrent_requests=1_600,
+    http_concurrent_requests=800,
     http_concurrent_rounds=5,
 )
 
