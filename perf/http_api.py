@@ -5,10 +5,12 @@ it, as ``python main.py`` serves it), called with a real key of a tenant
 (scopes ``feedback:write`` and ``measurements:write``) whose key and
 tenant limits are set as high as they go, so that every request is
 counted and none is refused. The client is httpx (async, keep-alive) in the
-benchmark process. Client, server and PostgreSQL share this machine's cores
-(two, where the figures in ``docs/performance.md`` were measured): what the
-client spends is taken from the server, for the API and its baselines
-alike.
+benchmark process. Both servers run uvicorn's defaults: with neither
+uvloop nor httptools installed (the project pins neither), asyncio's event
+loop and h11's pure-Python HTTP parser. Client, server and PostgreSQL
+share this machine's cores (two, where the figures in
+``docs/performance.md`` were measured): what the client spends is taken
+from the server, for the API and its baselines alike.
 
 Figures:
 
