@@ -56,8 +56,12 @@ Contract
   so that whoever holds a key that does not work learns nothing about
   whether it ever existed (the function itself returns nothing in each
   case; the tenant's staff see which it is in the key's row); ``"missing"``
-  for no key at all. A database that cannot be reached is a
-  :class:`~everyskill.errors.DatabaseUnavailableError`. ``last_used_at`` is
+  for no key at all (and ``"invalid"`` for a key deleted while it is
+  resolved). A database that cannot be reached, is restarting or shutting
+  down, cancels the statement or lacks resources is a
+  :class:`~everyskill.errors.DatabaseUnavailableError`; a deadlock or
+  serialisation failure (nothing counted) a
+  :class:`~everyskill.errors.ConflictError`, which a retry may clear. ``last_used_at`` is
   stamped by the resolution at most once a minute per key (one write a
   minute for a busy key, not one per request), so it is exact to the
   minute; it is stamped for a request over the limit too (the key was
@@ -88,6 +92,7 @@ import asyncpg
 from everyskill.errors import (
     UNSTORABLE,
     AuthenticationError,
+    ConflictError,
     DatabaseUnavailableError,
     EverySkillError,
     ValidationError,
@@ -391,7 +396,19 @@ async def list_api_keys(tenant: str) -> list[ApiKeyInfo]:
 
 
 _RESOLVE = "SELECT * FROM api_key_resolve($1::bytea)"
-_LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# The connection was not made or was lost: a restart (AdminShutdownError,
+# CannotConnectNowError while it starts), a crash, the network.
+_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError,
+)
+# The server refused the work for now: a cancelled statement (a timeout, an
+# operator), too many connections, out of memory or disk.
+_BUSY = (asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError)
 
 
 async def resolve(key: object) -> ResolvedKey:
@@ -428,8 +445,19 @@ async def resolve(key: object) -> ResolvedKey:
                 row = await connection.fetchrow(_RESOLVE, digest)
             finally:
                 await connection.close()
-    except _LOST as error:
+    except (*_LOST, *_BUSY) as error:
         raise DatabaseUnavailableError("connect", f"{type(error).__name__}: {error}") from error
+    except asyncpg.ForeignKeyViolationError:
+        # The key or its tenant was deleted while its first counter was
+        # being made: the key no longer exists.
+        raise AuthenticationError("invalid") from None
+    except (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError) as error:
+        # A deadlock or serialisation failure: the statement was rolled
+        # back, nothing was counted; a retry may succeed.
+        raise ConflictError(
+            f"the API key could not be resolved because of a concurrent change"
+            f" ({type(error).__name__}): nothing was counted; retry the request"
+        ) from error
     if row is None:
         raise AuthenticationError("invalid")
     status = outcome(row)

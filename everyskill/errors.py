@@ -39,7 +39,8 @@ Contract
   limit or its tenant's allows (see :mod:`everyskill.rate_limits`); nothing
   was counted. ``retry_after_seconds`` (at least 1) says when a request will
   be allowed again; ``policy`` (``"key"`` or ``"tenant"``), ``limit``,
-  ``remaining`` (0) and ``reset_seconds`` describe the limit that refused.
+  ``remaining`` (0) and ``reset_seconds`` describe the limit that refused;
+  ``policies`` where the request left each policy (for the headers).
 - :class:`DatabaseUnavailableError` -- the database could not be reached, or
   the connection to it was lost (a restart, a crash, a network failure).
   ``during`` says when: ``"connect"`` (the scope did not start, nothing was
@@ -60,10 +61,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import asyncpg
 import pydantic
+
+if TYPE_CHECKING:
+    from everyskill.rate_limits import PolicyStatus
 
 
 class EverySkillError(Exception):
@@ -262,13 +266,16 @@ class RateLimitedError(EverySkillError):
     ``"tenant"``; the one that makes the client wait longest when both do),
     ``limit`` its requests per minute, ``remaining`` 0, and
     ``reset_seconds`` the effective window of the refusal: no request is
-    allowed within it (it equals ``retry_after_seconds``)."""
+    allowed within it (it equals ``retry_after_seconds``). ``policies`` is
+    where the refused request left every policy, the key's first (see
+    :class:`everyskill.rate_limits.PolicyStatus`; empty when not known)."""
 
     def __init__(
         self,
         policy: Literal["key", "tenant"],
         limit: int,
         retry_after_seconds: int,
+        policies: Sequence[PolicyStatus] = (),
     ) -> None:
         if retry_after_seconds < 1:
             raise ValueError("a RateLimitedError needs retry_after_seconds >= 1")
@@ -277,6 +284,7 @@ class RateLimitedError(EverySkillError):
         self.remaining = 0
         self.retry_after_seconds = retry_after_seconds
         self.reset_seconds = retry_after_seconds
+        self.policies: tuple[PolicyStatus, ...] = tuple(policies)
         whose = "this API key" if policy == "key" else "this API key's tenant (all its keys together)"
         super().__init__(
             f"rate limit exceeded: {whose} may make {limit} requests per minute;"

@@ -6,10 +6,17 @@ Contract
   same statement (one round trip, one transaction of its own) that resolves
   the request's key: the SECURITY DEFINER function ``api_key_resolve``.
   Every worker process and every server share the counts, exactly: the
-  counters are rows of PostgreSQL, each request locks its key's row and then
-  its tenant's (always in that order: no deadlock) and judges the request
-  with the time read once it holds them. A key that is missing, malformed,
-  unknown, revoked or expired is refused before anything is counted.
+  counters are rows of PostgreSQL. A request locks its key's counter row,
+  judges the request against the key's limit with the time read once it
+  holds it, and only when the key allows it locks its tenant's counter row
+  and judges both again with the time read then: a key over its own limit
+  never makes its tenant's other keys wait. The key's row of ``api_keys``
+  (stamped with ``last_used_at``) is never waited for. Every request takes
+  its locks in this order (key counter, then tenant counter), and so does
+  deleting a key or a tenant (the row, then by ``ON DELETE CASCADE`` the
+  key's counter, then the tenant's): no deadlock. A key that is missing,
+  malformed, unknown, revoked or expired is refused before anything is
+  counted.
 - **Limits**: requests per minute. A key's is ``api_keys.rate_limit_per_minute``
   (given at creation: ``create_api_key(..., rate_limit_per_minute=N)`` or
   ``--rate-limit-per-minute N``), :data:`DEFAULT_KEY_LIMIT_PER_MINUTE` (600,
@@ -27,9 +34,11 @@ Contract
   state the exact time at which the next request will be allowed follows,
   hence an exact ``Retry-After``. It costs one small row per key and per
   tenant, updated in place: no log of requests (a sliding log's cost), no
-  background job. The arithmetic is exact (``numeric`` seconds, the cost
-  truncated, never rounded up): exactly ``limit`` requests fit in a whole
-  minute. When a limit changes, the share of the minute already used is
+  background job. The arithmetic is exact (``numeric`` seconds; the cost
+  ``60/limit`` truncated to 18 decimals by an integer division, never
+  rounded up; the remaining requests truncated): exactly ``limit`` requests
+  fit in a whole minute, whatever the limit (one that does not divide 60
+  too). When a limit changes, the share of the minute already used is
   kept.
 - **Both limits, fairly**: a request is counted against its key and its
   tenant only when both allow it. A request refused by one is counted by
@@ -49,23 +58,30 @@ Contract
   for 16 on one key.
 - **Outcome**: an allowed request gives a :class:`RateLimitStatus` for the
   policy that will refuse first (fewest remaining requests; the key's on a
-  tie); a refused one raises :class:`~everyskill.errors.RateLimitedError`
-  for the policy that makes the client wait longest (``retry_after_seconds``
-  at least 1: the request will be allowed after that many seconds, if no
-  other request of the key or tenant comes first).
+  tie), carrying in ``policies`` a :class:`PolicyStatus` for each policy
+  (the key's, then the tenant's); a refused one raises
+  :class:`~everyskill.errors.RateLimitedError` for the policy that makes
+  the client wait longest (``retry_after_seconds`` at least 1: the request
+  will be allowed after that many seconds, if no other request of the key
+  or tenant comes first), with ``policies`` likewise. When the key refuses,
+  the tenant's status is read without waiting for its counter.
 - **Headers** (:func:`headers`, pure): the fields of the IETF draft
   *RateLimit header fields for HTTP*, draft-ietf-httpapi-ratelimit-headers-11
-  (23 May 2026), as Structured Field lists:
-  ``RateLimit-Policy: "key";q=600;w=60`` (the policy's quota per 60-second
-  window) and ``RateLimit: "key";r=599;t=1``, where ``r`` is the requests
-  still allowed now and ``t`` the effective window: after a success, the
-  seconds until the whole quota is back (a client that spreads its ``r``
-  requests over ``t`` seconds is never refused by this policy); in a
-  refusal, ``r=0`` and ``t`` equals ``Retry-After`` (the draft: Retry-After
-  SHOULD NOT point earlier than the end of the effective window). A refusal
-  also carries ``Retry-After: <seconds>``. :data:`QUOTA_EXCEEDED_TYPE` and
+  (23 May 2026), as Structured Field lists with one item per policy, the
+  key's then the tenant's, in every response (the draft's section 3: the
+  policies SHOULD be the same across responses):
+  ``RateLimit-Policy: "key";q=600;w=60, "tenant";q=6000;w=60`` (each
+  policy's quota per 60-second window) and
+  ``RateLimit: "key";r=599;t=1, "tenant";r=5999;t=1``, where ``r`` is the
+  requests the policy still allows now and ``t`` its effective window: for
+  a policy that allows, the seconds until its whole quota is back (a client
+  that spreads its ``r`` requests over ``t`` seconds is never refused by
+  it); for a policy that refused, ``r=0`` and ``t`` the seconds until it
+  allows a request, at most ``Retry-After`` (the draft: Retry-After SHOULD
+  NOT point earlier than the end of the effective window). A refusal also
+  carries ``Retry-After: <seconds>``. :data:`QUOTA_EXCEEDED_TYPE` and
   :func:`violated_policies` are the draft's problem type for a 429 and its
-  ``violated-policies`` member.
+  ``violated-policies`` member (every policy that refused).
 """
 
 from __future__ import annotations
@@ -84,6 +100,7 @@ __all__ = [
     "PERIOD_SECONDS",
     "QUOTA_EXCEEDED_TYPE",
     "Policy",
+    "PolicyStatus",
     "RateLimitStatus",
     "RateLimitedError",
     "headers",
@@ -104,37 +121,70 @@ QUOTA_EXCEEDED_TYPE = "https://iana.org/assignments/http-problem-types#quota-exc
 
 
 @dataclass(frozen=True)
-class RateLimitStatus:
-    """Where an allowed request leaves one policy: its ``limit`` per minute,
-    the requests still allowed now (``remaining``), and the seconds until
-    the whole quota is back (``reset_seconds``)."""
+class PolicyStatus:
+    """Where a request left one policy: its ``limit`` per minute, the
+    requests it still allows now (``remaining``), the seconds until its
+    whole quota is back (``reset_seconds``), and the seconds until it allows
+    a request (``wait_seconds``: 0 when it allowed this one, at least 1 when
+    it refused it)."""
 
     limit: int
     remaining: int
     reset_seconds: int
     policy: Policy
+    wait_seconds: int = 0
+
+    @property
+    def refused(self) -> bool:
+        """Whether this policy refused the request."""
+        return self.wait_seconds > 0
+
+
+@dataclass(frozen=True)
+class RateLimitStatus:
+    """Where an allowed request leaves the policy that will refuse first:
+    its ``limit`` per minute, the requests still allowed now
+    (``remaining``), and the seconds until its whole quota is back
+    (``reset_seconds``); ``policies`` holds every policy's status, the
+    key's first (empty when not known: :func:`headers` then names this one
+    policy only)."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int
+    policy: Policy
+    policies: tuple[PolicyStatus, ...] = ()
 
 
 def outcome(row: Mapping[str, Any] | asyncpg.Record) -> RateLimitStatus:
     """The status of the policy that will refuse first, from a row of
     ``api_key_resolve``; :class:`RateLimitedError` when the request was
     refused."""
-    if not row["allowed"]:
-        waits: list[tuple[int, int, Policy]] = [
-            (row["key_wait"], row["key_limit"], "key"),
-            (row["tenant_wait"], row["tenant_limit"], "tenant"),
-        ]
-        # The longest wait: the client may come back only once both allow it.
-        wait, limit, policy = max(waits, key=lambda item: item[0])
-        raise RateLimitedError(policy, limit, max(1, wait))
-    statuses = [
-        RateLimitStatus(row["key_limit"], row["key_remaining"], row["key_reset"], "key"),
-        RateLimitStatus(
-            row["tenant_limit"], row["tenant_remaining"], row["tenant_reset"], "tenant"
+    policies = (
+        PolicyStatus(
+            row["key_limit"], row["key_remaining"], row["key_reset"], "key", row["key_wait"]
         ),
-    ]
+        PolicyStatus(
+            row["tenant_limit"],
+            row["tenant_remaining"],
+            row["tenant_reset"],
+            "tenant",
+            row["tenant_wait"],
+        ),
+    )
+    if not row["allowed"]:
+        refusing = [status for status in policies if status.refused] or list(policies)
+        # The longest wait: the client may come back only once both allow
+        # it (max() keeps the first of equals: the key's).
+        longest = max(refusing, key=lambda status: status.wait_seconds)
+        raise RateLimitedError(
+            longest.policy, longest.limit, max(1, longest.wait_seconds), policies
+        )
     # min() keeps the first of equals: the key's.
-    return min(statuses, key=lambda status: status.remaining)
+    tightest = min(policies, key=lambda status: status.remaining)
+    return RateLimitStatus(
+        tightest.limit, tightest.remaining, tightest.reset_seconds, tightest.policy, policies
+    )
 
 
 def _item(policy: str, parameters: Mapping[str, int]) -> str:
@@ -143,24 +193,44 @@ def _item(policy: str, parameters: Mapping[str, int]) -> str:
     return f'"{policy}"' + "".join(f";{name}={value}" for name, value in parameters.items())
 
 
-def headers(result: RateLimitStatus | RateLimitedError) -> dict[str, str]:
-    """The response header fields of an allowed request's status, or of a
-    refusal: ``RateLimit-Policy`` and ``RateLimit`` (draft-11's form), and
-    ``Retry-After`` for a refusal."""
-    if isinstance(result, RateLimitedError):
-        fields = {
-            "RateLimit-Policy": _item(result.policy, {"q": result.limit, "w": PERIOD_SECONDS}),
-            "RateLimit": _item(result.policy, {"r": 0, "t": result.retry_after_seconds}),
-            "Retry-After": str(result.retry_after_seconds),
-        }
-        return fields
+def _fields(policies: list[tuple[Policy, int, int, int]]) -> dict[str, str]:
+    # (policy, quota, remaining, effective window) -> the two list fields.
     return {
-        "RateLimit-Policy": _item(result.policy, {"q": result.limit, "w": PERIOD_SECONDS}),
-        "RateLimit": _item(result.policy, {"r": result.remaining, "t": result.reset_seconds}),
+        "RateLimit-Policy": ", ".join(
+            _item(policy, {"q": quota, "w": PERIOD_SECONDS}) for policy, quota, _, _ in policies
+        ),
+        "RateLimit": ", ".join(
+            _item(policy, {"r": remaining, "t": window})
+            for policy, _, remaining, window in policies
+        ),
     }
 
 
+def headers(result: RateLimitStatus | RateLimitedError) -> dict[str, str]:
+    """The response header fields of an allowed request's status, or of a
+    refusal: ``RateLimit-Policy`` and ``RateLimit`` (draft-11's form, one
+    item per policy), and ``Retry-After`` for a refusal."""
+    if isinstance(result, RateLimitedError):
+        retry_after = result.retry_after_seconds
+        if result.policies:
+            items = [
+                (s.policy, s.limit, 0, min(max(1, s.wait_seconds), retry_after))
+                if s.refused
+                else (s.policy, s.limit, s.remaining, s.reset_seconds)
+                for s in result.policies
+            ]
+        else:
+            items = [(result.policy, result.limit, 0, retry_after)]
+        return {**_fields(items), "Retry-After": str(retry_after)}
+    statuses = result.policies or (
+        PolicyStatus(result.limit, result.remaining, result.reset_seconds, result.policy),
+    )
+    return _fields([(s.policy, s.limit, s.remaining, s.reset_seconds) for s in statuses])
+
+
 def violated_policies(error: RateLimitedError) -> list[str]:
-    """The draft's ``violated-policies`` member of a 429 problem: the policy
-    that refused."""
-    return [error.policy]
+    """The draft's ``violated-policies`` member of a 429 problem: every
+    policy that refused (the one that makes the client wait longest when
+    they are not known)."""
+    refusing: list[str] = [status.policy for status in error.policies if status.refused]
+    return refusing or [error.policy]

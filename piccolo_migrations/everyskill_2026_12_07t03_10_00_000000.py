@@ -97,6 +97,13 @@ DECLARE
     default_tenant_limit constant integer := 6000;
     -- Every limit is per minute.
     period constant numeric := 60;
+    -- A request's cost is period/limit truncated to 18 decimals: the
+    -- division is done on integers (div truncates, exactly) and scaled back
+    -- by a multiplication (exact), because numeric division rounds its
+    -- quotient to about 16 significant digits, which could round the cost
+    -- up and let fewer than `limit` requests fit in a period.
+    period_units constant numeric := 60000000000000000000;  -- period * 10^18
+    unit constant numeric := 0.000000000000000001;          -- 10^-18
     last_used timestamptz;
     key_interval numeric;
     tenant_interval numeric;
@@ -105,11 +112,20 @@ DECLARE
     now_s numeric;
     key_debt numeric;
     tenant_debt numeric;
+    key_allows boolean;
 BEGIN
-    -- The key, its tenant's limit and both counters, the counters locked:
-    -- the key's, then the tenant's (the order of the FROM list, the same
-    -- for every request), so that two requests never wait for each other
-    -- in a cycle.
+    -- Lock order, the same for every request: the key's counter, then
+    -- (only when the key allows the request) its tenant's counter. The
+    -- key's row in api_keys is never waited for (last_used_at is stamped
+    -- with SKIP LOCKED, below): deleting a key locks api_keys and then,
+    -- by its ON DELETE CASCADE, the key's counter, so a request holding
+    -- the counter must not wait for api_keys. A tenant's deletion locks
+    -- the tenant, its keys, their counters, then the tenant's counter: the
+    -- same order again.
+    --
+    -- The key, its tenant's limit and both counters; only the key's
+    -- counter locked. The tenant's counter is read (not locked) for the
+    -- response's headers when the key refuses.
     SELECT k.id, k.tenant_id, k.scopes, k.last_used_at,
            coalesce(k.rate_limit_per_minute, default_key_limit),
            coalesce(t.rate_limit_per_minute, default_tenant_limit), ck.tat, ct.tat
@@ -121,10 +137,10 @@ BEGIN
      WHERE k.key_hash = api_key_resolve.key_hash
        AND k.revoked_at IS NULL
        AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now())
-       FOR UPDATE OF ck, ct;
+       FOR UPDATE OF ck;
     IF NOT FOUND THEN
-        -- No such key, or its (or its tenant's) first request: the
-        -- counters are made, then locked in the same order.
+        -- No such key, or a counter is missing (the key's or its tenant's
+        -- first request, or after a crash emptied them).
         SELECT k.id, k.tenant_id, k.scopes, k.last_used_at,
                coalesce(k.rate_limit_per_minute, default_key_limit),
                coalesce(t.rate_limit_per_minute, default_tenant_limit)
@@ -136,52 +152,78 @@ BEGIN
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        INSERT INTO %1$I.rate_limit_keys AS c (key_id, tat)
-        VALUES (api_key_resolve.key_id, 0) ON CONFLICT DO NOTHING;
+        -- The tenant's counter is made first: its foreign key check
+        -- share-locks the tenant, then the key's share-locks the key,
+        -- the order in which a tenant's deletion locks them.
         INSERT INTO %1$I.rate_limit_tenants AS c (tenant_id, tat)
         VALUES (api_key_resolve.tenant_id, 0) ON CONFLICT DO NOTHING;
-        SELECT ck.tat, ct.tat INTO key_tat, tenant_tat
-          FROM %1$I.rate_limit_keys AS ck, %1$I.rate_limit_tenants AS ct
-         WHERE ck.key_id = api_key_resolve.key_id AND ct.tenant_id = api_key_resolve.tenant_id
-           FOR UPDATE OF ck, ct;
+        INSERT INTO %1$I.rate_limit_keys AS c (key_id, tat)
+        VALUES (api_key_resolve.key_id, 0) ON CONFLICT DO NOTHING;
+        SELECT ck.tat INTO key_tat FROM %1$I.rate_limit_keys AS ck
+         WHERE ck.key_id = api_key_resolve.key_id FOR UPDATE;
+        IF NOT FOUND THEN
+            -- The key was deleted meanwhile.
+            RETURN;
+        END IF;
+        SELECT ct.tat INTO tenant_tat FROM %1$I.rate_limit_tenants AS ct
+         WHERE ct.tenant_id = api_key_resolve.tenant_id;
     END IF;
 
     -- GCRA: a request costs period/limit seconds of "debt"; it is allowed
-    -- when the debt it leaves is at most the period. The time is read once
-    -- the counters are locked, so that requests are judged in the order
-    -- they hold the locks. The interval is truncated (never rounded up), so
-    -- that exactly `limit` requests fit in a whole period.
+    -- when the debt it leaves is at most the period. The key is judged
+    -- with the time read once its counter is locked; only if it allows the
+    -- request is the tenant's counter locked (a key over its own limit
+    -- never makes its tenant's other keys wait), the time read again and
+    -- both judged with it (a key's debt only shrinks as time passes).
+    key_interval := div(period_units, key_limit) * unit;
+    tenant_interval := div(period_units, tenant_limit) * unit;
     now_s := extract(epoch FROM pg_catalog.clock_timestamp());
-    key_interval := trunc(period / key_limit, 18);
-    tenant_interval := trunc(period / tenant_limit, 18);
     key_debt := greatest(key_tat, now_s) - now_s;
-    tenant_debt := greatest(tenant_tat, now_s) - now_s;
-    allowed := key_debt + key_interval <= period AND tenant_debt + tenant_interval <= period;
+    key_allows := key_debt + key_interval <= period;
+    IF key_allows THEN
+        SELECT ct.tat INTO tenant_tat FROM %1$I.rate_limit_tenants AS ct
+         WHERE ct.tenant_id = api_key_resolve.tenant_id FOR UPDATE;
+        IF NOT FOUND THEN
+            -- Deleted since (by hand): made again, then locked.
+            INSERT INTO %1$I.rate_limit_tenants AS c (tenant_id, tat)
+            VALUES (api_key_resolve.tenant_id, 0) ON CONFLICT DO NOTHING;
+            SELECT ct.tat INTO tenant_tat FROM %1$I.rate_limit_tenants AS ct
+             WHERE ct.tenant_id = api_key_resolve.tenant_id FOR UPDATE;
+        END IF;
+        now_s := extract(epoch FROM pg_catalog.clock_timestamp());
+        key_debt := greatest(key_tat, now_s) - now_s;
+    END IF;
+    tenant_debt := greatest(coalesce(tenant_tat, 0), now_s) - now_s;
+    allowed := key_allows AND tenant_debt + tenant_interval <= period;
     IF allowed THEN
         -- Counted against both limits only when both allow it.
         key_debt := key_debt + key_interval;
         tenant_debt := tenant_debt + tenant_interval;
-        WITH counted AS (
-            UPDATE %1$I.rate_limit_keys AS c SET tat = now_s + key_debt
-             WHERE c.key_id = api_key_resolve.key_id
-        )
+        UPDATE %1$I.rate_limit_keys AS c SET tat = now_s + key_debt
+         WHERE c.key_id = api_key_resolve.key_id;
         UPDATE %1$I.rate_limit_tenants AS c SET tat = now_s + tenant_debt
          WHERE c.tenant_id = api_key_resolve.tenant_id;
     END IF;
-    -- The debt is at most the period unless a counter was written by hand.
-    key_remaining := greatest(floor((period - key_debt) / key_interval), 0);
-    tenant_remaining := greatest(floor((period - tenant_debt) / tenant_interval), 0);
+    -- div() truncates exactly. The debt is at most the period unless a
+    -- counter was written by hand.
+    key_remaining := greatest(div(period - key_debt, key_interval), 0);
+    tenant_remaining := greatest(div(period - tenant_debt, tenant_interval), 0);
     key_reset := ceil(key_debt);
     tenant_reset := ceil(tenant_debt);
     key_wait := greatest(ceil(key_debt + key_interval - period), 0);
     tenant_wait := greatest(ceil(tenant_debt + tenant_interval - period), 0);
 
-    -- At most one write a minute per key, whatever the rate of requests.
+    -- At most one write a minute per key, whatever the rate of requests;
+    -- never waiting for the key's row (SKIP LOCKED): whoever holds it (a
+    -- deletion, a revocation) may be waiting for this request's counter.
+    -- A skipped stamp is made by a later request.
     IF last_used IS NULL OR last_used <= pg_catalog.now() - interval '1 minute' THEN
         UPDATE %1$I.api_keys AS k SET last_used_at = pg_catalog.now()
-         WHERE k.id = api_key_resolve.key_id
-           AND (k.last_used_at IS NULL
-                OR k.last_used_at <= pg_catalog.now() - interval '1 minute');
+         WHERE k.id = (SELECT l.id FROM %1$I.api_keys AS l
+                        WHERE l.id = api_key_resolve.key_id
+                          AND (l.last_used_at IS NULL
+                               OR l.last_used_at <= pg_catalog.now() - interval '1 minute')
+                          FOR NO KEY UPDATE SKIP LOCKED);
     END IF;
     RETURN NEXT;
 END

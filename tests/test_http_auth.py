@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 
 from everyskill.api_keys import create_api_key, generate_key, revoke_api_key
+from everyskill.rate_limits import DEFAULT_TENANT_LIMIT_PER_MINUTE
 from tests.http_support import PROBLEM, Served, Tenant, problem
 
 
@@ -122,8 +123,21 @@ async def test_another_tenants_ids_are_not_found_on_every_route(
 
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
-RATE_LIMIT = re.compile(r'^"(key|tenant)";r=(\d+);t=(\d+)$')
-POLICY = re.compile(r'^"(key|tenant)";q=(\d+);w=60$')
+ITEM = re.compile(r'^"(key|tenant)"((?:;[a-z]+=\d+)+)$')
+
+
+def items(field: str) -> dict[str, dict[str, int]]:
+    """A RateLimit or RateLimit-Policy field (a Structured Field list of
+    draft-11), parsed: each policy's parameters, in the order given."""
+    parsed: dict[str, dict[str, int]] = {}
+    for item in field.split(", "):
+        match = ITEM.match(item)
+        assert match, field
+        parsed[match.group(1)] = {
+            name: int(value)
+            for name, value in (pair.split("=") for pair in match.group(2)[1:].split(";"))
+        }
+    return parsed
 
 
 def quota_exceeded(response: httpx.Response, policy: str, limit: int) -> int:
@@ -136,8 +150,11 @@ def quota_exceeded(response: httpx.Response, policy: str, limit: int) -> int:
     assert body["violated-policies"] == [policy]
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= 60
-    assert response.headers["ratelimit-policy"] == f'"{policy}";q={limit};w=60'
-    assert response.headers["ratelimit"] == f'"{policy}";r=0;t={retry_after}'
+    # Both policies, always, the key's first; the refusing one at r=0 with
+    # its wait (the Retry-After).
+    policies = items(response.headers["ratelimit-policy"])
+    assert list(policies) == ["key", "tenant"] and policies[policy] == {"q": limit, "w": 60}
+    assert items(response.headers["ratelimit"])[policy] == {"r": 0, "t": retry_after}
     return retry_after
 
 
@@ -148,17 +165,19 @@ async def test_a_key_over_its_limit_gets_429s_and_every_answer_says_where_it_sta
     with httpx.Client(base_url=api.base, headers=api_a.headers(limited.key)) as client:
         ok = client.get("/v1/skills")
         assert ok.status_code == 200
-        assert ok.headers["ratelimit-policy"] == '"key";q=3;w=60'
-        policy, remaining, reset = RATE_LIMIT.match(ok.headers["ratelimit"]).groups()  # type: ignore[union-attr]
-        assert (policy, remaining) == ("key", "2") and 1 <= int(reset) <= 60
+        assert items(ok.headers["ratelimit-policy"]) == {
+            "key": {"q": 3, "w": 60}, "tenant": {"q": DEFAULT_TENANT_LIMIT_PER_MINUTE, "w": 60}
+        }
+        state = items(ok.headers["ratelimit"])
+        assert state["key"]["r"] == 2 and 1 <= state["key"]["t"] <= 60
         # An error after the key resolved carries the headers too: a 404 ...
         missing = client.get(f"/v1/skills/{uuid.uuid4()}")
         problem(missing, 404, "not-found")
-        assert missing.headers["ratelimit"].startswith('"key";r=1;')
+        assert items(missing.headers["ratelimit"])["key"]["r"] == 1
         # ... and a 403 (the key reads only).
         forbidden = client.post("/v1/users", json={"email": "x@example.com", "name": "X"})
         problem(forbidden, 403, "missing-scope")
-        assert forbidden.headers["ratelimit"].startswith('"key";r=0;')
+        assert items(forbidden.headers["ratelimit"])["key"]["r"] == 0
         retry_after = quota_exceeded(client.get("/v1/skills"), "key", 3)
         assert retry_after == 20  # one request's share of the minute
         # Refused requests are not counted: still refused, still 20 s or less.
@@ -183,8 +202,8 @@ async def test_a_tenant_over_its_limit_gets_429s_whichever_key_it_uses(
             for key in (api_b.key, second.key, api_b.key, second.key, api_b.key, second.key)
         ]
     assert [a.status_code for a in answers] == [200, 200, 200, 200, 429, 429]
-    # The tenant's policy is the one that refuses first: it is the one shown.
-    assert answers[0].headers["ratelimit-policy"] == '"tenant";q=4;w=60'
-    assert answers[3].headers["ratelimit"].startswith('"tenant";r=0;')
+    # Both policies are shown on every answer; the tenant's runs out first.
+    assert items(answers[0].headers["ratelimit-policy"])["tenant"] == {"q": 4, "w": 60}
+    assert items(answers[3].headers["ratelimit"])["tenant"]["r"] == 0
     for refused_answer in answers[4:]:
         quota_exceeded(refused_answer, "tenant", 4)

@@ -113,16 +113,22 @@ _LIST = "a Structured Field list (draft-ietf-httpapi-ratelimit-headers-11)"
 #: The OpenAPI declarations of the rate-limit headers, by name.
 RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
     "RateLimit": {
-        "description": "The policy that will refuse first: r, the requests still allowed now;"
-        " t, the seconds until its whole quota is back (in a 429: until a request is"
-        f" allowed). {_LIST}",
-        "schema": {"type": "string", "pattern": r'^"(key|tenant)";r=[0-9]+;t=[0-9]+$'},
-    },
-    "RateLimit-Policy": {
-        "description": f"That policy's quota q per window of w seconds. {_LIST}",
+        "description": "Each policy, the key's then the tenant's: r, the requests still"
+        " allowed now; t, the seconds until its whole quota is back (for a policy that"
+        f" refused: until a request is allowed). {_LIST}",
         "schema": {
             "type": "string",
-            "pattern": rf'^"(key|tenant)";q=[0-9]+;w={rate_limits.PERIOD_SECONDS}$',
+            "pattern": r'^"(key|tenant)";r=[0-9]+;t=[0-9]+(, "(key|tenant)";r=[0-9]+;t=[0-9]+)*$',
+        },
+    },
+    "RateLimit-Policy": {
+        "description": f"Each policy's quota q per window of w seconds. {_LIST}",
+        "schema": {
+            "type": "string",
+            "pattern": (
+                rf'^"(key|tenant)";q=[0-9]+;w={rate_limits.PERIOD_SECONDS}'
+                rf'(, "(key|tenant)";q=[0-9]+;w={rate_limits.PERIOD_SECONDS})*$'
+            ),
         },
     },
     "Retry-After": {
