@@ -51,8 +51,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ORDER = (
     "single_feedback",
     "single_feedback_triggers",
-    "single_feedback_rls",
-    "single_feedback_round_trips",
+    "single_feedback_function",
+    "single_feedback_transaction_scope",
+    "http_feedback",
+    "http_measurement_batch",
+    "http_concurrent",
     "measurement_batch",
     "aggregate_read",
     "concurrent_writers",
@@ -88,6 +91,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         admin_pages,
         aggregate_read,
         concurrent_writers,
+        http_api,
         measurement_batch,
         rate_limits,
         run_completion,
@@ -106,6 +110,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     # The owner connects with the application's settings (piccolo_conf's).
     owner = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     figures: list[Figure] = []
+    # Other work on the machine slows every figure: its load is a fact of the run.
+    load_at_start = os.getloadavg()[0]
     try:
         context = Context(url, owner, await make_catalogue(owner), scale)
         await add_measurements(owner, context.catalogue, scale.small_measurements)
@@ -126,6 +132,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
                 ):
                     _say(name)
                     figures += await benchmark.measure(context)
+                _say("the HTTP API")
+                figures += await http_api.measure(context, served.base_url)
                 present = await owner.fetchval("SELECT count(*) FROM token_measurements")
                 _say(f"adding measurements up to {scale.big_measurements:,}")
                 await add_measurements(
@@ -146,6 +154,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
             "Python": platform.python_version(),
             "CPUs": os.cpu_count(),
             "machine": platform.machine(),
+            "load average (1 min) at start and end": f"{load_at_start:.1f}, {os.getloadavg()[0]:.1f}",
         }
     finally:
         await owner.close()

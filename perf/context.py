@@ -51,6 +51,13 @@ class Scale:
     # Rate limits: requests per round and way, rounds.
     rate_limit_calls: int
     rate_limit_rounds: int
+    # The HTTP API: single requests per round and way, rounds; rounds of one
+    # batch each way; requests of 16 clients per round and way, rounds.
+    http_requests: int
+    http_rounds: int
+    http_batch_rounds: int
+    http_concurrent_requests: int
+    http_concurrent_rounds: int
 
 
 FULL = Scale(
@@ -74,6 +81,11 @@ FULL = Scale(
     runs=7,
     rate_limit_calls=1_600,
     rate_limit_rounds=7,
+    http_requests=100,
+    http_rounds=9,
+    http_batch_rounds=15,
+    http_concurrent_requests=800,
+    http_concurrent_rounds=5,
 )
 
 QUICK = Scale(
@@ -97,6 +109,11 @@ QUICK = Scale(
     runs=2,
     rate_limit_calls=160,
     rate_limit_rounds=2,
+    http_requests=20,
+    http_rounds=2,
+    http_batch_rounds=2,
+    http_concurrent_requests=64,
+    http_concurrent_rounds=1,
 )
 
 SCALES = {scale.name: scale for scale in (FULL, QUICK)}

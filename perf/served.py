@@ -1,4 +1,5 @@
-"""``main.py`` serving the admin on the benchmark database, and a client of it.
+"""``main.py`` serving the admin and the API on the benchmark database, the HTTP
+baseline app, and a client of the admin.
 
 Contract
 --------
@@ -7,6 +8,9 @@ Contract
   made for the benchmarks, waits until it answers, and yields the
   :class:`Served` process; SIGTERM stops it at the end. Its output goes to
   a file, shown if it fails to start.
+- :func:`served_baseline` runs the HTTP benchmarks' baseline app
+  (:mod:`perf.raw_http`) the same way: uvicorn with ``main.py``'s settings,
+  on a free port, on the given database, writing for the given tenant.
 - :class:`RssWatch` samples the resident memory of the process every few
   milliseconds in a thread, and keeps the peak.
 - :func:`staff_client` is an httpx client logged in to the admin, holding
@@ -53,53 +57,88 @@ def _free_port() -> int:
 
 @contextmanager
 def served_main(database_url: str) -> Iterator[Served]:
-    port = _free_port()
     with tempfile.TemporaryDirectory(prefix="everyskill-perf-") as scratch:
-        env = {
-            **os.environ,
-            # Both logins (the owner's and everyskill_api) on that database.
-            **environment_for(database_url),
-            "EVERYSKILL_ADMIN_USERNAME": USERNAME,
-            "EVERYSKILL_ADMIN_PASSWORD": PASSWORD,
-            "EVERYSKILL_ADMIN_CREDENTIALS": str(Path(scratch) / "credentials.json"),
-            "PYTHONUNBUFFERED": "1",
-        }
-        log_path = Path(scratch) / "main.log"
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "main.py", "--port", str(port), "--no-sample-data"],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_served(base, process, log_path)
-            yield Served(base, process)
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        with _serve(
+            ["main.py", "--no-sample-data"],
+            {
+                "EVERYSKILL_ADMIN_USERNAME": USERNAME,
+                "EVERYSKILL_ADMIN_PASSWORD": PASSWORD,
+                "EVERYSKILL_ADMIN_CREDENTIALS": str(Path(scratch) / "credentials.json"),
+            },
+            database_url,
+            "/",
+            Path(scratch),
+        ) as served:
+            yield served
 
 
-def _wait_until_served(base: str, process: subprocess.Popen[str], log_path: Path) -> None:
+@contextmanager
+def served_baseline(database_url: str, tenant_id: str) -> Iterator[Served]:
+    from perf.raw_http import TENANT_VARIABLE
+
+    with tempfile.TemporaryDirectory(prefix="everyskill-perf-") as scratch:
+        with _serve(
+            ["-m", "perf.raw_http"],
+            {TENANT_VARIABLE: tenant_id},
+            database_url,
+            "/openapi.json",
+            Path(scratch),
+        ) as served:
+            yield served
+
+
+@contextmanager
+def _serve(
+    arguments: list[str], extra: dict[str, str], database_url: str, ready: str, scratch: Path
+) -> Iterator[Served]:
+    """``python ARGUMENTS --port N`` on a free port, until ``ready`` answers 200."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        # Both logins (the owner's and everyskill_api) on that database.
+        **environment_for(database_url),
+        **extra,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = scratch / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, *arguments, "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_served(base, ready, process, log_path)
+        yield Served(base, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_served(
+    base: str, ready: str, process: subprocess.Popen[str], log_path: Path
+) -> None:
+    command = " ".join(str(part) for part in process.args)  # type: ignore[union-attr]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"main.py exited early:\n{log_path.read_text()}")
+            raise RuntimeError(f"{command} exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{base}/", timeout=2).status_code == 200:
+            if httpx.get(f"{base}{ready}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"main.py did not serve {base} in time:\n{log_path.read_text()}")
+    raise RuntimeError(f"{command} did not serve {base} in time:\n{log_path.read_text()}")
 
 
 class RssWatch:

@@ -3,7 +3,7 @@ The benchmark command (``python -m perf``), run at its quick scale: every
 benchmark runs against its baseline on a scratch database of the server,
 the checks that must hold whatever the speed (aggregates equal a recount,
 stored picks equal the raw SQL's, the single-feedback baselines did what
-they say) hold, every baseline says what it is, and the results are
+they say, every HTTP request was answered 201 and wrote its rows) hold, every baseline says what it is, and the results are
 written as JSON, Markdown and a PNG chart. Speed targets are not asserted
 here: they are measured at full scale by ``scripts/perf.sh``.
 """
@@ -47,18 +47,35 @@ async def test_the_quick_run_measures_everything_and_writes_the_results(
     assert figures["run_completion"]["checks"]
     assert results["facts"]["scale"] == "quick"
 
-    # One feedback: the API against the raw INSERT with its triggers on, and
-    # the figures that say what the triggers, RLS and the round trips cost.
-    # The triggers-off baseline really had them off (its skill's stored count
-    # stayed 0), and the one-round-trip INSERTs ran as the application role.
+    # One feedback: the Python API (autocommit scope) against the raw INSERT
+    # with its triggers on, and the figures that say what the triggers, the
+    # API's statement and a transaction scope cost. The triggers-off baseline
+    # really had them off (its skill's stored count stayed 0), and the raw
+    # statement wrote every row as the tenant's.
     single = figures["single_feedback"]
     assert set(single["details"]["ms_per_row"]) == {
-        "api", "transaction", "application_role", "owner", "no_triggers"
+        "api", "api_transaction", "function", "owner", "no_triggers"
     }
-    assert single["baseline"] == figures["single_feedback_rls"]["baseline"]
+    assert single["target"] == "≥ 0.8×"
+    assert single["baseline"] == figures["single_feedback_function"]["baseline"]
     assert single["baseline"] == figures["single_feedback_triggers"]["measured"]
+    assert single["measured"] == figures["single_feedback_transaction_scope"]["baseline"]
     assert figures["single_feedback_triggers"]["checks"]["triggers were off"]
-    assert figures["single_feedback_rls"]["checks"]["ran as the application role"]
+    assert figures["single_feedback_function"]["checks"]["every row written, as the tenant's"]
+
+    # The HTTP API: every request answered 201 and every row written, the
+    # ways that say where a request's time goes measured in the same rounds,
+    # and the 16 clients' p50 and p99.
+    http = figures["http_feedback"]
+    assert http["target"] == "≥ 0.6×"
+    assert set(http["details"]["ms_per_request"]) == {"api_http", "raw_http", "work", "raw_insert"}
+    assert figures["http_measurement_batch"]["target"] == "≥ 0.7×"
+    for key in ("http_feedback", "http_measurement_batch", "http_concurrent"):
+        assert figures[key]["checks"]["every request answered 201"], key
+        assert figures[key]["checks"]["every row written"], key
+    latency = figures["http_concurrent"]["details"]["latency"]["api"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert figures["http_concurrent"]["measured"] == latency["p50_ms"]
 
     # The printed table and the Markdown one name every figure, and every
     # baseline says what it is.
