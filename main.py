@@ -10,7 +10,9 @@ API under ``/v1`` and the Piccolo Admin at ``/`` (:mod:`everyskill.server`)
 with uvicorn on 127.0.0.1:8000 (``--host`` and ``--port``, or
 ``EVERYSKILL_HOST`` and ``EVERYSKILL_PORT``). ``--workers N`` (or
 ``EVERYSKILL_WORKERS``) runs N uvicorn worker processes; the migrations and
-the sample data run once, in this process, before they start. Behind HTTPS,
+the sample data run once, in this process, before they start. Each line of
+uvicorn's log names the process that wrote it (``[pid]``), so that an access
+line says which worker answered. Behind HTTPS,
 ``--production`` makes the session cookie Secure and needs
 ``--allowed-host``. Ctrl-C or SIGTERM shuts it down cleanly, and the
 embedded server with it.
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import signal
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from piccolo.apps.migrations.commands.forwards import run_forwards
@@ -109,6 +113,17 @@ async def prepare(*, sample_data: bool = True) -> AdminLogin:
     return login
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, each line naming its process."""
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    formatters = config["formatters"]
+    formatters["default"]["fmt"] = "%(levelprefix)s [%(process)d] %(message)s"
+    formatters["access"]["fmt"] = (
+        '%(levelprefix)s [%(process)d] %(client_addr)s - "%(request_line)s" %(status_code)s'
+    )
+    return config
+
+
 def stop(signum: int, frame: FrameType | None) -> None:
     """SIGTERM is how this service is asked to stop: exit normally, so that
     the embedded server is stopped too. uvicorn handles SIGTERM itself while it
@@ -139,7 +154,12 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     uvicorn.run(
-        IMPORT_STRING, factory=True, host=args.host, port=args.port, workers=args.workers
+        IMPORT_STRING,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config(),
     )
 
 

@@ -39,7 +39,9 @@ Contract
   engine (:func:`everyskill.database.app_engine`, as ``everyskill_api``),
   outside any tenant scope (:class:`~everyskill.errors.TenantScopeError`
   inside one), one statement (one round trip) that resolves the key and
-  counts the request against the key's and its tenant's rate limits: the
+  counts the request against the key's and its tenant's rate limits (the
+  pooled connection goes back without the pool's session reset: the
+  statement leaves nothing on the session), the
   SECURITY DEFINER function ``api_key_resolve(key_hash)``, the login's only
   privilege of its own; it cannot read ``api_keys`` nor the counters. A key
   that works gives a :class:`ResolvedKey` (key id, tenant id, scopes, the
@@ -398,7 +400,7 @@ async def resolve(key: object) -> ResolvedKey:
     :class:`AuthenticationError`, or :class:`RateLimitedError` (nothing
     counted). See the module's contract."""
     from everyskill.database import app_engine
-    from everyskill.tenancy import refuse_inside_scope
+    from everyskill.tenancy import ScopeConnection, refuse_inside_scope
 
     refuse_inside_scope(
             "an API key is resolved before the tenant is known: call resolve() outside"
@@ -415,6 +417,11 @@ async def resolve(key: object) -> ResolvedKey:
         if engine.pool is not None:
             async with engine.pool.acquire() as connection:
                 row = await connection.fetchrow(_RESOLVE, digest)
+                if isinstance(connection, ScopeConnection):
+                    # The statement leaves nothing on the session (the
+                    # function's search_path is its own): the pool's reset
+                    # would be a round trip for nothing.
+                    connection.note_reset_done()
         else:
             connection = await engine.get_new_connection()
             try:

@@ -69,10 +69,11 @@ Contract
   (``SavedBatch.replayed`` lists the ids; a batch writes its other rows).
   Other values, or an id another tenant holds, are a
   :class:`~everyskill.errors.ConflictError` on the id (the latter reveals
-  nothing about that row). Results: the run is checked first (a retry
-  after the run ended is refused as any result is), the stored results of
-  the ids given are read with it, so a replay with other values is refused
-  before writing; an id another tenant holds is found by the INSERT, and in
+  nothing about that row). Results: the stored results of the ids given
+  are read with the run, so a replay with other values is refused before
+  writing, and a retry of results all stored already is a replay even
+  after the run ended (a result not stored yet is then refused with
+  :class:`~everyskill.errors.RunNotRunningError`); an id another tenant holds is found by the INSERT, and in
   a batch that wrote other rows it ends the scope (nothing of it is
   committed). A result's cost is compared only when the caller gave it.
 - :func:`run_summary` gives one :class:`ModelSummary` per model of the run,
@@ -611,8 +612,6 @@ async def _record(
         )
         if run is None:
             raise NotFoundError(_KIND, run_id, "run_id")
-        if run["status"] != BenchmarkStatus.running.value:
-            raise RunNotRunningError(run_id, run["status"])
         models = list(run["models"])
         strangers = [
             (
@@ -634,6 +633,10 @@ async def _record(
                     raise reused("benchmark result", row["id"], differing, field_of(index, "id"))
                 replayed.add(row["id"])
         new = [index for index, row in enumerate(rows) if row["id"] not in replayed]
+        if new and run["status"] != BenchmarkStatus.running.value:
+            # Results are recorded while the run runs; a retry of results
+            # already stored is a replay, whatever the run's state now.
+            raise RunNotRunningError(run_id, run["status"])
         all_rows = rows
         rows = [all_rows[index] for index in new]
         if not rows:

@@ -600,7 +600,11 @@ async def publish_version(
             raise NotFoundError("skill", skill_id, "skill_id")
         if skill["stored"]:
             record = await _replay(connection, SkillVersion, "skill version", row_id, given)
-            assert record is not None  # the application deletes no version
+            if record is None:  # deleted since (by staff: the application deletes none)
+                raise ConflictError(
+                    f"skill version {row_id!r} was deleted while this call read it: retry",
+                    field="id",
+                )
             return Saved(row_from_record(SkillVersion, record), redactions, replayed=True)
         if skill["archived_at"] is not None:
             refused = InvalidTransitionError(

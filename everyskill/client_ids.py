@@ -4,7 +4,9 @@ Contract
 --------
 - Every create call of the query API takes an optional ``id`` (a batch: an
   optional ``"id"`` in each item). It must be a UUID written as 32
-  hexadecimal digits in the 8-4-4-4-12 hyphenated layout, in any case;
+  hexadecimal digits in the 8-4-4-4-12 hyphenated layout, in any case,
+  of a random version (:data:`RANDOM_VERSIONS`: 4 or 7; a guessable id
+  could be taken first by another tenant, since ids are global);
   :func:`checked_id` stores its canonical lowercase form, and refuses
   anything else with a :class:`~everyskill.errors.ValidationError` on the
   field (``id``, or ``measurements[3].id`` in a batch). :func:`batch_ids`
@@ -68,6 +70,18 @@ _WHAT = (
     "must be a UUID such as 123e4567-e89b-42d3-a456-426614174000"
     " (32 hexadecimal digits in groups of 8-4-4-4-12, joined by hyphens)"
 )
+#: The versions accepted: the random ones (RFC 9562: version 4 has 122
+#: random bits, version 7 a time and 74 random bits). Ids are primary keys
+#: shared by every tenant, so an id someone else can derive or guess
+#: (versions 1 and 6 from a time and a node, 3 and 5 from a name, 8 and
+#: the nil and max UUIDs from anything) could be taken first by another
+#: tenant, and every write of it then refused.
+RANDOM_VERSIONS = (4, 7)
+_NOT_RANDOM = (
+    "must be a random UUID, version 4 (uuid.uuid4(), crypto.randomUUID()) or 7:"
+    " ids are shared by every tenant, so an id that can be guessed or derived"
+    " could be taken by someone else"
+)
 #: The message of an id another tenant holds: the same whatever the row.
 FOREIGN_ID = "this id cannot be used; generate a new UUID (for example uuid.uuid4()) and retry"
 
@@ -78,10 +92,14 @@ def checked_id(value: object, field: str = "id") -> str | None:
     if value is None:
         return None
     if isinstance(value, uuid.UUID):
-        return str(value)
-    if not isinstance(value, str) or _UUID.fullmatch(value) is None:
+        parsed = value
+    elif not isinstance(value, str) or _UUID.fullmatch(value) is None:
         raise ValidationError.of(field, _WHAT)
-    return str(uuid.UUID(value))
+    else:
+        parsed = uuid.UUID(value)
+    if parsed.variant != uuid.RFC_4122 or parsed.version not in RANDOM_VERSIONS:
+        raise ValidationError.of(field, _NOT_RANDOM)
+    return str(parsed)
 
 
 def batch_ids(given: Sequence[object], field: str) -> list[str | None]:

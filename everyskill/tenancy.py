@@ -75,7 +75,11 @@ Contract
   and nothing is left on the connection (the switch is SET LOCAL, and the
   pool's session reset is skipped). Any other call runs in a tenant
   transaction of its own for its duration, committed when it returns. A
-  failed call affects no earlier call and leaves the scope usable. The scope
+  failed call affects no earlier call and leaves the scope usable. A
+  connection lost once that one statement was sent is a
+  :class:`~everyskill.errors.DatabaseUnavailableError` with ``during="commit"``
+  (``outcome_unknown``): the server may have committed it; retry with the
+  same client id (:mod:`everyskill.client_ids`) to be safe. The scope
   has no ``connection`` for SQL of the caller's own and no
   :meth:`TenantScope.savepoint` (both :class:`TenantScopeError`, saying to
   use a transaction scope), and Piccolo queries inside it are refused the
@@ -482,7 +486,9 @@ class ScopeConnection(asyncpg.Connection):
     in ``piccolo_conf``): a tenant scope that commits sends the pool's
     session reset (asyncpg's :meth:`~asyncpg.Connection.get_reset_query`) in
     the same round trip as its COMMIT, and the pool then skips that reset
-    once. Any other use of the connection is asyncpg's own."""
+    once; so does a caller that ran one statement leaving nothing on the
+    session (:meth:`note_reset_done`: the API key's resolution). Any other
+    use of the connection is asyncpg's own."""
 
     _reset_done = False
 
@@ -771,9 +777,14 @@ async def operation(
                 scope._in_call = False
         except Exception as error:
             if _lost(connection):
+                scope._fail("the connection to the database was lost")
+                if scope._bare and scope._touched:
+                    # The call's statement was its own transaction: the
+                    # server may have committed it before the connection
+                    # went, so its outcome is unknown.
+                    raise DatabaseUnavailableError("commit", _cause(error)) from error
                 # The connection ended (a restart, a crash): the scope's whole
                 # transaction went with it. Say what happened.
-                scope._fail("the connection to the database was lost")
                 raise DatabaseUnavailableError("call", _cause(error)) from error
             if isinstance(error, asyncpg.PostgresError):
                 typed = from_database_error(error, inputs)

@@ -1,17 +1,20 @@
 """
 Helpers of the HTTP API's tests: the served app (uvicorn in a process of
 its own, on a free port, on the tests' scratch database) and API keys of
-real tenants.
+real tenants; proxies that cut a client's connection after its request
+reached the server, and that count database round trips.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,3 +107,83 @@ def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
     assert body["status"] == status
     assert body["title"] and body["detail"]
     return body
+
+
+def replayed(response: httpx.Response, status: int = 200) -> dict[str, Any]:
+    """The body of a create answered as a replay (nothing written)."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers.get("idempotent-replayed") == "true", response.headers
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the served app that forwards each request
+    whole, waits until the server has begun to answer (so the write is
+    committed: 2xx means committed), keeps that answer's first bytes in
+    ``withheld``, and closes the client's connection without relaying it:
+    a connection cut after the request reached the server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.withheld: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+            body = await reader.readexactly(int(length[1])) if length else b""
+            up_writer.write(head + body)
+            await up_writer.drain()
+            self.withheld.append(await up_reader.read(65536))
+        finally:
+            up_writer.close()
+            writer.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """Serve on a free port; yield the proxy's base URL."""
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+class CountingProxy:
+    """A Unix-socket proxy between a client and PostgreSQL that counts round
+    trips: each time the client sends after the server has answered."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.round_trips = 0
+        self._server_spoke = True
+        #: When set, the server's next answer is not passed on: the proxy
+        #: closes both sides instead (the server did the work; the client
+        #: never hears of it).
+        self.lose_answers = False
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: bool) -> None:
+            try:
+                while data := await source.read(65536):
+                    if not client and self.lose_answers:
+                        writer.close()
+                        up_writer.close()
+                        return
+                    if client and self._server_spoke:
+                        self.round_trips += 1
+                    self._server_spoke = not client
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(
+            pump(reader, up_writer, True), pump(up_reader, writer, False), return_exceptions=True
+        )

@@ -19,7 +19,7 @@ import pytest
 
 from everyskill import benchmarks, catalogue, feedback, usage
 from everyskill.client_ids import FOREIGN_ID, batch_ids, checked_id
-from everyskill.errors import ConflictError, TenantScopeError, ValidationError
+from everyskill.errors import ConflictError, RunNotRunningError, TenantScopeError, ValidationError
 from everyskill.rows import Saved
 from everyskill.tenancy import tenant_scope
 from tests.support import TenantRows, wait_until_blocked
@@ -59,6 +59,35 @@ def test_anything_but_a_hyphenated_uuid_is_refused_naming_the_field(bad: object)
     with pytest.raises(ValidationError) as in_batch:
         batch_ids([None, bad], "measurements")
     assert in_batch.value.field == "measurements[1].id"
+
+
+#: RFC 9562's examples (Appendix A) of the versions that are not random,
+#: and the nil and max UUIDs, and a version 4 of another variant.
+NOT_RANDOM = {
+    "version 1": "c232ab00-9414-11ec-b3c8-9f6bdeced846",
+    "version 3": "5df41881-3aed-3515-88a7-2f4a814cf09e",
+    "version 5": "2ed6657d-e927-568b-95e1-2665a8aea6a2",
+    "version 6": "1ec9414c-232a-6b00-b3c8-9f6bdeced846",
+    "version 8": "2489e9ad-2ee2-8e00-8ec9-32d5f69181c0",
+    "nil": "00000000-0000-0000-0000-000000000000",
+    "max": "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "version 4, Microsoft's variant": "123e4567-e89b-42d3-c456-426614174000",
+}
+
+
+@pytest.mark.parametrize("kind", NOT_RANDOM)
+def test_an_id_that_is_not_random_is_refused(kind: str) -> None:
+    """Ids are global primary keys: one that can be guessed or derived could
+    be taken first by another tenant."""
+    with pytest.raises(ValidationError) as refused:
+        checked_id(NOT_RANDOM[kind])
+    assert refused.value.field == "id" and "random UUID" in refused.value.reason
+
+
+def test_random_versions_4_and_7_are_accepted() -> None:
+    v7 = "017f22e2-79b0-7cc3-98c4-dc0c0c07398f"  # RFC 9562, Appendix A.6
+    assert checked_id(v7) == v7
+    assert checked_id(uuid.uuid4()) is not None
 
 
 def test_an_id_given_twice_in_a_batch_names_both_items() -> None:
@@ -401,6 +430,34 @@ async def test_a_result_batch_replays_stored_ids(
                 tenant.run_id, [*results([ids[1]]), {**results([ids[2]])[0], "id": ids[1]}]
             )
     assert twice.value.field == "results[1].id"
+
+
+async def test_results_retried_after_the_run_completed_are_replays(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """A runner whose answer was lost retries after the run completed: the
+    results it stored come back as replays; a result never stored is
+    refused, as any result of a run that is not running."""
+    stored, new = str(uuid.uuid4()), str(uuid.uuid4())
+    result = {"model_name": SONNET, "model_provider": "anthropic", "quality_score": 80}
+    async with tenant_scope(tenant.tenant_id):
+        await benchmarks.record_results(
+            tenant.run_id, [{**result, "id": stored, "test_case_index": 40}]
+        )
+        await benchmarks.complete_run(tenant.run_id)
+    async with tenant_scope(tenant.tenant_id):
+        again = await benchmarks.record_result(
+            tenant.run_id, id=stored, test_case_index=40, **result
+        )
+    assert again.replayed and again.row.id == stored
+    with pytest.raises(RunNotRunningError):
+        async with tenant_scope(tenant.tenant_id):
+            await benchmarks.record_results(
+                tenant.run_id,
+                [{**result, "id": stored, "test_case_index": 40},
+                 {**result, "id": new, "test_case_index": 41}],
+            )
+    assert await owner.fetchval("SELECT count(*) FROM benchmark_results WHERE id = $1", new) == 0
 
 
 # -- concurrency ------------------------------------------------------------------------

@@ -1,20 +1,24 @@
 """
 Who may call: API keys over HTTP, against the served app. No key, another
 scheme, a malformed, unknown, revoked or expired key: 401 with
-WWW-Authenticate: Bearer and the reason. Tenant A's key on tenant B's ids,
+WWW-Authenticate: Bearer and the reason. Rate limits per key and per
+tenant: a 429 of the IANA quota-exceeded type with Retry-After and the
+RateLimit headers, which every answer after the key resolved carries. Tenant A's key on tenant B's ids,
 on every route that takes an id: a 404 identical to an id that never
 existed, and tenant B's rows unchanged.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
 
 from everyskill.api_keys import create_api_key, generate_key, revoke_api_key
-from tests.http_support import Served, Tenant, problem
+from tests.http_support import PROBLEM, Served, Tenant, problem
 
 
 def refused(response: httpx.Response, reason: str) -> None:
@@ -115,3 +119,72 @@ async def test_another_tenants_ids_are_not_found_on_every_route(
                     ]
             assert shown == nowhere.json(), (method, path)
     assert await owner.fetchrow(B_STATE, b.skill_id, b.feedback_id, b.run_id, b.user_id) == before
+
+
+QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+RATE_LIMIT = re.compile(r'^"(key|tenant)";r=(\d+);t=(\d+)$')
+POLICY = re.compile(r'^"(key|tenant)";q=(\d+);w=60$')
+
+
+def quota_exceeded(response: httpx.Response, policy: str, limit: int) -> int:
+    """Check a 429's shape and headers; return its Retry-After."""
+    assert response.status_code == 429, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["type"] == QUOTA_EXCEEDED and body["status"] == 429
+    assert body["title"] and f"{limit} requests per minute" in body["detail"]
+    assert body["violated-policies"] == [policy]
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= 60
+    assert response.headers["ratelimit-policy"] == f'"{policy}";q={limit};w=60'
+    assert response.headers["ratelimit"] == f'"{policy}";r=0;t={retry_after}'
+    return retry_after
+
+
+async def test_a_key_over_its_limit_gets_429s_and_every_answer_says_where_it_stands(
+    api: Served, api_a: Tenant
+) -> None:
+    limited = await create_api_key(api_a.rows.tenant_id, "limited", "read", rate_limit_per_minute=3)
+    with httpx.Client(base_url=api.base, headers=api_a.headers(limited.key)) as client:
+        ok = client.get("/v1/skills")
+        assert ok.status_code == 200
+        assert ok.headers["ratelimit-policy"] == '"key";q=3;w=60'
+        policy, remaining, reset = RATE_LIMIT.match(ok.headers["ratelimit"]).groups()  # type: ignore[union-attr]
+        assert (policy, remaining) == ("key", "2") and 1 <= int(reset) <= 60
+        # An error after the key resolved carries the headers too: a 404 ...
+        missing = client.get(f"/v1/skills/{uuid.uuid4()}")
+        problem(missing, 404, "not-found")
+        assert missing.headers["ratelimit"].startswith('"key";r=1;')
+        # ... and a 403 (the key reads only).
+        forbidden = client.post("/v1/users", json={"email": "x@example.com", "name": "X"})
+        problem(forbidden, 403, "missing-scope")
+        assert forbidden.headers["ratelimit"].startswith('"key";r=0;')
+        retry_after = quota_exceeded(client.get("/v1/skills"), "key", 3)
+        assert retry_after == 20  # one request's share of the minute
+        # Refused requests are not counted: still refused, still 20 s or less.
+        assert quota_exceeded(client.get("/v1/skills"), "key", 3) <= retry_after
+        # A 401 comes before any key: it has no rate-limit headers.
+        unauthenticated = client.get("/v1/skills", headers={"Authorization": "Bearer x"})
+        assert unauthenticated.status_code == 401 and "ratelimit" not in unauthenticated.headers
+    # The tenant's other keys keep their own quota.
+    assert httpx.get(f"{api.base}/v1/skills", headers=api_a.headers()).status_code == 200
+
+
+async def test_a_tenant_over_its_limit_gets_429s_whichever_key_it_uses(
+    api: Served, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    await owner.execute(
+        "UPDATE tenants SET rate_limit_per_minute = 4 WHERE id = $1", api_b.rows.tenant_id
+    )
+    second = await create_api_key(api_b.rows.tenant_id, "second", "read")
+    with httpx.Client(base_url=api.base) as client:
+        answers = [
+            client.get("/v1/users", headers=api_b.headers(key))
+            for key in (api_b.key, second.key, api_b.key, second.key, api_b.key, second.key)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429, 429]
+    # The tenant's policy is the one that refuses first: it is the one shown.
+    assert answers[0].headers["ratelimit-policy"] == '"tenant";q=4;w=60'
+    assert answers[3].headers["ratelimit"].startswith('"tenant";r=0;')
+    for refused_answer in answers[4:]:
+        quota_exceeded(refused_answer, "tenant", 4)

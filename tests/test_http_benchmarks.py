@@ -1,18 +1,21 @@
 """
 The benchmark routes over HTTP, against the served app: a run's life cycle,
 its results in batches (all or nothing), the run with its per-model summary
-and picks, listing, refusals, and scopes.
+and picks, listing, refusals, scopes, and a run and results with client ids
+(replayed, reused for other content, another tenant's).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
 
 from everyskill.api_keys import create_api_key
-from tests.http_support import Served, Tenant, problem
+from everyskill.client_ids import FOREIGN_ID
+from tests.http_support import Served, Tenant, problem, replayed
 
 
 def result(model: str, case: int, **extra: Any) -> dict[str, Any]:
@@ -161,3 +164,39 @@ async def test_scopes_of_the_benchmark_routes(api: Served, api_a: Tenant) -> Non
             headers=api_a.headers(ci),
         )
         assert recorded.status_code == 201, recorded.text
+
+
+async def test_a_run_and_its_results_with_client_ids_are_replayed(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    run = {
+        "skill_id": api_a.rows.skill_id,
+        "models": ["gpt-4o"],
+        "triggered_by": api_a.rows.user_id,
+        "id": str(uuid.uuid4()),
+    }
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        first = client.post("/v1/benchmark-runs", json=run)
+        assert first.status_code == 201 and first.json()["replayed"] is False
+        again = replayed(client.post("/v1/benchmark-runs", json=run))
+        assert again["row"] == first.json()["row"]
+        other = problem(
+            client.post("/v1/benchmark-runs", json={**run, "models": ["o3"]}), 409, "conflict"
+        )
+        assert other["errors"][0]["field"] == "id"
+        assert client.post(f"/v1/benchmark-runs/{run['id']}/start").status_code == 200
+        items = [{**result("gpt-4o", case), "id": str(uuid.uuid4())} for case in range(2)]
+        path = f"/v1/benchmark-runs/{run['id']}/results"
+        assert client.post(path, json={"items": items}).status_code == 201
+        results = replayed(client.post(path, json={"items": items}))
+        assert results["replayed"] == [item["id"] for item in items] and results["count"] == 0
+    foreign = httpx.post(
+        f"{api.base}/v1/benchmark-runs",
+        json={**run, "skill_id": api_b.rows.skill_id, "triggered_by": api_b.rows.user_id},
+        headers=api_b.headers(),
+    )
+    assert problem(foreign, 409, "conflict")["detail"] == f"id: {FOREIGN_ID}"
+    assert foreign.json()["errors"][0]["field"] == "id"
+    assert await owner.fetchval(
+        "SELECT count(*) FROM benchmark_results WHERE benchmark_run_id = $1", run["id"]
+    ) == 2

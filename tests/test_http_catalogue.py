@@ -3,16 +3,21 @@ The catalogue routes over HTTP, against the served app: skills (created,
 read with their aggregates, changed, archived and unarchived, listed),
 versions (published, listed, read, changelog changed; a version reached
 through another skill is not found), users, refusals (422 naming the
-field, 409 for a taken slug or email), and scopes.
+field, 409 for a taken slug or email), scopes, and creates with client ids
+(replayed, reused for other content, another tenant's).
 """
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
 
 import asyncpg
 import httpx
 
 from everyskill.api_keys import create_api_key
-from tests.http_support import Served, Tenant, problem
+from everyskill.client_ids import FOREIGN_ID
+from tests.http_support import Served, Tenant, problem, replayed
 
 
 async def test_skills_from_creation_to_archive(
@@ -167,3 +172,44 @@ async def test_scopes_of_the_catalogue_routes(api: Served, api_a: Tenant) -> Non
         assert client.post(
             "/v1/users", json={"email": "s@example.com", "name": "S"}, headers=api_a.headers(staff)
         ).status_code == 201
+
+
+async def test_creates_with_client_ids_are_replayed_and_conflicts_refused(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    creates: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+        ("/v1/skills", {"slug": f"replayed-{tag}", "name": "Replayed"}, {"name": "Other"}, "skills"),
+        (
+            f"/v1/skills/{api_a.rows.skill_id}/versions",
+            {"content": "Do it carefully.", "changelog": "first"},
+            {"content": "Do it quickly."},
+            "skill_versions",
+        ),
+        ("/v1/users", {"email": f"r-{tag}@example.com", "name": "R"}, {"name": "S"}, "users"),
+    ]
+    with httpx.Client(base_url=api.base) as client:
+        for path, body, change, table in creates:
+            row_id = str(uuid.uuid4())
+            first = client.post(path, json={**body, "id": row_id}, headers=api_a.headers())
+            assert first.status_code == 201, (path, first.text)
+            assert first.json()["replayed"] is False and first.json()["row"]["id"] == row_id
+            again = replayed(client.post(path, json={**body, "id": row_id}, headers=api_a.headers()))
+            assert again["row"] == first.json()["row"] and again["replayed"] is True
+            other = problem(
+                client.post(path, json={**body, **change, "id": row_id}, headers=api_a.headers()),
+                409,
+                "conflict",
+            )
+            assert other["errors"][0]["field"] == "id", path
+            # Tenant B using A's id (on its own skill for a version).
+            b_path = path.replace(api_a.rows.skill_id, api_b.rows.skill_id)
+            b_body = {**body, "slug": f"b-{tag}"} if "slug" in body else body
+            foreign = problem(
+                client.post(b_path, json={**b_body, "id": row_id}, headers=api_b.headers()),
+                409,
+                "conflict",
+            )
+            assert foreign["detail"] == f"id: {FOREIGN_ID}", path
+            stored = await owner.fetchval(f"SELECT count(*) FROM {table} WHERE id = $1", row_id)
+            assert stored == 1, path

@@ -3,6 +3,9 @@ The feedback routes over HTTP, against the served app: recording one item
 and batches (all or nothing, every bad item listed), reading, listing with
 cursors, review and implementation, the streamed training-example export
 (and a client that goes away mid-stream), scopes, and another tenant's ids.
+Client ids: replays (one item, batches), ids reused for other content or
+held by another tenant, a retry after the connection was cut before the
+answer arrived; and the two database round trips of one feedback.
 """
 
 from __future__ import annotations
@@ -10,13 +13,29 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
+import threading
+import urllib.parse
+import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from everyskill.api_keys import create_api_key
-from tests.http_support import Served, Tenant, problem
+from everyskill.client_ids import FOREIGN_ID
+from everyskill.database import APP_URL_VARIABLE
+from tests.http_support import (
+    CountingProxy,
+    CuttingProxy,
+    Served,
+    Tenant,
+    problem,
+    replayed,
+    served,
+)
 
 
 def thumbs(tenant: Tenant, **extra: Any) -> dict[str, Any]:
@@ -54,7 +73,8 @@ async def test_one_item_is_committed_and_answered_with_its_row(
         assert row["feedback_type"] == "thumbs_up" and row["sentiment"] == 1
         assert row["source"] == "mcp" and row["status"] == "pending"
         assert row["tenant_id"] == api_a.rows.tenant_id
-        assert set(body) == {"row", "redactions", "warnings"}
+        assert set(body) == {"row", "redactions", "warnings", "replayed"}
+        assert body["replayed"] is False and "idempotent-replayed" not in response.headers
         stored = await owner.fetchrow("SELECT * FROM skill_feedback WHERE id = $1", row["id"])
         assert stored is not None and stored["comment"] == row["comment"]
         read = client.get(f"/v1/feedback/{row['id']}")
@@ -333,3 +353,137 @@ async def test_scopes_of_the_feedback_routes(api: Served, api_a: Tenant) -> None
             "/v1/feedback", json=thumbs(api_a), headers=api_a.headers(writer)
         ).status_code == 201
         assert client.get("/v1/feedback", headers=api_a.headers(reader)).status_code == 200
+
+
+async def total_feedback(owner: asyncpg.Connection, tenant: Tenant) -> int:
+    total: int = await owner.fetchval(
+        "SELECT total_feedback FROM skills WHERE id = $1", tenant.rows.skill_id
+    )
+    return total
+
+
+async def test_an_item_with_its_own_id_is_written_once_and_replayed(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await total_feedback(owner, api_a)
+    item = thumbs(api_a, id=str(uuid.uuid4()).upper(), comment="clear")
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        first = client.post("/v1/feedback", json=item)
+        assert first.status_code == 201 and first.json()["replayed"] is False
+        assert "idempotent-replayed" not in first.headers
+        row = first.json()["row"]
+        assert row["id"] == item["id"].lower()
+        again = replayed(client.post("/v1/feedback", json=item))
+        assert again["replayed"] is True and again["row"] == row
+        # The same id for other content: refused, nothing written.
+        other = problem(client.post("/v1/feedback", json={**item, "comment": "vague"}), 409, "conflict")
+        assert other["errors"][0]["field"] == "id" and "different content" in other["detail"]
+        # An id that is not a UUID: 422 naming it.
+        bad = problem(client.post("/v1/feedback", json=thumbs(api_a, id="nope")), 422, "validation")
+        assert bad["errors"][0]["field"] == "id"
+    # Tenant B sending A's id: the same refusal whatever the row is.
+    with httpx.Client(base_url=api.base, headers=api_b.headers()) as client:
+        foreign = problem(client.post("/v1/feedback", json=thumbs(api_b, id=row["id"])), 409, "conflict")
+        assert foreign["detail"] == f"id: {FOREIGN_ID}"
+        assert foreign["errors"] == [{"field": "id", "message": foreign["detail"]}]
+        assert row["id"] not in foreign["detail"] and api_a.rows.skill_id not in str(foreign)
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", row["id"]) == 1
+    assert await total_feedback(owner, api_a) == before + 1
+    assert await total_feedback(owner, api_b) == 1  # make_tenant's one row
+
+
+async def test_a_batch_with_ids_lists_its_replays(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await total_feedback(owner, api_a)
+    items = [thumbs(api_a, id=str(uuid.uuid4())) for _ in range(3)]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        first = client.post("/v1/feedback", json={"items": items[:2]})
+        assert first.status_code == 201, first.text
+        assert first.json()["replayed"] == [] and first.json()["count"] == 2
+        # Two replays and one new item: something was written, 201.
+        mixed = client.post("/v1/feedback", json={"items": items})
+        assert mixed.status_code == 201 and "idempotent-replayed" not in mixed.headers
+        assert mixed.json()["ids"] == [item["id"] for item in items]
+        assert mixed.json()["replayed"] == [items[0]["id"], items[1]["id"]]
+        assert mixed.json()["count"] == 1
+        # Only replays: 200.
+        only = replayed(client.post("/v1/feedback", json={"items": items}))
+        assert only["replayed"] == only["ids"] and only["count"] == 0
+        # An id given twice: 422 naming the second item.
+        twice = problem(
+            client.post("/v1/feedback", json={"items": [thumbs(api_a, id=items[0]["id"])] * 2}),
+            422,
+            "validation",
+        )
+        assert [(e["index"], e["field"]) for e in twice["errors"]] == [(1, "id")]
+    # Tenant B's batch naming one of A's ids at item 1: 409 naming it, nothing written.
+    fresh = str(uuid.uuid4())
+    with httpx.Client(base_url=api.base, headers=api_b.headers()) as client:
+        refused = problem(
+            client.post(
+                "/v1/feedback",
+                json={"items": [thumbs(api_b, id=fresh), thumbs(api_b, id=items[2]["id"])]},
+            ),
+            409,
+            "conflict",
+        )
+    assert refused["errors"][0]["index"] == 1 and refused["errors"][0]["field"] == "id"
+    assert FOREIGN_ID in refused["detail"]
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", fresh) == 0
+    assert await total_feedback(owner, api_a) == before + 3
+
+
+async def test_a_retry_after_the_connection_was_cut_is_a_replay(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await total_feedback(owner, api_a)
+    item = thumbs(api_a, id=str(uuid.uuid4()), comment="cut off")
+    host, port = api.base.removeprefix("http://").split(":")
+    proxy = CuttingProxy(host, int(port))
+    async with proxy.serving() as cut, httpx.AsyncClient(headers=api_a.headers()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{cut}/v1/feedback", json=item)
+        # The server had answered 201 (committed); the client never saw it.
+        assert proxy.withheld[0].startswith(b"HTTP/1.1 201 ")
+        retry = await client.post(f"{api.base}/v1/feedback", json=item)
+    body = replayed(retry)
+    assert body["replayed"] is True and body["row"]["id"] == item["id"]
+    assert body["row"]["comment"] == "cut off"
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", item["id"]) == 1
+    assert await total_feedback(owner, api_a) == before + 1
+
+
+def test_one_feedback_costs_two_database_round_trips(
+    api_a: Tenant, app_url_for_tests: str
+) -> None:
+    """The served app's login connects through a proxy counting round trips:
+    POST /v1/feedback is the key's resolution (one statement that counts the
+    rate limits too) and the write (one statement, in an autocommit scope)."""
+    url = urllib.parse.urlsplit(app_url_for_tests)
+    query = urllib.parse.parse_qs(url.query)
+    socket_dir, port = query["host"][0], query.get("port", ["5432"])[0]
+    proxy = CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    here = tempfile.mkdtemp(prefix="es")  # a short path: a socket's is limited
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(
+        asyncio.start_unix_server(proxy.handle, path=f"{here}/.s.PGSQL.{port}"), loop
+    ).result()
+    query["host"] = [here]
+    through = url._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl()
+    try:
+        with served(Path(here) / "server.log", {APP_URL_VARIABLE: through}) as counted:
+            with httpx.Client(base_url=counted.base, headers=api_a.headers()) as client:
+                for _ in range(3):  # the pool's connections prepare their statements
+                    assert client.post("/v1/feedback", json=thumbs(api_a)).status_code == 201
+                proxy.round_trips = 0
+                answer = client.post("/v1/feedback", json=thumbs(api_a, comment="counted"))
+                round_trips = proxy.round_trips
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    assert answer.status_code == 201 and answer.json()["row"]["comment"] == "counted"
+    assert round_trips == 2

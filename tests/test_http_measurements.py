@@ -2,18 +2,23 @@
 The token-measurement routes over HTTP, against the served app: one
 measurement and batches of up to 10,000 (one statement, all or nothing,
 bad items listed by index and field), reading, listing, the usage
-summary, and scopes.
+summary, and scopes; a batch with client ids retried after its connection
+was cut (written once, replays listed, aggregates exact), ids reused or
+another tenant's.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from everyskill.api_keys import create_api_key
-from tests.http_support import Served, Tenant, problem
+from everyskill.client_ids import FOREIGN_ID
+from tests.http_support import CuttingProxy, Served, Tenant, problem, replayed
 
 
 def measurement(tenant: Tenant, **extra: Any) -> dict[str, Any]:
@@ -174,3 +179,60 @@ async def test_scopes_of_the_measurement_routes(api: Served, api_a: Tenant) -> N
         assert client.post(
             "/v1/token-measurements", json=measurement(api_a), headers=api_a.headers(hook)
         ).status_code == 201
+
+
+async def cost_aggregates(owner: asyncpg.Connection, tenant: Tenant) -> tuple[int, int]:
+    row = await owner.fetchrow(
+        "SELECT costed_measurements, measured_cost_microcents FROM skills WHERE id = $1",
+        tenant.rows.skill_id,
+    )
+    assert row is not None
+    return row["costed_measurements"], row["measured_cost_microcents"]
+
+
+async def test_a_batch_retried_after_the_connection_was_cut_is_written_once(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    costed, cost = await cost_aggregates(owner, api_a)
+    items = [
+        measurement(api_a, id=str(uuid.uuid4()), estimated_cost_microcents=1000 + i)
+        for i in range(50)
+    ]
+    host, port = api.base.removeprefix("http://").split(":")
+    proxy = CuttingProxy(host, int(port))
+    async with proxy.serving() as cut, httpx.AsyncClient(headers=api_a.headers()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{cut}/v1/token-measurements", json={"items": items})
+        assert proxy.withheld[0].startswith(b"HTTP/1.1 201 ")
+        retry = await client.post(f"{api.base}/v1/token-measurements", json={"items": items})
+        body = replayed(retry)
+        assert body["ids"] == body["replayed"] == [item["id"] for item in items]
+        assert body["count"] == 0
+        # One more item with the replays: 201, only it written.
+        extra = measurement(api_a, id=str(uuid.uuid4()), estimated_cost_microcents=7)
+        mixed = await client.post(
+            f"{api.base}/v1/token-measurements", json={"items": [*items[:2], extra]}
+        )
+        assert mixed.status_code == 201 and mixed.json()["count"] == 1
+        assert mixed.json()["replayed"] == [items[0]["id"], items[1]["id"]]
+        # Other values under a stored id: 409 naming the item, nothing written.
+        changed = await client.post(
+            f"{api.base}/v1/token-measurements",
+            json={"items": [measurement(api_a, id=str(uuid.uuid4())), {**items[3], "latency_ms": 1}]},
+        )
+        reused = problem(changed, 409, "conflict")
+        assert reused["errors"][0]["index"] == 1 and reused["errors"][0]["field"] == "id"
+    # Another tenant's batch holding one of these ids: refused, nothing revealed.
+    async with httpx.AsyncClient(headers=api_b.headers()) as client:
+        foreign = await client.post(
+            f"{api.base}/v1/token-measurements",
+            json={"items": [measurement(api_b, id=items[5]["id"])]},
+        )
+    refused = problem(foreign, 409, "conflict")
+    assert FOREIGN_ID in refused["detail"] and refused["errors"][0]["index"] == 0
+    assert await count(owner, api_a) == before + 51
+    assert await cost_aggregates(owner, api_a) == (
+        costed + 51,
+        cost + sum(1000 + i for i in range(50)) + 7,
+    )

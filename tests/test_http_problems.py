@@ -23,7 +23,7 @@ import uvicorn
 
 from everyskill.http_api import create_api_app
 from everyskill.http_api.bodies import BATCH_BODY_LIMIT, BODY_LIMIT
-from everyskill.http_api.problems import DATABASE_RETRY_AFTER, TYPES
+from everyskill.http_api.problems import DATABASE_RETRY_AFTER, TYPES, type_uri
 from tests.cluster import Cluster, private_cluster
 from tests.http_support import Served, Tenant, problem, served
 from tests.support import connected, free_port, make_tenant, run_piccolo
@@ -109,7 +109,7 @@ def test_every_problem_type_is_documented_in_the_schema(api: Served) -> None:
     schema = httpx.get(f"{api.base}/v1/openapi.json").json()
     documented = Path("docs/http-api.md").read_text()
     for name in TYPES:
-        assert f"urn:everyskill:problem:{name}" in documented, name
+        assert type_uri(name) in documented, name
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
             for status in ("401", "403", "404", "422", "503"):

@@ -2,18 +2,22 @@
 The main job: ``main.py`` migrates the database it is given, creates the
 admin login, loads the sample data, serves the admin (login required) and
 the HTTP API under /v1 on the same port, with ``--workers N`` in N
-processes, and stops cleanly on SIGTERM; it prints where the admin password is, never the
+processes (a key's rate limit exact across them: a burst of concurrent
+requests over many connections gets exactly the limit through, the rest
+429s, answered by both workers), and stops cleanly on SIGTERM; it prints where the admin password is, never the
 password; it refuses half an admin login and production without allowed hosts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -163,7 +167,9 @@ def test_main_refuses_production_without_allowed_hosts() -> None:
     assert "--allowed-host" in result.stderr and "EVERYSKILL_ALLOWED_HOSTS" in result.stderr
 
 
-async def test_main_serves_with_several_workers(fresh_database: str, tmp_path: Path) -> None:
+async def test_main_serves_with_several_workers_whose_rate_limits_are_exact(
+    fresh_database: str, tmp_path: Path
+) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -209,6 +215,15 @@ async def test_main_serves_with_several_workers(fresh_database: str, tmp_path: P
             assert {response.status_code for response in created} == {201}
             assert len(client.get("/v1/users").json()["items"]) == 10
             assert client.get("/").status_code == 200  # the admin, in every worker
+        limited = re.search(
+            r"esk_[0-9A-Za-z]{38}",
+            run_piccolo(
+                fresh_database, "everyskill", "create_api_key", "--tenant", "w", "--name",
+                "limited", "--scopes", "read", "--rate-limit-per-minute", str(LIMIT),
+            ),
+        )
+        assert limited, output
+        answers, elapsed = await burst(base, limited[0], BURST)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
@@ -220,3 +235,35 @@ async def test_main_serves_with_several_workers(fresh_database: str, tmp_path: P
                 child.kill()
             process.kill()
             process.communicate()
+    # The limits are exact across the workers: LIMIT requests fit in a minute
+    # from rest, then one every 60/LIMIT seconds; the burst ended sooner.
+    assert elapsed < 60 / LIMIT, elapsed
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == LIMIT and statuses.count(429) == BURST - LIMIT, statuses
+    for answer in answers:
+        if answer.status_code == 429:
+            assert 1 <= int(answer.headers["retry-after"]) <= 60 / LIMIT
+            assert answer.json()["violated-policies"] == ["key"]
+    # Both workers answered: each access line names its process.
+    answered = re.findall(r'\[(\d+)\] 127\.0\.0\.1:\d+ - "GET /v1/skills HTTP/1\.1" (200|429)', output)
+    assert len(answered) == BURST
+    assert {int(pid) for pid, _ in answered} == {worker.pid for worker in workers}
+
+
+#: The key's limit per minute in the burst, and the burst's requests.
+LIMIT = 10
+BURST = 80
+
+
+async def burst(base: str, key: str, count: int) -> tuple[list[httpx.Response], float]:
+    """``count`` GET /v1/skills at once, each on a connection of its own."""
+    async with httpx.AsyncClient(
+        base_url=base,
+        headers={"Authorization": f"Bearer {key}"},
+        limits=httpx.Limits(max_connections=count, max_keepalive_connections=0),
+        timeout=30,
+    ) as client:
+        start = time.monotonic()
+        answers = await asyncio.gather(*(client.get("/v1/skills") for _ in range(count)))
+        return list(answers), time.monotonic() - start
+

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -30,6 +31,7 @@ from everyskill.tenancy import (
     tenant_transaction,
 )
 from tables import Skill, User
+from tests.http_support import CountingProxy
 from tests.support import TenantRows, make_tenant
 
 TABLES = {
@@ -894,54 +896,37 @@ async def test_each_call_of_an_autocommit_scope_is_its_own_transaction(
     ) == before + 1
 
 
-class _CountingProxy:
-    """A Unix-socket proxy between a client and PostgreSQL that counts round
-    trips: each time the client sends after the server has answered."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.round_trips = 0
-        self._server_spoke = True
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: bool) -> None:
-            try:
-                while data := await source.read(65536):
-                    if client and self._server_spoke:
-                        self.round_trips += 1
-                    self._server_spoke = not client
-                    sink.write(data)
-                    await sink.drain()
-            finally:
-                sink.close()
-
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
-
-
-async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
-    tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
-) -> None:
+@asynccontextmanager
+async def _through_proxy(engine: PostgresEngine, tmp_path: Any) -> AsyncIterator[tuple[CountingProxy, PostgresEngine]]:
+    """A copy of the application's engine whose one connection goes through
+    a :class:`CountingProxy` (a copy: a new engine would ask the server's
+    version synchronously, through a proxy served by this event loop)."""
     import urllib.parse
 
     dsn = urllib.parse.urlsplit(engine.config["dsn"])
     query = urllib.parse.parse_qs(dsn.query)
     socket_dir, port = query["host"][0], query.get("port", ["5432"])[0]
-    proxy = _CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    proxy = CountingProxy(f"{socket_dir}/.s.PGSQL.{port}")
     server = await asyncio.start_unix_server(proxy.handle, path=f"{tmp_path}/.s.PGSQL.{port}")
     query["host"] = [str(tmp_path)]
-    # The application's engine, connecting through the proxy (a copy: a new
-    # engine would ask the server's version synchronously, through a proxy
-    # served by this event loop).
-    counted = copy.copy(engine)
-    counted.pool = None
-    counted.config = {
+    proxied = copy.copy(engine)
+    proxied.pool = None
+    proxied.config = {
         **engine.config,
         "dsn": dsn._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl(),
     }
-    await counted.start_connection_pool(min_size=1, max_size=1)
+    await proxied.start_connection_pool(min_size=1, max_size=1)
     try:
+        yield proxy, proxied
+    finally:
+        await proxied.close_connection_pool()
+        server.close()
+
+
+async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
+    tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
+) -> None:
+    async with _through_proxy(engine, tmp_path) as (proxy, counted):
         async with tenant_scope(tenant.tenant_id, engine=counted, autocommit=True):
             # The first use of a connection prepares the statement.
             await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
@@ -954,10 +939,36 @@ async def test_a_feedback_in_an_autocommit_scope_is_one_round_trip(
         async with tenant_scope(tenant.tenant_id, engine=counted):
             await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
         in_transaction = proxy.round_trips
-    finally:
-        await counted.close_connection_pool()
-        server.close()
     assert saved.row.comment == "It broke." and not saved.replayed
     assert one == 1
     # BEGIN with the switch, the statement, COMMIT with the pool's reset.
     assert in_transaction == 3
+
+
+async def test_a_lost_answer_to_a_single_statement_write_is_an_unknown_outcome(
+    owner: asyncpg.Connection, tenant: TenantRows, engine: PostgresEngine, tmp_path: Any
+) -> None:
+    """In an autocommit scope the statement is its own transaction: when the
+    connection goes after it was sent, the server may have committed it. The
+    caller is told the outcome is unknown (not that nothing was written), and
+    a retry with the same id returns the stored row as a replay."""
+    client_id = str(uuid.uuid4())
+    async with _through_proxy(engine, tmp_path) as (proxy, proxied):
+        async with tenant_scope(tenant.tenant_id, engine=proxied, autocommit=True):
+            await feedback.record_feedback(skill_id=tenant.skill_id, feedback_type="thumbs_up")
+            proxy.lose_answers = True
+            with pytest.raises(DatabaseUnavailableError) as lost:
+                await feedback.record_feedback(
+                    id=client_id, skill_id=tenant.skill_id, feedback_type="bug_report",
+                    comment="The answer was lost.",
+                )
+    assert lost.value.during == "commit" and lost.value.outcome_unknown
+    # The server committed it.
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1
+    async with tenant_scope(tenant.tenant_id, autocommit=True):
+        again = await feedback.record_feedback(
+            id=client_id, skill_id=tenant.skill_id, feedback_type="bug_report",
+            comment="The answer was lost.",
+        )
+    assert again.replayed and again.row.id == client_id
+    assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1

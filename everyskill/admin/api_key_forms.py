@@ -42,6 +42,7 @@ from starlette.requests import Request
 from everyskill.api_keys import SCOPES, ApiKeyInfo, create_api_key, revoke_api_key
 from everyskill.admin.table_configs import ACCESS
 from everyskill.rate_limits import DEFAULT_KEY_LIMIT_PER_MINUTE
+from everyskill.errors import check_id
 from tables import Tenant
 
 __all__ = [
@@ -81,11 +82,16 @@ class RevokeApiKey(BaseModel):
     prefix: str = Field(description="The key's prefix as listed: esk_ and 8 letters or digits.")
 
 
-async def _tenant_label(tenant_id: str) -> str:
-    tenant = (
-        await Tenant.select(Tenant.name, Tenant.slug).where(Tenant.id == tenant_id).first().run()
+async def _tenant_label(tenant: str) -> str:
+    """The tenant named by slug or id, as staff read it (the input as it is
+    when no tenant has it: the call that follows refuses it)."""
+    row = (
+        await Tenant.select(Tenant.name, Tenant.slug)
+        .where((Tenant.id == tenant) | (Tenant.slug == tenant))
+        .first()
+        .run()
     )
-    return f"{tenant['name']} ({tenant['slug']})" if tenant else tenant_id
+    return f"{row['name']} ({row['slug']})" if row else tenant
 
 
 def _when(moment: datetime.datetime | None, otherwise: str) -> str:
@@ -107,7 +113,11 @@ def _summary(info: ApiKeyInfo, tenant: str) -> str:
 
 
 async def create_key(request: Request, data: CreateApiKey) -> str:
-    """Create the key; the form's message shows it, once."""
+    """Create the key; the form's message shows it, once. Whatever the
+    message needs is read before the key is made: once it exists, nothing
+    may stop it from being shown."""
+    check_id("tenant", data.tenant)  # before the query below uses it
+    label = await _tenant_label(data.tenant)
     created = await create_api_key(
         data.tenant,
         data.name,
@@ -119,7 +129,7 @@ async def create_key(request: Request, data: CreateApiKey) -> str:
     return (
         f"New API key: {created.key} — copy it now: it is shown only this once and"
         " cannot be read back (only its hash is stored). "
-        + _summary(info, await _tenant_label(info.tenant_id))
+        + _summary(info, label)
         + f" Listed and revoked as {info.display}."
     )
 

@@ -9,7 +9,9 @@ Contract
   bodies checked by :class:`~everyskill.http_api.bodies.BodyLimits`. Its
   schema is at ``openapi.json`` and its documentation at ``docs``, both
   under the mount (``/v1/openapi.json``, ``/v1/docs``); the schema's
-  ``servers`` says where it is mounted.
+  ``servers`` says where it is mounted. Every answer of an authenticated
+  request carries the rate-limit headers, declared in the schema
+  (:mod:`~everyskill.http_api.auth`).
 - It has no lifespan: it uses the query API's engine
   (:func:`everyskill.database.app_engine`), whose pool the server that
   mounts it starts and closes (:mod:`everyskill.server`). Without a started
@@ -18,9 +20,12 @@ Contract
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from everyskill.http_api import benchmarks, catalogue, feedback, measurements, problems
+from everyskill.http_api.auth import RateLimitHeaders, declare_rate_limit_headers
 from everyskill.http_api.bodies import BodyLimits
 
 __all__ = ["create_api_app"]
@@ -44,6 +49,15 @@ def create_api_app() -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(BodyLimits)
+    app.add_middleware(RateLimitHeaders)
     for module in (feedback, measurements, benchmarks, catalogue):
         app.include_router(module.router)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            declare_rate_limit_headers(generate())
+        return generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -12,6 +12,19 @@ Contract
   revoked or expired key ``invalid`` (401); a database that cannot be
   reached a :class:`~everyskill.errors.DatabaseUnavailableError` (503).
   Every check made per request before the handler runs belongs here.
+- **Rate limits**: ``resolve`` counts the request against its key's and its
+  tenant's limits (:mod:`everyskill.rate_limits`, in PostgreSQL, shared by
+  every worker). A request over one is a
+  :class:`~everyskill.errors.RateLimitedError`: a 429 problem of the IANA
+  type ``quota-exceeded`` with ``violated-policies``, ``Retry-After`` and the
+  ``RateLimit`` and ``RateLimit-Policy`` headers (nothing counted, nothing
+  run). An allowed request's status is kept in the request's state, and
+  :class:`RateLimitHeaders` (a middleware of the API) adds its
+  ``RateLimit`` and ``RateLimit-Policy`` to the answer, whatever it is: a
+  2xx, or an error raised after the key resolved (403, 404, 409, 422...).
+  An answer given before the key resolved (401, 413, 415) has none.
+  :func:`declare_rate_limit_headers` writes these headers, and the 429,
+  into the OpenAPI schema of every route.
 - :func:`needs` is the dependency of a route: the resolved key, provided
   it carries the scope (``feedback:write``, ``measurements:write``,
   ``benchmarks:write``, ``catalogue:write`` or ``read``); otherwise
@@ -19,21 +32,34 @@ Contract
   scope). FastAPI caches the key within a request, so a key is resolved
   once per request.
 - The handlers then act as the key's tenant: ``async with
-  tenant_scope(key.tenant_id):``.
+  tenant_scope(key.tenant_id, autocommit=True):`` around one query-API call
+  (the call is its own transaction; a single feedback is one round trip),
+  ``async with tenant_scope(key.tenant_id):`` around several that must be
+  one transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from everyskill import rate_limits
 from everyskill.api_keys import SCOPES, ResolvedKey, resolve
 from everyskill.http_api.problems import MissingScopeError
 
-__all__ = ["READ", "authenticated", "needs"]
+__all__ = [
+    "RATE_LIMIT_HEADERS",
+    "READ",
+    "RateLimitHeaders",
+    "authenticated",
+    "declare_rate_limit_headers",
+    "needs",
+]
 
 READ = "read"
 
@@ -44,11 +70,88 @@ _bearer = HTTPBearer(
 )
 
 
+# Where the status of an allowed request waits for its answer's headers.
+_STATE = "everyskill_rate_limit"
+
+
 async def authenticated(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ResolvedKey:
     """The request's key, resolved (see the module's contract)."""
-    return await resolve(credentials.credentials if credentials is not None else None)
+    key = await resolve(credentials.credentials if credentials is not None else None)
+    setattr(request.state, _STATE, key.rate_limit)
+    return key
+
+
+class RateLimitHeaders:
+    """The middleware adding an allowed request's ``RateLimit`` and
+    ``RateLimit-Policy`` to its answer (see the module's contract)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = scope.get("state", {}).get(_STATE)
+                if isinstance(status, rate_limits.RateLimitStatus):
+                    fields = MutableHeaders(scope=message)
+                    for name, value in rate_limits.headers(status).items():
+                        if name not in fields:
+                            fields[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+_LIST = "a Structured Field list (draft-ietf-httpapi-ratelimit-headers-11)"
+#: The OpenAPI declarations of the rate-limit headers, by name.
+RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
+    "RateLimit": {
+        "description": "The policy that will refuse first: r, the requests still allowed now;"
+        " t, the seconds until its whole quota is back (in a 429: until a request is"
+        f" allowed). {_LIST}",
+        "schema": {"type": "string", "pattern": r'^"(key|tenant)";r=[0-9]+;t=[0-9]+$'},
+    },
+    "RateLimit-Policy": {
+        "description": f"That policy's quota q per window of w seconds. {_LIST}",
+        "schema": {
+            "type": "string",
+            "pattern": rf'^"(key|tenant)";q=[0-9]+;w={rate_limits.PERIOD_SECONDS}$',
+        },
+    },
+    "Retry-After": {
+        "description": "Seconds after which the request will be allowed.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+def declare_rate_limit_headers(schema: dict[str, Any]) -> None:
+    """Declare the rate-limit headers in an OpenAPI ``schema`` (in place):
+    required on every operation's 2xx answers and its 429 (with
+    ``Retry-After``), optional on its other errors (an answer given before
+    the key resolved has none)."""
+    policy = {name: RATE_LIMIT_HEADERS[name] for name in ("RateLimit", "RateLimit-Policy")}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, response in operation["responses"].items():
+                declared = response.setdefault("headers", {})
+                if status.startswith("2"):
+                    declared.update({n: {**h, "required": True} for n, h in policy.items()})
+                elif status == "429":
+                    declared.update(
+                        {n: {**h, "required": True} for n, h in RATE_LIMIT_HEADERS.items()}
+                    )
+                else:
+                    declared.update({n: {**h, "required": False} for n, h in policy.items()})
 
 
 def needs(scope: str) -> Callable[[ResolvedKey], Awaitable[ResolvedKey]]:

@@ -7,7 +7,11 @@ Writes need ``benchmarks:write``, reads ``read``; each route calls
 
 - ``POST /v1/benchmark-runs`` (:func:`~everyskill.benchmarks.create_run`:
   ``skill_id``, ``models``, ``triggered_by`` (a user of the tenant),
-  optional ``skill_version_id``) answers 201 with the pending run.
+  optional ``skill_version_id``, optional ``id``: a UUID of the client's)
+  answers 201 with the pending run; a replay of a stored id with the same
+  values 200 with the stored run, ``replayed`` and
+  ``Idempotent-Replayed: true``; another tenant's id, or one stored with
+  other values, a 409 (field ``id``).
 - ``POST /v1/benchmark-runs/{id}/start``, ``/complete`` and ``/fail``
   (``error_message``) move the run along its life cycle; a step it cannot
   take is a 409 ``invalid-transition``.
@@ -16,7 +20,11 @@ Writes need ``benchmarks:write``, reads ``read``; each route calls
   with :func:`~everyskill.benchmarks.record_results`: one statement, all or
   nothing; 422 listing every bad item by ``index`` and ``field``, 409
   ``run-not-running`` unless the run is running, 409 ``conflict`` for a
-  result recorded before.
+  result recorded before. A result may carry its own ``id``: replays are
+  listed in ``replayed`` (200 when every result was one), an id of another
+  tenant or reused for other values is a 409 naming the item.
+- Every route but ``GET /v1/benchmark-runs/{id}`` makes one query-API call,
+  in an autocommit tenant scope (the call is its own transaction).
 - ``GET /v1/benchmark-runs`` lists runs (``skill_id``, ``status``);
   ``GET /v1/benchmark-runs/{id}`` answers ``{"run": ..., "summary": [...]}``:
   the run (its picks included) and one
@@ -29,7 +37,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from everyskill import benchmarks
 from everyskill.http_api.auth import BenchmarkWriter, Reader
@@ -37,9 +45,12 @@ from everyskill.http_api.problems import ERROR_RESPONSES
 from everyskill.http_api.schemas import (
     BatchWritten,
     BenchmarkRunOut,
+    ClientId,
     Page,
     Written,
     batch_written,
+    create_responses,
+    created,
     row_json,
     written,
 )
@@ -66,6 +77,7 @@ class RunIn(_Input):
     models: list[str] = pydantic.Field(description="Distinct model names, at least one.")
     triggered_by: str = pydantic.Field(description="The user who started it, of the tenant.")
     skill_version_id: str | None = None
+    id: ClientId
 
 
 class FailIn(_Input):
@@ -89,12 +101,14 @@ class RunDetail(pydantic.BaseModel):
     "/benchmark-runs",
     status_code=201,
     response_model=Written[BenchmarkRunOut],
+    responses=create_responses(Written[BenchmarkRunOut]),
     summary="Create a pending benchmark run",
 )
-async def create_run(key: BenchmarkWriter, body: RunIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
-        run = await benchmarks.create_run(**body.model_dump(exclude_unset=True))
-    return written(run)
+async def create_run(key: BenchmarkWriter, body: RunIn, response: Response) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id, autocommit=True):
+        saved = await benchmarks.create_run(**body.model_dump(exclude_unset=True))
+    created(response, saved.replayed)
+    return written(saved)
 
 
 @router.get(
@@ -107,7 +121,7 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         page = await benchmarks.list_runs(
             skill_id=skill_id, status=status, limit=limit, cursor=cursor
         )
@@ -132,7 +146,7 @@ async def get_run(key: Reader, run_id: str) -> dict[str, Any]:
     summary="Start a pending run",
 )
 async def start_run(key: BenchmarkWriter, run_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return written(await benchmarks.start_run(run_id))
 
 
@@ -142,7 +156,7 @@ async def start_run(key: BenchmarkWriter, run_id: str) -> dict[str, Any]:
     summary="Complete a running run: the database picks the best and cheapest model",
 )
 async def complete_run(key: BenchmarkWriter, run_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return written(await benchmarks.complete_run(run_id))
 
 
@@ -152,7 +166,7 @@ async def complete_run(key: BenchmarkWriter, run_id: str) -> dict[str, Any]:
     summary="Fail a pending or running run, saying why",
 )
 async def fail_run(key: BenchmarkWriter, run_id: str, body: FailIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return written(await benchmarks.fail_run(run_id, error_message=body.error_message))
 
 
@@ -160,9 +174,13 @@ async def fail_run(key: BenchmarkWriter, run_id: str, body: FailIn) -> dict[str,
     "/benchmark-runs/{run_id}/results",
     status_code=201,
     response_model=BatchWritten,
+    responses=create_responses(BatchWritten),
     summary="Record a batch of results of a running run",
 )
-async def record_results(key: BenchmarkWriter, run_id: str, body: ResultsIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+async def record_results(
+    key: BenchmarkWriter, run_id: str, body: ResultsIn, response: Response
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await benchmarks.record_results(run_id, body.items)
+    created(response, saved.count == 0)
     return batch_written(saved)

@@ -20,7 +20,15 @@ is not the tenant's, another tenant's included):
   changelog only; a version of another skill is not found).
 - ``POST /v1/users`` (201), ``GET /v1/users``, ``GET`` and ``PATCH /v1/users/{id}``.
 
-Writes answer :class:`~everyskill.http_api.schemas.Written`.
+Writes answer :class:`~everyskill.http_api.schemas.Written`. A skill, a
+version and a user may be created with the client's own ``id`` (a UUID): a
+retry of a create already stored with the same values answers 200 with the
+stored row, ``replayed`` and ``Idempotent-Replayed: true``; an id another
+tenant holds, or one stored with other values, is a 409 (field ``id``)
+saying nothing about the other row. Every route but a version's ``PATCH``
+(which reads the version first, in the same transaction) makes one
+query-API call, in an autocommit tenant scope (the call is its own
+transaction).
 """
 
 from __future__ import annotations
@@ -28,18 +36,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pydantic
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from everyskill import catalogue
 from everyskill.errors import NotFoundError
 from everyskill.http_api.auth import CatalogueWriter, Reader
 from everyskill.http_api.problems import ERROR_RESPONSES
 from everyskill.http_api.schemas import (
+    ClientId,
     Page,
     SkillOut,
     SkillVersionOut,
     UserOut,
     Written,
+    create_responses,
+    created,
     row_json,
     written,
 )
@@ -62,6 +73,7 @@ class SkillIn(_Input):
     name: str
     description: str | None = None
     author_id: str | None = None
+    id: ClientId
 
 
 class SkillChanges(_Input):
@@ -77,6 +89,7 @@ class VersionIn(_Input):
     content: str
     changelog: str | None = None
     author_id: str | None = None
+    id: ClientId
 
 
 class VersionChanges(_Input):
@@ -86,6 +99,7 @@ class VersionChanges(_Input):
 class UserIn(_Input):
     email: str
     name: str
+    id: ClientId
 
 
 class UserChanges(_Input):
@@ -102,11 +116,17 @@ def _page(page: Any) -> dict[str, Any]:
 # -- skills -------------------------------------------------------------------------
 
 @router.post(
-    "/skills", status_code=201, response_model=Written[SkillOut], tags=["skills"], summary="Add a skill"
+    "/skills",
+    status_code=201,
+    response_model=Written[SkillOut],
+    responses=create_responses(Written[SkillOut]),
+    tags=["skills"],
+    summary="Add a skill",
 )
-async def create_skill(key: CatalogueWriter, body: SkillIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+async def create_skill(key: CatalogueWriter, body: SkillIn, response: Response) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await catalogue.create_skill(**body.model_dump(exclude_unset=True))
+    created(response, saved.replayed)
     return written(saved)
 
 
@@ -117,7 +137,7 @@ async def list_skills(
     limit: _Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         page = await catalogue.list_skills(
             include_archived=include_archived, limit=limit, cursor=cursor
         )
@@ -131,7 +151,7 @@ async def list_skills(
     summary="Read a skill, its aggregates included",
 )
 async def get_skill(key: Reader, skill_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return row_json(await catalogue.get_skill(skill_id))
 
 
@@ -139,7 +159,7 @@ async def get_skill(key: Reader, skill_id: str) -> dict[str, Any]:
     "/skills/{skill_id}", response_model=Written[SkillOut], tags=["skills"], summary="Change a skill"
 )
 async def update_skill(key: CatalogueWriter, skill_id: str, body: SkillChanges) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await catalogue.update_skill(skill_id, **body.model_dump(exclude_unset=True))
     return written(saved)
 
@@ -151,7 +171,7 @@ async def update_skill(key: CatalogueWriter, skill_id: str, body: SkillChanges) 
     summary="Archive a skill (out of the lists, history kept)",
 )
 async def archive_skill(key: CatalogueWriter, skill_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return written(await catalogue.archive_skill(skill_id))
 
 
@@ -162,7 +182,7 @@ async def archive_skill(key: CatalogueWriter, skill_id: str) -> dict[str, Any]:
     summary="Put an archived skill back in use",
 )
 async def unarchive_skill(key: CatalogueWriter, skill_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return written(await catalogue.unarchive_skill(skill_id))
 
 
@@ -172,12 +192,16 @@ async def unarchive_skill(key: CatalogueWriter, skill_id: str) -> dict[str, Any]
     "/skills/{skill_id}/versions",
     status_code=201,
     response_model=Written[SkillVersionOut],
+    responses=create_responses(Written[SkillVersionOut]),
     tags=["skill versions"],
     summary="Publish a skill's next version",
 )
-async def publish_version(key: CatalogueWriter, skill_id: str, body: VersionIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+async def publish_version(
+    key: CatalogueWriter, skill_id: str, body: VersionIn, response: Response
+) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await catalogue.publish_version(skill_id, **body.model_dump(exclude_unset=True))
+    created(response, saved.replayed)
     return written(saved)
 
 
@@ -190,7 +214,7 @@ async def publish_version(key: CatalogueWriter, skill_id: str, body: VersionIn) 
 async def list_versions(
     key: Reader, skill_id: str, limit: _Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         page = await catalogue.list_versions(skill_id, limit=limit, cursor=cursor)
     return _page(page)
 
@@ -210,7 +234,7 @@ async def _version_of(skill_id: str, version_id: str) -> Any:
     summary="Read a version of a skill",
 )
 async def get_version(key: Reader, skill_id: str, version_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return row_json(await _version_of(skill_id, version_id))
 
 
@@ -231,27 +255,36 @@ async def update_version(
 
 # -- users --------------------------------------------------------------------------
 
-@router.post("/users", status_code=201, response_model=Written[UserOut], tags=["users"], summary="Add a user")
-async def create_user(key: CatalogueWriter, body: UserIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
-        return written(await catalogue.create_user(**body.model_dump()))
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=Written[UserOut],
+    responses=create_responses(Written[UserOut]),
+    tags=["users"],
+    summary="Add a user",
+)
+async def create_user(key: CatalogueWriter, body: UserIn, response: Response) -> dict[str, Any]:
+    async with tenant_scope(key.tenant_id, autocommit=True):
+        saved = await catalogue.create_user(**body.model_dump())
+    created(response, saved.replayed)
+    return written(saved)
 
 
 @router.get("/users", response_model=Page[UserOut], tags=["users"], summary="List users, newest first")
 async def list_users(
     key: Reader, limit: _Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return _page(await catalogue.list_users(limit=limit, cursor=cursor))
 
 
 @router.get("/users/{user_id}", response_model=UserOut, tags=["users"], summary="Read a user")
 async def get_user(key: Reader, user_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return row_json(await catalogue.get_user(user_id))
 
 
 @router.patch("/users/{user_id}", response_model=Written[UserOut], tags=["users"], summary="Change a user")
 async def update_user(key: CatalogueWriter, user_id: str, body: UserChanges) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         return written(await catalogue.update_user(user_id, **body.model_dump(exclude_unset=True)))

@@ -13,6 +13,18 @@ Contract
   naming it (``errors[0].index``), and nothing is written. One item answers
   201 :class:`~everyskill.http_api.schemas.Written`, a batch 201
   :class:`~everyskill.http_api.schemas.BatchWritten`.
+- Each item may carry its own ``id`` (a UUID): an item whose id the tenant
+  already stored with the same values is a replay (nothing written, the
+  stored row answered, ``replayed``); one item replayed, or a batch of
+  replays only, answers 200 with ``Idempotent-Replayed: true``. An id
+  another tenant holds, or one stored with other values, is a 409
+  (``conflict``, field ``id``, the item's ``index`` in a batch) saying
+  nothing about the other row; an id given twice in a batch is a 422.
+- One item is written in an autocommit tenant scope: the query API sends
+  the one statement of the SQL function ``record_feedback`` alone, so the
+  write is one round trip (and the key's resolution another). Every other
+  route but a batch makes one query-API call, in an autocommit scope too
+  (the call is its own transaction); a batch is one transaction.
 - ``GET /v1/feedback`` (``read``) lists with the filters of
   :func:`~everyskill.feedback.list_feedback`; ``GET /v1/feedback/{id}`` reads one.
 - ``POST /v1/feedback/{id}/review`` (``decision``: accepted or dismissed)
@@ -39,18 +51,22 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from everyskill import feedback
-from everyskill.errors import NotFoundError, ValidationError
+from everyskill.client_ids import batch_ids
+from everyskill.errors import ConflictError, NotFoundError, ValidationError
 from everyskill.http_api.auth import FeedbackWriter, Reader
 from everyskill.http_api.problems import ERROR_RESPONSES, FieldProblem, validation_problems
 from everyskill.http_api.schemas import (
     BatchWritten,
+    ClientId,
     FeedbackOut,
     Page,
     Written,
+    create_responses,
+    created,
     one_or_batch,
     row_json,
     written,
@@ -98,6 +114,7 @@ class FeedbackIn(_Input):
     example_input: str | None = None
     example_output: str | None = None
     expected_output: str | None = None
+    id: ClientId
 
 
 class FeedbackBatchIn(_Input):
@@ -128,19 +145,24 @@ class _BatchRefused(Exception):
     "/feedback",
     status_code=201,
     response_model=Written[FeedbackOut] | BatchWritten,
+    responses=create_responses(Written[FeedbackOut] | BatchWritten),
     summary="Record one feedback item, or a batch of up to 500",
 )
 async def record_feedback(
     key: FeedbackWriter,
     body: one_or_batch(FeedbackIn, FeedbackBatchIn),  # type: ignore[valid-type]
+    response: Response,
 ) -> dict[str, Any]:
     if isinstance(body, FeedbackIn):
-        async with tenant_scope(key.tenant_id):
+        async with tenant_scope(key.tenant_id, autocommit=True):
             saved = await feedback.record_feedback(**body.model_dump(exclude_unset=True))
+        created(response, saved.replayed)
         return written(saved)
     assert isinstance(body, FeedbackBatchIn)
+    batch_ids([item.id for item in body.items], "items")  # an id given twice: 422
     problems: list[FieldProblem] = []
     ids: list[str] = []
+    replayed: list[str] = []
     redactions: dict[str, int] = {}
     try:
         async with tenant_scope(key.tenant_id) as scope:
@@ -156,7 +178,16 @@ async def record_feedback(
                     raise NotFoundError(
                         error.kind, error.id, f"items[{index}].{error.field or 'id'}"
                     ) from error
+                except ConflictError as error:
+                    if error.field is None:
+                        raise
+                    raise ConflictError(
+                        f"items[{index}].{error}", field=f"items[{index}].{error.field}"
+                    ) from error
                 ids.append(saved.row.id)
+                if saved.replayed:
+                    replayed.append(saved.row.id)
+                    continue
                 for kind, count in saved.redactions.items():
                     redactions[kind] = redactions.get(kind, 0) + count
             if problems:
@@ -165,7 +196,14 @@ async def record_feedback(
         raise ValidationError(
             [(f"items[{p.index}].{p.field}", p.message) for p in problems]
         ) from None
-    return {"ids": ids, "count": len(ids), "redactions": redactions, "warnings": []}
+    created(response, len(replayed) == len(ids))
+    return {
+        "ids": ids,
+        "count": len(ids) - len(replayed),
+        "redactions": redactions,
+        "warnings": [],
+        "replayed": replayed,
+    }
 
 
 @router.get("/feedback", response_model=Page[FeedbackOut], summary="List feedback, newest first")
@@ -180,7 +218,7 @@ async def list_feedback(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         page = await feedback.list_feedback(
             skill_id=skill_id,
             feedback_type=feedback_type,
@@ -196,7 +234,7 @@ async def list_feedback(
 
 @router.get("/feedback/{feedback_id}", response_model=FeedbackOut, summary="Read one feedback item")
 async def get_feedback(key: Reader, feedback_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         row = await feedback.get_feedback(feedback_id)
     return row_json(row)
 
@@ -207,7 +245,7 @@ async def get_feedback(key: Reader, feedback_id: str) -> dict[str, Any]:
     summary="Accept or dismiss pending feedback",
 )
 async def review_feedback(key: FeedbackWriter, feedback_id: str, body: ReviewIn) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await feedback.review_feedback(
             feedback_id, reviewer_id=body.reviewer_id, decision=body.decision, notes=body.notes
         )
@@ -222,7 +260,7 @@ async def review_feedback(key: FeedbackWriter, feedback_id: str, body: ReviewIn)
 async def mark_implemented(
     key: FeedbackWriter, feedback_id: str, body: ImplementedIn
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         saved = await feedback.mark_implemented(
             feedback_id, reviewer_id=body.reviewer_id, notes=body.notes
         )
@@ -270,7 +308,7 @@ async def export_training_examples(key: Reader, skill_id: str | None = None) -> 
     lines = _Lines()
 
     async def export() -> None:
-        async with tenant_scope(key.tenant_id):
+        async with tenant_scope(key.tenant_id, autocommit=True):
             await feedback.export_training_examples(lines, skill_id=skill_id)
 
     task = asyncio.create_task(export())

@@ -12,9 +12,16 @@ Contract
   422 listing the bad items by ``index`` and ``field`` (the query API lists
   the first 20 problems and counts the rest); an id that names no row of
   the tenant a 404 naming the item. Costs left null are in ``warnings``.
+  Each item may carry its own ``id`` (a UUID); replays (ids the tenant
+  stored with the same values) are written once: a single replay, or a
+  batch of replays only, answers 200 with ``Idempotent-Replayed: true``,
+  and a batch lists its replayed ids. An id another tenant holds, or one
+  stored with other values, is a 409 naming the item; nothing is written.
 - ``GET /v1/token-measurements`` (``read``) lists with the filters of
   :func:`~everyskill.usage.list_measurements`;
   ``GET /v1/token-measurements/{id}`` reads one.
+- Each route makes one query-API call, in an autocommit tenant scope (the
+  call is its own transaction).
 - ``GET /v1/usage/summary`` (``read``): :func:`~everyskill.usage.usage_summary`
   grouped by ``by`` (repeat it: ``by=skill&by=model``; none given: skill,
   model and day), with ``time_zone`` (IANA name) for days, and the filters
@@ -27,7 +34,7 @@ import datetime
 from typing import Annotated, Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from everyskill import usage
 from everyskill.http_api.auth import MeasurementWriter, Reader
@@ -38,6 +45,8 @@ from everyskill.http_api.schemas import (
     Page,
     Written,
     batch_written,
+    create_responses,
+    created,
     one_or_batch,
     row_json,
     written,
@@ -71,19 +80,23 @@ class UsageSummaries(pydantic.BaseModel):
     "/token-measurements",
     status_code=201,
     response_model=Written[MeasurementOut] | BatchWritten,
+    responses=create_responses(Written[MeasurementOut] | BatchWritten),
     summary="Record one token measurement, or a batch of up to 10,000",
 )
 async def record_measurements(
     key: MeasurementWriter,
     body: one_or_batch(usage.MeasurementInput, MeasurementBatchIn),  # type: ignore[valid-type]
+    response: Response,
 ) -> dict[str, Any]:
     if isinstance(body, usage.MeasurementInput):
-        async with tenant_scope(key.tenant_id):
+        async with tenant_scope(key.tenant_id, autocommit=True):
             saved = await usage.record_measurement(**body.model_dump(exclude_unset=True))
+        created(response, saved.replayed)
         return written(saved)
     assert isinstance(body, MeasurementBatchIn)
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         batch = await usage.record_measurements(body.items)
+    created(response, batch.count == 0)
     return batch_written(batch)
 
 
@@ -103,7 +116,7 @@ async def list_measurements(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         page = await usage.list_measurements(
             skill_id=skill_id,
             model_name=model_name,
@@ -123,7 +136,7 @@ async def list_measurements(
     summary="Read one token measurement",
 )
 async def get_measurement(key: Reader, measurement_id: str) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         row = await usage.get_measurement(measurement_id)
     return row_json(row)
 
@@ -145,7 +158,7 @@ async def usage_summary(
     since: datetime.datetime | None = None,
     until: datetime.datetime | None = None,
 ) -> dict[str, Any]:
-    async with tenant_scope(key.tenant_id):
+    async with tenant_scope(key.tenant_id, autocommit=True):
         rows = await usage.usage_summary(
             by=usage.SUMMARY_KEYS if by is None else by,
             skill_id=skill_id,

@@ -36,11 +36,18 @@ Contract
   a body over the route's size          413     ``content-too-large``
   a body that is not ``application/json``  415  ``unsupported-media-type``
   ValidationError, request validation   422     ``validation``
+  RateLimitedError (with Retry-After,   429     ``quota-exceeded``
+  RateLimit, RateLimit-Policy)
   DatabaseUnavailableError              503     ``database-unavailable``
   (with ``Retry-After``)
   anything else                         500     ``internal-error``
   ====================================  ======  =========================
 
+  A 429's ``type`` is the IANA-registered
+  :data:`~everyskill.rate_limits.QUOTA_EXCEEDED_TYPE` (the draft
+  RateLimit header fields' problem type) rather than a URN of this API, and
+  its ``violated-policies`` names the policy that refused (``key`` or
+  ``tenant``); :func:`everyskill.rate_limits.headers` gives its headers.
   A 500 says only that the error was logged; its traceback goes to the log
   (logger ``everyskill.http_api``), never to the client.
 - :data:`ERROR_RESPONSES` declares the problem answers for the OpenAPI
@@ -69,9 +76,12 @@ from everyskill.errors import (
     EverySkillError,
     InvalidTransitionError,
     NotFoundError,
+    RateLimitedError,
     RunNotRunningError,
     ValidationError,
 )
+from everyskill import rate_limits
+from everyskill.rate_limits import QUOTA_EXCEEDED_TYPE
 
 __all__ = [
     "DATABASE_RETRY_AFTER",
@@ -83,6 +93,7 @@ __all__ = [
     "Problem",
     "install",
     "problem_response",
+    "type_uri",
 ]
 
 logger = logging.getLogger("everyskill.http_api")
@@ -107,15 +118,19 @@ TYPES: dict[str, tuple[int, str]] = {
     "content-too-large": (413, "Content too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation": (422, "Invalid input"),
-    "rate-limited": (429, "Too many requests"),
+    "quota-exceeded": (429, "Request quota exceeded"),
     "database-unavailable": (503, "The database is unavailable"),
     "internal-error": (500, "Internal error"),
 }
 
 
+# Problem types registered elsewhere, by their name here.
+_REGISTERED = {"quota-exceeded": QUOTA_EXCEEDED_TYPE}
+
+
 def type_uri(name: str) -> str:
     """The ``type`` URI of the problem type ``name``."""
-    return f"urn:everyskill:problem:{name}"
+    return _REGISTERED.get(name, f"urn:everyskill:problem:{name}")
 
 
 class FieldProblem(pydantic.BaseModel):
@@ -131,7 +146,12 @@ class FieldProblem(pydantic.BaseModel):
 class Problem(pydantic.BaseModel):
     """An RFC 9457 problem details object."""
 
-    type: str = pydantic.Field(description="urn:everyskill:problem:<name>, stable per kind.")
+    model_config = pydantic.ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    type: str = pydantic.Field(
+        description="urn:everyskill:problem:<name>, stable per kind; a 429 has the IANA"
+        " type " + QUOTA_EXCEEDED_TYPE + "."
+    )
     title: str
     status: int
     detail: str
@@ -139,6 +159,11 @@ class Problem(pydantic.BaseModel):
     scope: str | None = pydantic.Field(default=None, description="403: the scope the key lacks.")
     reason: str | None = pydantic.Field(
         default=None, description="401: missing, malformed or invalid."
+    )
+    violated_policies: list[str] | None = pydantic.Field(
+        default=None,
+        alias="violated-policies",
+        description="429: the rate-limit policy that refused the request (key or tenant).",
     )
 
 
@@ -164,7 +189,7 @@ def problem_response(
     status, title = TYPES[name]
     problem = Problem(type=type_uri(name), title=title, status=status, detail=detail, **extra)
     return JSONResponse(
-        problem.model_dump(mode="json", exclude_none=True),
+        problem.model_dump(mode="json", exclude_none=True, by_alias=True),
         status_code=status,
         headers=dict(headers or {}),
         media_type=PROBLEM_MEDIA_TYPE,
@@ -263,6 +288,13 @@ async def _everyskill_error(request: Request, error: Exception) -> JSONResponse:
             headers={"WWW-Authenticate": 'Bearer realm="everyskill"'},
             reason=error.reason,
         )
+    if isinstance(error, RateLimitedError):
+        return problem_response(
+            "quota-exceeded",
+            str(error),
+            headers=rate_limits.headers(error),
+            violated_policies=rate_limits.violated_policies(error),
+        )
     if isinstance(error, NotFoundError):
         errors = [field_problem(error.field, str(error))] if error.field else None
         return problem_response("not-found", str(error), errors=errors)
@@ -273,7 +305,8 @@ async def _everyskill_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, InvalidTransitionError):
         return problem_response("invalid-transition", str(error))
     if isinstance(error, ConflictError):
-        errors = [FieldProblem(field=error.field, message=str(error))] if error.field else None
+        # A batch item's field ("items[2].id", "measurements[2].id") gives its index.
+        errors = [field_problem(error.field, str(error))] if error.field else None
         return problem_response("conflict", str(error), errors=errors)
     if isinstance(error, DatabaseUnavailableError):
         logger.warning("database unavailable: %s", error)

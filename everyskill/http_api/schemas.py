@@ -12,10 +12,18 @@ Contract
   fields.
 - Writes of one row answer :class:`Written` (``row``, ``redactions``:
   secrets replaced by markers, by kind; ``warnings``: what was written but
-  deserves a look, such as a cost left null), as the query API's
-  :class:`~everyskill.rows.Saved`. Writes of a batch answer
-  :class:`BatchWritten` (``ids`` in the order of the items, ``count``,
-  ``redactions``, ``warnings``), as :class:`~everyskill.rows.SavedBatch`.
+  deserves a look, such as a cost left null; ``replayed``), as the query
+  API's :class:`~everyskill.rows.Saved`. Writes of a batch answer
+  :class:`BatchWritten` (``ids`` in the order of the items, ``count`` of
+  rows written, ``redactions``, ``warnings``, ``replayed``: the ids already
+  stored), as :class:`~everyskill.rows.SavedBatch`.
+- **Client ids** (:mod:`everyskill.client_ids`): every created item may
+  carry its own ``id`` (:data:`ClientId`, a UUID), which makes a retry
+  safe. :func:`created` gives a create's status: 201 when it wrote
+  something; 200 with ``Idempotent-Replayed: true`` (:data:`REPLAYED_HEADER`)
+  when the row, or every row of a batch, was already stored under the ids
+  given, and nothing was written. :func:`create_responses` declares that
+  200 in a create route's schema.
 - Lists answer ``{"items": [...], "next_cursor": ...}``: pass
   ``next_cursor`` back as ``cursor`` for the next page (null on the last).
 - :func:`one_or_batch` is the body of a route that takes one item or
@@ -31,6 +39,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
 import pydantic
+from fastapi import Response
 from piccolo.columns import (
     Array,
     BigInt,
@@ -48,7 +57,9 @@ from everyskill.rows import Saved, SavedBatch
 from tables import BenchmarkRun, Skill, SkillFeedback, SkillVersion, TokenMeasurement, User
 
 __all__ = [
+    "REPLAYED_HEADER",
     "BatchWritten",
+    "ClientId",
     "BenchmarkRunOut",
     "FeedbackOut",
     "MeasurementOut",
@@ -58,6 +69,8 @@ __all__ = [
     "UserOut",
     "Written",
     "batch_written",
+    "create_responses",
+    "created",
     "one_or_batch",
     "row_json",
     "row_model",
@@ -152,15 +165,63 @@ class Written(pydantic.BaseModel, Generic[Item]):
     warnings: list[str] = pydantic.Field(
         description="What was written but deserves a look (a cost left null, say)."
     )
+    replayed: bool = pydantic.Field(
+        description="True when the id given was already stored: nothing was written and"
+        " row is the stored row (answered 200 with Idempotent-Replayed: true)."
+    )
 
 
 class BatchWritten(pydantic.BaseModel):
     """A batch written (committed) in one transaction, all of it."""
 
-    ids: list[str] = pydantic.Field(description="The new rows' ids, in the order of the items.")
-    count: int
+    ids: list[str] = pydantic.Field(description="The rows' ids, in the order of the items.")
+    count: int = pydantic.Field(description="How many rows were written (replays aside).")
     redactions: dict[str, int]
     warnings: list[str]
+    replayed: list[str] = pydantic.Field(
+        description="The ids among ids that were already stored: nothing was written for them."
+    )
+
+
+#: The response header of a create that wrote nothing: the ids were stored already.
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+#: The optional client id of a created item.
+ClientId = Annotated[
+    str | None,
+    pydantic.Field(
+        default=None,
+        description="Your own UUID for the new row: a retry with the same id and the same"
+        " values answers the stored row (200, replayed) instead of writing it twice.",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
+
+
+def created(response: Response, replayed: bool) -> None:
+    """Set a create's status: 201, or 200 and :data:`REPLAYED_HEADER` when
+    nothing was written (see the module's contract)."""
+    if replayed:
+        response.status_code = 200
+        response.headers[REPLAYED_HEADER] = "true"
+
+
+def create_responses(model: Any) -> dict[int | str, dict[str, Any]]:
+    """The schema's 200 of a create route answering ``model``: a replay."""
+    return {
+        200: {
+            "model": model,
+            "description": "A replay: every id given was stored already, with these values;"
+            " nothing was written, and the stored rows are answered.",
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": "true: nothing was written.",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        }
+    }
 
 
 def _warnings(warnings: tuple[Warning, ...]) -> list[str]:
@@ -174,8 +235,14 @@ def written(saved: Saved[Any] | Table, redactions: Mapping[str, int] | None = No
             "row": row_json(saved.row),
             "redactions": dict(saved.redactions),
             "warnings": _warnings(saved.warnings),
+            "replayed": saved.replayed,
         }
-    return {"row": row_json(saved), "redactions": dict(redactions or {}), "warnings": []}
+    return {
+        "row": row_json(saved),
+        "redactions": dict(redactions or {}),
+        "warnings": [],
+        "replayed": False,
+    }
 
 
 def batch_written(saved: SavedBatch) -> dict[str, Any]:
@@ -185,6 +252,7 @@ def batch_written(saved: SavedBatch) -> dict[str, Any]:
         "count": saved.count,
         "redactions": dict(saved.redactions),
         "warnings": _warnings(saved.warnings),
+        "replayed": list(saved.replayed),
     }
 
 
