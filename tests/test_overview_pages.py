@@ -11,7 +11,7 @@ import re
 
 import asyncpg
 
-from everyskill.admin.overview_pages import LANDING_SCRIPT, feedback_list_link
+from everyskill.admin.overview_pages import RUN_LINK_ID, SHELL_SCRIPT, feedback_list_link
 from tests.admin_client import Staff, admin_client, make_staff
 from tests.support import make_tenant
 
@@ -82,21 +82,33 @@ async def test_a_run_comparison_page(owner: asyncpg.Connection, staff: Staff) ->
     assert (await staff.client.get("/runs/no-such-run/")).status_code == 404
 
 
-async def test_staff_land_on_the_overview(engine: object) -> None:
-    """The shell of the admin sends its home route to the overview; the
-    sidebar links to it. Fails when Piccolo Admin's shell or its home route
-    change underneath."""
+async def test_staff_land_on_the_overview_and_runs_link_to_their_comparison(engine: object) -> None:
+    """The shell of the admin carries the script that sends its home route to
+    the overview and adds the comparison link to a run's page. Fails when
+    Piccolo Admin's shell, its routes or the way a login lands change
+    underneath (the browser test follows both in Chromium)."""
     async with admin_client() as client:
         shell = (await client.get("/")).text
-    assert LANDING_SCRIPT in shell
-    assert shell.index(LANDING_SCRIPT) < shell.index("</head>")
+    assert SHELL_SCRIPT in shell
+    assert shell.index(SHELL_SCRIPT) < shell.index("</head>")
+    assert f'id = "{RUN_LINK_ID}"' in SHELL_SCRIPT and 'var target = "/runs/"' in SHELL_SCRIPT
     bundle = re.search(r'src="(\./)?(assets/index-[^"]+\.js)"', shell)
     assert bundle is not None
     async with admin_client() as client:
         script = (await client.get("/" + bundle.group(2))).text
-    # Piccolo Admin's home route is "/" (a hash route) and a login goes there.
+    # Piccolo Admin's routes are hash routes: home is "/", a row's page is
+    # "/<table>/<id>/" (the run's id in the list links there), and "add" is
+    # the only other page under a table. A login goes home.
     assert '{path:"/",name:"home"' in script
+    assert '{path:"/:tableName/:rowID/",name:"editRow"' in script
+    assert re.findall(r'\{path:"/:tableName/[^"]*",name:"\w+"', script) == [
+        '{path:"/:tableName/",name:"rowListing"',
+        '{path:"/:tableName/add/",name:"addRow"',
+        '{path:"/:tableName/:rowID/",name:"editRow"',
+    ]
     assert 'push({name:"home"})' in script
+    # The list links a row's primary key (the run's id) to its editRow page.
+    assert 'linkColumnName(){return this.schema.extra.link_column_name}' in script
 
 
 async def test_the_sidebar_links_to_the_overview(staff: Staff) -> None:

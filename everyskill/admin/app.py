@@ -33,7 +33,8 @@ Contract
   :data:`MAX_SESSION_EXPIRY`.
 - Staff land on the overview (:mod:`everyskill.admin.overview_pages`):
   ``/overview/`` and a benchmark run's comparison ``/runs/<id>/``, behind
-  the same login; the sidebar links to it under Links.
+  the same login; the sidebar links to it under Links, and each benchmark
+  run's page in the admin links to its comparison.
 - The custom forms of :mod:`everyskill.admin.api_key_forms` create and
   revoke the HTTP API's keys. Every answer of a form (``/api/forms/...``)
   carries ``Cache-Control: no-store``: a new key is in one, and no browser or
@@ -57,7 +58,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from everyskill.admin import counts
 from everyskill.admin.api_key_forms import API_KEY_FORMS
 from everyskill.admin.login import StaffUser
-from everyskill.admin.overview_pages import OVERVIEW_PATH, land_on_overview, overview_routes
+from everyskill.admin.overview_pages import OVERVIEW_PATH, extend_shell, overview_routes
 from everyskill.admin.table_configs import TABLE_CONFIGS
 
 __all__ = [
@@ -159,7 +160,7 @@ def create_app(
         sidebar_links={"Overview": OVERVIEW_PATH},
     )
     counts.install(admin, TABLE_CONFIGS)
-    land_on_overview(admin)
+    extend_shell(admin)
     return Starlette(
         routes=[*overview_routes(), Mount("/", NoStoreForms(admin))], lifespan=lifespan
     )

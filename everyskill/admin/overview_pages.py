@@ -22,7 +22,8 @@ Contract
   filtered to that tenant, skill and ``pending``; recent runs link to their
   comparison page, which has a chart of average quality against average
   cost per model with the run's best and cheapest picks marked.
-- :func:`land_on_overview` makes the overview the page staff see first: see
+- :func:`extend_shell` makes the overview the page staff see first and adds
+  to each benchmark run's page in the admin a link to its comparison: see
   its docstring for how and why.
 """
 
@@ -59,9 +60,20 @@ from everyskill.overview import (
     run_comparison,
 )
 
-__all__ = ["LANDING_SCRIPT", "OVERVIEW_PATH", "land_on_overview", "overview_routes", "run_path"]
+__all__ = [
+    "OVERVIEW_PATH",
+    "RUN_LINK_ID",
+    "SHELL_SCRIPT",
+    "extend_shell",
+    "feedback_list_link",
+    "overview_routes",
+    "run_path",
+]
 
 OVERVIEW_PATH = "/overview/"
+#: Decimal places of a benchmark case's cost: a case costs fractions of a
+#: cent, which four places would round to the same $0.0001.
+CASE_PLACES = 6
 PLOTLY_PATH = "/overview/plotly.min.js"
 LOGIN_PATH = "/#/login/"
 
@@ -90,7 +102,10 @@ body {{ font-family: system-ui, sans-serif; margin: 0 2rem 2rem; color: #1f2933;
 nav {{ padding: .8rem 0; border-bottom: 1px solid #ddd; margin-bottom: 1rem; }}
 nav a {{ margin-right: 1.2rem; }}
 form label {{ margin-right: 1rem; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 1rem; }}
+/* auto-fill, not auto-fit: the columns exist before the charts after the
+   first are parsed, so each chart is drawn at its column's width. */
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 1rem; }}
+.grid > * {{ min-width: 0; }}
 table {{ border-collapse: collapse; margin: .5rem 0 1.5rem; }}
 th, td {{ border-bottom: 1px solid #e4e7eb; padding: .3rem .7rem; text-align: left; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
@@ -98,7 +113,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </style></head>
 <body><nav><a href="{OVERVIEW_PATH}">Overview</a><a href="/#/skill_feedback/">Feedback</a>
 <a href="/#/token_measurements/">Token measurements</a><a href="/#/benchmark_runs/">Benchmark runs</a>
-<a href="/#/">Tables</a></nav>
+<a href="/#/skills/">Skills</a></nav>
 <h1>{html.escape(title)}</h1>
 {body}
 </body></html>"""
@@ -108,7 +123,10 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 def _chart(figure: go.Figure, element_id: str) -> str:
     figure.update_layout(margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=380)
     return str(
-        figure.to_html(full_html=False, include_plotlyjs=False, div_id=element_id)
+        figure.to_html(
+            full_html=False, include_plotlyjs=False, div_id=element_id,
+            config={"responsive": True, "displaylogo": False},
+        )
     )
 
 
@@ -289,7 +307,7 @@ def render_overview(data: Overview) -> str:
                 e(row["status"]),
                 e(f"{row['best_model']} (quality {row['best_quality_score']})")
                 if row["best_model"] else "",
-                e(f"{row['cheapest_model']} ({dollars(row['cheapest_cost_microcents'])} a case)")
+                e(f"{row['cheapest_model']} ({dollars(row['cheapest_cost_microcents'], places=CASE_PLACES)} a case)")
                 if row["cheapest_model"] else "",
                 e(row["created_at"].strftime("%Y-%m-%d %H:%M UTC")),
             ]
@@ -364,7 +382,7 @@ async def comparison_page(request: Request) -> Response:
                 e(m.model_name), str(m.results), str(m.errors), number(m.avg_quality),
                 number(None if m.match_share is None else 100 * m.match_share, 0, "%"),
                 number(m.latency_p50_ms, 0, " ms"), number(m.latency_p95_ms, 0, " ms"),
-                dollars(m.avg_cost_microcents),
+                dollars(m.avg_cost_microcents, places=CASE_PLACES),
             ]
             for m in comparison.models
         ],
@@ -384,16 +402,17 @@ async def comparison_page(request: Request) -> Response:
             x=[_usd(m.avg_cost_microcents)],
             y=[float(m.avg_quality)],
             name=m.model_name + (f" ({' and '.join(picks)})" if picks else ""),
-            mode="markers+text",
+            mode="markers+text", cliponaxis=False,
             text=[m.model_name + (f" ★ {' and '.join(picks)}" if picks else "")],
             textposition="top center",
             marker={"size": 18 if picks else 11, "symbol": "star" if picks else "circle"},
-            customdata=[dollars(m.avg_cost_microcents)],
+            customdata=[dollars(m.avg_cost_microcents, places=CASE_PLACES)],
             hovertemplate=e(m.model_name) + "<br>quality %{y:.1f}<br>%{customdata} a case<extra></extra>",
         )
     chart.update_layout(
         title="Average quality against average cost per model (picks starred)",
         xaxis_title="Average cost of a case (US dollars)", xaxis_tickprefix="$",
+        xaxis_tickformat=f".{CASE_PLACES}f", xaxis_automargin=True,
         yaxis_title="Average quality (0-100)",
     )
     unpriced = [m.model_name for m in comparison.models if m.avg_cost_microcents is None]
@@ -402,7 +421,7 @@ async def comparison_page(request: Request) -> Response:
         f" created {e(run['created_at'].strftime('%Y-%m-%d %H:%M UTC'))}."
         f" Best: <strong>{e(run['best_model'] or '-')}</strong>; cheapest: <strong>"
         f"{e(run['cheapest_model'] or '-')}</strong>"
-        f" ({dollars(run['cheapest_cost_microcents']) if run['cheapest_model'] else '-'} a case).</p>"
+        f" ({dollars(run['cheapest_cost_microcents'], places=CASE_PLACES) if run['cheapest_model'] else '-'} a case).</p>"
         + table
         + (
             f'<p class="note">Unpriced (not on the chart): {e(", ".join(unpriced))}.</p>'
@@ -458,33 +477,85 @@ def overview_routes(*, increase_expiry: timedelta | None = timedelta(minutes=20)
     ]
 
 
-#: Sent with the admin's single-page shell: its home route (``#/``, where
-#: Piccolo Admin says "Select a table in the sidebar") goes to the overview.
-LANDING_SCRIPT = f"""<script>
+#: The id of the link to a run's comparison that the shell script adds to a
+#: benchmark run's page in the admin.
+RUN_LINK_ID = "run-comparison-link"
+
+#: Sent with the admin's single-page shell (see :func:`extend_shell`). The
+#: admin's router moves with ``history.pushState``, which fires no event, so
+#: the script looks at the route again whenever the page changes (a
+#: ``MutationObserver`` on the document), on ``hashchange`` and on
+#: ``popstate``.
+SHELL_SCRIPT = f"""<script>
 (function () {{
-  function land() {{
-    if (location.hash === "" || location.hash === "#" || location.hash === "#/") {{
-      location.replace("{OVERVIEW_PATH}");
+  var OVERVIEW = "{OVERVIEW_PATH}";
+  var RUN = /^#\\/benchmark_runs\\/([^\\/?#]+)\\/?(?:[?].*)?$/;
+  function follow() {{
+    var hash = location.hash;
+    if (hash === "" || hash === "#" || hash === "#/") {{
+      location.replace(OVERVIEW);
+      return;
     }}
+    var match = RUN.exec(hash);
+    var link = document.getElementById("{RUN_LINK_ID}");
+    if (!match || match[1] === "add") {{
+      if (link) link.remove();
+      return;
+    }}
+    var target = "/runs/" + match[1] + "/";
+    if (!document.body) return;
+    if (!link) {{
+      link = document.createElement("a");
+      link.id = "{RUN_LINK_ID}";
+      link.textContent = "Compare this run's models";
+      link.title = "The run's results per model, in dollars, with a chart of quality against cost";
+      link.style.cssText = "position:fixed;right:1.5rem;bottom:1.5rem;z-index:1000;" +
+        "padding:.6rem 1rem;border-radius:4px;background:#2d6cdf;color:#fff;" +
+        "font:600 14px system-ui,sans-serif;text-decoration:none;" +
+        "box-shadow:0 2px 6px rgba(0,0,0,.25)";
+      document.body.appendChild(link);
+    }}
+    if (link.getAttribute("href") !== target) link.setAttribute("href", target);
   }}
-  land();
-  window.addEventListener("hashchange", land);
+  follow();
+  window.addEventListener("hashchange", follow);
+  window.addEventListener("popstate", follow);
+  function watch() {{
+    follow();
+    new MutationObserver(follow).observe(document.body, {{ childList: true, subtree: true }});
+  }}
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", watch);
+  else watch();
 }})();
 </script>"""
 
 
-def land_on_overview(admin: Any) -> None:
-    """Make the overview the page staff see first, after logging in too.
+def extend_shell(admin: Any) -> None:
+    """Staff land on the overview, and each benchmark run's page in the admin
+    links to the run's comparison.
 
-    Piccolo Admin has no setting for its landing page: its single-page app
-    opens on its home route, and after a login it goes there. Its shell is
-    the ``template`` attribute of the ``AdminRouter`` (a public attribute,
-    the text of its ``index.html``); this adds :data:`LANDING_SCRIPT` to it,
-    which sends the home route to the overview. The admin's own pages (the
-    tables, ``#/<table>/``) are untouched. ``tests/test_overview_pages.py``
-    fails if the shell or the home route change underneath.
+    Piccolo Admin 1.14 has no setting for either: its single-page app opens
+    on its home route (and goes there after a login), and its lists and row
+    pages have no per-row link hook (``TableConfig``'s ``link_column`` only
+    chooses which column links to the row's own page; a foreign key links
+    to the row it points at; ``sidebar_links`` are fixed; a custom form
+    cannot be pre-filled). Its shell is the ``template`` attribute of the
+    ``AdminRouter`` (a public attribute, the text of its ``index.html``);
+    this adds :data:`SHELL_SCRIPT` to it, which
+
+    - sends the home route (``#/``, where Piccolo Admin says "Select a table
+      in the sidebar") to the overview;
+    - on a run's page (``#/benchmark_runs/<id>/``, Piccolo Admin's
+      ``editRow`` route, which the run's id in the list links to) shows a
+      link, ``#run-comparison-link``, to ``/runs/<id>/``. It is a fixed
+      element of the document, outside the admin's own markup, so no change
+      of that markup can break it.
+
+    The admin's other pages are untouched. ``tests/test_overview_pages.py``
+    fails if the shell or the routes change underneath, and the browser test
+    follows both in Chromium.
     """
     template = admin.template
     if "</head>" not in template:
         raise RuntimeError("Piccolo Admin's shell has no </head>: its index.html changed")
-    admin.template = template.replace("</head>", LANDING_SCRIPT + "</head>", 1)
+    admin.template = template.replace("</head>", SHELL_SCRIPT + "</head>", 1)
