@@ -51,6 +51,14 @@ class Scale:
     # Rate limits: requests per round and way, rounds.
     rate_limit_calls: int
     rate_limit_rounds: int
+    # The overview: measurements at the small and big size (``python -m perf``
+    # reads the small one at ``small_measurements``, its first data), reads of each;
+    # one measurement with and without the rollup: rows per round and way, rounds.
+    overview_small: int
+    overview_big: int
+    overview_reads: int
+    rollup_write_rows: int
+    rollup_write_rounds: int
 
 
 FULL = Scale(
@@ -74,6 +82,11 @@ FULL = Scale(
     runs=7,
     rate_limit_calls=1_600,
     rate_limit_rounds=7,
+    overview_small=1_000,
+    overview_big=10_000_000,
+    overview_reads=30,
+    rollup_write_rows=100,
+    rollup_write_rounds=15,
 )
 
 QUICK = Scale(
@@ -97,6 +110,11 @@ QUICK = Scale(
     runs=2,
     rate_limit_calls=160,
     rate_limit_rounds=2,
+    overview_small=100,
+    overview_big=20_000,
+    overview_reads=5,
+    rollup_write_rows=20,
+    rollup_write_rounds=2,
 )
 
 SCALES = {scale.name: scale for scale in (FULL, QUICK)}
