@@ -65,6 +65,8 @@ ORDER = (
     "admin_list_filtered",
     "run_completion",
     "admin_memory",
+    "overview_read",
+    "overview_write",
 )
 
 
@@ -93,6 +95,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         concurrent_writers,
         http_api,
         measurement_batch,
+        overview,
         rate_limits,
         run_completion,
         single_feedback,
@@ -107,6 +110,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     # Room for the most clients of one benchmark at once (writers, and the
     # rate limits' 16 clients).
     await engine.start_connection_pool(min_size=1, max_size=max(scale.writers, 16) + 4)
+    # The owner's engine, which the admin (and the overview) reads through.
+    owner_engine = await overview.start_owner_pool()
     # The owner connects with the application's settings (piccolo_conf's).
     owner = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     figures: list[Figure] = []
@@ -116,6 +121,9 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         context = Context(url, owner, await make_catalogue(owner), scale)
         await add_measurements(owner, context.catalogue, scale.small_measurements)
         await owner.execute("VACUUM ANALYZE")
+        # The overview's small size is the run's first data (small_measurements).
+        _say(f"the overview at {scale.small_measurements:,} measurements")
+        overview_small = await overview.reads(context, scale.overview_reads)
         with served_main(url) as served:
             watch = RssWatch(served.process.pid)
             started_rss = watch.now()
@@ -134,6 +142,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
                     figures += await benchmark.measure(context)
                 _say("the HTTP API")
                 figures += await http_api.measure(context, served.base_url)
+                _say("one measurement with and without the overview's rollup")
+                figures.append(await overview.writes(context))
                 present = await owner.fetchval("SELECT count(*) FROM token_measurements")
                 _say(f"adding measurements up to {scale.big_measurements:,}")
                 await add_measurements(
@@ -147,6 +157,11 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
             _say("the admin under load")
             figures.append(await admin_memory.measure(served, context, watch, started_rss))
             watch.stop()
+        _say(f"adding measurements up to {scale.overview_big:,}")
+        seconds = await overview.grow_to(context, scale.overview_big)
+        _say(f"the overview at {scale.overview_big:,} measurements")
+        overview_big = await overview.reads(context, scale.overview_reads, raw_rounds=3)
+        figures.insert(0, overview.read_figure(overview_small, overview_big, seconds))
         facts = {
             "scale": scale.name,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -158,6 +173,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         }
     finally:
         await owner.close()
+        await owner_engine.close_connection_pool()
         await engine.close_connection_pool()
     figures.sort(key=lambda figure: ORDER.index(figure.key))
     return figures, facts

@@ -58,6 +58,14 @@ class Scale:
     http_batch_rounds: int
     http_concurrent_requests: int
     http_concurrent_rounds: int
+    # The overview: measurements at the small and big size (``python -m perf``
+    # reads the small one at ``small_measurements``, its first data), reads of each;
+    # one measurement with and without the rollup: rows per round and way, rounds.
+    overview_small: int
+    overview_big: int
+    overview_reads: int
+    rollup_write_rows: int
+    rollup_write_rounds: int
 
 
 FULL = Scale(
@@ -86,6 +94,11 @@ FULL = Scale(
     http_batch_rounds=15,
     http_concurrent_requests=800,
     http_concurrent_rounds=5,
+    overview_small=1_000,
+    overview_big=10_000_000,
+    overview_reads=30,
+    rollup_write_rows=100,
+    rollup_write_rounds=15,
 )
 
 QUICK = Scale(
@@ -114,6 +127,11 @@ QUICK = Scale(
     http_batch_rounds=2,
     http_concurrent_requests=64,
     http_concurrent_rounds=1,
+    overview_small=100,
+    overview_big=20_000,
+    overview_reads=5,
+    rollup_write_rows=20,
+    rollup_write_rounds=2,
 )
 
 SCALES = {scale.name: scale for scale in (FULL, QUICK)}

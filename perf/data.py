@@ -126,8 +126,15 @@ async def add_feedback(owner: asyncpg.Connection, tenant_id: str, skill_id: str,
     )
 
 
-async def add_measurements(owner: asyncpg.Connection, catalogue: Catalogue, count: int) -> None:
-    """``count`` measurements over every skill and model, in the last 90 days."""
+async def add_measurements(
+    owner: asyncpg.Connection, catalogue: Catalogue, count: int, *, offset: int = 0
+) -> None:
+    """``count`` measurements over every skill and model, in the last 90 days.
+
+    The rows are numbers ``offset + 1`` to ``offset + count`` of one series
+    (row ``g`` is ``g`` seconds old, modulo 90 days): calls with the offsets
+    0, n, 2n, ... write what one call of all the rows would.
+    """
     skills = catalogue.skills
     await owner.execute(
         """
@@ -140,7 +147,7 @@ async def add_measurements(owner: asyncpg.Connection, catalogue: Catalogue, coun
                1200 + g % 5000 + g % 800, (1000 + g % 5000) * 3 + (200 + g % 800) * 15,
                300 + g % 4000, 'hook',
                now() - (g % 7776000) * interval '1 second'
-          FROM generate_series(1, $4) AS g,
+          FROM generate_series($5::int + 1, $5::int + $4) AS g,
                LATERAL (SELECT (1 + (g::bigint * 7919) % cardinality($2::text[]))::int AS s) AS pick,
                LATERAL (SELECT $1::text[] AS tenants, $2::text[] AS skills,
                                $3::text[] AS models) AS given
@@ -149,6 +156,7 @@ async def add_measurements(owner: asyncpg.Connection, catalogue: Catalogue, coun
         [skill for _tenant, skill in skills],
         list(MODELS),
         count,
+        offset,
     )
 
 

@@ -1,7 +1,8 @@
 """
 What the browser tests share: ``main.py`` served on a free port, Debian's
-Chromium driven headless by Playwright, step screenshots under
-``artifacts/browser/``, and soft checks that let one run report every broken
+Chromium driven headless by Playwright, numbered step screenshots (under
+``artifacts/browser/`` unless a test names its own folder), the cells of a
+column of the admin's lists, and soft checks that let one run report every broken
 expectation of a flow.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Locator, Page, async_playwright
 
 from everyskill.database import environment_for
 from tests.support import PROJECT_ROOT, free_port, wait_until_served
@@ -162,3 +163,13 @@ class Checks:
         if self.failures:
             listed = "\n".join(f"  - {failure}" for failure in self.failures)
             raise AssertionError(f"{len(self.failures)} expectation(s) failed:\n{listed}")
+
+
+def column(page: Page, header: str) -> Locator:
+    """The cells of the admin listing's column headed ``header`` (found by the
+    header's text, so the layout of the columns may change)."""
+    assert "'" not in header
+    position = (
+        f"count(../../../thead/tr/th[normalize-space(.)='{header}']/preceding-sibling::th) + 1"
+    )
+    return page.locator(".table_wrapper tbody tr").locator(f"xpath=td[{position}]")

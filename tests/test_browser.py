@@ -4,8 +4,9 @@ The admin in a real browser: Playwright drives Debian's Chromium (headless,
 in the Piccolo Admin that ``main.py`` serves on a fresh database with the
 sample data:
 
-1. the admin sends an anonymous visitor to its login page; staff log in and
-   see the menu groups (Catalogue, Feedback, Usage and cost, Benchmarks);
+1. the admin sends an anonymous visitor to its login page; staff log in,
+   land on the overview, go to the feedback list and see the menu groups
+   (Catalogue, Feedback, Usage and cost, Benchmarks);
 2. the filter sidebar narrows the feedback listing to pending thumbs-down,
    and the count shown is the database's;
 3. staff open a listed item, read it, dismiss it with review notes that
@@ -36,7 +37,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, Dialog, Locator, Page, expect
 
 from everyskill.redaction import marker, redact
-from tests.browser import VIEWPORT, Checks, Screenshots, launched_chromium, served_admin
+from tests.browser import VIEWPORT, Checks, Screenshots, column, launched_chromium, served_admin
 from tests.support import connected
 
 USERNAME = "staff"
@@ -107,7 +108,11 @@ async def log_in(page: Page, shots: Screenshots) -> None:
     await username.fill(USERNAME)
     await page.locator('input[name="password"]').fill(PASSWORD)
     await page.get_by_role("button", name="Login").click()
-    await expect(page.get_by_role("heading", name="Welcome to EverySkill admin")).to_be_visible()
+    # Staff land on the overview (tests/test_browser_overview.py looks at it);
+    # its menu leads to the admin's lists.
+    await expect(page).to_have_url(re.compile(r"/overview/$"), timeout=15_000)
+    await page.get_by_role("link", name="Feedback", exact=True).click()
+    await expect(page).to_have_url(re.compile(r"#/skill_feedback/$"))
     for group in MENU_GROUPS:
         await expect(page.get_by_role("link", name=group, exact=True)).to_be_visible()
     await shots.step(page, "menu")
@@ -149,16 +154,6 @@ async def filter_pending_thumbs_down(
     await shots.named(page, "admin")
     await shots.step(page, "pending-feedback")
     return [row_id.strip() for row_id in listed]
-
-
-def column(page: Page, header: str) -> Locator:
-    """The cells of the listing's column headed ``header`` (found by the
-    header's text, so the layout of the columns may change)."""
-    assert "'" not in header
-    position = (
-        f"count(../../../thead/tr/th[normalize-space(.)='{header}']/preceding-sibling::th) + 1"
-    )
-    return page.locator(".table_wrapper tbody tr").locator(f"xpath=td[{position}]")
 
 
 async def review_one(
@@ -261,7 +256,10 @@ async def try_to_edit_a_measurement(
     page: Page, owner: asyncpg.Connection, shots: Screenshots, checks: Checks
 ) -> None:
     """Step 5: a token measurement cannot be edited in the admin."""
+    # The admin's title goes home, which is the overview; its menu has the list.
     await page.get_by_role("link", name="EverySkill admin").click()
+    await expect(page).to_have_url(re.compile(r"/overview/$"), timeout=15_000)
+    await page.get_by_role("link", name="Token measurements", exact=True).click()
     await page.get_by_role("link", name="token measurements", exact=True).click()
     await expect(page.get_by_role("heading", name="token measurements", exact=True)).to_be_visible()
     first = column(page, "id").first.get_by_role("link")

@@ -31,6 +31,10 @@ Contract
   10,000 rows and PostgreSQL's estimate above (:mod:`everyskill.admin.counts`).
 - Sessions last :data:`SESSION_EXPIRY`, extended while used, at most
   :data:`MAX_SESSION_EXPIRY`.
+- Staff land on the overview (:mod:`everyskill.admin.overview_pages`):
+  ``/overview/`` and a benchmark run's comparison ``/runs/<id>/``, behind
+  the same login; the sidebar links to it under Links, and each benchmark
+  run's page in the admin links to its comparison.
 - The custom forms of :mod:`everyskill.admin.api_key_forms` create and
   revoke the HTTP API's keys. Every answer of a form (``/api/forms/...``)
   carries ``Cache-Control: no-store``: a new key is in one, and no browser or
@@ -54,6 +58,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from everyskill.admin import counts
 from everyskill.admin.api_key_forms import API_KEY_FORMS
 from everyskill.admin.login import StaffUser
+from everyskill.admin.overview_pages import OVERVIEW_PATH, extend_shell, overview_routes
 from everyskill.admin.table_configs import TABLE_CONFIGS
 
 __all__ = [
@@ -152,6 +157,10 @@ def create_app(
         session_expiry=SESSION_EXPIRY,
         max_session_expiry=MAX_SESSION_EXPIRY,
         auto_include_related=False,
+        sidebar_links={"Overview": OVERVIEW_PATH},
     )
     counts.install(admin, TABLE_CONFIGS)
-    return Starlette(routes=[Mount("/", NoStoreForms(admin))], lifespan=lifespan)
+    extend_shell(admin)
+    return Starlette(
+        routes=[*overview_routes(), Mount("/", NoStoreForms(admin))], lifespan=lifespan
+    )

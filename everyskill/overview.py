@@ -1,0 +1,327 @@
+"""The staff overview's figures and a benchmark run's comparison, read as the owner.
+
+Contract
+--------
+- :func:`overview_query` checks what the page asks for and raises
+  :class:`~everyskill.errors.ValidationError` naming the field and what to
+  fix: ``days`` one of :data:`PERIODS` (default 30), ``tenant`` a tenant's
+  id or empty for all, ``zone`` one of :data:`TIME_ZONES` (default UTC).
+  The period is the last ``days`` whole days in that zone, today included.
+- :func:`overview` reads the hourly rollups (``usage_hourly``,
+  ``feedback_hourly``; see the migration ``2026-12-07T04:10``), never the
+  raw tables but for the ten most recent benchmark runs (an index scan), so
+  that its cost depends on the period, tenants, skills and models, not on
+  how many measurements or feedback items there are. Days are the days of
+  the chosen zone: every zone offered has whole-hour offsets at every date
+  (summer time included), so a day is a union of whole UTC hours and the
+  figures are exact. Zones with :30 or :45 offsets (Asia/Kolkata,
+  Asia/Kathmandu, Australia/Adelaide, America/St_Johns) are not offered:
+  they would need 15-minute buckets, four times the rows on every read.
+- Money stays in microcents (1e-8 USD) in the figures; :func:`dollars`
+  writes it for people: ``$0.0244``, and ``unpriced`` when no call of the
+  group had a cost (NULL costs are unknown prices, never $0). A sum over
+  calls of which only some had a price is the sum of the priced ones, and
+  the page says how many calls were unpriced.
+- Feedback per day and the positive share leave dismissed feedback out, as
+  the skills' aggregates do; the review queue counts pending feedback of
+  all time.
+- :func:`run_comparison` is a benchmark run's results per model: results,
+  errors, average quality, share matching the expected output (of the
+  results whose match was judged), latency
+  p50/p95, average cost (microcents); :class:`~everyskill.errors.NotFoundError`
+  when no run has that id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.querystring import QueryString
+
+from everyskill.errors import NotFoundError, ValidationError
+
+__all__ = [
+    "DEFAULT_DAYS",
+    "PERIODS",
+    "TIME_ZONES",
+    "ModelResult",
+    "Overview",
+    "OverviewQuery",
+    "RunComparison",
+    "dollars",
+    "overview",
+    "overview_query",
+    "run_comparison",
+]
+
+#: The periods the page offers, in days.
+PERIODS = (7, 30, 90)
+DEFAULT_DAYS = 30
+#: The zones the page offers: each has a whole-hour offset from UTC at every
+#: date (see the contract).
+TIME_ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Helsinki",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Asia/Dubai",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+)
+#: Microcents in a dollar.
+MICROCENTS_PER_DOLLAR = Decimal(100_000_000)
+
+
+def dollars(microcents: int | Decimal | None, *, places: int = 4) -> str:
+    """Microcents as a person reads them: ``$0.0244``; ``unpriced`` for None."""
+    if microcents is None:
+        return "unpriced"
+    value = (Decimal(microcents) / MICROCENTS_PER_DOLLAR).quantize(
+        Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP
+    )
+    return f"${value:,}"
+
+
+@dataclass(frozen=True)
+class OverviewQuery:
+    """What the overview shows: ``days`` days up to ``today`` in ``zone``."""
+
+    days: int
+    tenant_id: str | None
+    zone: str
+    today: date
+
+    @property
+    def first_day(self) -> date:
+        return self.today - timedelta(days=self.days - 1)
+
+    def day_bounds(self) -> tuple[datetime, datetime]:
+        """The period as [start, end) instants: local midnights."""
+        zone = ZoneInfo(self.zone)
+        start = datetime.combine(self.first_day, datetime.min.time(), zone)
+        end = datetime.combine(self.today + timedelta(days=1), datetime.min.time(), zone)
+        return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+    def day_list(self) -> list[date]:
+        return [self.first_day + timedelta(days=n) for n in range(self.days)]
+
+
+def overview_query(
+    *,
+    days: str | int | None = None,
+    tenant: str | None = None,
+    zone: str | None = None,
+    now: datetime | None = None,
+) -> OverviewQuery:
+    """The overview's parameters, checked (see the contract)."""
+    problems: list[tuple[str, str]] = []
+    chosen_days = DEFAULT_DAYS
+    if days not in (None, ""):
+        try:
+            chosen_days = int(days)
+        except ValueError:
+            chosen_days = -1
+        if chosen_days not in PERIODS:
+            problems.append(("days", f"must be one of {', '.join(map(str, PERIODS))}"))
+    chosen_zone = zone or "UTC"
+    if chosen_zone not in TIME_ZONES:
+        problems.append(
+            ("zone", "must be one of the offered zones (" + ", ".join(TIME_ZONES) + ")")
+        )
+        chosen_zone = "UTC"
+    if problems:
+        raise ValidationError(problems)
+    moment = now or datetime.now(timezone.utc)
+    return OverviewQuery(
+        days=chosen_days,
+        tenant_id=tenant or None,
+        zone=chosen_zone,
+        today=moment.astimezone(ZoneInfo(chosen_zone)).date(),
+    )
+
+
+@dataclass
+class Overview:
+    """The overview's figures. Money in microcents; ``None`` cost: unpriced."""
+
+    query: OverviewQuery
+    tenants: list[dict[str, Any]]
+    #: (day, model) -> calls, costed_calls, cost_microcents (None: unpriced), tokens...
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    top_skills: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    positive_share: list[dict[str, Any]] = field(default_factory=list)
+    review_queue: list[dict[str, Any]] = field(default_factory=list)
+    recent_runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _engine() -> PostgresEngine:
+    from tables import Tenant
+
+    engine = Tenant._meta.db
+    assert isinstance(engine, PostgresEngine)
+    return engine
+
+
+async def _rows(sql: str, *args: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await _engine().run_querystring(QueryString(sql, *args))
+    return rows
+
+
+# The rollups' rows of the period, for one tenant or all ({tenant}).
+USAGE_BY_DAY = """
+SELECT (u.hour_start AT TIME ZONE {}) ::date AS day, u.model_name,
+       sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
+       CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents,
+       sum(u.input_tokens)::bigint AS input_tokens, sum(u.output_tokens)::bigint AS output_tokens,
+       sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
+       sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
+       sum(u.total_tokens)::bigint AS total_tokens
+  FROM usage_hourly u
+ WHERE u.hour_start >= {} AND u.hour_start < {} AND ({}::text IS NULL OR u.tenant_id = {})
+ GROUP BY 1, 2 ORDER BY 1, 2
+"""
+TOP_SKILLS = """
+SELECT u.tenant_id, t.name AS tenant_name, u.skill_id, s.name AS skill_name,
+       sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
+       CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents
+  FROM usage_hourly u
+  JOIN skills s ON s.id = u.skill_id
+  JOIN tenants t ON t.id = u.tenant_id
+ WHERE u.hour_start >= {} AND u.hour_start < {} AND ({}::text IS NULL OR u.tenant_id = {})
+ GROUP BY 1, 2, 3, 4
+ ORDER BY sum(u.cost_microcents) DESC, sum(u.calls) DESC, 3 LIMIT 10
+"""
+FEEDBACK_BY_DAY = """
+SELECT (f.hour_start AT TIME ZONE {})::date AS day, f.feedback_type, sum(f.items)::bigint AS items
+  FROM feedback_hourly f
+ WHERE f.hour_start >= {} AND f.hour_start < {} AND ({}::text IS NULL OR f.tenant_id = {})
+   AND f.status <> 'dismissed'
+ GROUP BY 1, 2 ORDER BY 1, 2
+"""
+POSITIVE_SHARE = """
+SELECT (f.hour_start AT TIME ZONE {})::date AS day, f.skill_id, s.name AS skill_name,
+       coalesce(sum(f.items) FILTER (WHERE f.feedback_type = 'thumbs_up'), 0)::bigint AS up,
+       sum(f.items)::bigint AS thumbs
+  FROM feedback_hourly f JOIN skills s ON s.id = f.skill_id
+ WHERE f.hour_start >= {} AND f.hour_start < {} AND ({}::text IS NULL OR f.tenant_id = {})
+   AND f.status <> 'dismissed' AND f.feedback_type IN ('thumbs_up', 'thumbs_down')
+ GROUP BY 1, 2, 3 ORDER BY 1, 3, 2
+"""
+REVIEW_QUEUE = """
+SELECT f.tenant_id, t.name AS tenant_name, f.skill_id, s.name AS skill_name,
+       sum(f.items)::bigint AS pending
+  FROM feedback_hourly f
+  JOIN skills s ON s.id = f.skill_id
+  JOIN tenants t ON t.id = f.tenant_id
+ WHERE f.status = 'pending' AND ({}::text IS NULL OR f.tenant_id = {})
+ GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC, 2, 4
+"""
+RECENT_RUNS = """
+SELECT r.id, r.tenant_id, t.name AS tenant_name, s.name AS skill_name, r.status, r.models,
+       r.best_model, r.best_quality_score, r.cheapest_model, r.cheapest_cost_microcents,
+       r.created_at
+  FROM benchmark_runs r
+  JOIN skills s ON s.id = r.skill_id
+  JOIN tenants t ON t.id = r.tenant_id
+ WHERE ({}::text IS NULL OR r.tenant_id = {})
+ ORDER BY r.created_at DESC, r.id DESC LIMIT 10
+"""
+
+
+async def overview(query: OverviewQuery) -> Overview:
+    """The overview's figures for ``query`` (see the contract)."""
+    start, end = query.day_bounds()
+    tenant = query.tenant_id
+    tenants = await _rows("SELECT id, name FROM tenants ORDER BY name, id")
+    if tenant is not None and tenant not in {row["id"] for row in tenants}:
+        raise ValidationError([("tenant", "is no tenant's id: choose one from the list, or all")])
+    period = (query.zone, start, end, tenant, tenant)
+    return Overview(
+        query=query,
+        tenants=tenants,
+        usage=await _rows(USAGE_BY_DAY, *period),
+        top_skills=await _rows(TOP_SKILLS, start, end, tenant, tenant),
+        feedback=await _rows(FEEDBACK_BY_DAY, *period),
+        positive_share=await _rows(POSITIVE_SHARE, *period),
+        review_queue=await _rows(REVIEW_QUEUE, tenant, tenant),
+        recent_runs=await _rows(RECENT_RUNS, tenant, tenant),
+    )
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's results in a run. Costs in microcents; None: unknown."""
+
+    model_name: str
+    results: int
+    errors: int
+    avg_quality: Decimal | None
+    match_share: Decimal | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    avg_cost_microcents: Decimal | None
+    costed_results: int
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """A benchmark run and its results per model."""
+
+    run: dict[str, Any]
+    models: list[ModelResult]
+
+
+RUN = """
+SELECT r.id, r.tenant_id, t.name AS tenant_name, r.skill_id, s.name AS skill_name, r.status,
+       r.models, r.best_model, r.best_quality_score, r.cheapest_model,
+       r.cheapest_cost_microcents, r.created_at, r.completed_at, r.error_message
+  FROM benchmark_runs r JOIN skills s ON s.id = r.skill_id JOIN tenants t ON t.id = r.tenant_id
+ WHERE r.id = {}
+"""
+PER_MODEL = """
+SELECT model_name, count(*) AS results,
+       count(*) FILTER (WHERE error_message IS NOT NULL) AS errors,
+       avg(quality_score) AS avg_quality,
+       avg(matches_expected::int) AS match_share,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
+       avg(estimated_cost_microcents) AS avg_cost_microcents,
+       count(estimated_cost_microcents) AS costed_results
+  FROM benchmark_results WHERE benchmark_run_id = {}
+ GROUP BY model_name ORDER BY model_name
+"""
+
+
+async def run_comparison(run_id: str) -> RunComparison:
+    """A run's results per model (see the contract)."""
+    runs = await _rows(RUN, run_id)
+    if not runs:
+        raise NotFoundError("benchmark run", run_id)
+    models = [
+        ModelResult(
+            model_name=row["model_name"],
+            results=row["results"],
+            errors=row["errors"],
+            avg_quality=row["avg_quality"],
+            match_share=row["match_share"],
+            latency_p50_ms=row["latency_p50_ms"],
+            latency_p95_ms=row["latency_p95_ms"],
+            avg_cost_microcents=row["avg_cost_microcents"],
+            costed_results=row["costed_results"],
+        )
+        for row in await _rows(PER_MODEL, run_id)
+    ]
+    return RunComparison(run=runs[0], models=models)

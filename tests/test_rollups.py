@@ -1,0 +1,428 @@
+"""
+The hourly rollups of the overview (``usage_hourly``, ``feedback_hourly``),
+maintained by PostgreSQL: after every kind of write, by any writer, and under
+concurrent writers, they hold exactly what a recount of the raw rows gives.
+The application's roles can neither read nor write them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import random
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+
+from everyskill import usage
+from everyskill.tenancy import tenant_scope, tenant_transaction
+from tests.support import TenantRows, connected
+
+# The rollups recounted from the raw rows, written independently of the
+# migration: the hour is the UTC hour of created_at, whatever the session's
+# time zone.
+USAGE_RECOUNT = """
+SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AS hour_utc, tenant_id, skill_id,
+       model_name, count(*) AS calls, count(estimated_cost_microcents) AS costed_calls,
+       coalesce(sum(estimated_cost_microcents), 0) AS cost_microcents,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,
+       coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens,
+       coalesce(sum(total_tokens), 0) AS total_tokens
+  FROM token_measurements GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
+USAGE_STORED = """
+SELECT hour_start AT TIME ZONE 'UTC', tenant_id, skill_id, model_name, calls, costed_calls,
+       cost_microcents, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+       total_tokens
+  FROM usage_hourly ORDER BY 1, 2, 3, 4
+"""
+FEEDBACK_RECOUNT = """
+SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC'), tenant_id, skill_id, feedback_type,
+       status, count(*)
+  FROM skill_feedback GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+"""
+FEEDBACK_STORED = """
+SELECT hour_start AT TIME ZONE 'UTC', tenant_id, skill_id, feedback_type, status, items
+  FROM feedback_hourly ORDER BY 1, 2, 3, 4, 5
+"""
+
+T0 = datetime(
+    2026, 3, 28, 21, 30, tzinfo=timezone.utc
+)  # the eve of Europe's summer time
+
+MEASURE = (
+    "INSERT INTO token_measurements (tenant_id, skill_id, model_name, input_tokens,"
+    " output_tokens, cache_read_tokens, cache_write_tokens, total_tokens,"
+    " estimated_cost_microcents, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"
+)
+
+
+async def assert_exact(connection: asyncpg.Connection) -> tuple[int, int]:
+    """The rollups equal a recount; returns their row counts."""
+    usage_rows = [tuple(row) for row in await connection.fetch(USAGE_STORED)]
+    assert usage_rows == [tuple(row) for row in await connection.fetch(USAGE_RECOUNT)]
+    feedback_rows = [tuple(row) for row in await connection.fetch(FEEDBACK_STORED)]
+    assert feedback_rows == [
+        tuple(row) for row in await connection.fetch(FEEDBACK_RECOUNT)
+    ]
+    return len(usage_rows), len(feedback_rows)
+
+
+async def new_skill(owner: asyncpg.Connection, tenant: TenantRows, slug: str) -> str:
+    return str(
+        await owner.fetchval(
+            "INSERT INTO skills (tenant_id, slug, name) VALUES ($1, $2, $2) RETURNING id",
+            tenant.tenant_id,
+            slug,
+        )
+    )
+
+
+async def measure(
+    connection: asyncpg.Connection,
+    tenant: TenantRows,
+    skill: str,
+    model: str,
+    at: datetime,
+    cost: int | None,
+    tokens: tuple[int | None, ...] = (100, 20, 5, 3, 128),
+) -> str:
+    return str(
+        await connection.fetchval(
+            MEASURE, tenant.tenant_id, skill, model, *tokens, cost, at
+        )
+    )
+
+
+async def test_every_kind_of_write_keeps_both_rollups_exact(
+    owner: asyncpg.Connection, app_connection: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    skill = await new_skill(owner, tenant, "rollup-writes")
+    other = await new_skill(owner, tenant, "rollup-other")
+    await assert_exact(owner)
+
+    # Inserts as the owner, across hours, with and without a cost or tokens.
+    first = await measure(owner, tenant, skill, "claude-sonnet-4-5", T0, 1_000)
+    await measure(
+        owner, tenant, skill, "claude-sonnet-4-5", T0 + timedelta(minutes=20), None
+    )
+    await measure(
+        owner,
+        tenant,
+        skill,
+        "mystery-model",
+        T0 + timedelta(hours=3),
+        None,
+        (None, None, None, None, None),
+    )
+    stored = await owner.fetchrow(
+        "SELECT calls, costed_calls, cost_microcents FROM usage_hourly"
+        " WHERE skill_id = $1 AND model_name = 'claude-sonnet-4-5'",
+        skill,
+    )
+    # Two calls in the 21:00 hour, one of them unpriced.
+    assert stored is not None and tuple(stored) == (2, 1, 1_000)
+    await assert_exact(owner)
+
+    # A batch as the application (everyskill_api in a tenant transaction).
+    async with tenant_transaction(app_connection, tenant.tenant_id) as db:
+        await db.execute(
+            "INSERT INTO token_measurements (tenant_id, skill_id, model_name, total_tokens,"
+            " estimated_cost_microcents, created_at)"
+            " SELECT $1, $2, 'gpt-4o', n, n * 10, $3::timestamptz + n * interval '7 minutes'"
+            "   FROM generate_series(1, 50) AS n",
+            tenant.tenant_id,
+            skill,
+            T0,
+        )
+    await assert_exact(owner)
+    # Through the query API.
+    async with tenant_scope(tenant.tenant_id):
+        await usage.record_measurement(
+            skill_id=skill,
+            model_name="claude-sonnet-4-5",
+            input_tokens=10,
+            output_tokens=5,
+        )
+    await assert_exact(owner)
+
+    # Updates that move rows between skills, hours and models, and change costs.
+    await owner.execute(
+        "UPDATE token_measurements SET skill_id = $2 WHERE id = $1", first, other
+    )
+    await assert_exact(owner)
+    await owner.execute(
+        "UPDATE token_measurements SET created_at = created_at + interval '1 day'"
+        " WHERE skill_id = $1 AND model_name = 'gpt-4o' AND total_tokens % 3 = 0",
+        skill,
+    )
+    await assert_exact(owner)
+    await owner.execute(
+        "UPDATE token_measurements SET model_name = 'gpt-4o-mini', estimated_cost_microcents = NULL"
+        " WHERE skill_id = $1 AND total_tokens % 5 = 0",
+        skill,
+    )
+    await assert_exact(owner)
+    # An update that changes no measure writes no rollup row.
+    await owner.execute(
+        "UPDATE token_measurements SET latency_ms = 5 WHERE skill_id = $1", skill
+    )
+    await assert_exact(owner)
+
+    # Deletes, down to nothing: emptied rollup rows go.
+    await owner.execute("DELETE FROM token_measurements WHERE id = $1", first)
+    assert not await owner.fetchval(
+        "SELECT count(*) FROM usage_hourly WHERE skill_id = $1", other
+    )
+    await owner.execute(
+        "DELETE FROM token_measurements WHERE skill_id = $1 AND total_tokens % 2 = 0",
+        skill,
+    )
+    await assert_exact(owner)
+
+    # Feedback: inserts, reviews (accepted, dismissed), a type changed, a move, deletes.
+    await owner.executemany(
+        "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, sentiment, created_at,"
+        " comment, suggested_content) VALUES ($1, $2, $3, $4, $5, 'It fails',"
+        " CASE WHEN $3 = 'suggestion' THEN 'Say more' END)",
+        [
+            (tenant.tenant_id, skill, kind, sentiment, T0 + timedelta(minutes=25 * n))
+            for n, (kind, sentiment) in enumerate(
+                [
+                    ("thumbs_up", 1),
+                    ("thumbs_down", -1),
+                    ("suggestion", 0),
+                    ("bug_report", -1),
+                ]
+                * 4
+            )
+        ],
+    )
+    await assert_exact(owner)
+    await owner.execute(
+        "UPDATE skill_feedback SET status = 'dismissed' WHERE skill_id = $1"
+        " AND feedback_type = 'thumbs_down'",
+        skill,
+    )
+    await owner.execute(
+        "UPDATE skill_feedback SET status = 'accepted' WHERE skill_id = $1"
+        " AND feedback_type = 'suggestion'",
+        skill,
+    )
+    await assert_exact(owner)
+    pending = await owner.fetchval(
+        "SELECT sum(items) FROM feedback_hourly WHERE skill_id = $1 AND status = 'pending'",
+        skill,
+    )
+    assert pending == 8  # 4 thumbs up and 4 bug reports wait
+    await owner.execute(
+        "UPDATE skill_feedback SET feedback_type = 'thumbs_down', sentiment = -1"
+        " WHERE skill_id = $1 AND feedback_type = 'thumbs_up'",
+        skill,
+    )
+    await owner.execute(
+        "UPDATE skill_feedback SET skill_id = $2 WHERE skill_id = $1 AND feedback_type = 'bug_report'",
+        skill,
+        other,
+    )
+    await assert_exact(owner)
+    async with tenant_transaction(app_connection, tenant.tenant_id) as db:
+        await db.execute(
+            "DELETE FROM skill_feedback WHERE skill_id = $1 AND status = 'dismissed'",
+            skill,
+        )
+    await assert_exact(owner)
+
+    # A skill deleted (by staff) takes its rows with it: the cascade counts.
+    await owner.execute("DELETE FROM skills WHERE id = $1", other)
+    for table in ("usage_hourly", "feedback_hourly"):
+        assert not await owner.fetchval(
+            f"SELECT count(*) FROM {table} WHERE skill_id = $1", other
+        )
+    await assert_exact(owner)
+
+
+async def test_truncate_empties_the_rollups(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    await measure(owner, tenant, tenant.skill_id, "m", T0, 5)
+    # In a transaction rolled back: the other tests' rows stay.
+    transaction = owner.transaction()
+    await transaction.start()
+    try:
+        assert await owner.fetchval("SELECT count(*) FROM usage_hourly") > 0
+        await owner.execute("TRUNCATE token_measurements, skill_feedback")
+        assert await assert_exact(owner) == (0, 0)
+        # Rows written after the TRUNCATE count again.
+        await measure(owner, tenant, tenant.skill_id, "m", T0, 5)
+        assert await assert_exact(owner) == (1, 0)
+    finally:
+        await transaction.rollback()
+    await assert_exact(owner)
+
+
+async def test_the_migration_recounts_existing_rows(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """forwards on a database with rows (here: rollups emptied and spoiled by
+    hand, triggers off) rebuilds both rollups from the rows, and is idempotent."""
+    migration = importlib.import_module(
+        "piccolo_migrations.everyskill_2026_12_07t04_10_00_000000"
+    )
+    await measure(owner, tenant, tenant.skill_id, "m", T0, 7)
+    transaction = owner.transaction()
+    await transaction.start()
+    try:
+        await owner.execute("DELETE FROM usage_hourly")
+        await owner.execute("UPDATE feedback_hourly SET items = items + 1")
+        await owner.execute(migration.forwards_sql())
+        await owner.execute(migration.forwards_sql())
+        assert (await assert_exact(owner))[0] > 0
+        # backwards removes it all; forwards brings it back, recounted.
+        await owner.execute(migration.backwards_sql())
+        assert not await owner.fetchval(
+            "SELECT to_regclass('usage_hourly') IS NOT NULL"
+        )
+        await measure(owner, tenant, tenant.skill_id, "m", T0, 9)
+        await owner.execute(migration.forwards_sql())
+        await assert_exact(owner)
+    finally:
+        await transaction.rollback()
+    await assert_exact(owner)
+
+
+async def test_the_application_can_neither_read_nor_write_the_rollups(
+    owner: asyncpg.Connection, app_connection: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    await measure(owner, tenant, tenant.skill_id, "m", T0, 5)
+    statements = [
+        "SELECT count(*) FROM usage_hourly",
+        "SELECT count(*) FROM feedback_hourly",
+        "UPDATE usage_hourly SET calls = calls + 1",
+        "DELETE FROM feedback_hourly",
+        "INSERT INTO usage_hourly (hour_start, tenant_id, skill_id, model_name, calls,"
+        " costed_calls, cost_microcents, input_tokens, output_tokens, cache_read_tokens,"
+        " cache_write_tokens, total_tokens) VALUES (now(), 'x', 'x', 'x', 1, 0, 0, 0, 0, 0, 0, 0)",
+        "TRUNCATE usage_hourly",
+    ]
+    for statement in statements:
+        # Inside its tenant's transaction, as everyskill_app ...
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_connection, tenant.tenant_id) as db:
+                await db.execute(statement)
+        # ... and as the login itself.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_connection.execute(statement)
+    await assert_exact(owner)
+
+
+async def test_concurrent_writers_lose_nothing_and_never_deadlock(
+    owner: asyncpg.Connection,
+    tenant: TenantRows,
+    app_url_for_tests: str,
+    database_url_for_tests: str,
+) -> None:
+    """12 writers at once, as the application and as raw SQL, each statement
+    a transaction: batches over the same skills, models and hours in random
+    orders, dismissals, deletes and moves. Nobody deadlocks, and both rollups
+    equal a recount afterwards."""
+    skills = [await new_skill(owner, tenant, f"rollup-busy-{i}") for i in range(4)]
+    models = ["claude-sonnet-4-5", "gpt-4o", "unpriced-model"]
+
+    async def writer(seed: int, url: str, as_app: bool, phase: str) -> None:
+        chooser = random.Random(seed)
+        async with connected(url) as connection:
+            for _ in range(12):
+                rows = [
+                    (
+                        chooser.choice(skills),
+                        chooser.choice(models),
+                        T0 + timedelta(minutes=chooser.randrange(0, 180)),
+                        chooser.choice([None, chooser.randrange(0, 5000)]),
+                    )
+                    for _ in range(6)
+                ]
+
+                statements: list[tuple[str, tuple[object, ...]]] = [
+                    (
+                        "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
+                        " total_tokens, estimated_cost_microcents, created_at)"
+                        " SELECT $1, s, m, 10, c, t FROM unnest($2::text[], $3::text[],"
+                        " $4::int[], $5::timestamptz[]) AS b (s, m, c, t)",
+                        (
+                            tenant.tenant_id,
+                            [row[0] for row in rows],
+                            [row[1] for row in rows],
+                            [row[3] for row in rows],
+                            [row[2] for row in rows],
+                        ),
+                    ),
+                    (
+                        "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type,"
+                        " sentiment, created_at) SELECT $1, s, 'thumbs_up', 1, t"
+                        " FROM unnest($2::text[], $3::timestamptz[]) AS b (s, t)",
+                        (tenant.tenant_id, [row[0] for row in rows], [row[2] for row in rows]),
+                    ),
+                ]
+                if phase == "reviews" and seed == 100:
+                    statements.append(
+                        (
+                            "UPDATE skill_feedback SET status = 'dismissed' WHERE id IN (SELECT id"
+                            " FROM skill_feedback WHERE skill_id = ANY($1::text[])"
+                            " AND status = 'pending' LIMIT 4 FOR UPDATE SKIP LOCKED)",
+                            (skills,),
+                        )
+                    )
+                elif phase == "corrections" and seed == 100:  # by staff only
+                    statements += [
+                        (
+                            "DELETE FROM token_measurements WHERE id IN (SELECT id FROM"
+                            " token_measurements WHERE skill_id = ANY($1::text[]) LIMIT 4"
+                            " FOR UPDATE SKIP LOCKED)",
+                            (skills,),
+                        ),
+                        (
+                            "UPDATE token_measurements SET skill_id = $2, created_at"
+                            " = created_at + interval '1 hour' WHERE id IN (SELECT id FROM"
+                            " token_measurements WHERE skill_id = ANY($1::text[]) LIMIT 4"
+                            " FOR UPDATE SKIP LOCKED)",
+                            (skills, chooser.choice(skills)),
+                        ),
+                    ]
+                # Each statement is a transaction of its own: the lock order
+                # is kept within a statement (a transaction of several
+                # statements touching the same rows in other orders can
+                # deadlock on any table).
+                for sql, args in chooser.sample(statements, len(statements)):
+                    if as_app:
+                        async with tenant_transaction(connection, tenant.tenant_id) as db:
+                            await db.execute(sql, *args)
+                    else:
+                        await connection.execute(sql, *args)
+
+    # Dismissals (by one reviewer) in one round, deletes and moves of
+    # measurements (by one staff member) in the other, while everyone else
+    # inserts: the skills' own aggregate triggers, which these rollups leave
+    # as they are, can deadlock when two such corrections meet on the same
+    # skills.
+    for phase in ("reviews", "corrections"):
+        await asyncio.gather(
+            *[writer(i, app_url_for_tests, True, phase) for i in range(6)],
+            *[writer(100 + i, database_url_for_tests, False, phase) for i in range(6)],
+        )
+        await assert_exact(owner)
+    total = await owner.fetchval(
+        "SELECT sum(items) FROM feedback_hourly WHERE skill_id = ANY($1::text[])",
+        skills,
+    )
+    assert total == 2 * 12 * 12 * 6
+    dismissed = await owner.fetchval(
+        "SELECT sum(items) FROM feedback_hourly WHERE skill_id = ANY($1::text[])"
+        " AND status = 'dismissed'",
+        skills,
+    )
+    assert dismissed > 0
