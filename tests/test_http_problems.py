@@ -17,9 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
+from piccolo.engine.postgres import PostgresEngine
 
 from everyskill.http_api import create_api_app
 from everyskill.http_api.bodies import BATCH_BODY_LIMIT, BODY_LIMIT
@@ -177,6 +179,42 @@ async def test_503_with_retry_after_while_the_database_restarts(
         assert written.status_code == 201, written.text
         log = server.log_text()
         assert "Exception in ASGI application" not in log and " 500 " not in log
+
+
+async def test_503_with_retry_after_when_no_pooled_connection_comes_free(
+    tmp_path: Path, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    """A pool of one connection, held by a request waiting on a lock: the next
+    request waits EVERYSKILL_POOL_TIMEOUT seconds, then is a 503, not a hang."""
+    env = {"EVERYSKILL_POOL_SIZE": "1", "EVERYSKILL_POOL_TIMEOUT": "0.5"}
+    with served(tmp_path / "server.log", env) as server:
+        async with httpx.AsyncClient(
+            base_url=server.base, headers=api_a.headers(), timeout=30
+        ) as client:
+            locked = owner.transaction()
+            await locked.start()
+            try:
+                await owner.execute("LOCK TABLE skills IN ACCESS EXCLUSIVE MODE")
+                waiting = asyncio.create_task(client.get("/v1/skills"))
+                for _ in range(200):
+                    if await owner.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'everyskill_api'"
+                        " AND wait_event_type = 'Lock' AND datname = current_database()"
+                    ):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the first request never waited on the lock")
+                started = time.monotonic()
+                response = await client.get("/v1/users")
+                body = problem(response, 503, "database-unavailable")
+                assert response.headers["retry-after"] == str(DATABASE_RETRY_AFTER)
+                assert "EVERYSKILL_POOL_TIMEOUT" in body["detail"]
+                assert 0.4 < time.monotonic() - started < 5
+            finally:
+                await locked.rollback()
+            assert (await waiting).status_code == 200
+            assert (await client.get("/v1/users")).status_code == 200
 
 
 # -- an unexpected error ------------------------------------------------------------

@@ -972,3 +972,29 @@ async def test_a_lost_answer_to_a_single_statement_write_is_an_unknown_outcome(
         )
     assert again.replayed and again.row.id == client_id
     assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1
+
+
+
+async def test_a_pool_that_stays_busy_is_unavailable_after_the_bounded_wait(
+    engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    """Every pooled connection busy: a scope waits acquire_timeout at most,
+    then raises DatabaseUnavailableError, and works again once one is free."""
+    busy = AppEngine(config=dict(engine.config))
+    await busy.start_connection_pool(max_size=1)
+    busy.acquire_timeout = 0.3
+    try:
+        assert busy.pool is not None and busy.pool.get_max_size() == 1
+        held = await busy.pool.acquire()
+        started = asyncio.get_running_loop().time()
+        for autocommit in (False, True):
+            with pytest.raises(DatabaseUnavailableError, match="came free within 0.3 s") as raised:
+                async with tenant_scope(tenant.tenant_id, engine=busy, autocommit=autocommit):
+                    await feedback.get_feedback(tenant.feedback_id)
+            assert raised.value.during == "connect"
+        assert asyncio.get_running_loop().time() - started < 5
+        await busy.pool.release(held)
+        async with tenant_scope(tenant.tenant_id, engine=busy):
+            assert (await feedback.get_feedback(tenant.feedback_id)).id == tenant.feedback_id
+    finally:
+        await busy.close_connection_pool()
