@@ -152,6 +152,9 @@ _CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    # 53300: the server has max_connections clients already (while it starts,
+    # or under load); the next attempt may get in.
+    asyncpg.TooManyConnectionsError,
 )
 # What a query on a lost connection raises, besides those: asyncpg's refusal
 # to use a closed connection (InterfaceError) or any other database error.

@@ -217,6 +217,37 @@ async def test_503_with_retry_after_when_no_pooled_connection_comes_free(
             assert (await client.get("/v1/users")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("57P03", "the database system is starting up"),
+        ("57P01", "terminating connection due to administrator command"),
+        ("53300", "sorry, too many clients already"),
+    ],
+)
+async def test_503_with_retry_after_when_the_server_refuses_connections(
+    engine: PostgresEngine, monkeypatch: pytest.MonkeyPatch, code: str, message: str
+) -> None:
+    """The server starting, shutting down or full when the key is resolved."""
+    from everyskill import database
+    from everyskill.api_keys import generate_key
+    from tests.fake_postgres import refusing_server
+
+    refused = database.AppEngine(config=dict(engine.config))  # see test_tenancy
+    async with refusing_server(code, message) as url:
+        refused.config = database.engine_config(url)
+        refused._checked = True
+        monkeypatch.setattr(database, "_app_engine", refused)
+        transport = httpx.ASGITransport(app=create_api_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get(
+                "/skills", headers={"Authorization": f"Bearer {generate_key()}"}
+            )
+    body = problem(response, 503, "database-unavailable")
+    assert response.headers["retry-after"] == str(DATABASE_RETRY_AFTER)
+    assert message in body["detail"]
+
+
 # -- an unexpected error ------------------------------------------------------------
 
 

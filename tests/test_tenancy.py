@@ -974,6 +974,34 @@ async def test_a_lost_answer_to_a_single_statement_write_is_an_unknown_outcome(
     assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1
 
 
+_REFUSALS = [
+    ("57P03", "the database system is starting up"),
+    ("57P01", "terminating connection due to administrator command"),
+    ("53300", "sorry, too many clients already"),
+]
+
+
+@pytest.mark.parametrize(("code", "message"), _REFUSALS)
+@pytest.mark.parametrize("autocommit", [False, True])
+async def test_a_server_refusing_connections_is_unavailable_not_an_error(
+    engine: PostgresEngine, code: str, message: str, autocommit: bool
+) -> None:
+    """Starting up, shutting down or full: the scope cannot connect, which is
+    a DatabaseUnavailableError (a 503 over HTTP), not asyncpg's own error."""
+    from everyskill.database import engine_config
+    from tests.fake_postgres import refusing_server
+
+    # Made on the real server: the engine asks for the server's version when
+    # made, synchronously, which the fake one (on this event loop) cannot answer.
+    refused = AppEngine(config=dict(engine.config))
+    async with refusing_server(code, message) as url:
+        refused.config = engine_config(url)
+        refused._checked = True  # as after a successful start
+        with pytest.raises(DatabaseUnavailableError) as raised:
+            async with tenant_scope(str(uuid.uuid4()), engine=refused, autocommit=autocommit):
+                await feedback.get_feedback(str(uuid.uuid4()))
+    assert raised.value.during == "connect" and message in str(raised.value)
+
 
 async def test_a_pool_that_stays_busy_is_unavailable_after_the_bounded_wait(
     engine: PostgresEngine, tenant: TenantRows
