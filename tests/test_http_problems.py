@@ -27,7 +27,7 @@ from everyskill.http_api import create_api_app
 from everyskill.http_api.bodies import BATCH_BODY_LIMIT, BODY_LIMIT
 from everyskill.http_api.problems import DATABASE_RETRY_AFTER, TYPES, type_uri
 from tests.cluster import Cluster, private_cluster
-from tests.http_support import Served, Tenant, problem, served
+from tests.http_support import PROBLEM, Served, Tenant, problem, served
 from tests.support import connected, free_port, make_tenant, run_piccolo
 
 
@@ -38,6 +38,12 @@ async def test_malformed_json_unknown_routes_and_methods(api: Served, api_a: Ten
         )
         problem(bad, 400, "malformed-json")
         problem(client.get("/v1/nowhere"), 404, "unknown-route")
+        # The mount's own path, without a slash, is the API's too (not the admin's).
+        for method in ("GET", "POST", "HEAD"):
+            root = client.request(method, "/v1", follow_redirects=False)
+            assert root.status_code == 404 and root.headers["content-type"] == PROBLEM, root
+            if method != "HEAD":
+                assert "/v1/docs" in problem(root, 404, "unknown-route")["detail"]
         wrong = client.delete(f"/v1/skills/{api_a.rows.skill_id}")
         problem(wrong, 405, "method-not-allowed")
         assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "PATCH"}
