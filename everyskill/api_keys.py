@@ -100,6 +100,7 @@ from everyskill.errors import (
     storable,
 )
 from everyskill.rate_limits import RateLimitStatus, outcome
+from everyskill.tenancy import _CONNECTION_ERRORS
 
 __all__ = [
     "CHECKSUM_LENGTH",
@@ -403,16 +404,10 @@ async def list_api_keys(tenant: str) -> list[ApiKeyInfo]:
 
 
 _RESOLVE = "SELECT * FROM api_key_resolve($1::bytea)"
-# The connection was not made or was lost: a restart (AdminShutdownError,
-# CannotConnectNowError while it starts), a crash, the network.
-_LOST = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError,
-)
+# The connection was not made or was lost: every error a tenant scope counts
+# as a lost database (a restart, a crash, a start-up, too many connections,
+# the network), and asyncpg's refusal to use a connection it saw close.
+_LOST = (*_CONNECTION_ERRORS, asyncpg.InterfaceError)
 # The server refused the work for now: a cancelled statement (a timeout, an
 # operator), too many connections, out of memory or disk.
 _BUSY = (asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError)
@@ -439,13 +434,17 @@ async def resolve(key: object) -> ResolvedKey:
     engine = app_engine()
     try:
         if engine.pool is not None:
-            async with engine.pool.acquire() as connection:
+            # A bounded wait for a pooled connection (DatabaseUnavailableError).
+            connection = await engine.acquire()
+            try:
                 row = await connection.fetchrow(_RESOLVE, digest)
                 if isinstance(connection, ScopeConnection):
                     # The statement leaves nothing on the session (the
                     # function's search_path is its own): the pool's reset
                     # would be a round trip for nothing.
                     connection.note_reset_done()
+            finally:
+                await engine.pool.release(connection)
         else:
             connection = await engine.get_new_connection()
             try:

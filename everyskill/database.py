@@ -53,6 +53,7 @@ import asyncpg
 from piccolo.engine.postgres import PostgresEngine
 
 from everyskill import embedded_db
+from everyskill.errors import DatabaseUnavailableError
 
 #: The login role of the application (created by the migrations).
 APP_LOGIN = "everyskill_api"
@@ -60,6 +61,14 @@ APP_LOGIN = "everyskill_api"
 APP_URL_VARIABLE = "EVERYSKILL_APP_DATABASE_URL"
 #: Set to 1 when a transaction-mode pooler (PgBouncer) is in front of the server.
 POOLER_VARIABLE = "EVERYSKILL_BEHIND_POOLER"
+#: The application pool's connections per process.
+POOL_SIZE_VARIABLE = "EVERYSKILL_POOL_SIZE"
+#: Seconds a request waits for a connection of the application pool at most.
+POOL_TIMEOUT_VARIABLE = "EVERYSKILL_POOL_TIMEOUT"
+#: The application pool's size when POOL_SIZE_VARIABLE is not set (asyncpg's default).
+DEFAULT_POOL_SIZE = 10
+#: The wait for a pooled connection when POOL_TIMEOUT_VARIABLE is not set.
+DEFAULT_POOL_TIMEOUT = 10.0
 
 
 class DatabaseConfigurationError(RuntimeError):
@@ -87,6 +96,38 @@ def behind_pooler() -> bool:
     if value in ("1", "true", "yes"):
         return True
     raise DatabaseConfigurationError(f"{POOLER_VARIABLE} must be 1 or 0, not {value!r}")
+
+
+def pool_size() -> int:
+    """The application pool's size: ``EVERYSKILL_POOL_SIZE``, or the default."""
+    value = os.environ.get(POOL_SIZE_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_POOL_SIZE
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise DatabaseConfigurationError(
+            f"{POOL_SIZE_VARIABLE} must be a whole number of connections, at least 1, not {value!r}"
+        )
+    return size
+
+
+def pool_timeout() -> float:
+    """Seconds to wait for a pooled connection: ``EVERYSKILL_POOL_TIMEOUT``, or the default."""
+    value = os.environ.get(POOL_TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_POOL_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise DatabaseConfigurationError(
+            f"{POOL_TIMEOUT_VARIABLE} must be a number of seconds above 0, not {value!r}"
+        )
+    return seconds
 
 
 def engine_config(dsn: str) -> dict[str, Any]:
@@ -229,9 +270,33 @@ class AppEngine(PostgresEngine):
             await connection.close()
         self._checked = True
 
+    #: Seconds :meth:`acquire` waits for a pooled connection.
+    acquire_timeout: float = DEFAULT_POOL_TIMEOUT
+
     async def start_connection_pool(self, **kwargs: Any) -> None:
+        """Start the pool, sized by ``EVERYSKILL_POOL_SIZE`` unless ``max_size``
+        is given (see the module's contract)."""
         await self.check()
+        self.acquire_timeout = pool_timeout()
+        kwargs.setdefault("max_size", pool_size())
+        kwargs.setdefault("min_size", kwargs["max_size"])
         await super().start_connection_pool(**kwargs)
+
+    async def acquire(self) -> Any:
+        """A connection: from the pool, waiting at most :attr:`acquire_timeout`
+        seconds (DatabaseUnavailableError after that), or a new one when no
+        pool was started. Give a pooled one back with ``pool.release``."""
+        if self.pool is None:
+            return await self.get_new_connection()
+        try:
+            return await self.pool.acquire(timeout=self.acquire_timeout)
+        except asyncio.TimeoutError as error:
+            raise DatabaseUnavailableError(
+                "connect",
+                f"none of the {self.pool.get_max_size()} connections of the pool came free"
+                f" within {self.acquire_timeout:g} s ({POOL_TIMEOUT_VARIABLE}): the server"
+                " is busy",
+            ) from error
 
     async def get_new_connection(self) -> Any:
         await self.check()

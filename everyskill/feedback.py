@@ -60,8 +60,19 @@ Contract
   (the skill's slug), ``skill_id``, ``version`` (or null), ``quality`` (or
   null) and ``feedback_id``, oldest first, streamed from the database.
   ``out.write`` may be a coroutine function: each line is then awaited, so
-  that a slow reader (an HTTP client) holds the export back and it never
-  piles up in memory.
+  that a slow reader holds the export back and it never piles up in memory.
+  It reads in one statement of the caller's scope, which stays open until
+  the last line is written.
+- :func:`training_example_page` reads the same lines one keyset page at a
+  time, ordered by ``(created_at, id)``: at most ``limit`` lines (1 to
+  :data:`EXPORT_PAGE_LIMIT`, default :data:`EXPORT_PAGE`) after the key
+  ``after`` (None for the first page), and the key to pass for the next
+  page (None after the last one). Each page is one call that holds no
+  connection once it returns, for an export whose reader may be slow (the
+  HTTP API's). Such an export is not one snapshot: a row committed
+  meanwhile may or may not appear, but no row appears twice and none
+  committed before the export began is skipped. An unknown ``skill_id`` is
+  a :class:`~everyskill.errors.NotFoundError` on the first page.
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ import datetime
 import inspect
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -96,12 +108,16 @@ __all__ = [
     "FEEDBACK_TEXT_FIELDS",
     "MAX_TEXT_LENGTH",
     "TRANSITIONS",
+    "EXPORT_PAGE",
+    "EXPORT_PAGE_LIMIT",
+    "ExportPage",
     "export_training_examples",
     "get_feedback",
     "list_feedback",
     "mark_implemented",
     "record_feedback",
     "review_feedback",
+    "training_example_page",
 ]
 
 #: Free text of a feedback row, redacted before it is written.
@@ -361,9 +377,23 @@ class _Writer(Protocol):
     def write(self, text: str, /) -> Any: ...
 
 
-async def export_training_examples(out: _Writer, *, skill_id: str | None = None) -> int:
-    """Write accepted training examples as JSONL to ``out`` (whose ``write``
-    may be async); return how many."""
+#: Lines of a page of :func:`training_example_page`, by default.
+EXPORT_PAGE = 100
+#: The most lines of one page.
+EXPORT_PAGE_LIMIT = 1000
+
+_EXPORT_SELECT = """
+    SELECT f.id, f.created_at, f.example_input, f.expected_output, f.example_output,
+           f.quality_score, s.id AS skill_id, s.slug, v.version
+      FROM skill_feedback f
+      JOIN skills s ON s.id = f.skill_id
+      LEFT JOIN skill_versions v ON v.id = f.skill_version_id
+     WHERE {where}
+     ORDER BY f.created_at, f.id
+"""
+
+
+def _export_filter(skill_id: str | None) -> Filter:
     where = Filter().add("f.feedback_type = {}", FeedbackType.training_example.value)
     where.add(
         "f.status = ANY({})",
@@ -372,41 +402,80 @@ async def export_training_examples(out: _Writer, *, skill_id: str | None = None)
     if skill_id is not None:
         check_id("skill_id", skill_id)
         where.add("f.skill_id = {}", skill_id)
+    return where
+
+
+async def _check_skill(connection: asyncpg.Connection, skill_id: str | None) -> None:
+    if skill_id is not None and not await connection.fetchval(
+        "SELECT EXISTS (SELECT FROM skills WHERE id = $1)", skill_id
+    ):
+        raise NotFoundError("skill", skill_id)
+
+
+def _export_line(record: asyncpg.Record) -> str:
+    line = {
+        "input": record["example_input"],
+        "expected_output": record["expected_output"],
+        "output": record["example_output"],
+        "skill": record["slug"],
+        "skill_id": record["skill_id"],
+        "version": record["version"],
+        "quality": record["quality_score"],
+        "feedback_id": record["id"],
+    }
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+async def export_training_examples(out: _Writer, *, skill_id: str | None = None) -> int:
+    """Write accepted training examples as JSONL to ``out`` (whose ``write``
+    may be async); return how many."""
+    where = _export_filter(skill_id)
     count = 0
     async with operation() as scope:
-        if skill_id is not None and not await scope.connection.fetchval(
-            "SELECT EXISTS (SELECT FROM skills WHERE id = $1)", skill_id
-        ):
-            raise NotFoundError("skill", skill_id)
+        await _check_skill(scope.connection, skill_id)
         records = scope.connection.cursor(
-            f"""
-            SELECT f.id, f.example_input, f.expected_output, f.example_output,
-                   f.quality_score, s.id AS skill_id, s.slug, v.version
-              FROM skill_feedback f
-              JOIN skills s ON s.id = f.skill_id
-              LEFT JOIN skill_versions v ON v.id = f.skill_version_id
-             WHERE {where.sql()}
-             ORDER BY f.created_at, f.id
-            """,
-            *where.arguments,
-            prefetch=500,
+            _EXPORT_SELECT.format(where=where.sql()), *where.arguments, prefetch=500
         )
         async for record in records:
-            line = {
-                "input": record["example_input"],
-                "expected_output": record["expected_output"],
-                "output": record["example_output"],
-                "skill": record["slug"],
-                "skill_id": record["skill_id"],
-                "version": record["version"],
-                "quality": record["quality_score"],
-                "feedback_id": record["id"],
-            }
-            written = out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written = out.write(_export_line(record))
             if inspect.isawaitable(written):
                 await written
             count += 1
     return count
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    """One page of the training-example export: its JSONL lines, and the
+    key to read the next page after (None when this page was the last)."""
+
+    lines: list[str]
+    after: tuple[datetime.datetime, str] | None
+
+
+async def training_example_page(
+    *,
+    skill_id: str | None = None,
+    after: tuple[datetime.datetime, str] | None = None,
+    limit: int = EXPORT_PAGE,
+) -> ExportPage:
+    """One page of the export (see the module's contract)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= EXPORT_PAGE_LIMIT:
+        raise ValidationError.of("limit", f"must be an integer from 1 to {EXPORT_PAGE_LIMIT}")
+    where = _export_filter(skill_id)
+    if after is not None:
+        where.add("(f.created_at, f.id) > ({}, {})", *after)
+    where.arguments.append(limit + 1)
+    async with operation() as scope:
+        if after is None:
+            await _check_skill(scope.connection, skill_id)
+        records = await scope.connection.fetch(
+            _EXPORT_SELECT.format(where=where.sql()) + f" LIMIT ${len(where.arguments)}",
+            *where.arguments,
+        )
+    lines = [_export_line(record) for record in records[:limit]]
+    last = records[limit - 1] if len(records) > limit else None
+    return ExportPage(lines, None if last is None else (last["created_at"], last["id"]))
 
 
 def _refusal(

@@ -15,7 +15,12 @@ Contract
   PostgreSQL sorts the matching rows for each page.
 - A cursor is opaque text. A cursor that was not made by this module, or for
   another table, is a :class:`~everyskill.errors.ValidationError` on the field
-  ``cursor``; ``limit`` must be between 1 and :data:`MAX_LIMIT`.
+  ``cursor`` (whatever it holds: any text, any JSON, however deep, any
+  date); ``limit`` must be between 1 and :data:`MAX_LIMIT`.
+- A moment (``since``, ``until``, a cursor's) must be timezone-aware and
+  fall between 0001-01-01 and 9999-12-31 once in UTC (Python's range):
+  ``0001-01-01T00:00:00+14:00`` is a ValidationError naming the field, not
+  an overflow (:func:`check_moment`).
 - A :class:`Filter` is built from column names this module writes itself and
   values passed as query parameters: no caller text is ever spliced into SQL.
 """
@@ -35,7 +40,7 @@ from everyskill.columns import select_list
 from everyskill.errors import ValidationError
 from everyskill.rows import RowT, row_from_record
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Filter", "Page", "fetch_page"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Filter", "Page", "check_moment", "fetch_page"]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -79,13 +84,26 @@ class Filter:
             ("until", until, "created_at < {}"),
         ):
             if moment is not None:
-                if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
-                    raise ValidationError.of(name, "must be a timezone-aware datetime")
-                self.add(template, moment)
+                self.add(template, check_moment(name, moment))
         return self
 
     def sql(self) -> str:
         return " AND ".join(self.conditions) if self.conditions else "TRUE"
+
+
+def check_moment(name: str, moment: object) -> datetime.datetime:
+    """``moment``, a timezone-aware datetime that exists in UTC; else a
+    ValidationError on the field ``name``."""
+    if not isinstance(moment, datetime.datetime) or moment.utcoffset() is None:
+        raise ValidationError.of(name, "must be a timezone-aware datetime")
+    try:
+        moment.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        raise ValidationError.of(
+            name,
+            "is out of range: in UTC it must fall between 0001-01-01 and 9999-12-31",
+        ) from None
+    return moment
 
 
 def check_limit(limit: int) -> int:
@@ -108,10 +126,11 @@ def decode_cursor(table: str, cursor: str) -> tuple[datetime.datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_table, created_at, id = json.loads(raw)
-        moment = datetime.datetime.fromisoformat(created_at)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        moment = check_moment("cursor", datetime.datetime.fromisoformat(created_at))
+    # RecursionError: JSON nested deeper than the parser goes ("[[[[...").
+    except (binascii.Error, ValueError, TypeError, RecursionError, ValidationError):
         raise refused from None
-    if cursor_table != table or not isinstance(id, str) or moment.tzinfo is None:
+    if cursor_table != table or not isinstance(id, str):
         raise refused
     return moment, id
 

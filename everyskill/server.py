@@ -10,7 +10,7 @@ Contract
   application's engine (:func:`everyskill.database.app_engine`, logged in as
   ``everyskill_api``: the API). Starlette runs no lifespan of a mounted app,
   so this one starts what the admin's own lifespan would.
-- A path under ``/v1`` that no mount takes (Starlette's mount patterns do
+- ``/v1`` itself, and a path under ``/v1`` that no mount takes (Starlette's mount patterns do
   not match a path holding a newline) is answered with the API's
   ``unknown-route`` problem, never the admin's plain-text 404.
 - :func:`app_from_environment` is the factory uvicorn imports in each worker
@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
 from everyskill.admin import create_app as create_admin_app
 from everyskill.database import app_engine
@@ -66,9 +66,25 @@ def create_server_app(*, production: bool = False, allowed_hosts: Sequence[str] 
             await DB.close_connection_pool()
 
     return Starlette(
-        routes=[Mount(API_PREFIX, app=api), Mount("/", app=admin)],
+        routes=[
+            # "/v1" itself is no path of the mount: without this route the
+            # admin's mount at "/" would answer it.
+            Route(API_PREFIX, _api_root, methods=list(_METHODS)),
+            Mount(API_PREFIX, app=api),
+            Mount("/", app=admin),
+        ],
         lifespan=lifespan,
         exception_handlers={404: _not_found},
+    )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def _api_root(request: Request) -> Response:
+    return problem_response(
+        "unknown-route",
+        f"no route {API_PREFIX!r}: the routes are listed at {API_PREFIX}/docs",
     )
 
 

@@ -152,6 +152,9 @@ _CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    # 53300: the server has max_connections clients already (while it starts,
+    # or under load); the next attempt may get in.
+    asyncpg.TooManyConnectionsError,
 )
 # What a query on a lost connection raises, besides those: asyncpg's refusal
 # to use a closed connection (InterfaceError) or any other database error.
@@ -543,6 +546,13 @@ class _ScopeTransaction(PostgresTransaction):
         typed: asyncpg.Connection = _PiccoloConnection(self)  # type: ignore[assignment]
         return typed
 
+    async def get_connection(self) -> Any:
+        # The application's engine waits a bounded time for a pooled one.
+        acquire = getattr(self.engine, "acquire", None)
+        if acquire is not None:
+            return await acquire()
+        return await super().get_connection()  # type: ignore[no-untyped-call]
+
     async def begin(self) -> None:
         await self.raw_connection.execute(self._opening)
 
@@ -583,7 +593,7 @@ class _ScopeTransaction(PostgresTransaction):
         tries = self.engine.pool.get_max_size() + 1 if self.engine.pool else 1
         for tried in range(1, tries + 1):
             try:
-                self.raw_connection = await self.get_connection()  # type: ignore[no-untyped-call]
+                self.raw_connection = await self.get_connection()
             except _CONNECTION_ERRORS as error:
                 raise DatabaseUnavailableError("connect", _cause(error)) from error
             try:
@@ -816,7 +826,7 @@ async def _own_transaction(scope: TenantScope, bare: bool) -> AsyncIterator[Tena
                 call.open = False
         return
     try:
-        connection = await (engine.pool.acquire() if engine.pool else engine.get_new_connection())
+        connection = await engine.acquire()
     except _CONNECTION_ERRORS as error:
         raise DatabaseUnavailableError("connect", _cause(error)) from error
     call = TenantScope(tenant_id=scope.tenant_id, _connection=connection, _bare=True)

@@ -701,7 +701,9 @@ def _check_time_zone(time_zone: object) -> str:
         raise refused
     try:
         zoneinfo.ZoneInfo(time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a directory of the time zone data ("America",
+    # IsADirectoryError) or too long for a file name.
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise refused from None
     return time_zone
 

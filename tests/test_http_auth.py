@@ -10,6 +10,7 @@ existed, and tenant B's rows unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -207,3 +208,44 @@ async def test_a_tenant_over_its_limit_gets_429s_whichever_key_it_uses(
     assert items(answers[3].headers["ratelimit"])["tenant"]["r"] == 0
     for refused_answer in answers[4:]:
         quota_exceeded(refused_answer, "tenant", 4)
+
+
+async def test_the_key_is_resolved_before_the_body_is_read(api: Served, api_a: Tenant) -> None:
+    async with httpx.AsyncClient(base_url=api.base, timeout=30) as client:
+        # Malformed JSON without a key: the key is what is wrong.
+        for headers in ({}, {"Authorization": "Bearer esk_nope"}, {"Authorization": "Basic eA=="}):
+            answer = await client.post(
+                "/v1/feedback", content=b"{", headers={"content-type": "application/json", **headers}
+            )
+            problem(answer, 401, "unauthenticated")
+            assert "ratelimit" not in answer.headers
+        # Not JSON, without a key: 401 too.
+        problem(
+            await client.post("/v1/feedback", content=b"x", headers={"content-type": "text/plain"}),
+            401,
+            "unauthenticated",
+        )
+        # With a key, the body is then checked (and the answer says where the limits stand).
+        answer = await client.post(
+            "/v1/feedback", content=b"{", headers={"content-type": "application/json", **api_a.headers()}
+        )
+        problem(answer, 400, "malformed-json")
+        assert "ratelimit" in answer.headers
+        # The schema and the docs take no key; an unknown route is a 404 without one.
+        assert (await client.get("/v1/openapi.json")).status_code == 200
+        assert (await client.get("/v1/docs")).status_code == 200
+        problem(await client.get("/v1/nope"), 404, "unknown-route")
+    # A body announced as far over the limit, never sent: answered 401 at once.
+    host, port = api.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            f"POST /v1/feedback HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {100 * 1024 * 1024}\r\n\r\n".encode()
+            + b"{" * 1024
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert head.startswith(b"HTTP/1.1 401"), head
+    finally:
+        writer.close()

@@ -9,6 +9,7 @@ field, 409 for a taken slug or email), scopes, and creates with client ids
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -213,3 +214,23 @@ async def test_creates_with_client_ids_are_replayed_and_conflicts_refused(
             assert foreign["detail"] == f"id: {FOREIGN_ID}", path
             stored = await owner.fetchval(f"SELECT count(*) FROM {table} WHERE id = $1", row_id)
             assert stored == 1, path
+
+
+async def test_crafted_cursors_are_422s_naming_the_cursor(api: Served, api_a: Tenant) -> None:
+    def raw(payload: bytes) -> str:
+        return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+    crafted = [
+        raw(b"[" * 3000 + b"]" * 3000),
+        raw(b'["users","0001-01-01T00:00:00+14:00","x"]'),
+        raw(b'["skills","9999-12-31T23:59:59-14:00","x"]'),
+        raw(b'["skill_feedback","9999-12-31T23:59:59-14:00","x"]'),
+        raw(b'["benchmark_runs","0001-01-01T00:00:00+14:00","x"]'),
+    ]
+    paths = ["/v1/skills", "/v1/users", "/v1/feedback", "/v1/token-measurements",
+             "/v1/benchmark-runs", f"/v1/skills/{api_a.rows.skill_id}/versions"]
+    async with httpx.AsyncClient(base_url=api.base, headers=api_a.headers(), timeout=30) as client:
+        for path in paths:
+            for cursor in crafted:
+                body = problem(await client.get(path, params={"cursor": cursor}), 422, "validation")
+                assert [e["field"] for e in body["errors"]] == ["cursor"], (path, body)

@@ -15,6 +15,7 @@ import json
 import socket
 import tempfile
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ import asyncpg
 import httpx
 import pytest
 
+from everyskill import feedback
 from everyskill.api_keys import create_api_key
 from everyskill.client_ids import FOREIGN_ID
 from everyskill.database import APP_URL_VARIABLE
@@ -284,10 +286,10 @@ async def test_the_export_streams_accepted_examples_of_the_tenant_only(
         )
 
 
-async def test_a_client_leaving_mid_export_gives_the_connection_back(
-    api: Served, api_a: Tenant, owner: asyncpg.Connection
+async def test_stalled_exports_hold_no_connection_and_starve_no_tenant(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
 ) -> None:
-    # Enough accepted examples that the export outruns the socket's buffers.
+    # Enough accepted examples that each export outruns the socket's buffers.
     big = "x" * 20_000
     await owner.execute(
         "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, example_input,"
@@ -299,30 +301,70 @@ async def test_a_client_leaving_mid_export_gives_the_connection_back(
         big,
     )
     host, port = api.base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(
-            f"GET /v1/training-examples.jsonl HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {api_a.key}\r\n\r\n".encode()
-        )
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-        # The export is held back by the client, its transaction open.
-        await wait_for(owner, "idle in transaction", present=True)
-    # The client went away without reading: the scope ends, the connection is back.
-    await wait_for(owner, "idle in transaction", present=False)
+    stalled = []
+    try:
+        # More stalled clients than the pool has connections (10).
+        for _ in range(12):
+            sock = socket.create_connection((host, int(port)))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(
+                f"GET /v1/training-examples.jsonl HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {api_a.key}\r\n\r\n".encode()
+            )
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")  # then it reads no more
+            stalled.append(sock)
+        await asyncio.sleep(1)
+        # The server waits on the clients with no export query running or open.
+        assert await export_queries(owner) == 0
+        # Another tenant is answered at once: the pool is not held by the exports.
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=api.base, timeout=15) as client:
+            answer = await client.get("/v1/skills", headers=api_b.headers())
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started < 3
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
-async def wait_for(owner: asyncpg.Connection, state: str, *, present: bool) -> None:
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND usename = 'everyskill_api' AND (state = $1 OR state = 'active')"
-        " AND query LIKE '%example_input%'"
+async def test_a_paged_export_sends_each_row_once_in_order(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    # Several pages (feedback.EXPORT_PAGE lines each), rows of one instant included.
+    count = 2 * feedback.EXPORT_PAGE + 37
+    await owner.execute(
+        "INSERT INTO skill_feedback (tenant_id, skill_id, feedback_type, example_input,"
+        " expected_output, status, reviewed_at, created_at)"
+        " SELECT $1, $2, 'training_example', 'in ' || i, 'y', 'accepted', now(),"
+        "        '2026-01-01T00:00:00Z'::timestamptz + (i / 7) * interval '1 second'"
+        " FROM generate_series(1, $3) i",
+        api_a.rows.tenant_id,
+        api_a.rows.skill_id,
+        count,
     )
-    for _ in range(200):
-        found = await owner.fetchval(query, state)
-        if bool(found) == present:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the export's transaction {'never' if present else 'still'} shows")
+    expected = [
+        r["id"]
+        for r in await owner.fetch(
+            "SELECT id FROM skill_feedback WHERE tenant_id = $1 AND status = 'accepted'"
+            " AND feedback_type = 'training_example' ORDER BY created_at, id",
+            api_a.rows.tenant_id,
+        )
+    ]
+    async with httpx.AsyncClient(base_url=api.base, timeout=30) as client:
+        answer = await client.get("/v1/training-examples.jsonl", headers=api_a.headers())
+    assert answer.status_code == 200
+    sent = [json.loads(line)["feedback_id"] for line in answer.text.splitlines()]
+    assert sent == expected and len(expected) >= count
+
+
+async def export_queries(owner: asyncpg.Connection) -> int:
+    """Backends of the login running the export's query or holding it open."""
+    found: int = await owner.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND usename = 'everyskill_api'"
+        " AND state IN ('active', 'idle in transaction') AND query LIKE '%example_input%'"
+    )
+    return found
 
 
 async def test_scopes_of_the_feedback_routes(api: Served, api_a: Tenant) -> None:

@@ -236,3 +236,30 @@ async def test_a_batch_retried_after_the_connection_was_cut_is_written_once(
         costed + 51,
         cost + sum(1000 + i for i in range(50)) + 7,
     )
+
+
+async def test_boundaries_of_time_zones_and_datetimes_are_422s(api: Served, api_a: Tenant) -> None:
+    """Values at and past the edges that fuzzing did not reach: each is a 422
+    naming its field, never a 500."""
+    async with httpx.AsyncClient(base_url=api.base, headers=api_a.headers(), timeout=30) as client:
+        for zone in ("America", "Europe", "Etc", "x" * 300, "../../etc/passwd", "Nowhere/Zone"):
+            body = problem(
+                await client.get("/v1/usage/summary", params={"by": "day", "time_zone": zone}),
+                422,
+                "validation",
+            )
+            assert [e["field"] for e in body["errors"]] == ["time_zone"], body
+        for path in ("/v1/feedback", "/v1/token-measurements", "/v1/usage/summary"):
+            for name, moment in (
+                ("since", "0001-01-01T00:00:00+14:00"),
+                ("until", "0001-01-01T00:00:00+14:00"),
+                ("since", "9999-12-31T23:59:59-14:00"),
+                ("until", "9999-12-31T23:59:59-14:00"),
+            ):
+                body = problem(await client.get(path, params={name: moment}), 422, "validation")
+                assert [e["field"] for e in body["errors"]] == [name], (path, body)
+            # The last moments of the calendar in UTC are taken.
+            answer = await client.get(
+                path, params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"}
+            )
+            assert answer.status_code == 200, (path, answer.text)

@@ -17,15 +17,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
+from piccolo.engine.postgres import PostgresEngine
 
 from everyskill.http_api import create_api_app
 from everyskill.http_api.bodies import BATCH_BODY_LIMIT, BODY_LIMIT
 from everyskill.http_api.problems import DATABASE_RETRY_AFTER, TYPES, type_uri
 from tests.cluster import Cluster, private_cluster
-from tests.http_support import Served, Tenant, problem, served
+from tests.http_support import PROBLEM, Served, Tenant, problem, served
 from tests.support import connected, free_port, make_tenant, run_piccolo
 
 
@@ -36,6 +38,12 @@ async def test_malformed_json_unknown_routes_and_methods(api: Served, api_a: Ten
         )
         problem(bad, 400, "malformed-json")
         problem(client.get("/v1/nowhere"), 404, "unknown-route")
+        # The mount's own path, without a slash, is the API's too (not the admin's).
+        for method in ("GET", "POST", "HEAD"):
+            root = client.request(method, "/v1", follow_redirects=False)
+            assert root.status_code == 404 and root.headers["content-type"] == PROBLEM, root
+            if method != "HEAD":
+                assert "/v1/docs" in problem(root, 404, "unknown-route")["detail"]
         wrong = client.delete(f"/v1/skills/{api_a.rows.skill_id}")
         problem(wrong, 405, "method-not-allowed")
         assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "PATCH"}
@@ -179,11 +187,78 @@ async def test_503_with_retry_after_while_the_database_restarts(
         assert "Exception in ASGI application" not in log and " 500 " not in log
 
 
+async def test_503_with_retry_after_when_no_pooled_connection_comes_free(
+    tmp_path: Path, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    """A pool of one connection, held by a request waiting on a lock: the next
+    request waits EVERYSKILL_POOL_TIMEOUT seconds, then is a 503, not a hang."""
+    env = {"EVERYSKILL_POOL_SIZE": "1", "EVERYSKILL_POOL_TIMEOUT": "0.5"}
+    with served(tmp_path / "server.log", env) as server:
+        async with httpx.AsyncClient(
+            base_url=server.base, headers=api_a.headers(), timeout=30
+        ) as client:
+            locked = owner.transaction()
+            await locked.start()
+            try:
+                await owner.execute("LOCK TABLE skills IN ACCESS EXCLUSIVE MODE")
+                waiting = asyncio.create_task(client.get("/v1/skills"))
+                for _ in range(200):
+                    if await owner.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'everyskill_api'"
+                        " AND wait_event_type = 'Lock' AND datname = current_database()"
+                    ):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the first request never waited on the lock")
+                started = time.monotonic()
+                response = await client.get("/v1/users")
+                body = problem(response, 503, "database-unavailable")
+                assert response.headers["retry-after"] == str(DATABASE_RETRY_AFTER)
+                assert "EVERYSKILL_POOL_TIMEOUT" in body["detail"]
+                assert 0.4 < time.monotonic() - started < 5
+            finally:
+                await locked.rollback()
+            assert (await waiting).status_code == 200
+            assert (await client.get("/v1/users")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("57P03", "the database system is starting up"),
+        ("57P01", "terminating connection due to administrator command"),
+        ("53300", "sorry, too many clients already"),
+    ],
+)
+async def test_503_with_retry_after_when_the_server_refuses_connections(
+    engine: PostgresEngine, monkeypatch: pytest.MonkeyPatch, code: str, message: str
+) -> None:
+    """The server starting, shutting down or full when the key is resolved."""
+    from everyskill import database
+    from everyskill.api_keys import generate_key
+    from tests.fake_postgres import refusing_server
+
+    refused = database.AppEngine(config=dict(engine.config))  # see test_tenancy
+    async with refusing_server(code, message) as url:
+        refused.config = database.engine_config(url)
+        refused._checked = True
+        monkeypatch.setattr(database, "_app_engine", refused)
+        transport = httpx.ASGITransport(app=create_api_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get(
+                "/skills", headers={"Authorization": f"Bearer {generate_key()}"}
+            )
+    body = problem(response, 503, "database-unavailable")
+    assert response.headers["retry-after"] == str(DATABASE_RETRY_AFTER)
+    assert message in body["detail"]
+
+
 # -- an unexpected error ------------------------------------------------------------
 
 
-def test_an_unexpected_error_is_a_500_problem_and_its_traceback_is_logged(
-    caplog: pytest.LogCaptureFixture,
+async def test_an_unexpected_error_is_a_500_problem_and_its_traceback_is_logged(
+    caplog: pytest.LogCaptureFixture, api_a: Tenant
 ) -> None:
     app = create_api_app()
 
@@ -191,24 +266,14 @@ def test_an_unexpected_error_is_a_500_problem_and_its_traceback_is_logged(
     async def broken() -> None:
         raise RuntimeError("a bug with a secret-looking detail")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         with caplog.at_level(logging.ERROR, logger="everyskill.http_api"):
-            response = httpx.get(f"http://127.0.0.1:{port}/broken")
-        body = problem(response, 500, "internal-error")
-        assert "secret-looking" not in response.text and "Traceback" not in response.text
-        assert "was logged" in body["detail"]
-        logged = [r for r in caplog.records if r.name == "everyskill.http_api"]
-        assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
+            response = await client.get("/broken", headers=api_a.headers())
+    body = problem(response, 500, "internal-error")
+    assert "secret-looking" not in response.text and "Traceback" not in response.text
+    assert "was logged" in body["detail"]
+    # The key resolved: the answer still says where the rate limits stand.
+    assert "ratelimit" in response.headers and "ratelimit-policy" in response.headers
+    logged = [r for r in caplog.records if r.name == "everyskill.http_api"]
+    assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError

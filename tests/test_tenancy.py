@@ -972,3 +972,57 @@ async def test_a_lost_answer_to_a_single_statement_write_is_an_unknown_outcome(
         )
     assert again.replayed and again.row.id == client_id
     assert await owner.fetchval("SELECT count(*) FROM skill_feedback WHERE id = $1", client_id) == 1
+
+
+_REFUSALS = [
+    ("57P03", "the database system is starting up"),
+    ("57P01", "terminating connection due to administrator command"),
+    ("53300", "sorry, too many clients already"),
+]
+
+
+@pytest.mark.parametrize(("code", "message"), _REFUSALS)
+@pytest.mark.parametrize("autocommit", [False, True])
+async def test_a_server_refusing_connections_is_unavailable_not_an_error(
+    engine: PostgresEngine, code: str, message: str, autocommit: bool
+) -> None:
+    """Starting up, shutting down or full: the scope cannot connect, which is
+    a DatabaseUnavailableError (a 503 over HTTP), not asyncpg's own error."""
+    from everyskill.database import engine_config
+    from tests.fake_postgres import refusing_server
+
+    # Made on the real server: the engine asks for the server's version when
+    # made, synchronously, which the fake one (on this event loop) cannot answer.
+    refused = AppEngine(config=dict(engine.config))
+    async with refusing_server(code, message) as url:
+        refused.config = engine_config(url)
+        refused._checked = True  # as after a successful start
+        with pytest.raises(DatabaseUnavailableError) as raised:
+            async with tenant_scope(str(uuid.uuid4()), engine=refused, autocommit=autocommit):
+                await feedback.get_feedback(str(uuid.uuid4()))
+    assert raised.value.during == "connect" and message in str(raised.value)
+
+
+async def test_a_pool_that_stays_busy_is_unavailable_after_the_bounded_wait(
+    engine: PostgresEngine, tenant: TenantRows
+) -> None:
+    """Every pooled connection busy: a scope waits acquire_timeout at most,
+    then raises DatabaseUnavailableError, and works again once one is free."""
+    busy = AppEngine(config=dict(engine.config))
+    await busy.start_connection_pool(max_size=1)
+    busy.acquire_timeout = 0.3
+    try:
+        assert busy.pool is not None and busy.pool.get_max_size() == 1
+        held = await busy.pool.acquire()
+        started = asyncio.get_running_loop().time()
+        for autocommit in (False, True):
+            with pytest.raises(DatabaseUnavailableError, match="came free within 0.3 s") as raised:
+                async with tenant_scope(tenant.tenant_id, engine=busy, autocommit=autocommit):
+                    await feedback.get_feedback(tenant.feedback_id)
+            assert raised.value.during == "connect"
+        assert asyncio.get_running_loop().time() - started < 5
+        await busy.pool.release(held)
+        async with tenant_scope(tenant.tenant_id, engine=busy):
+            assert (await feedback.get_feedback(tenant.feedback_id)).id == tenant.feedback_id
+    finally:
+        await busy.close_connection_pool()

@@ -1278,3 +1278,32 @@ async def test_another_tenants_measurements_never_appear(
     assert set(ours.ids) | {tenant.measurement_id} <= set(listed) and len(listed) == own
     assert {s.skill_id for s in summaries} == {tenant.skill_id}
     assert totals.calls == sum(s.calls for s in summaries) == own
+
+
+@pytest.mark.parametrize(
+    "time_zone",
+    ["America", "Europe", "Etc", "x" * 300, "../../etc/passwd", "Nowhere/Zone", "", " ",
+     "a\x00b", "\ud800", "Europe/" + "y" * 5000],
+)
+async def test_every_bad_time_zone_is_refused_naming_it(
+    tenant: TenantRows, time_zone: str
+) -> None:
+    async with tenant_scope(tenant.tenant_id):
+        with pytest.raises(ValidationError) as refused:
+            await usage.usage_summary(by="day", time_zone=time_zone)
+    assert refused.value.field == "time_zone"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("since", "0001-01-01T00:00:00+14:00"), ("until", "9999-12-31T23:59:59-14:00")],
+)
+async def test_bounds_past_the_calendar_are_refused_naming_them(
+    tenant: TenantRows, name: str, text: str
+) -> None:
+    moment = datetime.datetime.fromisoformat(text)
+    async with tenant_scope(tenant.tenant_id):
+        for call in (usage.usage_summary, usage.list_measurements):
+            with pytest.raises(ValidationError) as refused:
+                await call(**{name: moment})  # type: ignore[operator]
+            assert refused.value.field == name

@@ -6,7 +6,8 @@ Contract
   :mod:`~everyskill.http_api.feedback`, :mod:`~everyskill.http_api.measurements`,
   :mod:`~everyskill.http_api.benchmarks` and :mod:`~everyskill.http_api.catalogue`,
   every error answered as problem+json (:mod:`~everyskill.http_api.problems`),
-  bodies checked by :class:`~everyskill.http_api.bodies.BodyLimits`. Its
+  the key resolved by :class:`~everyskill.http_api.auth.Authenticate`
+  before bodies are checked by :class:`~everyskill.http_api.bodies.BodyLimits`. Its
   schema is at ``openapi.json`` and its documentation at ``docs``, both
   under the mount (``/v1/openapi.json``, ``/v1/docs``); the schema's
   ``servers`` says where it is mounted. Every answer of an authenticated
@@ -25,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from everyskill.http_api import benchmarks, catalogue, feedback, measurements, problems
-from everyskill.http_api.auth import RateLimitHeaders, declare_rate_limit_headers
+from everyskill.http_api.auth import Authenticate, RateLimitHeaders, declare_rate_limit_headers
 from everyskill.http_api.bodies import BodyLimits
 
 __all__ = ["create_api_app"]
@@ -48,7 +49,10 @@ def create_api_app() -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    # The last added runs first: the key is resolved before the body is
+    # looked at, and the rate-limit headers go on every answer after that.
     app.add_middleware(BodyLimits)
+    app.add_middleware(Authenticate)
     app.add_middleware(RateLimitHeaders)
     for module in (feedback, measurements, benchmarks, catalogue):
         app.include_router(module.router)

@@ -2,16 +2,23 @@
 
 Contract
 --------
-- :func:`authenticated` is the one FastAPI dependency that turns the
-  request's ``Authorization: Bearer esk_...`` into a
-  :class:`~everyskill.api_keys.ResolvedKey` with
-  :func:`everyskill.api_keys.resolve` (outside any tenant scope). Whatever
-  ``resolve`` refuses comes out as its typed error: no key, or another
-  scheme than Bearer, is an :class:`~everyskill.errors.AuthenticationError`
-  ``missing``; a key that is not well-formed ``malformed``; an unknown,
-  revoked or expired key ``invalid`` (401); a database that cannot be
-  reached a :class:`~everyskill.errors.DatabaseUnavailableError` (503).
-  Every check made per request before the handler runs belongs here.
+- :class:`Authenticate`, a middleware of the API placed before the one
+  that checks bodies, turns the request's ``Authorization: Bearer esk_...``
+  into a :class:`~everyskill.api_keys.ResolvedKey` with
+  :func:`everyskill.api_keys.resolve` (outside any tenant scope) *before
+  anything of the body is read*, for every request whose path and method
+  are a route of the API (not ``openapi.json`` nor ``docs``; an unknown
+  route or method is answered 404 or 405 without a key). Whatever
+  ``resolve`` refuses is answered at once as its problem, the body unread:
+  no key, or another scheme than Bearer, is an
+  :class:`~everyskill.errors.AuthenticationError` ``missing``; a key that
+  is not well-formed ``malformed``; an unknown, revoked or expired key
+  ``invalid`` (401); a database that cannot be reached a
+  :class:`~everyskill.errors.DatabaseUnavailableError` (503). So an
+  unauthenticated client never makes the server buffer or parse a body.
+  The key is kept in the request's state, where :func:`authenticated`, the
+  routes' FastAPI dependency, finds it (it resolves the key itself when the
+  middleware did not run).
 - **Rate limits**: ``resolve`` counts the request against its key's and its
   tenant's limits (:mod:`everyskill.rate_limits`, in PostgreSQL, shared by
   every worker). A request over one is a
@@ -22,7 +29,9 @@ Contract
   :class:`RateLimitHeaders` (a middleware of the API) adds its
   ``RateLimit`` and ``RateLimit-Policy`` to the answer, whatever it is: a
   2xx, or an error raised after the key resolved (403, 404, 409, 422...).
-  An answer given before the key resolved (401, 413, 415) has none.
+  An answer given before the key resolved (401, 503 of the resolution, an
+  unknown route's 404, a 405) has none; a 413 or 415 comes after it and has
+  them.
   :func:`declare_rate_limit_headers` writes these headers, and the 429,
   into the OpenAPI schema of every route.
 - :func:`needs` is the dependency of a route: the resolved key, provided
@@ -45,16 +54,20 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.datastructures import MutableHeaders
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from everyskill import rate_limits
 from everyskill.api_keys import SCOPES, ResolvedKey, resolve
-from everyskill.http_api.problems import MissingScopeError
+from everyskill.errors import EverySkillError
+from everyskill.http_api.problems import RATE_LIMIT_STATE, MissingScopeError, problem_for
 
 __all__ = [
     "RATE_LIMIT_HEADERS",
     "READ",
+    "Authenticate",
     "RateLimitHeaders",
     "authenticated",
     "declare_rate_limit_headers",
@@ -71,7 +84,9 @@ _bearer = HTTPBearer(
 
 
 # Where the status of an allowed request waits for its answer's headers.
-_STATE = "everyskill_rate_limit"
+_STATE = RATE_LIMIT_STATE
+# Where the middleware keeps the request's resolved key.
+_KEY = "everyskill_key"
 
 
 async def authenticated(
@@ -79,9 +94,56 @@ async def authenticated(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ResolvedKey:
     """The request's key, resolved (see the module's contract)."""
+    key = request.scope.get("state", {}).get(_KEY)
+    if isinstance(key, ResolvedKey):
+        return key
     key = await resolve(credentials.credentials if credentials is not None else None)
     setattr(request.state, _STATE, key.rate_limit)
     return key
+
+
+class Authenticate:
+    """The middleware resolving a route's key before its body is read (see
+    the module's contract)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_route(scope):
+            await self.app(scope, receive, send)
+            return
+        scheme, credentials = get_authorization_scheme_param(
+            Headers(scope=scope).get("authorization")
+        )
+        try:
+            key = await resolve(credentials if scheme.lower() == "bearer" and credentials else None)
+        except EverySkillError as error:
+            response = await problem_for(Request(scope), error)
+            await response(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state[_KEY] = key
+        state[_STATE] = key.rate_limit
+        await self.app(scope, receive, send)
+
+
+def _is_route(scope: Scope) -> bool:
+    """Whether the request's path and method are those of a route of the API
+    that takes a key (the schema and the docs take none)."""
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    if router is None:
+        return True
+    # FastAPI's own routes: the schema and the documentation.
+    own = {
+        getattr(app, name, None)
+        for name in ("openapi_url", "docs_url", "redoc_url", "swagger_ui_oauth2_redirect_url")
+    } - {None}
+    for route in router.routes:
+        if route.matches(scope)[0] is Match.FULL:
+            return getattr(route, "path", None) not in own
+    return False
 
 
 class RateLimitHeaders:

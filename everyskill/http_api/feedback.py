@@ -31,20 +31,22 @@ Contract
   and ``POST /v1/feedback/{id}/implemented`` (``feedback:review``) take the
   reviewer (``reviewer_id``, a user of the tenant) and optional ``notes``.
 - ``GET /v1/training-examples.jsonl`` (``read``, optional ``skill_id``)
-  streams :func:`~everyskill.feedback.export_training_examples` as
-  ``application/x-ndjson``: the tenant scope stays open while the lines are
-  sent, at most :data:`EXPORT_BUFFER` lines ahead of the client (a slow
-  client holds the export back; nothing piles up in memory). A client that
-  goes away ends the export and gives its connection back to the pool. An
-  error before the first line is a problem answer (an unknown skill, 404);
-  one after it cuts the stream short (no final chunk), so the client can
-  tell the export is incomplete, and is logged.
+  streams the accepted training examples as ``application/x-ndjson``, in
+  pages of :func:`~everyskill.feedback.training_example_page`
+  (:data:`~everyskill.feedback.EXPORT_PAGE` lines): each page is read in an
+  autocommit tenant scope of its own, whose connection is back in the pool
+  before the page is sent. A slow or stalled client holds no database
+  connection and no transaction while the server waits on it (the next
+  page is read once the client took this one), and at most one page is in
+  memory. The export is therefore not one snapshot: a row committed while
+  it runs may or may not appear; no row appears twice. A client that goes
+  away ends the export. An error before the first line is a problem answer
+  (an unknown skill, 404); one after it cuts the stream short (no final
+  chunk), so the client can tell the export is incomplete, and is logged.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import logging
 from collections.abc import AsyncIterator
@@ -75,14 +77,12 @@ from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from everyskill.tenancy import tenant_scope
 from tables import FeedbackSource, FeedbackStatus, FeedbackType
 
-__all__ = ["EXPORT_BUFFER", "MAX_BATCH", "router"]
+__all__ = ["MAX_BATCH", "router"]
 
 logger = logging.getLogger("everyskill.http_api")
 
 #: The most items of one POST /v1/feedback.
 MAX_BATCH = 500
-#: Lines of an export sent ahead of the client at most.
-EXPORT_BUFFER = 256
 
 router = APIRouter(tags=["feedback"], responses=ERROR_RESPONSES)
 
@@ -267,31 +267,6 @@ async def mark_implemented(
     return written(saved)
 
 
-class _Lines:
-    """The export's writer: each line waits for room in a bounded queue."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=EXPORT_BUFFER)
-
-    async def write(self, text: str) -> None:
-        await self.queue.put(text)
-
-    async def next(self, export: asyncio.Task[None]) -> str | None:
-        """The next line, or None at the end; the export's error when it failed."""
-        getter = asyncio.ensure_future(self.queue.get())
-        try:
-            await asyncio.wait({getter, export}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        await export  # raises the export's error
-        return None
-
-
 @router.get(
     "/training-examples.jsonl",
     response_class=StreamingResponse,
@@ -305,40 +280,25 @@ class _Lines:
     summary="Export accepted training examples as JSON lines, streamed",
 )
 async def export_training_examples(key: Reader, skill_id: str | None = None) -> StreamingResponse:
-    lines = _Lines()
-
-    async def export() -> None:
+    async def page(after: tuple[datetime.datetime, str] | None) -> feedback.ExportPage:
         async with tenant_scope(key.tenant_id, autocommit=True):
-            await feedback.export_training_examples(lines, skill_id=skill_id)
+            return await feedback.training_example_page(skill_id=skill_id, after=after)
 
-    task = asyncio.create_task(export())
-
-    async def stop() -> None:
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await task
-            except Exception:
-                logger.exception("the training-example export failed while streaming")
-
-    try:
-        # Errors before the first line (an unknown skill) are the answer.
-        head = await lines.next(task)
-    except BaseException:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        raise
+    # Errors of the first page (an unknown skill) are the answer.
+    first = await page(None)
 
     async def stream() -> AsyncIterator[str]:
+        current = first
         try:
-            line = head
-            while line is not None:
-                yield line
-                line = await lines.next(task)
-        finally:
-            await stop()
+            while True:
+                # No connection is held here: sending waits on the client.
+                if current.lines:
+                    yield "".join(current.lines)
+                if current.after is None:
+                    return
+                current = await page(current.after)
+        except Exception:
+            logger.exception("the training-example export failed while streaming")
+            raise
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")

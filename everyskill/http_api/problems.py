@@ -49,7 +49,8 @@ Contract
   its ``violated-policies`` names the policy that refused (``key`` or
   ``tenant``); :func:`everyskill.rate_limits.headers` gives its headers.
   A 500 says only that the error was logged; its traceback goes to the log
-  (logger ``everyskill.http_api``), never to the client.
+  (logger ``everyskill.http_api``), never to the client; it carries the
+  rate-limit headers when the key had resolved.
 - :data:`ERROR_RESPONSES` declares the problem answers for the OpenAPI
   schema of every route.
 """
@@ -87,11 +88,13 @@ __all__ = [
     "DATABASE_RETRY_AFTER",
     "ERROR_RESPONSES",
     "PROBLEM_MEDIA_TYPE",
+    "RATE_LIMIT_STATE",
     "TYPES",
     "FieldProblem",
     "MissingScopeError",
     "Problem",
     "install",
+    "problem_for",
     "problem_response",
     "type_uri",
 ]
@@ -280,6 +283,11 @@ async def _validation(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def problem_for(request: Request, error: EverySkillError) -> JSONResponse:
+    """The problem answering a query-API ``error`` raised by ``request``."""
+    return await _everyskill_error(request, error)
+
+
 async def _everyskill_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, AuthenticationError):
         return problem_response(
@@ -364,14 +372,25 @@ def _allowed(request: Request) -> str:
     )
 
 
+#: Where an allowed request's rate-limit status is kept in its scope's state.
+RATE_LIMIT_STATE = "everyskill_rate_limit"
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     logger.error(
         "unexpected error answering %s %s", request.method, request.url.path, exc_info=error
+    )
+    # Answered outside the API's middleware: a key that resolved still gets
+    # its rate-limit headers here.
+    status = request.scope.get("state", {}).get(RATE_LIMIT_STATE)
+    headers = (
+        rate_limits.headers(status) if isinstance(status, rate_limits.RateLimitStatus) else None
     )
     return problem_response(
         "internal-error",
         "an unexpected error occurred and was logged; whether anything was written is not"
         " known: read before retrying",
+        headers=headers,
     )
 
 
