@@ -34,8 +34,11 @@ The functions now:
 A TRUNCATE's reset locks every skill in id order before it updates them all,
 so that it cannot deadlock with a writer of the other table either.
 
-The functions stay SECURITY DEFINER with their search_path fixed, pg_temp
-last. Dismissed feedback still does not count. Every statement is
+The functions stay SECURITY DEFINER and, as the least-privilege migration
+left every such function, run with ``search_path = pg_catalog, pg_temp``
+and name this schema's tables in full: its hardening (``DEFINER_FUNCTIONS``,
+loaded from its file) runs again after them, both ways. Dismissed feedback
+still does not count. Every statement is
 idempotent; ``backwards`` restores the functions of the two earlier
 migrations (loaded from their files), which count the same rows.
 """
@@ -52,6 +55,7 @@ DESCRIPTION = "aggregate triggers lock the skills before they update them"
 
 _AGGREGATES_MIGRATION = "everyskill_2026_11_25t04_10_00_000000.py"
 _DISMISSED_MIGRATION = "everyskill_2026_11_25t07_20_00_000000.py"
+_LEAST_PRIVILEGE_MIGRATION = "everyskill_2026_12_07t01_10_00_000000.py"
 
 # The rows a statement changed, as (skill, values, sign): +1 for a row that
 # now exists (and counts), -1 for one that no longer does. An UPDATE is both.
@@ -146,7 +150,7 @@ MAINTAIN = """
 -- so it reads and writes the newest version of each skill; see the module
 -- docstring for the deadlock an UPDATE joined to its locks ran into).
 CREATE OR REPLACE FUNCTION {table}_maintain_aggregates() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     skill_ids text[];
     {variables}
@@ -164,25 +168,15 @@ BEGIN
     PERFORM FROM skills WHERE id = ANY (skill_ids) ORDER BY id FOR NO KEY UPDATE;{apply}
     RETURN NULL;
 END $$;
--- CREATE OR REPLACE resets the function's settings: its search_path is fixed
--- again, pg_temp last, so that no temporary table can stand in for skills.
-DO $$ BEGIN
-    EXECUTE format('ALTER FUNCTION {table}_maintain_aggregates()'
-                   ' SET search_path = pg_catalog, %I, pg_temp', current_schema());
-END $$;
 
 -- TRUNCATE has no transition table: every skill's counters go back to zero,
 -- every skill locked first, in id order, as the function above locks them.
 CREATE OR REPLACE FUNCTION {table}_reset_aggregates() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM FROM skills ORDER BY id FOR NO KEY UPDATE;
     UPDATE skills SET {reset};
     RETURN NULL;
-END $$;
-DO $$ BEGIN
-    EXECUTE format('ALTER FUNCTION {table}_reset_aggregates()'
-                   ' SET search_path = pg_catalog, %I, pg_temp', current_schema());
 END $$;
 """
 
@@ -214,8 +208,16 @@ def _migration(filename: str) -> ModuleType:
     return module
 
 
+def _hardened() -> str:
+    """The least-privilege migration's rewrite of every SECURITY DEFINER
+    function: CREATE OR REPLACE resets a function's settings, and the
+    bodies above name tables without their schema."""
+    definer_functions: str = _migration(_LEAST_PRIVILEGE_MIGRATION).DEFINER_FUNCTIONS
+    return definer_functions
+
+
 def forwards_sql() -> str:
-    return "\n".join([_maintain(FEEDBACK), _maintain(MEASUREMENTS)])
+    return "\n".join([_maintain(FEEDBACK), _maintain(MEASUREMENTS), _hardened()])
 
 
 def backwards_sql() -> str:
@@ -240,6 +242,7 @@ def backwards_sql() -> str:
     statements.append(
         dismissed.MAINTAIN_FEEDBACK.format(counted=dismissed.COUNTED, apply=dismissed.APPLY)
     )
+    statements.append(_hardened())
     return "\n".join(statements)
 
 
