@@ -21,6 +21,8 @@ The query API, one module per capability; every call runs inside
 - ``everyskill.relations``: a skill's, run's, user's and tenant's rows, and
   forward relations loaded in batches;
 - ``everyskill.pagination``: keyset pages, newest first;
+- ``everyskill.client_ids``: client-supplied ids, which make a retried
+  create safe (a replay returns the stored row);
 - ``everyskill.redaction``: secrets replaced by markers before text is stored;
 - ``everyskill.errors``: the typed errors the API raises;
 - ``everyskill.rows``: row types (the Piccolo tables) and validated new-row
@@ -29,9 +31,11 @@ The query API, one module per capability; every call runs inside
 Running it: ``everyskill.database`` picks the server (``DATABASE_URL`` or the
 embedded one, ``everyskill.embedded_db``); ``everyskill.migration_sql`` runs
 the migrations' raw SQL; ``everyskill.sample_data`` loads the sample data;
-``everyskill.admin`` is the admin (Piccolo Admin) and its review workflow;
-``everyskill.http_api`` is the HTTP API (FastAPI, under ``/v1``), and
-``everyskill.server`` serves both on one port.
+``everyskill.admin`` is the admin (Piccolo Admin), its review workflow and
+the staff overview (``everyskill.overview`` reads its rollups);
+``everyskill.http_api`` is the HTTP API (FastAPI, under ``/v1``), whose keys
+and rate limits are ``everyskill.api_keys`` and ``everyskill.rate_limits``;
+``everyskill.server`` serves the admin and the API on one port.
 """
 
 from everyskill import rows
