@@ -94,6 +94,7 @@ __all__ = [
     "MissingScopeError",
     "Problem",
     "install",
+    "item_problems",
     "problem_for",
     "problem_response",
     "type_uri",
@@ -258,6 +259,16 @@ def _request_problems(errors: Sequence[Any]) -> list[FieldProblem]:
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
         found.append(FieldProblem(index=index, field=field, message=message))
     return found
+
+
+def item_problems(error: pydantic.ValidationError, index: int) -> list[FieldProblem]:
+    """The problems pydantic found in the item at ``index`` of a batch."""
+    return _request_problems(
+        [
+            {**detail, "loc": ("items", index, *detail["loc"])}
+            for detail in error.errors(include_input=False, include_url=False)
+        ]
+    )
 
 
 async def _validation(request: Request, error: Exception) -> JSONResponse:
