@@ -35,6 +35,8 @@ Contract
   RunNotRunningError                    409     ``run-not-running``
   a body over the route's size          413     ``content-too-large``
   a body that is not ``application/json``  415  ``unsupported-media-type``
+  or has a Content-Encoding (with
+  ``Accept-Encoding: identity``)
   ValidationError, request validation   422     ``validation``
   RateLimitedError (with Retry-After,   429     ``quota-exceeded``
   RateLimit, RateLimit-Policy)
@@ -52,7 +54,9 @@ Contract
   (logger ``everyskill.http_api``), never to the client; it carries the
   rate-limit headers when the key had resolved.
 - :data:`ERROR_RESPONSES` declares the problem answers for the OpenAPI
-  schema of every route.
+  schema of every route, as ``application/problem+json`` only, a 503 with
+  ``Retry-After``; :func:`declare_problem_schemas` adds their schema to
+  the OpenAPI components.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ __all__ = [
     "FieldProblem",
     "MissingScopeError",
     "Problem",
+    "declare_problem_schemas",
     "install",
     "item_problems",
     "problem_for",
@@ -204,14 +209,39 @@ def _responses() -> dict[int | str, dict[str, Any]]:
     described: dict[int, str] = {}
     for status, title in TYPES.values():
         described.setdefault(status, title)
-    return {
+    # Only problem+json: a "model" would declare application/json too. The
+    # Problem schema is added to the components by declare_problem_schemas.
+    responses: dict[int | str, dict[str, Any]] = {
         status: {
-            "model": Problem,
             "description": description,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for status, description in sorted(described.items())
     }
+    responses[503]["headers"] = {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
+    responses[415]["headers"] = {
+        "Accept-Encoding": {
+            "description": "identity, when the body was refused for its Content-Encoding.",
+            "required": False,
+            "schema": {"type": "string"},
+        }
+    }
+    return responses
+
+
+def declare_problem_schemas(schema: dict[str, Any]) -> None:
+    """Add :class:`Problem` (and what it refers to) to an OpenAPI ``schema``'s
+    components (in place), for the answers of :data:`ERROR_RESPONSES`."""
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(problem.pop("$defs", {}))
+    components["Problem"] = problem
 
 
 #: The problem answers every route may give, for its OpenAPI schema.
