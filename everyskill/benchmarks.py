@@ -45,7 +45,10 @@ Contract
   :class:`~everyskill.errors.ConflictError`. A batch is one ``INSERT ...
   SELECT FROM unnest(...)`` statement: all of it or nothing. Its ids are
   made in Python and returned in input order; a problem in row ``i`` is
-  reported as ``results[i].<field>``.
+  reported as ``results[i].<field>``. A refused batch is one
+  ValidationError listing every problem of every item, in item order:
+  types and ranges, tokens, models that are not the run's, cases and ids
+  given twice (the run's models are read even when other items are bad).
 - Tokens follow :class:`~everyskill.pricing.TokenUsage`: with input and
   output tokens known, ``total_tokens`` is input + cache reads + cache
   writes + output (a different total given is refused); otherwise the total
@@ -265,22 +268,33 @@ def _result_values(given: object, prefix: str) -> tuple[dict[str, Any] | None, l
     return (None if problems else values), problems
 
 
-def _validated_results(results: Iterable[object], batch: bool) -> list[dict[str, Any]]:
+# A problem of a batch found before writing: the item's position, the field, why.
+_Problem = tuple[int, str, str]
+
+
+def _validated_results(
+    results: Iterable[object], batch: bool
+) -> tuple[list[dict[str, Any]], list[int], list[_Problem]]:
+    """The valid results with their positions in ``results``, and every
+    problem of every item (types, ranges, tokens, a case given twice, ids)."""
     if isinstance(results, (str, bytes, Mapping)) or not isinstance(results, Iterable):
         raise ValidationError.of("results", "must be a list of results")
     rows: list[dict[str, Any]] = []
-    problems: list[tuple[str, str]] = []
+    positions: list[int] = []
+    problems: list[_Problem] = []
     first_of: dict[tuple[str, int], int] = {}
-    for index, given in enumerate(results):
+    given = list(results)
+    for index, item in enumerate(given):
         prefix = f"results[{index}]." if batch else ""
-        values, found = _result_values(given, prefix)
-        problems += found
+        values, found = _result_values(item, prefix)
+        problems += [(index, field, reason) for field, reason in found]
         if values is None:
             continue
         key = (values["model_name"], values["test_case_index"])
         if key in first_of:
             problems.append(
                 (
+                    index,
                     f"{prefix}test_case_index",
                     f"repeats model {key[0]!r} test case {key[1]} of"
                     f" results[{first_of[key]}]: one result per model and test case",
@@ -289,15 +303,49 @@ def _validated_results(results: Iterable[object], batch: bool) -> list[dict[str,
         else:
             first_of[key] = index
         rows.append(values)
-    if problems:
-        raise ValidationError(problems)
-    if batch:
-        given_ids = batch_ids([row["id"] for row in rows], "results")
+        positions.append(index)
+    # Ids are checked on the valid items, in their places (an id given twice
+    # names both), whatever else is wrong: every problem is listed at once.
+    ids: list[object] = [None] * len(given)
+    for row, index in zip(rows, positions):
+        ids[index] = row["id"]
+    try:
+        if batch:
+            canonical = batch_ids(ids, "results")
+        else:
+            canonical = [checked_id(value) for value in ids]
+    except ValidationError as error:
+        problems += [(_position(field), field, reason) for field, reason in error.problems]
     else:
-        given_ids = [checked_id(row["id"]) for row in rows]
-    for row, given_id in zip(rows, given_ids):
-        row["id"] = given_id
-    return rows
+        for row, index in zip(rows, positions):
+            row["id"] = canonical[index]
+    return rows, positions, problems
+
+
+def _position(field: str) -> int:
+    """The item position of a batch field ``results[3].id`` (0 for one result)."""
+    return int(field.split("[", 1)[1].split("]", 1)[0]) if field.startswith("results[") else 0
+
+
+def _refused(problems: Iterable[_Problem]) -> ValidationError:
+    """One ValidationError listing ``problems`` in the order of the items."""
+    return ValidationError([(field, reason) for _, field, reason in sorted(problems, key=lambda p: p[0])])
+
+
+def _strangers(
+    run_id: str, models: Sequence[str], rows: Sequence[Mapping[str, Any]], positions: Sequence[int], batch: bool
+) -> list[_Problem]:
+    """A problem for each row whose model is not one of the run's ``models``."""
+    return [
+        (
+            index,
+            f"results[{index}].model_name" if batch else "model_name",
+            f"{row['model_name']!r} is not a model of benchmark run {run_id!r};"
+            f" its models are {', '.join(models)}",
+        )
+        for row, index in zip(rows, positions)
+        if row["model_name"] not in models
+    ]
 
 
 def _checked_models(models: object) -> list[str]:
@@ -552,8 +600,10 @@ async def record_result(
         "error_message": error_message,
     }
     check_id("run_id", run_id)
-    rows = _validated_results([fields], batch=False)
-    records, replayed, redactions, warnings = await _record(run_id, rows, batch=False)
+    rows, positions, problems = _validated_results([fields], batch=False)
+    records, replayed, redactions, warnings = await _record(
+        run_id, rows, batch=False, positions=positions, problems=problems
+    )
     return Saved(
         row_from_record(BenchmarkResult, records[0]), redactions, warnings, bool(replayed)
     )
@@ -564,10 +614,12 @@ async def record_results(
 ) -> SavedBatch:
     """Record a batch of results of a running run in one statement; all or nothing."""
     check_id("run_id", run_id)
-    rows = _validated_results(results, batch=True)
-    if not rows:
+    rows, positions, problems = _validated_results(results, batch=True)
+    if not rows and not problems:
         raise ValidationError.of("results", "is empty: give at least one result")
-    _records, replayed, redactions, warnings = await _record(run_id, rows, batch=True)
+    _records, replayed, redactions, warnings = await _record(
+        run_id, rows, batch=True, positions=positions, problems=problems
+    )
     return SavedBatch(tuple(row["id"] for row in rows), redactions, warnings, tuple(replayed))
 
 
@@ -581,8 +633,25 @@ def _given(run_id: str, row: Mapping[str, Any], cost_given: bool) -> dict[str, A
 
 
 async def _record(
-    run_id: str, rows: list[dict[str, Any]], *, batch: bool
+    run_id: str,
+    rows: list[dict[str, Any]],
+    *,
+    batch: bool,
+    positions: Sequence[int],
+    problems: Sequence[_Problem],
 ) -> tuple[list[asyncpg.Record], list[str], dict[str, int], tuple[Warning, ...]]:
+    if problems:
+        # Refused whatever the run says; its models are still read, so that
+        # the valid items' models are checked too and every problem is
+        # listed at once. Nothing is redacted or written.
+        async with operation({"benchmark_run_id": run_id}) as scope:
+            models = await scope.connection.fetchval(
+                "SELECT models FROM benchmark_runs WHERE id = $1", run_id
+            )
+        found = list(problems)
+        if models is not None:
+            found += _strangers(run_id, list(models), rows, positions, batch)
+        raise _refused(found)
     texts, redactions = await redact_fields_async(
         {f"{index}.{name}": row[name] for index, row in enumerate(rows) for name in RESULT_TEXT_FIELDS}
     )
@@ -613,17 +682,9 @@ async def _record(
         if run is None:
             raise NotFoundError(_KIND, run_id, "run_id")
         models = list(run["models"])
-        strangers = [
-            (
-                f"results[{index}].model_name" if batch else "model_name",
-                f"{row['model_name']!r} is not a model of benchmark run {run_id!r};"
-                f" its models are {', '.join(models)}",
-            )
-            for index, row in enumerate(rows)
-            if row["model_name"] not in models
-        ]
+        strangers = _strangers(run_id, models, rows, positions, batch)
         if strangers:
-            raise ValidationError(strangers)
+            raise _refused(strangers)
         stored = stored_rows(run["stored"])
         replayed: set[str] = set()
         for index, row in enumerate(rows):

@@ -52,6 +52,11 @@ Contract
   transition and a :class:`~everyskill.errors.ConflictError`: when two
   reviewers race on one item, one wins and the other gets a conflict,
   whether it read the item before or after the winner committed.
+- :func:`check_feedback_batch` checks a batch of items (the keyword
+  arguments of :func:`record_feedback`, as mappings) without writing: one
+  ValidationError lists every problem of every item, named
+  ``items[3].comment``, and every id given twice; ``None`` stands for an
+  item refused already, which keeps its position and is not checked.
 - :func:`list_feedback` filters by skill, type, status, source and a
   ``[since, until)`` range of ``created_at``, newest first, in keyset pages.
 - :func:`export_training_examples` writes the accepted (and implemented)
@@ -81,13 +86,14 @@ import datetime
 import inspect
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import asyncpg
 import pydantic
 
-from everyskill.client_ids import checked_id, differences, foreign, reused
+from everyskill.client_ids import batch_ids, checked_id, differences, foreign, reused
 from everyskill.errors import (
     check_id,
     AlreadyReviewedError,
@@ -108,6 +114,7 @@ __all__ = [
     "FEEDBACK_TEXT_FIELDS",
     "MAX_TEXT_LENGTH",
     "TRANSITIONS",
+    "check_feedback_batch",
     "EXPORT_PAGE",
     "EXPORT_PAGE_LIMIT",
     "ExportPage",
@@ -257,6 +264,32 @@ async def record_feedback(
         if differing:
             raise reused("feedback", row_id, differing)
     return Saved(row_from_record(SkillFeedback, row), redactions, replayed=replayed)
+
+
+def check_feedback_batch(items: Sequence[Mapping[str, Any] | None], field: str = "items") -> None:
+    """ValidationError listing every problem of every item of a batch
+    (``field`` names it), before anything is written; see the contract."""
+    problems: list[tuple[str, str]] = []
+    for index, item in enumerate(items):
+        if item is None:
+            continue
+        fields = {name: _value(value) for name, value in item.items() if name != "id"}
+        try:
+            _validated(fields)
+        except ValidationError as error:
+            problems += [(f"{field}[{index}].{name}", reason) for name, reason in error.problems]
+    try:
+        batch_ids([None if item is None else item.get("id") for item in items], field)
+    except ValidationError as error:
+        problems += error.problems
+    if problems:
+        # In the order of the items; an item's own problems keep theirs.
+        raise ValidationError(sorted(problems, key=lambda problem: _index(problem[0])))
+
+
+def _index(field: str) -> int:
+    """The item position of a batch field such as ``items[3].comment``."""
+    return int(field.split("[", 1)[1].split("]", 1)[0])
 
 
 async def get_feedback(feedback_id: str) -> SkillFeedback:

@@ -377,6 +377,30 @@ async def test_a_result_names_a_model_of_the_run(
     assert await count_results(owner, tenant.run_id) == 1
 
 
+async def test_a_refused_batch_lists_every_bad_item_at_once(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """Types, ranges, the run's models and ids given twice, in one error."""
+    same = "0b8a2f4e-6c1d-4e9a-9b3c-5d7e8f901234"
+    rows = [
+        result("nope", 1),
+        result(SONNET, 2, quality_score=500),
+        result(SONNET, 3, id=same),
+        result(GPT, 4, id=same),
+        result(SONNET, 5, input_tokens="many"),
+    ]
+    async with tenant_scope(tenant.tenant_id):
+        with pytest.raises(ValidationError) as refused:
+            await benchmarks.record_results(tenant.run_id, rows)
+    assert [name for name, _ in refused.value.problems] == [
+        "results[0].model_name",
+        "results[1].quality_score",
+        "results[3].id",
+        "results[4].input_tokens",
+    ]
+    assert await count_results(owner, tenant.run_id) == 1
+
+
 async def test_a_result_recorded_twice_is_a_conflict(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:

@@ -10,15 +10,18 @@ only prepares rows and checks what was stored.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import pydantic
 import pytest
 
 from everyskill import benchmarks, catalogue, feedback, usage
 from everyskill.client_ids import FOREIGN_ID, batch_ids, checked_id
+from everyskill.http_api.schemas import CLIENT_ID_PATTERN, ClientId
 from everyskill.errors import ConflictError, RunNotRunningError, TenantScopeError, ValidationError
 from everyskill.rows import Saved
 from everyskill.tenancy import tenant_scope
@@ -35,6 +38,24 @@ def test_an_id_is_stored_in_its_canonical_form() -> None:
     assert checked_id(given) == "123e4567-e89b-42d3-a456-426614174000"
     assert checked_id(uuid.UUID(given)) == given.lower()
     assert checked_id(None) is None
+
+
+def test_the_schema_pattern_accepts_exactly_the_ids_the_api_accepts() -> None:
+    pattern = re.compile(CLIENT_ID_PATTERN)
+    base = uuid.UUID("123e4567-e89b-42d3-a456-426614174000").int
+    for version in range(16):
+        for variant in range(16):  # the top 4 bits of the 17th hex digit
+            value = base & ~(0xF << 76) & ~(0xF << 60) | version << 76 | variant << 60
+            for text in (str(uuid.UUID(int=value)), str(uuid.UUID(int=value)).upper()):
+                try:
+                    accepted = checked_id(text) is not None
+                except ValidationError:
+                    accepted = False
+                assert bool(pattern.fullmatch(text)) == accepted, (text, version, variant)
+    for text in ("nope", "123e4567e89b42d3a456426614174000", "{123e4567-e89b-42d3-a456-426614174000}"):
+        assert pattern.fullmatch(text) is None
+    schema = pydantic.TypeAdapter(ClientId).json_schema()
+    assert schema["anyOf"][0]["pattern"] == CLIENT_ID_PATTERN
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,26 @@ async def test_every_problem_is_reported_at_once(tenant: TenantRows) -> None:
     assert fields == {"example_input", "expected_output", "suggested_diff"}
 
 
+def test_a_batch_check_lists_every_item_and_every_id_given_twice(tenant: TenantRows) -> None:
+    same = "0b8a2f4e-6c1d-4e9a-9b3c-5d7e8f901234"
+    items: list[dict[str, Any] | None] = [
+        {"skill_id": tenant.skill_id, "feedback_type": "thumbs_up", "id": same},
+        {"skill_id": tenant.skill_id, "feedback_type": "bug_report"},  # no comment
+        None,  # refused already: its place is kept
+        {"skill_id": tenant.skill_id, "feedback_type": "thumbs_up", "quality_score": 99, "id": same},
+        {"skill_id": tenant.skill_id, "feedback_type": "thumbs_up", "id": "nope"},
+    ]
+    with pytest.raises(ValidationError) as refused:
+        feedback.check_feedback_batch(items)
+    assert [name for name, _ in refused.value.problems] == [
+        "items[1].comment",
+        "items[3].quality_score",
+        "items[3].id",
+        "items[4].id",
+    ]
+    feedback.check_feedback_batch([items[0], None])  # nothing wrong: no error
+
+
 @pytest.mark.parametrize("reference", ["skill_id", "skill_version_id", "user_id"])
 async def test_rows_of_another_tenant_are_not_found(
     owner: asyncpg.Connection, tenant: TenantRows, other_tenant: TenantRows, reference: str

@@ -102,6 +102,45 @@ async def test_a_run_from_creation_to_its_picks(
         assert [r["id"] for r in listed] == [run_id]
 
 
+async def test_every_bad_result_of_a_batch_is_listed_in_one_422(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        created = client.post(
+            "/v1/benchmark-runs",
+            json={
+                "skill_id": api_a.rows.skill_id,
+                "models": ["gpt-4o"],
+                "triggered_by": api_a.rows.user_id,
+            },
+        )
+        run_id = created.json()["row"]["id"]
+        assert client.post(f"/v1/benchmark-runs/{run_id}/start").status_code == 200
+        same = str(uuid.uuid4())
+        items = [
+            result("nope", 0),  # not a model of the run
+            result("gpt-4o", 1, quality_score=500),  # out of range
+            result("gpt-4o", 2, id=same),
+            result("gpt-4o", 3, id=same),  # an id given twice
+            result("gpt-4o", 4),
+        ]
+        body = problem(
+            client.post(f"/v1/benchmark-runs/{run_id}/results", json={"items": items}),
+            422,
+            "validation",
+        )
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [
+            (0, "model_name"),
+            (1, "quality_score"),
+            (3, "id"),
+        ], body
+        summary = client.get(f"/v1/benchmark-runs/{run_id}").json()["summary"]
+    assert summary[0]["results"] == 0
+    assert await owner.fetchval(
+        "SELECT count(*) FROM benchmark_results WHERE benchmark_run_id = $1", run_id
+    ) == 0
+
+
 async def test_failing_a_run_and_refusals(api: Served, api_a: Tenant, api_b: Tenant) -> None:
     with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
         bad = problem(

@@ -145,6 +145,40 @@ async def test_a_batch_with_bad_items_lists_every_one_and_writes_nothing(
     ) == aggregates
 
 
+async def test_type_errors_rule_errors_and_repeated_ids_are_listed_in_one_422(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    aggregates = await owner.fetchrow(
+        "SELECT total_feedback, feedback_thumbs_up, positive_feedback_pct FROM skills WHERE id = $1",
+        api_a.rows.skill_id,
+    )
+    same = str(uuid.uuid4())
+    items = [
+        {"skill_id": 5, "feedback_type": "thumbs_up"},  # a type error
+        {"skill_id": api_a.rows.skill_id, "feedback_type": "bug_report"},  # no comment
+        thumbs(api_a, quality_score=99),  # out of range
+        thumbs(api_a, id=same),
+        thumbs(api_a, id=same),  # an id given twice
+        thumbs(api_a),
+        7,  # not an object
+    ]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        body = problem(client.post("/v1/feedback", json={"items": items}), 422, "validation")
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (0, "skill_id"),
+        (1, "comment"),
+        (2, "quality_score"),
+        (4, "id"),
+        (6, "item"),
+    ], body
+    assert await count(owner, api_a) == before
+    assert await owner.fetchrow(
+        "SELECT total_feedback, feedback_thumbs_up, positive_feedback_pct FROM skills WHERE id = $1",
+        api_a.rows.skill_id,
+    ) == aggregates
+
+
 async def test_a_batch_naming_another_tenants_skill_is_a_404_naming_the_item(
     api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
 ) -> None:

@@ -9,6 +9,8 @@ problem whose traceback is logged, not sent).
 
 from __future__ import annotations
 
+import gzip
+
 import asyncio
 import logging
 import re
@@ -95,6 +97,26 @@ async def test_bodies_over_the_size_or_not_json(api: Served, api_a: Tenant) -> N
         ).status_code == 201
 
 
+def test_a_compressed_body_is_a_415_saying_identity(api: Served, api_a: Tenant) -> None:
+    body = gzip.compress(b'{"slug": "zipped", "name": "x"}')
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        for encoding in ("gzip", "br", "identity, gzip"):
+            answer = client.post(
+                "/v1/skills",
+                content=body,
+                headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+            )
+            refused = problem(answer, 415, "unsupported-media-type")
+            assert answer.headers["accept-encoding"] == "identity", encoding
+            assert "Content-Encoding" in refused["detail"]
+        plain = client.post(
+            "/v1/skills",
+            content=b'{"slug": "identity", "name": "x"}',
+            headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
+        )
+        assert plain.status_code == 201, plain.text
+
+
 async def test_the_422_shape(api: Served, api_a: Tenant) -> None:
     with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
         body = problem(
@@ -120,9 +142,19 @@ def test_every_problem_type_is_documented_in_the_schema(api: Served) -> None:
         assert type_uri(name) in documented, name
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    # problem+json only: never an application/json error.
+                    assert set(response["content"]) == {"application/problem+json"}, (
+                        path, method, status,
+                    )
             for status in ("401", "403", "404", "422", "503"):
-                content = operation["responses"][status]["content"]
-                assert "application/problem+json" in content, (path, method, status)
+                assert status in operation["responses"], (path, method, status)
+            retry_after = operation["responses"]["503"]["headers"]["Retry-After"]
+            assert retry_after["required"] is True, (path, method)
+    problem_schema = schema["components"]["schemas"]["Problem"]
+    assert {"type", "title", "status", "detail", "errors"} <= set(problem_schema["properties"])
+    assert "FieldProblem" in schema["components"]["schemas"]
 
 
 # -- the database goes away ---------------------------------------------------------

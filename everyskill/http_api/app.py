@@ -60,6 +60,7 @@ def create_api_app() -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            problems.declare_problem_schemas(generate())
             declare_rate_limit_headers(generate())
         return generate()
 

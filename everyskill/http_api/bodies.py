@@ -6,7 +6,9 @@ Contract
   carries a body (a ``Content-Length`` above 0, or a chunked body) must say
   ``Content-Type: application/json`` (or ``application/<x>+json``); any
   other type, or none, is answered 415 (``unsupported-media-type``) without
-  reading the body.
+  reading the body. So is a body with a ``Content-Encoding`` other than
+  ``identity`` (a compressed body), with ``Accept-Encoding: identity``
+  saying what the API takes (RFC 9110, section 15.5.16).
 - A body may hold at most :data:`BATCH_BODY_LIMIT` bytes (16 MiB) on the
   routes that take a batch (``POST /v1/feedback``,
   ``POST /v1/token-measurements``, ``POST /v1/benchmark-runs/{id}/results``)
@@ -81,6 +83,21 @@ class BodyLimits:
             return
         if not chunked and not length:
             await self.app(scope, receive, send)
+            return
+        encodings = [
+            coding.strip().lower()
+            for value in headers.getlist("content-encoding")
+            for coding in value.split(",")
+            if coding.strip()
+        ]
+        if any(coding != "identity" for coding in encodings):
+            response = problem_response(
+                "unsupported-media-type",
+                f"the body's Content-Encoding is {', '.join(encodings)[:100]!r}: send it"
+                " uncompressed (no Content-Encoding, or identity)",
+                headers={"Accept-Encoding": "identity"},
+            )
+            await response(scope, receive, send)
             return
         media_type = headers.get("content-type", "").split(";", 1)[0].strip()
         if not _JSON.match(media_type):

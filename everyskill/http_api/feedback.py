@@ -5,9 +5,11 @@ Contract
 - ``POST /v1/feedback`` (``feedback:write``) records one feedback item
   (the fields of :func:`everyskill.feedback.record_feedback`) or
   ``{"items": [...]}`` of 1 to :data:`MAX_BATCH` items, in one tenant
-  transaction: all of them or none. Every item is checked; when any is
-  refused by the query API's rules the answer is a 422 listing every bad
-  item by ``index`` and ``field``, and nothing is written. An id that names
+  transaction: all of them or none. Every item is checked on its own, its
+  types and then the query API's rules
+  (:func:`~everyskill.feedback.check_feedback_batch`), with the ids given
+  twice; when any is bad the answer is one 422 listing every bad item by
+  ``index`` and ``field``, and nothing is written. An id that names
   no row of the tenant (a skill, version or user) is found by the
   database, which ends the transaction at that item: the answer is a 404
   naming it (``errors[0].index``), and nothing is written. One item answers
@@ -57,10 +59,14 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from everyskill import feedback
-from everyskill.client_ids import batch_ids
 from everyskill.errors import ConflictError, NotFoundError, ValidationError
 from everyskill.http_api.auth import FeedbackReviewer, FeedbackWriter, Reader
-from everyskill.http_api.problems import ERROR_RESPONSES, FieldProblem, validation_problems
+from everyskill.http_api.problems import (
+    ERROR_RESPONSES,
+    FieldProblem,
+    item_problems,
+    validation_problems,
+)
 from everyskill.http_api.schemas import (
     BatchWritten,
     ClientId,
@@ -120,7 +126,36 @@ class FeedbackIn(_Input):
 class FeedbackBatchIn(_Input):
     """A batch of feedback items, written all or none."""
 
-    items: list[FeedbackIn] = pydantic.Field(min_length=1, max_length=MAX_BATCH)
+    # Each item is validated by the route, on its own (the schema is
+    # FeedbackIn's): a bad item does not hide the others' problems.
+    items: list[pydantic.SkipValidation[FeedbackIn]] = pydantic.Field(
+        min_length=1, max_length=MAX_BATCH
+    )
+
+
+_ITEM = pydantic.TypeAdapter(FeedbackIn)
+
+
+def _checked_items(given: list[object]) -> list[FeedbackIn]:
+    """The batch's items, or ValidationError listing every bad one."""
+    items: list[FeedbackIn | None] = []
+    problems: list[FieldProblem] = []
+    for index, raw in enumerate(given):
+        try:
+            items.append(_ITEM.validate_python(raw))
+        except pydantic.ValidationError as error:
+            problems += item_problems(error, index)
+            items.append(None)
+    try:
+        feedback.check_feedback_batch(
+            [None if item is None else item.model_dump(exclude_unset=True) for item in items]
+        )
+    except ValidationError as error:
+        problems += validation_problems(error)
+    if problems:
+        problems.sort(key=lambda problem: problem.index or 0)
+        raise ValidationError([(f"items[{p.index}].{p.field}", p.message) for p in problems])
+    return [item for item in items if item is not None]
 
 
 class ReviewIn(_Input):
@@ -159,14 +194,14 @@ async def record_feedback(
         created(response, saved.replayed)
         return written(saved)
     assert isinstance(body, FeedbackBatchIn)
-    batch_ids([item.id for item in body.items], "items")  # an id given twice: 422
+    items = _checked_items(list(body.items))
     problems: list[FieldProblem] = []
     ids: list[str] = []
     replayed: list[str] = []
     redactions: dict[str, int] = {}
     try:
         async with tenant_scope(key.tenant_id) as scope:
-            for index, item in enumerate(body.items):
+            for index, item in enumerate(items):
                 try:
                     saved = await feedback.record_feedback(**item.model_dump(exclude_unset=True))
                 except ValidationError as error:

@@ -35,6 +35,8 @@ Contract
   RunNotRunningError                    409     ``run-not-running``
   a body over the route's size          413     ``content-too-large``
   a body that is not ``application/json``  415  ``unsupported-media-type``
+  or has a Content-Encoding (with
+  ``Accept-Encoding: identity``)
   ValidationError, request validation   422     ``validation``
   RateLimitedError (with Retry-After,   429     ``quota-exceeded``
   RateLimit, RateLimit-Policy)
@@ -52,7 +54,9 @@ Contract
   (logger ``everyskill.http_api``), never to the client; it carries the
   rate-limit headers when the key had resolved.
 - :data:`ERROR_RESPONSES` declares the problem answers for the OpenAPI
-  schema of every route.
+  schema of every route, as ``application/problem+json`` only, a 503 with
+  ``Retry-After``; :func:`declare_problem_schemas` adds their schema to
+  the OpenAPI components.
 """
 
 from __future__ import annotations
@@ -93,7 +97,9 @@ __all__ = [
     "FieldProblem",
     "MissingScopeError",
     "Problem",
+    "declare_problem_schemas",
     "install",
+    "item_problems",
     "problem_for",
     "problem_response",
     "type_uri",
@@ -203,14 +209,39 @@ def _responses() -> dict[int | str, dict[str, Any]]:
     described: dict[int, str] = {}
     for status, title in TYPES.values():
         described.setdefault(status, title)
-    return {
+    # Only problem+json: a "model" would declare application/json too. The
+    # Problem schema is added to the components by declare_problem_schemas.
+    responses: dict[int | str, dict[str, Any]] = {
         status: {
-            "model": Problem,
             "description": description,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for status, description in sorted(described.items())
     }
+    responses[503]["headers"] = {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
+    responses[415]["headers"] = {
+        "Accept-Encoding": {
+            "description": "identity, when the body was refused for its Content-Encoding.",
+            "required": False,
+            "schema": {"type": "string"},
+        }
+    }
+    return responses
+
+
+def declare_problem_schemas(schema: dict[str, Any]) -> None:
+    """Add :class:`Problem` (and what it refers to) to an OpenAPI ``schema``'s
+    components (in place), for the answers of :data:`ERROR_RESPONSES`."""
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(problem.pop("$defs", {}))
+    components["Problem"] = problem
 
 
 #: The problem answers every route may give, for its OpenAPI schema.
@@ -258,6 +289,16 @@ def _request_problems(errors: Sequence[Any]) -> list[FieldProblem]:
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
         found.append(FieldProblem(index=index, field=field, message=message))
     return found
+
+
+def item_problems(error: pydantic.ValidationError, index: int) -> list[FieldProblem]:
+    """The problems pydantic found in the item at ``index`` of a batch."""
+    return _request_problems(
+        [
+            {**detail, "loc": ("items", index, *detail["loc"])}
+            for detail in error.errors(include_input=False, include_url=False)
+        ]
+    )
 
 
 async def _validation(request: Request, error: Exception) -> JSONResponse:

@@ -19,7 +19,8 @@ Contract
   stored), as :class:`~everyskill.rows.SavedBatch`.
 - **Client ids** (:mod:`everyskill.client_ids`): every created item may
   carry its own ``id`` (:data:`ClientId`, a UUID), which makes a retry
-  safe. :func:`created` gives a create's status: 201 when it wrote
+  safe; its schema's pattern (:data:`CLIENT_ID_PATTERN`) is what the
+  query API accepts. :func:`created` gives a create's status: 201 when it wrote
   something; 200 with ``Idempotent-Replayed: true`` (:data:`REPLAYED_HEADER`)
   when the row, or every row of a batch, was already stored under the ids
   given, and nothing was written. :func:`create_responses` declares that
@@ -53,10 +54,12 @@ from piccolo.columns import (
 )
 from piccolo.table import Table
 
+from everyskill.client_ids import RANDOM_VERSIONS
 from everyskill.rows import Saved, SavedBatch
 from tables import BenchmarkRun, Skill, SkillFeedback, SkillVersion, TokenMeasurement, User
 
 __all__ = [
+    "CLIENT_ID_PATTERN",
     "REPLAYED_HEADER",
     "BatchWritten",
     "ClientId",
@@ -186,14 +189,30 @@ class BatchWritten(pydantic.BaseModel):
 #: The response header of a create that wrote nothing: the ids were stored already.
 REPLAYED_HEADER = "Idempotent-Replayed"
 
+#: The ids the API accepts (:func:`everyskill.client_ids.checked_id`): a
+#: hyphenated UUID, in any case, of a random version
+#: (:data:`~everyskill.client_ids.RANDOM_VERSIONS`) and the RFC 9562 variant.
+CLIENT_ID_PATTERN = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-["
+    + "".join(str(version) for version in RANDOM_VERSIONS)
+    + "][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+)
+
 #: The optional client id of a created item.
 ClientId = Annotated[
-    str | None,
+    Annotated[
+        str,
+        # Checked by the query API, whose message says what to send; the
+        # schema states the same rule.
+        pydantic.WithJsonSchema(
+            {"type": "string", "format": "uuid", "pattern": CLIENT_ID_PATTERN}
+        ),
+    ]
+    | None,
     pydantic.Field(
         default=None,
         description="Your own UUID for the new row: a retry with the same id and the same"
         " values answers the stored row (200, replayed) instead of writing it twice.",
-        json_schema_extra={"format": "uuid"},
     ),
 ]
 
