@@ -42,9 +42,6 @@ its figures.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,6 +55,7 @@ from everyskill.overview import overview, overview_query
 from everyskill.tenancy import tenant_scope
 from perf.context import Context
 from perf.data import MODELS, PROVIDERS, add_measurements
+from perf.alone import run_alone
 from perf.harness import Figure, Target, p50
 
 #: Rows of one INSERT ... SELECT while the big dataset is built.
@@ -348,44 +346,7 @@ async def _alone(url: str, scale_name: str) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from everyskill import embedded_db
-    from everyskill.database import (
-        APP_URL_VARIABLE,
-        app_database_url,
-        create_database,
-        database_url,
-        drop_database,
-        with_database,
-    )
-    from perf.__main__ import _migrate
-    from perf.context import SCALES
-    from perf.report import text_table
-
-    parser = argparse.ArgumentParser(prog="python -m perf.overview")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    args = parser.parse_args(argv)
-    server = database_url()
-    embedded = not any(
-        os.environ.get(variable, "").strip() for variable in ("DATABASE_URL", APP_URL_VARIABLE)
-    )
-    server_app = app_database_url()
-    name = f"everyskill_perf_{os.getpid()}"
-    asyncio.run(create_database(server, name))
-    url = with_database(server, name)
-    try:
-        _migrate(url)
-        if embedded:
-            embedded_db.set_app_password()
-        os.environ["DATABASE_URL"] = url
-        os.environ[APP_URL_VARIABLE] = with_database(server_app, name)
-        figures = asyncio.run(_alone(url, args.scale))
-    finally:
-        asyncio.run(drop_database(server, name))
-    print(text_table(figures))
-    for figure in figures:
-        print(f"{figure.key}: {'; '.join(figure.notes)}")
-        print(f"{figure.key} details: {figure.details}; checks: {figure.checks}")
-    return 0
+    return run_alone("python -m perf.overview", _alone, argv)
 
 
 if __name__ == "__main__":

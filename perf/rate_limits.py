@@ -33,10 +33,8 @@ prints its figures.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import os
 import statistics
 import sys
 import time
@@ -49,6 +47,7 @@ from everyskill.api_keys import display_prefix, generate_key, is_well_formed, ke
 from everyskill.database import app_engine
 from everyskill.errors import AuthenticationError, RateLimitedError
 from perf.context import Context
+from perf.alone import run_alone
 from perf.harness import Figure, p50
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -246,43 +245,7 @@ async def _alone(url: str, scale_name: str) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from everyskill import embedded_db
-    from everyskill.database import (
-        APP_URL_VARIABLE,
-        app_database_url,
-        create_database,
-        database_url,
-        drop_database,
-        with_database,
-    )
-    from perf.__main__ import _migrate
-    from perf.context import SCALES
-    from perf.report import text_table
-
-    parser = argparse.ArgumentParser(prog="python -m perf.rate_limits")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    args = parser.parse_args(argv)
-    server = database_url()
-    embedded = not any(
-        os.environ.get(variable, "").strip() for variable in ("DATABASE_URL", APP_URL_VARIABLE)
-    )
-    server_app = app_database_url()
-    name = f"everyskill_perf_{os.getpid()}"
-    asyncio.run(create_database(server, name))
-    url = with_database(server, name)
-    try:
-        _migrate(url)
-        if embedded:
-            embedded_db.set_app_password()
-        os.environ["DATABASE_URL"] = url
-        os.environ[APP_URL_VARIABLE] = with_database(server_app, name)
-        figures = asyncio.run(_alone(url, args.scale))
-    finally:
-        asyncio.run(drop_database(server, name))
-    print(text_table(figures))
-    for figure in figures:
-        print(f"{figure.key}: {'; '.join(figure.notes)}")
-    return 0
+    return run_alone("python -m perf.rate_limits", _alone, argv)
 
 
 if __name__ == "__main__":
