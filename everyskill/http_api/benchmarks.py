@@ -35,27 +35,29 @@ Writes need ``benchmarks:write``, reads ``read``; each route calls
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from everyskill import benchmarks
 from everyskill.http_api.auth import BenchmarkWriter, Reader
 from everyskill.http_api.problems import ERROR_RESPONSES
 from everyskill.http_api.schemas import (
+    batch_written,
     BatchWritten,
     BenchmarkRunOut,
     ClientId,
-    Page,
-    Written,
-    batch_written,
     create_responses,
     created,
+    Limit,
+    Page,
+    page_json,
     row_json,
+    Written,
     written,
 )
-from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.pagination import DEFAULT_LIMIT
 from everyskill.tenancy import tenant_scope
 from tables import BenchmarkStatus
 
@@ -123,14 +125,14 @@ async def list_runs(
     key: Reader,
     skill_id: str | None = None,
     status: _Statuses | None = None,  # type: ignore[valid-type]
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         page = await benchmarks.list_runs(
             skill_id=skill_id, status=status, limit=limit, cursor=cursor
         )
-    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+    return page_json(page)
 
 
 @router.get(

@@ -33,10 +33,10 @@ transaction).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import pydantic
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from everyskill import catalogue
 from everyskill.errors import NotFoundError
@@ -44,24 +44,25 @@ from everyskill.http_api.auth import CatalogueWriter, Reader
 from everyskill.http_api.problems import ERROR_RESPONSES
 from everyskill.http_api.schemas import (
     ClientId,
+    create_responses,
+    created,
+    Limit,
     Page,
+    page_json,
+    row_json,
     SkillOut,
     SkillVersionOut,
     UserOut,
     Written,
-    create_responses,
-    created,
-    row_json,
     written,
 )
-from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.pagination import DEFAULT_LIMIT
 from everyskill.tenancy import tenant_scope
 
 __all__ = ["router"]
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
-_Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 class _Input(pydantic.BaseModel):
@@ -110,7 +111,7 @@ class UserChanges(_Input):
 
 
 def _page(page: Any) -> dict[str, Any]:
-    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+    return page_json(page)
 
 
 # -- skills -------------------------------------------------------------------------
@@ -134,7 +135,7 @@ async def create_skill(key: CatalogueWriter, body: SkillIn, response: Response) 
 async def list_skills(
     key: Reader,
     include_archived: bool = False,
-    limit: _Limit = DEFAULT_LIMIT,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
@@ -212,7 +213,7 @@ async def publish_version(
     summary="List a skill's versions, highest first",
 )
 async def list_versions(
-    key: Reader, skill_id: str, limit: _Limit = DEFAULT_LIMIT, cursor: str | None = None
+    key: Reader, skill_id: str, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         page = await catalogue.list_versions(skill_id, limit=limit, cursor=cursor)
@@ -272,7 +273,7 @@ async def create_user(key: CatalogueWriter, body: UserIn, response: Response) ->
 
 @router.get("/users", response_model=Page[UserOut], tags=["users"], summary="List users, newest first")
 async def list_users(
-    key: Reader, limit: _Limit = DEFAULT_LIMIT, cursor: str | None = None
+    key: Reader, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         return _page(await catalogue.list_users(limit=limit, cursor=cursor))

@@ -52,10 +52,10 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from everyskill import feedback
@@ -70,16 +70,20 @@ from everyskill.http_api.problems import (
 from everyskill.http_api.schemas import (
     BatchWritten,
     ClientId,
-    FeedbackOut,
-    Page,
-    Written,
     create_responses,
     created,
+    FeedbackOut,
+    Limit,
     one_or_batch,
+    Page,
+    page_json,
     row_json,
+    Since,
+    Until,
+    Written,
     written,
 )
-from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.pagination import DEFAULT_LIMIT
 from everyskill.tenancy import tenant_scope
 from tables import FeedbackSource, FeedbackStatus, FeedbackType
 
@@ -248,9 +252,9 @@ async def list_feedback(
     feedback_type: _Types | None = None,  # type: ignore[valid-type]
     status: _Statuses | None = None,  # type: ignore[valid-type]
     source: _Sources | None = None,  # type: ignore[valid-type]
-    since: Annotated[datetime.datetime | None, Query(description="created_at >= since (with a time zone)")] = None,
-    until: Annotated[datetime.datetime | None, Query(description="created_at < until (with a time zone)")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
@@ -264,7 +268,7 @@ async def list_feedback(
             limit=limit,
             cursor=cursor,
         )
-    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+    return page_json(page)
 
 
 @router.get("/feedback/{feedback_id}", response_model=FeedbackOut, summary="Read one feedback item")

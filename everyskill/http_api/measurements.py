@@ -40,18 +40,22 @@ from everyskill import usage
 from everyskill.http_api.auth import MeasurementWriter, Reader
 from everyskill.http_api.problems import ERROR_RESPONSES
 from everyskill.http_api.schemas import (
-    BatchWritten,
-    MeasurementOut,
-    Page,
-    Written,
     batch_written,
+    BatchWritten,
     create_responses,
     created,
+    Limit,
+    MeasurementOut,
     one_or_batch,
+    Page,
+    page_json,
     row_json,
+    Since,
+    Until,
+    Written,
     written,
 )
-from everyskill.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from everyskill.pagination import DEFAULT_LIMIT
 from everyskill.tenancy import tenant_scope
 
 __all__ = ["MAX_BATCH", "router"]
@@ -111,9 +115,9 @@ async def list_measurements(
     model_name: str | None = None,
     model_provider: str | None = None,
     user_id: str | None = None,
-    since: Annotated[datetime.datetime | None, Query(description="created_at >= since (with a time zone)")] = None,
-    until: Annotated[datetime.datetime | None, Query(description="created_at < until (with a time zone)")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
@@ -127,7 +131,7 @@ async def list_measurements(
             limit=limit,
             cursor=cursor,
         )
-    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+    return page_json(page)
 
 
 @router.get(

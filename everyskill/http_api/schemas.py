@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
 import pydantic
-from fastapi import Response
+from fastapi import Query, Response
 from piccolo.columns import (
     Array,
     BigInt,
@@ -55,6 +55,8 @@ from piccolo.columns import (
 from piccolo.table import Table
 
 from everyskill.client_ids import RANDOM_VERSIONS
+from everyskill.pagination import MAX_LIMIT
+from everyskill.pagination import Page as RowPage
 from everyskill.rows import Saved, SavedBatch
 from tables import BenchmarkRun, Skill, SkillFeedback, SkillVersion, TokenMeasurement, User
 
@@ -147,6 +149,21 @@ class BenchmarkRunOut(row_model(BenchmarkRun, "BenchmarkRun")):  # type: ignore[
 def row_json(row: Table) -> dict[str, Any]:
     """A row object's columns by name."""
     return {column._meta.name: getattr(row, column._meta.name) for column in row._meta.columns}
+
+
+def page_json(page: RowPage[Any]) -> dict[str, Any]:
+    """A page of the query API as a list answers it."""
+    return {"items": [row_json(row) for row in page.items], "next_cursor": page.next_cursor}
+
+
+#: The query parameters every list takes as the query API does.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Since = Annotated[
+    datetime.datetime | None, Query(description="created_at >= since (with a time zone)")
+]
+Until = Annotated[
+    datetime.datetime | None, Query(description="created_at < until (with a time zone)")
+]
 
 
 class Page(pydantic.BaseModel, Generic[Item]):
