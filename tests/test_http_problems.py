@@ -14,7 +14,6 @@ import gzip
 import asyncio
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from piccolo.engine.postgres import PostgresEngine
 
 from everyskill.http_api import create_api_app
@@ -30,7 +28,7 @@ from everyskill.http_api.bodies import BATCH_BODY_LIMIT, BODY_LIMIT
 from everyskill.http_api.problems import DATABASE_RETRY_AFTER, TYPES, type_uri
 from tests.cluster import Cluster, private_cluster
 from tests.http_support import PROBLEM, Served, Tenant, problem, served
-from tests.support import connected, free_port, make_tenant, run_piccolo
+from tests.support import connected, make_tenant, run_piccolo
 
 
 async def test_malformed_json_unknown_routes_and_methods(api: Served, api_a: Tenant) -> None:

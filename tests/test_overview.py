@@ -7,7 +7,7 @@ a model without a price (NULL costs), dismissed feedback and deleted rows.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo

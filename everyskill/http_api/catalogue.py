@@ -110,10 +110,6 @@ class UserChanges(_Input):
     name: str = None  # type: ignore[assignment]
 
 
-def _page(page: Any) -> dict[str, Any]:
-    return page_json(page)
-
-
 # -- skills -------------------------------------------------------------------------
 
 @router.post(
@@ -142,7 +138,7 @@ async def list_skills(
         page = await catalogue.list_skills(
             include_archived=include_archived, limit=limit, cursor=cursor
         )
-    return _page(page)
+    return page_json(page)
 
 
 @router.get(
@@ -217,7 +213,7 @@ async def list_versions(
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         page = await catalogue.list_versions(skill_id, limit=limit, cursor=cursor)
-    return _page(page)
+    return page_json(page)
 
 
 async def _version_of(skill_id: str, version_id: str) -> Any:
@@ -276,7 +272,7 @@ async def list_users(
     key: Reader, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
-        return _page(await catalogue.list_users(limit=limit, cursor=cursor))
+        return page_json(await catalogue.list_users(limit=limit, cursor=cursor))
 
 
 @router.get("/users/{user_id}", response_model=UserOut, tags=["users"], summary="Read a user")
