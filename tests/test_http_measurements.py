@@ -110,7 +110,7 @@ async def test_a_batch_with_bad_items_lists_them_and_writes_nothing(
         )
         assert {(e["index"], e["field"]) for e in typed["errors"]} == {
             (1, "input_tokens"),
-            (4, "skill_id"),
+            (4, "skill_slug"),  # no skill named: skill_id or skill_slug
         }
         rules = problem(
             client.post("/v1/token-measurements", json={"items": [items[0], items[3], items[3]]}),
@@ -377,12 +377,13 @@ async def test_naming_the_skill_twice_or_not_at_all_is_listed_with_the_type_erro
             client.post("/v1/token-measurements", json={"items": items}), 422, "validation"
         )
         assert {(e["index"], e["field"]) for e in body["errors"]} == {
-            (0, "skill_id"), (0, "input_tokens"), (1, "skill_slug"), (4, "skill_slug"),
+            (0, "skill_slug"), (0, "input_tokens"), (1, "skill_slug"), (4, "skill_slug"),
         }, body
         neither = problem(
             client.post("/v1/token-measurements", json={"model_name": "x"}), 422, "validation"
         )
-        assert [(e.get("index"), e["field"]) for e in neither["errors"]] == [(None, "skill_id")]
+        assert [(e.get("index"), e["field"]) for e in neither["errors"]] == [(None, "skill_slug")]
+        assert "skill_id" in neither["errors"][0]["message"]
         both = problem(
             client.post("/v1/token-measurements", json=measurement(api_a, skill_slug="review-code")),
             422,

@@ -11,9 +11,10 @@ Contract
   catalogue to find the id.
 - Their body models derive from :class:`NamesOneSkill`: exactly one of the
   two is given (``null`` counts as not given). Neither, or both, is a
-  problem of the item's own validation, listed with its other problems in
-  the same 422: on ``skill_id`` when neither is given, on ``skill_slug``
-  when both are (``items[3].skill_slug`` in a batch). :data:`SkillSlug` is
+  problem of the item's own validation on ``skill_slug``
+  (``items[3].skill_slug`` in a batch), whose message says which, listed
+  with the item's other problems in the same 422 (unless ``skill_id`` is
+  refused itself: its own problem is then listed). :data:`SkillSlug` is
   the slug's type: text PostgreSQL can store, stripped of surrounding
   whitespace, 1 to :data:`MAX_SLUG_INPUT` characters.
 - :func:`with_skill_ids` turns the items that give a slug into items that
@@ -39,10 +40,10 @@ Contract
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, TypeVar
 
 import pydantic
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
 from everyskill import catalogue
 from everyskill.errors import UNSTORABLE, NotFoundError, storable
@@ -79,60 +80,34 @@ SkillSlug = Annotated[
     pydantic.AfterValidator(_storable),
 ]
 
-_NEITHER = (
-    "name the skill: give its id as skill_id, or its slug as skill_slug"
-)
+_NEITHER = "name the skill: give its id as skill_id, or its slug as skill_slug"
 _BOTH = "give skill_id or skill_slug, not both: each names the skill on its own"
-
-
-def _reference_problem(data: object) -> InitErrorDetails | None:
-    """The problem of an item (as sent) that names no skill, or names it twice."""
-    if not isinstance(data, dict):
-        return None  # not an object: the model's own validation says so
-    by_id = data.get("skill_id") is not None
-    by_slug = data.get("skill_slug") is not None
-    if by_id and by_slug:
-        return {"type": PydanticCustomError("skill_reference", _BOTH), "loc": ("skill_slug",),
-                "input": data["skill_slug"]}
-    if not by_id and not by_slug:
-        return {"type": PydanticCustomError("skill_reference", _NEITHER), "loc": ("skill_id",),
-                "input": data}
-    return None
 
 
 class NamesOneSkill(pydantic.BaseModel):
     """A body item that names its skill by ``skill_id`` or ``skill_slug``
     (see the module's contract). A subclass may narrow ``skill_id``'s type
-    (optional still)."""
+    (optional still); ``skill_slug`` must come after it (it does, as the
+    last field of this base or after an inherited ``skill_id``)."""
 
     skill_id: str | None = pydantic.Field(default=None, description=SKILL_ID_DESCRIPTION)
+    # Validated when absent too, so that the check below always runs.
     skill_slug: SkillSlug | None = pydantic.Field(
-        default=None, description=SKILL_SLUG_DESCRIPTION
+        default=None, description=SKILL_SLUG_DESCRIPTION, validate_default=True
     )
 
-    @pydantic.model_validator(mode="wrap")
+    # A field validator: it runs when the item's other fields are refused
+    # too, so that its problem is listed with theirs.
+    @pydantic.field_validator("skill_slug", mode="after")
     @classmethod
-    def _names_one_skill(cls, data: Any, handler: pydantic.ModelWrapValidatorHandler[Self]) -> Self:
-        problem = _reference_problem(data)
-        if problem is None:
-            return handler(data)
-        # Listed with the item's other problems, if it has any: one 422
-        # says everything to fix.
-        found: list[InitErrorDetails] = [problem]
-        try:
-            handler(data)
-        except pydantic.ValidationError as error:
-            found += [
-                {
-                    # Their messages as pydantic wrote them (a custom error
-                    # without context is not formatted again).
-                    "type": PydanticCustomError(detail["type"], detail["msg"]),
-                    "loc": detail["loc"],
-                    "input": detail["input"],
-                }
-                for detail in error.errors(include_url=False)
-            ]
-        raise pydantic.ValidationError.from_exception_data(cls.__name__, found)
+    def _names_one_skill(cls, slug: str | None, info: pydantic.ValidationInfo) -> str | None:
+        if "skill_id" not in info.data:
+            return slug  # skill_id was refused: its own problem is listed
+        if info.data["skill_id"] is None and slug is None:
+            raise PydanticCustomError("skill_reference", _NEITHER)
+        if info.data["skill_id"] is not None and slug is not None:
+            raise PydanticCustomError("skill_reference", _BOTH)
+        return slug
 
 
 Item = TypeVar("Item", bound=NamesOneSkill)
