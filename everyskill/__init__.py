@@ -36,25 +36,36 @@ the staff overview (``everyskill.overview`` reads its rollups);
 ``everyskill.http_api`` is the HTTP API (FastAPI, under ``/v1``), whose keys
 and rate limits are ``everyskill.api_keys`` and ``everyskill.rate_limits``;
 ``everyskill.server`` serves the admin and the API on one port.
+
+The names below are imported on first use (PEP 562), not with the
+package: a short-lived client of the HTTP API (``everyskill.hook``) imports
+no database layer, and starts in a third of the time (see
+docs/clients.md).
 """
 
-from everyskill import rows
-from everyskill.errors import (
-    AlreadyReviewedError,
-    ConflictError,
-    DatabaseUnavailableError,
-    EverySkillError,
-    InvalidTransitionError,
-    NotFoundError,
-    RunNotRunningError,
-    TenantScopeError,
-    ValidationError,
-)
-from everyskill.rows import *  # noqa: F403  (the row types and New* models)
-from everyskill.tenancy import tenant_scope
+from __future__ import annotations
 
-__all__ = [
-    *rows.__all__,
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from everyskill import rows
+    from everyskill.errors import (
+        AlreadyReviewedError,
+        ConflictError,
+        DatabaseUnavailableError,
+        EverySkillError,
+        InvalidTransitionError,
+        NotFoundError,
+        RunNotRunningError,
+        TenantScopeError,
+        ValidationError,
+    )
+    from everyskill.rows import *  # noqa: F403  (the row types and New* models)
+    from everyskill.tenancy import tenant_scope
+
+_ERRORS = (
     "AlreadyReviewedError",
     "ConflictError",
     "DatabaseUnavailableError",
@@ -64,5 +75,22 @@ __all__ = [
     "RunNotRunningError",
     "TenantScopeError",
     "ValidationError",
-    "tenant_scope",
-]
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The package's names, imported when first used."""
+    if name == "tenant_scope":
+        return importlib.import_module("everyskill.tenancy").tenant_scope
+    if name in _ERRORS:
+        return getattr(importlib.import_module("everyskill.errors"), name)
+    if importlib.util.find_spec(f"everyskill.{name}") is not None:
+        # A submodule not imported yet (``from everyskill import hook``):
+        # the import system imports it once this says it is not an attribute.
+        raise AttributeError(name)
+    row_types = importlib.import_module("everyskill.rows")
+    if name == "__all__":
+        return [*row_types.__all__, *_ERRORS, "tenant_scope"]
+    if name in row_types.__all__:
+        return getattr(row_types, name)
+    raise AttributeError(f"module 'everyskill' has no attribute {name!r}")
