@@ -94,6 +94,7 @@ __all__ = [
     "SUGGESTIONS_SHOWN",
     "TEXT_SHOWN",
     "build_server",
+    "check_feedback_fields",
     "main",
 ]
 
@@ -296,8 +297,9 @@ def _explain(error: ApiError, skill: str | None) -> str:
     return f"The API refused the call ({error.status} {error.title}): {error.detail}"
 
 
-def _check_fields(feedback_type: str, given: Mapping[str, str | None]) -> None:
-    """ToolError naming each argument the type lacks or does not take."""
+def check_feedback_fields(feedback_type: str, given: Mapping[str, str | None]) -> None:
+    """ToolError naming each argument ``feedback_type`` lacks or does not take
+    (``given``: the text arguments by name); the query API's rules."""
     problems: list[str] = []
     present = {name for name, value in given.items() if value is not None and value.strip()}
     for group in _NEEDS.get(feedback_type, ()):
@@ -445,7 +447,7 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
             "example_output": example_output,
             "expected_output": expected_output,
         }
-        _check_fields(feedback_type, texts)
+        check_feedback_fields(feedback_type, texts)
         item: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "skill_slug": skill.strip(),
