@@ -11,7 +11,16 @@ Contract
 - Reading: :func:`get_skill`, :func:`get_version` and :func:`get_user` return
   one row of the tenant or raise :class:`~everyskill.errors.NotFoundError`;
   :func:`get_skill` returns archived skills too (their history stays
-  readable). :func:`skill_aggregates` returns a skill's maintained
+  readable). :func:`skill_ids_by_slug` maps slugs to the ids of the
+  tenant's skills with one query, however many slugs: a slug that names
+  no skill of the tenant (another tenant's included) is left out of the
+  answer, not an error, so that a caller naming skills by slug (the HTTP
+  API's writes) can list every unknown one at once. An archived skill's
+  slug maps to it, as its id names it (it keeps its slug, and feedback and
+  measurements can still be recorded on it). Slugs are compared as given
+  (no stripping: a read, like ids); each must be a non-empty string
+  PostgreSQL can store (a :class:`~everyskill.errors.ValidationError` on
+  ``slugs[i]`` otherwise); no slugs, no query. :func:`skill_aggregates` returns a skill's maintained
   aggregates as :class:`SkillAggregates`: columns of the skill's row, kept
   exact by the database on every write of feedback and measurements, so the
   read is one indexed row whatever the number of rows behind it.
@@ -106,6 +115,7 @@ Contract
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Final
@@ -139,7 +149,7 @@ from everyskill.rules import (
     Name,
     Slug,
 )
-from everyskill.tenancy import operation
+from everyskill.tenancy import current_scope, operation
 from tables import Skill, SkillVersion, User
 
 __all__ = [
@@ -160,6 +170,7 @@ __all__ = [
     "list_versions",
     "publish_version",
     "skill_aggregates",
+    "skill_ids_by_slug",
     "unarchive_skill",
     "update_skill",
     "update_user",
@@ -307,6 +318,28 @@ async def _get(table: type[RowT], kind: str, field: str, row_id: str) -> RowT:
 async def get_skill(skill_id: str) -> Skill:
     """One skill of the tenant (archived or not), aggregates included, or NotFoundError."""
     return await _get(Skill, "skill", "skill_id", skill_id)
+
+
+async def skill_ids_by_slug(slugs: Iterable[str]) -> dict[str, str]:
+    """The ids of the tenant's skills (archived ones too) with these slugs,
+    by slug, read with one query; slugs that name no skill of the tenant are
+    not in the answer. See the module's contract."""
+    if isinstance(slugs, (str, bytes)) or not isinstance(slugs, Iterable):
+        raise ValidationError.of("slugs", "must be a list of slugs, not one string")
+    given = list(slugs)
+    for index, slug in enumerate(given):
+        check_id(f"slugs[{index}]", slug)
+    distinct = list(dict.fromkeys(given))
+    if not distinct:
+        current_scope()  # a call without a scope is refused all the same
+        return {}
+    async with operation() as scope:
+        # The unique key (tenant_id, slug) finds each; row-level security
+        # keeps the lookup to the tenant's own skills.
+        records = await scope.connection.fetch(
+            "SELECT slug, id FROM skills WHERE slug = ANY($1::text[])", distinct
+        )
+    return {record["slug"]: record["id"] for record in records}
 
 
 async def skill_aggregates(skill_id: str) -> SkillAggregates:

@@ -10,7 +10,11 @@ Contract
   ``reason`` are the first of them.
   :func:`check_id` is the check every id argument gets.
 - :class:`NotFoundError` -- a row named by id does not exist in the current
-  tenant (another tenant's row is, for this tenant, not there).
+  tenant (another tenant's row is, for this tenant, not there). ``field``
+  names the input that named it, when there is one. A call that looks up
+  several rows at once may report every one it did not find in one error
+  (``more``): ``missing`` lists them all as ``(id, field)``, the error's
+  own first, and the message names the first few.
 - :class:`TenantScopeError` -- the call needs a tenant scope and has none, or
   asks for another tenant inside one.
 - :class:`NotPermittedError` -- the application role may not read or write
@@ -139,14 +143,35 @@ def unstorable_input(inputs: Mapping[str, object] | None) -> ValidationError:
 
 
 class NotFoundError(EverySkillError, LookupError):
-    """A row named by id does not exist in the current tenant."""
+    """A row named by id does not exist in the current tenant; ``more``
+    names other rows of the same kind the call did not find either, each as
+    ``(id, field)`` (see the module's contract)."""
 
-    def __init__(self, kind: str, id: object, field: str | None = None) -> None:
+    #: How many of ``more`` the message names; ``missing`` has them all.
+    SHOWN = 5
+
+    def __init__(
+        self,
+        kind: str,
+        id: object,
+        field: str | None = None,
+        *,
+        more: Sequence[tuple[object, str | None]] = (),
+    ) -> None:
         self.kind = kind
         self.id = id
         self.field = field
-        where = f" (from {field})" if field else ""
-        super().__init__(f"{kind} {id!r} not found in this tenant{where}")
+        self.missing: tuple[tuple[object, str | None], ...] = ((id, field), *more)
+        message = f"{kind} {id!r} not found in this tenant{_where(field)}"
+        if more:
+            shown = ", ".join(f"{other!r}{_where(named)}" for other, named in more[: self.SHOWN])
+            rest = f" and {len(more) - self.SHOWN} more" if len(more) > self.SHOWN else ""
+            message += f"; nor are {shown}{rest}"
+        super().__init__(message)
+
+
+def _where(field: str | None) -> str:
+    return f" (from {field})" if field else ""
 
 
 class TenantScopeError(EverySkillError, RuntimeError):

@@ -98,6 +98,20 @@ async def tenant_with_key(owner: asyncpg.Connection, label: str) -> Tenant:
     return Tenant(rows, slug, created.key)
 
 
+async def add_skill(
+    owner: asyncpg.Connection, tenant: Tenant, slug: str, *, archived: bool = False
+) -> str:
+    """A skill of ``tenant`` with ``slug`` (archived when asked); its id."""
+    skill_id: str = await owner.fetchval(
+        "INSERT INTO skills (tenant_id, slug, name, archived_at)"
+        " VALUES ($1, $2, $2, CASE WHEN $3 THEN now() END) RETURNING id",
+        tenant.rows.tenant_id,
+        slug,
+        archived,
+    )
+    return skill_id
+
+
 def problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
     """The problem of ``response``, checked to be of status and type ``name``."""
     assert response.status_code == status, (response.status_code, response.text)

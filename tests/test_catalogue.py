@@ -164,6 +164,8 @@ CALLS: list[Callable[[TenantRows], Awaitable[Any]]] = [
     lambda t: catalogue.update_user(t.user_id, name="No scope"),
     lambda t: catalogue.get_user(t.user_id),
     lambda t: catalogue.list_users(),
+    lambda t: catalogue.skill_ids_by_slug(["review-code"]),
+    lambda t: catalogue.skill_ids_by_slug([]),
 ]
 
 
@@ -175,6 +177,55 @@ async def test_every_call_needs_a_tenant_scope(
     with pytest.raises(TenantScopeError):
         await call(tenant)
     assert await owner.fetch("SELECT * FROM skills WHERE tenant_id = $1", tenant.tenant_id) == before
+
+
+async def test_slugs_map_to_the_tenants_skills_with_one_query(
+    owner: asyncpg.Connection, tenant: TenantRows, other_tenant: TenantRows
+) -> None:
+    """Both tenants have a review-code (each its own); an archived skill's
+    slug maps to it; another tenant's slug and a slug no skill has are left
+    out alike; 10,000 slugs naming three skills are one SELECT."""
+    elsewhere = await owner.fetchval(
+        "INSERT INTO skills (tenant_id, slug, name) VALUES ($1, 'only-elsewhere', 'Elsewhere')"
+        " RETURNING id",
+        other_tenant.tenant_id,
+    )
+    async with tenant_scope(tenant.tenant_id) as scope:
+        archived = (await catalogue.create_skill(slug="old-review", name="Old review")).row
+        await catalogue.archive_skill(archived.id)
+        third = (await catalogue.create_skill(slug="write-tests", name="Write tests")).row
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
+        scope.connection.add_query_logger(log)
+        found = await catalogue.skill_ids_by_slug(
+            ["review-code", "old-review", "only-elsewhere", "nowhere", "write-tests"] * 2_000
+        )
+        scope.connection.remove_query_logger(log)
+        assert await catalogue.skill_ids_by_slug([]) == {}
+    assert found == {"review-code": tenant.skill_id, "old-review": archived.id, "write-tests": third.id}
+    assert len(queries) == 1 and queries[0].lstrip().upper().startswith("SELECT")
+    async with tenant_scope(other_tenant.tenant_id):
+        theirs = await catalogue.skill_ids_by_slug(["review-code", "only-elsewhere", "old-review"])
+    assert theirs == {"review-code": other_tenant.skill_id, "only-elsewhere": elsewhere}
+
+
+@pytest.mark.parametrize(
+    ("slugs", "field"),
+    [("review-code", "slugs"), (None, "slugs"), (["review-code", ""], "slugs[1]"),
+     ([" "], "slugs[0]"), (["a", "b", 7], "slugs[2]"), (["a\x00b"], "slugs[0]")],
+)
+async def test_bad_slugs_to_look_up_are_refused_naming_them(
+    tenant: TenantRows, slugs: Any, field: str
+) -> None:
+    async with tenant_scope(tenant.tenant_id):
+        with pytest.raises(ValidationError) as raised:
+            await catalogue.skill_ids_by_slug(slugs)
+        # Refused before the database: the scope is still usable.
+        assert await catalogue.skill_ids_by_slug(["review-code"]) == {"review-code": tenant.skill_id}
+    assert raised.value.field == field
 
 
 # -- skills ----------------------------------------------------------------------

@@ -53,6 +53,21 @@ def test_validation_error_lists_problems_without_values() -> None:
         ValidationError([])
 
 
+def test_not_found_lists_every_row_missing_and_names_the_first_few() -> None:
+    alone = NotFoundError("skill", "s1", "skill_slug")
+    assert alone.missing == (("s1", "skill_slug"),)
+    assert str(alone) == "skill 's1' not found in this tenant (from skill_slug)"
+    more = [(f"s{i}", f"items[{i}].skill_slug") for i in range(2, 10)]
+    several = NotFoundError("skill", "s1", "items[1].skill_slug", more=more)
+    assert several.missing == (("s1", "items[1].skill_slug"), *more)
+    assert (several.id, several.field) == ("s1", "items[1].skill_slug")
+    message = str(several)
+    assert message.startswith("skill 's1' not found in this tenant (from items[1].skill_slug);")
+    shown = [f"'s{i}' (from items[{i}].skill_slug)" for i in range(2, 2 + NotFoundError.SHOWN)]
+    assert all(item in message for item in shown) and "'s7'" not in message
+    assert message.endswith(f"and {len(more) - NotFoundError.SHOWN} more")
+
+
 def test_invalid_transition_says_what_is_allowed() -> None:
     error = InvalidTransitionError("feedback", "f1", "dismissed", "implemented", ["accepted"])
     assert "dismissed" in str(error) and "only from accepted" in str(error)

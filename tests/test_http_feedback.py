@@ -5,7 +5,11 @@ cursors, review and implementation, the streamed training-example export
 (and a client that goes away mid-stream), scopes, and another tenant's ids.
 Client ids: replays (one item, batches), ids reused for other content or
 held by another tenant, a retry after the connection was cut before the
-answer arrived; and the two database round trips of one feedback.
+answer arrived; and the two database round trips of one feedback. Skills
+named by slug: stored under the tenant's skill (archived ones too), every
+unknown slug of a batch listed (another tenant's alike, byte for byte),
+neither or both of skill_id and skill_slug refused, replays by slug, and
+the round trips of one feedback by slug.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from everyskill.api_keys import create_api_key
 from everyskill.client_ids import FOREIGN_ID
 from everyskill.database import APP_URL_VARIABLE
 from tests.http_support import (
+    add_skill,
     CountingProxy,
     CuttingProxy,
     Served,
@@ -534,12 +539,172 @@ async def test_a_retry_after_the_connection_was_cut_is_a_replay(
     assert await total_feedback(owner, api_a) == before + 1
 
 
+async def stored_skills(owner: asyncpg.Connection, ids: list[str]) -> list[str]:
+    """The skill of each feedback row, in the order of ``ids``."""
+    rows = await owner.fetch("SELECT id, skill_id FROM skill_feedback WHERE id = ANY($1)", ids)
+    by_id = {row["id"]: row["skill_id"] for row in rows}
+    return [by_id[feedback_id] for feedback_id in ids]
+
+
+async def test_a_skill_is_named_by_its_slug_alone_or_in_a_batch(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    """Both tenants have a review-code: each key's finds its own tenant's.
+    An archived skill's slug names it, as its id does. A key that may only
+    write feedback (an MCP server's) names skills it cannot list."""
+    tests = await add_skill(owner, api_a, "write-tests")
+    old = await add_skill(owner, api_a, "old-review", archived=True)
+    mcp = (await create_api_key(api_a.rows.tenant_id, "mcp", "feedback:write")).key
+    with httpx.Client(base_url=api.base, headers=api_a.headers(mcp)) as client:
+        one = client.post(
+            "/v1/feedback", json={"skill_slug": "review-code", "feedback_type": "thumbs_up"}
+        )
+        assert one.status_code == 201, one.text
+        assert one.json()["row"]["skill_id"] == api_a.rows.skill_id
+        # Surrounding whitespace is stripped, as from every name; null is not given.
+        spaced = client.post(
+            "/v1/feedback",
+            json={"skill_slug": " write-tests ", "skill_id": None, "feedback_type": "thumbs_down"},
+        )
+        assert spaced.status_code == 201 and spaced.json()["row"]["skill_id"] == tests
+        items = [
+            {"skill_slug": "review-code", "feedback_type": "thumbs_up"},
+            {"skill_id": tests, "feedback_type": "thumbs_up"},
+            {"skill_slug": "write-tests", "feedback_type": "bug_report", "comment": "flaky"},
+            {"skill_slug": "old-review", "feedback_type": "thumbs_down"},
+            {"skill_slug": "review-code", "feedback_type": "thumbs_down"},
+        ]
+        batch = client.post("/v1/feedback", json={"items": items})
+        assert batch.status_code == 201, batch.text
+    assert await stored_skills(owner, [one.json()["row"]["id"], *batch.json()["ids"]]) == [
+        api_a.rows.skill_id, api_a.rows.skill_id, tests, tests, old, api_a.rows.skill_id,
+    ]
+    # The aggregates of the archived skill count what was recorded by slug.
+    assert await owner.fetchval("SELECT total_feedback FROM skills WHERE id = $1", old) == 1
+    assert await total_feedback(owner, api_b) == 1  # B's review-code got nothing
+
+
+async def test_unknown_slugs_are_404s_naming_every_item_and_nothing_is_written(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    """Every item whose slug names no skill of the tenant is listed (a
+    client re-attributes them and resends); another tenant's slug is
+    answered byte for byte as a slug no skill has."""
+    elsewhere = await add_skill(owner, api_b, "only-in-b")
+    before = await count(owner, api_a)
+    aggregates = await total_feedback(owner, api_a)
+    items = [
+        {"skill_slug": "review-code", "feedback_type": "thumbs_up"},
+        {"skill_slug": "nowhere", "feedback_type": "thumbs_up"},
+        thumbs(api_a),
+        {"skill_slug": "only-in-b", "feedback_type": "thumbs_up"},
+        {"skill_slug": "nowhere", "feedback_type": "thumbs_down"},
+    ]
+    single = {"skill_slug": "only-in-b", "feedback_type": "thumbs_up"}
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        batch_foreign = client.post("/v1/feedback", json={"items": items})
+        single_foreign = client.post("/v1/feedback", json=single)
+        body = problem(batch_foreign, 404, "not-found")
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [
+            (1, "skill_slug"), (3, "skill_slug"), (4, "skill_slug"),
+        ]
+        assert "'nowhere'" in body["errors"][0]["message"]
+        assert "'only-in-b'" in body["errors"][1]["message"]
+        assert "nowhere" in body["detail"] and "only-in-b" in body["detail"]
+        one = problem(single_foreign, 404, "not-found")
+        assert one["errors"] == [{"field": "skill_slug", "message": one["detail"]}]
+        # Once B's skill has another slug, only-in-b is a slug no skill has.
+        await owner.execute("UPDATE skills SET slug = 'moved-in-b' WHERE id = $1", elsewhere)
+        batch_unknown = client.post("/v1/feedback", json={"items": items})
+        single_unknown = client.post("/v1/feedback", json=single)
+    assert batch_foreign.content == batch_unknown.content
+    assert single_foreign.content == single_unknown.content
+    assert elsewhere not in batch_foreign.text and api_b.rows.tenant_id not in batch_foreign.text
+    assert await count(owner, api_a) == before
+    assert await total_feedback(owner, api_a) == aggregates
+
+
+async def test_naming_the_skill_twice_or_not_at_all_is_a_422(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        neither = problem(
+            client.post("/v1/feedback", json={"feedback_type": "thumbs_up"}), 422, "validation"
+        )
+        assert [(e.get("index"), e["field"]) for e in neither["errors"]] == [(None, "skill_id")]
+        assert "skill_slug" in neither["errors"][0]["message"]
+        both = problem(
+            client.post("/v1/feedback", json=thumbs(api_a, skill_slug="review-code")),
+            422,
+            "validation",
+        )
+        assert [(e.get("index"), e["field"]) for e in both["errors"]] == [(None, "skill_slug")]
+        assert "not both" in both["errors"][0]["message"]
+        # In a batch, with the items' other problems, in one 422.
+        items = [
+            {"feedback_type": "thumbs_up", "sentiment": 5},
+            thumbs(api_a, skill_slug="review-code", sentiment=5),
+            {"skill_slug": "review-code", "feedback_type": "thumbs_up"},
+            {"skill_id": api_a.rows.skill_id, "skill_slug": "x", "feedback_type": "nope"},
+            {"skill_slug": "", "feedback_type": "thumbs_up"},
+        ]
+        batch = problem(client.post("/v1/feedback", json={"items": items}), 422, "validation")
+    assert {(e["index"], e["field"]) for e in batch["errors"]} == {
+        (0, "skill_id"), (0, "sentiment"), (1, "skill_slug"), (1, "sentiment"),
+        (3, "skill_slug"), (3, "feedback_type"), (4, "skill_slug"),
+    }, batch
+    assert await count(owner, api_a) == before
+
+
+async def test_an_item_named_by_slug_replays_as_one_named_by_id(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    """The resolved id is what is stored and compared: the same id sent by
+    slug or by id is the same item; by another skill's slug, a conflict."""
+    tests = await add_skill(owner, api_a, "write-tests")
+    before = await total_feedback(owner, api_a)
+    item = {"id": str(uuid.uuid4()), "skill_slug": "review-code", "feedback_type": "thumbs_up"}
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        first = client.post("/v1/feedback", json=item)
+        assert first.status_code == 201, first.text
+        row = first.json()["row"]
+        assert replayed(client.post("/v1/feedback", json=item))["row"] == row
+        by_id = {**item, "skill_slug": None, "skill_id": api_a.rows.skill_id}
+        assert replayed(client.post("/v1/feedback", json=by_id))["row"] == row
+        other = problem(
+            client.post("/v1/feedback", json={**item, "skill_slug": "write-tests"}), 409, "conflict"
+        )
+        assert other["errors"][0]["field"] == "id"
+        # A batch sent by slug, then resent by id: replays only.
+        items = [
+            {"id": str(uuid.uuid4()), "skill_slug": slug, "feedback_type": "thumbs_down"}
+            for slug in ("review-code", "write-tests", "review-code")
+        ]
+        sent = client.post("/v1/feedback", json={"items": items})
+        assert sent.status_code == 201 and sent.json()["count"] == 3, sent.text
+        resent = [
+            {"id": i["id"], "skill_id": skill, "feedback_type": "thumbs_down"}
+            for i, skill in zip(items, (api_a.rows.skill_id, tests, api_a.rows.skill_id))
+        ]
+        again = replayed(client.post("/v1/feedback", json={"items": resent}))
+        assert again["replayed"] == [i["id"] for i in items] and again["count"] == 0
+        assert replayed(client.post("/v1/feedback", json={"items": items}))["count"] == 0
+    assert await total_feedback(owner, api_a) == before + 3
+    assert await stored_skills(owner, [i["id"] for i in items]) == [
+        api_a.rows.skill_id, tests, api_a.rows.skill_id,
+    ]
+
+
 def test_one_feedback_costs_two_database_round_trips(
     api_a: Tenant, app_url_for_tests: str
 ) -> None:
     """The served app's login connects through a proxy counting round trips:
     POST /v1/feedback is the key's resolution (one statement that counts the
-    rate limits too) and the write (one statement, in an autocommit scope)."""
+    rate limits too) and the write (one statement, in an autocommit scope).
+    Named by its slug, the skill is looked up first, in one transaction
+    with the write: BEGIN (with the switch), the lookup, the write and
+    COMMIT, five round trips in all."""
     url = urllib.parse.urlsplit(app_url_for_tests)
     query = urllib.parse.parse_qs(url.query)
     socket_dir, port = query["host"][0], query.get("port", ["5432"])[0]
@@ -561,9 +726,17 @@ def test_one_feedback_costs_two_database_round_trips(
                 proxy.round_trips = 0
                 answer = client.post("/v1/feedback", json=thumbs(api_a, comment="counted"))
                 round_trips = proxy.round_trips
+                by_slug = {"skill_slug": "review-code", "feedback_type": "thumbs_up"}
+                for _ in range(3):
+                    assert client.post("/v1/feedback", json=by_slug).status_code == 201
+                proxy.round_trips = 0
+                named = client.post("/v1/feedback", json={**by_slug, "comment": "named"})
+                round_trips_by_slug = proxy.round_trips
     finally:
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
     assert answer.status_code == 201 and answer.json()["row"]["comment"] == "counted"
     assert round_trips == 2
+    assert named.status_code == 201 and named.json()["row"]["skill_id"] == api_a.rows.skill_id
+    assert round_trips_by_slug == 5

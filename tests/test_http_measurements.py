@@ -4,7 +4,10 @@ measurement and batches of up to 10,000 (one statement, all or nothing,
 bad items listed by index and field), reading, listing, the usage
 summary, and scopes; a batch with client ids retried after its connection
 was cut (written once, replays listed, aggregates exact), ids reused or
-another tenant's.
+another tenant's. Skills named by slug: a batch of 10,000 naming three
+skills (an archived one too) stored under the right ids, every unknown
+slug listed (another tenant's alike, byte for byte), neither or both of
+skill_id and skill_slug refused, replays by slug.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import pytest
 
 from everyskill.api_keys import create_api_key
 from everyskill.client_ids import FOREIGN_ID
-from tests.http_support import CuttingProxy, Served, Tenant, problem, replayed
+from tests.http_support import (
+    add_skill,
+    CuttingProxy,
+    Served,
+    Tenant,
+    problem,
+    replayed,
+)
 
 
 def measurement(tenant: Tenant, **extra: Any) -> dict[str, Any]:
@@ -263,3 +273,155 @@ async def test_boundaries_of_time_zones_and_datetimes_are_422s(api: Served, api_
                 path, params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"}
             )
             assert answer.status_code == 200, (path, answer.text)
+
+
+def by_slug(slug: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "skill_slug": slug,
+        "model_name": "claude-sonnet-4-5",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        **extra,
+    }
+
+
+async def per_skill(owner: asyncpg.Connection, ids: list[str]) -> dict[str, int]:
+    rows = await owner.fetch(
+        "SELECT skill_id, count(*) AS n FROM token_measurements WHERE id = ANY($1) GROUP BY 1", ids
+    )
+    return {row["skill_id"]: row["n"] for row in rows}
+
+
+async def test_a_batch_of_ten_thousand_names_its_skills_by_slug(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    """A hook's key (measurements:write only) names three skills by slug,
+    one of them archived, over 10,000 items, some by id: each row is stored
+    under its skill of the key's tenant (tenant B's review-code gets
+    nothing), and the cost aggregates count them."""
+    tests = await add_skill(owner, api_a, "write-tests")
+    old = await add_skill(owner, api_a, "old-review", archived=True)
+    hook = (await create_api_key(api_a.rows.tenant_id, "hook", "measurements:write")).key
+    b_before = await count(owner, api_b)
+    slugs = ["review-code", "write-tests", "old-review"]
+    items = [
+        by_slug(slugs[i % 3], latency_ms=i) if i % 10 else measurement(api_a, latency_ms=i)
+        for i in range(10_000)
+    ]
+    with httpx.Client(base_url=api.base, headers=api_a.headers(hook), timeout=60) as client:
+        one = client.post("/v1/token-measurements", json=by_slug("old-review"))
+        assert one.status_code == 201, one.text
+        assert one.json()["row"]["skill_id"] == old
+        assert one.json()["row"]["estimated_cost_microcents"] == 1000 * 250 + 100 * 1250
+        batch = client.post("/v1/token-measurements", json={"items": items})
+        assert batch.status_code == 201, batch.text
+    ids = batch.json()["ids"]
+    assert batch.json()["count"] == 10_000
+    skills = [api_a.rows.skill_id, tests, old]
+    expected: dict[str, int] = {}
+    for i in range(10_000):
+        skill = skills[i % 3] if i % 10 else api_a.rows.skill_id
+        expected[skill] = expected.get(skill, 0) + 1
+    assert await per_skill(owner, ids) == expected
+    stored = await owner.fetchrow(
+        "SELECT skill_id, latency_ms FROM token_measurements WHERE id = $1", ids[1234]
+    )
+    assert stored is not None and (stored["skill_id"], stored["latency_ms"]) == (tests, 1234)
+    assert await owner.fetchval(
+        "SELECT costed_measurements FROM skills WHERE id = $1", old
+    ) == expected[old] + 1
+    assert await count(owner, api_b) == b_before
+
+
+async def test_unknown_slugs_are_listed_in_one_404_and_nothing_is_written(
+    api: Served, api_a: Tenant, api_b: Tenant, owner: asyncpg.Connection
+) -> None:
+    elsewhere = await add_skill(owner, api_b, "only-in-b")
+    before = await count(owner, api_a)
+    costed = await cost_aggregates(owner, api_a)
+    items = [by_slug("review-code")] * 5 + [by_slug("nowhere"), measurement(api_a)]
+    items += [by_slug("only-in-b"), by_slug("review-code"), by_slug("nowhere")]
+    single = by_slug("only-in-b")
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        batch_foreign = client.post("/v1/token-measurements", json={"items": items})
+        single_foreign = client.post("/v1/token-measurements", json=single)
+        body = problem(batch_foreign, 404, "not-found")
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [
+            (5, "skill_slug"), (7, "skill_slug"), (9, "skill_slug"),
+        ]
+        one = problem(single_foreign, 404, "not-found")
+        assert one["errors"] == [{"field": "skill_slug", "message": one["detail"]}]
+        await owner.execute("UPDATE skills SET slug = 'moved-in-b' WHERE id = $1", elsewhere)
+        batch_unknown = client.post("/v1/token-measurements", json={"items": items})
+        single_unknown = client.post("/v1/token-measurements", json=single)
+    assert batch_foreign.content == batch_unknown.content
+    assert single_foreign.content == single_unknown.content
+    assert elsewhere not in batch_foreign.text
+    assert await count(owner, api_a) == before
+    assert await cost_aggregates(owner, api_a) == costed
+
+
+async def test_naming_the_skill_twice_or_not_at_all_is_listed_with_the_type_errors(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    before = await count(owner, api_a)
+    items = [
+        {"model_name": "x", "input_tokens": -1},
+        measurement(api_a, skill_slug="review-code"),
+        by_slug("review-code"),
+        by_slug("review-code", skill_id=None),
+        by_slug("   "),
+    ]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        body = problem(
+            client.post("/v1/token-measurements", json={"items": items}), 422, "validation"
+        )
+        assert {(e["index"], e["field"]) for e in body["errors"]} == {
+            (0, "skill_id"), (0, "input_tokens"), (1, "skill_slug"), (4, "skill_slug"),
+        }, body
+        neither = problem(
+            client.post("/v1/token-measurements", json={"model_name": "x"}), 422, "validation"
+        )
+        assert [(e.get("index"), e["field"]) for e in neither["errors"]] == [(None, "skill_id")]
+        both = problem(
+            client.post("/v1/token-measurements", json=measurement(api_a, skill_slug="review-code")),
+            422,
+            "validation",
+        )
+        assert [(e.get("index"), e["field"]) for e in both["errors"]] == [(None, "skill_slug")]
+    assert await count(owner, api_a) == before
+
+
+async def test_measurements_named_by_slug_replay_as_named_by_id(
+    api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    tests = await add_skill(owner, api_a, "write-tests")
+    before = await count(owner, api_a)
+    items = [
+        by_slug(slug, id=str(uuid.uuid4()), estimated_cost_microcents=10 + i)
+        for i, slug in enumerate(["review-code", "write-tests", "review-code"])
+    ]
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        sent = client.post("/v1/token-measurements", json={"items": items})
+        assert sent.status_code == 201 and sent.json()["count"] == 3, sent.text
+        resent = [
+            {**{k: v for k, v in item.items() if k != "skill_slug"}, "skill_id": skill}
+            for item, skill in zip(items, [api_a.rows.skill_id, tests, api_a.rows.skill_id])
+        ]
+        again = replayed(client.post("/v1/token-measurements", json={"items": resent}))
+        assert again["replayed"] == [item["id"] for item in items] and again["count"] == 0
+        assert replayed(client.post("/v1/token-measurements", json=items[1]))["row"]["skill_id"] == tests
+        assert replayed(client.post("/v1/token-measurements", json=resent[1]))["row"]["skill_id"] == tests
+        # The same id by another skill's slug: other values, a conflict.
+        moved = problem(
+            client.post(
+                "/v1/token-measurements", json={"items": [{**items[1], "skill_slug": "review-code"}]}
+            ),
+            409,
+            "conflict",
+        )
+        assert (moved["errors"][0]["index"], moved["errors"][0]["field"]) == (0, "id")
+    assert await count(owner, api_a) == before + 3
+    assert await per_skill(owner, [item["id"] for item in items]) == {
+        api_a.rows.skill_id: 2, tests: 1,
+    }

@@ -22,9 +22,18 @@ Contract
   another tenant holds, or one stored with other values, is a 409
   (``conflict``, field ``id``, the item's ``index`` in a batch) saying
   nothing about the other row; an id given twice in a batch is a 422.
+- Each item names its skill by ``skill_id`` or by ``skill_slug``
+  (:mod:`~everyskill.http_api.skill_refs`): neither or both is a 422 with
+  the item's other problems. The slugs of a batch are looked up with one
+  query, in the batch's transaction, once every item passed its checks;
+  an unknown slug (another tenant's included) is a 404 naming every item
+  that gives one (``errors``, by ``index``), and nothing is written.
 - One item is written in an autocommit tenant scope: the query API sends
   the one statement of the SQL function ``record_feedback`` alone, so the
-  write is one round trip (and the key's resolution another). Every other
+  write is one round trip (and the key's resolution another). One item
+  naming its skill by slug costs one more query: its lookup and the write
+  run in one tenant transaction (BEGIN with the switch, the lookup, the
+  write, COMMIT: four round trips, five with the key's). Every other
   route but a batch makes one query-API call, in an autocommit scope too
   (the call is its own transaction); a batch is one transaction.
 - ``GET /v1/feedback`` (``read``) lists with the filters of
@@ -83,6 +92,7 @@ from everyskill.http_api.schemas import (
     Written,
     written,
 )
+from everyskill.http_api.skill_refs import NamesOneSkill, with_skill_ids
 from everyskill.pagination import DEFAULT_LIMIT
 from everyskill.tenancy import tenant_scope
 from tables import FeedbackSource, FeedbackStatus, FeedbackType
@@ -105,12 +115,12 @@ class _Input(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", strict=True)
 
 
-class FeedbackIn(_Input):
+class FeedbackIn(NamesOneSkill, _Input):
     """One feedback item: what each type needs is checked by the query API
     (thumbs: sentiment; suggestion: suggested content or diff; training
-    example: example_input and expected_output; bug report: comment)."""
+    example: example_input and expected_output; bug report: comment). The
+    skill is named by skill_id or by skill_slug."""
 
-    skill_id: str
     feedback_type: _Types  # type: ignore[valid-type]
     skill_version_id: str | None = None
     user_id: str | None = None
@@ -140,6 +150,12 @@ class FeedbackBatchIn(_Input):
 _ITEM = pydantic.TypeAdapter(FeedbackIn)
 
 
+def _fields(item: FeedbackIn) -> dict[str, Any]:
+    """The keyword arguments of record_feedback given by an item whose
+    skill is named by id (see :func:`~everyskill.http_api.skill_refs.with_skill_ids`)."""
+    return item.model_dump(exclude_unset=True, exclude={"skill_slug"})
+
+
 def _checked_items(given: list[object]) -> list[FeedbackIn]:
     """The batch's items, or ValidationError listing every bad one."""
     items: list[FeedbackIn | None] = []
@@ -151,8 +167,16 @@ def _checked_items(given: list[object]) -> list[FeedbackIn]:
             problems += item_problems(error, index)
             items.append(None)
     try:
+        # The rules do not depend on which skill: an item naming its skill
+        # by slug is checked with the slug in the id's place (the slug is
+        # looked up once the whole batch passes).
         feedback.check_feedback_batch(
-            [None if item is None else item.model_dump(exclude_unset=True) for item in items]
+            [
+                None
+                if item is None
+                else {**_fields(item), "skill_id": item.skill_id or item.skill_slug}
+                for item in items
+            ]
         )
     except ValidationError as error:
         problems += validation_problems(error)
@@ -193,8 +217,15 @@ async def record_feedback(
     response: Response,
 ) -> dict[str, Any]:
     if isinstance(body, FeedbackIn):
-        async with tenant_scope(key.tenant_id, autocommit=True):
-            saved = await feedback.record_feedback(**body.model_dump(exclude_unset=True))
+        if body.skill_slug is None:
+            # One round trip: record_feedback's one statement, sent alone.
+            async with tenant_scope(key.tenant_id, autocommit=True):
+                saved = await feedback.record_feedback(**_fields(body))
+        else:
+            # The slug's lookup and the write, in one transaction.
+            async with tenant_scope(key.tenant_id):
+                (item,) = await with_skill_ids([body], batch=False)
+                saved = await feedback.record_feedback(**_fields(item))
         created(response, saved.replayed)
         return written(saved)
     assert isinstance(body, FeedbackBatchIn)
@@ -205,9 +236,12 @@ async def record_feedback(
     redactions: dict[str, int] = {}
     try:
         async with tenant_scope(key.tenant_id) as scope:
+            # Every slug of the batch with one query; nothing is written
+            # when one is unknown.
+            items = await with_skill_ids(items, batch=True)
             for index, item in enumerate(items):
                 try:
-                    saved = await feedback.record_feedback(**item.model_dump(exclude_unset=True))
+                    saved = await feedback.record_feedback(**_fields(item))
                 except ValidationError as error:
                     problems += validation_problems(error, index)
                     if scope.failed is not None:  # refused by the database: no more checks

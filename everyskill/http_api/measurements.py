@@ -17,11 +17,18 @@ Contract
   batch of replays only, answers 200 with ``Idempotent-Replayed: true``,
   and a batch lists its replayed ids. An id another tenant holds, or one
   stored with other values, is a 409 naming the item; nothing is written.
+- Each item names its skill by ``skill_id`` or by ``skill_slug``
+  (:mod:`~everyskill.http_api.skill_refs`): neither or both is a 422 with
+  the item's other type problems. The slugs of a request are looked up
+  with one query, before the query API checks the items' rules; an
+  unknown slug (another tenant's included) is a 404 naming every item
+  that gives one, and nothing is written.
 - ``GET /v1/token-measurements`` (``read``) lists with the filters of
   :func:`~everyskill.usage.list_measurements`;
   ``GET /v1/token-measurements/{id}`` reads one.
 - Each route makes one query-API call, in an autocommit tenant scope (the
-  call is its own transaction).
+  call is its own transaction); a write naming a skill by slug makes two,
+  the slugs' lookup and the write, in one tenant transaction.
 - ``GET /v1/usage/summary`` (``read``): :func:`~everyskill.usage.usage_summary`
   grouped by ``by`` (repeat it: ``by=skill&by=model``; none given: skill,
   model and day), with ``time_zone`` (IANA name) for days, and the filters
@@ -55,6 +62,7 @@ from everyskill.http_api.schemas import (
     Written,
     written,
 )
+from everyskill.http_api.skill_refs import NamesOneSkill, SKILL_ID_DESCRIPTION, with_skill_ids
 from everyskill.pagination import DEFAULT_LIMIT
 from everyskill.tenancy import tenant_scope
 
@@ -65,13 +73,27 @@ MAX_BATCH = 10_000
 
 router = APIRouter(tags=["token measurements"], responses=ERROR_RESPONSES)
 
+_SKILL_ID = usage.MeasurementInput.model_fields["skill_id"]
+
+
+class MeasurementIn(NamesOneSkill, usage.MeasurementInput):
+    """One measurement to record: the fields of the query API's
+    MeasurementInput, its skill named by skill_id or by skill_slug. Once its
+    slug is resolved (:func:`~everyskill.http_api.skill_refs.with_skill_ids`),
+    it is the MeasurementInput the query API takes."""
+
+    # The query API's type of skill_id, optional here.
+    skill_id: Annotated[str, *_SKILL_ID.metadata] | None = pydantic.Field(  # type: ignore[assignment]
+        default=None, description=SKILL_ID_DESCRIPTION
+    )
+
 
 class MeasurementBatchIn(pydantic.BaseModel):
     """A batch of measurements, written with one statement, all or none."""
 
     model_config = pydantic.ConfigDict(extra="forbid", strict=True)
 
-    items: list[usage.MeasurementInput] = pydantic.Field(min_length=1, max_length=MAX_BATCH)
+    items: list[MeasurementIn] = pydantic.Field(min_length=1, max_length=MAX_BATCH)
 
 
 class UsageSummaries(pydantic.BaseModel):
@@ -89,17 +111,25 @@ class UsageSummaries(pydantic.BaseModel):
 )
 async def record_measurements(
     key: MeasurementWriter,
-    body: one_or_batch(usage.MeasurementInput, MeasurementBatchIn),  # type: ignore[valid-type]
+    body: one_or_batch(MeasurementIn, MeasurementBatchIn),  # type: ignore[valid-type]
     response: Response,
 ) -> dict[str, Any]:
-    if isinstance(body, usage.MeasurementInput):
-        async with tenant_scope(key.tenant_id, autocommit=True):
-            saved = await usage.record_measurement(**body.model_dump(exclude_unset=True))
+    if isinstance(body, MeasurementIn):
+        # By slug: the lookup and the write in one transaction.
+        async with tenant_scope(key.tenant_id, autocommit=body.skill_slug is None):
+            (item,) = await with_skill_ids([body], batch=False)
+            saved = await usage.record_measurement(
+                **item.model_dump(exclude_unset=True, exclude={"skill_slug"})
+            )
         created(response, saved.replayed)
         return written(saved)
     assert isinstance(body, MeasurementBatchIn)
-    async with tenant_scope(key.tenant_id, autocommit=True):
-        batch = await usage.record_measurements(body.items)
+    by_slug = any(item.skill_slug is not None for item in body.items)
+    async with tenant_scope(key.tenant_id, autocommit=not by_slug):
+        # Every slug of the batch with one query; nothing is written when
+        # one is unknown.
+        items = await with_skill_ids(body.items, batch=True)
+        batch = await usage.record_measurements(items)
     created(response, batch.count == 0)
     return batch_written(batch)
 

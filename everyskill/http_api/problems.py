@@ -25,7 +25,8 @@ Contract
   (with ``WWW-Authenticate: Bearer``)
   a key without the route's scope       403     ``missing-scope``
   NotFoundError (another tenant's id    404     ``not-found``
-  is exactly as an id never used)
+  is exactly as an id never used;
+  ``errors`` lists every one missing)
   an unknown route                      404     ``unknown-route``
   a method the route does not have      405     ``method-not-allowed``
   (with ``Allow``)
@@ -345,8 +346,14 @@ async def _everyskill_error(request: Request, error: Exception) -> JSONResponse:
             violated_policies=rate_limits.violated_policies(error),
         )
     if isinstance(error, NotFoundError):
-        errors = [field_problem(error.field, str(error))] if error.field else None
-        return problem_response("not-found", str(error), errors=errors)
+        # Every row the call did not find, each with its own message (the
+        # error's own when it found one missing).
+        missing = [
+            field_problem(field, str(NotFoundError(error.kind, row_id, field)))
+            for row_id, field in error.missing
+            if field
+        ]
+        return problem_response("not-found", str(error), errors=missing or None)
     if isinstance(error, AlreadyReviewedError):
         return problem_response("already-reviewed", str(error))
     if isinstance(error, RunNotRunningError):

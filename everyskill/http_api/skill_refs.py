@@ -1,0 +1,164 @@
+"""A skill named by its slug in the body of a write, instead of by its id.
+
+Contract
+--------
+- A feedback item (``POST /v1/feedback``) and a token measurement
+  (``POST /v1/token-measurements``), alone or as an item of a batch, name
+  their skill by ``skill_id`` or by ``skill_slug``: the catalogue's slug,
+  unique in the tenant (``tables.Skill.slug``). A client outside the
+  process (an assistant's hook, an MCP server) knows a skill by its name,
+  and its key (``feedback:write``, ``measurements:write``) cannot read the
+  catalogue to find the id.
+- Their body models derive from :class:`NamesOneSkill`: exactly one of the
+  two is given (``null`` counts as not given). Neither, or both, is a
+  problem of the item's own validation, listed with its other problems in
+  the same 422: on ``skill_id`` when neither is given, on ``skill_slug``
+  when both are (``items[3].skill_slug`` in a batch). :data:`SkillSlug` is
+  the slug's type: text PostgreSQL can store, stripped of surrounding
+  whitespace, 1 to :data:`MAX_SLUG_INPUT` characters.
+- :func:`with_skill_ids` turns the items that give a slug into items that
+  give their skill's id (``skill_id`` set, ``skill_slug`` None), in the
+  current tenant scope, with one query for all the slugs of the request
+  (:func:`everyskill.catalogue.skill_ids_by_slug`), none when no item gives
+  a slug. Row-level security keeps the lookup to the key's tenant: another
+  tenant's slug is not found, and the answer is byte for byte the one a
+  slug no skill has gets. An archived skill's slug names it, as its id does
+  (the catalogue records feedback and measurements on archived skills).
+- A slug that names no skill of the tenant is a
+  :class:`~everyskill.errors.NotFoundError` (404) naming the item's
+  ``skill_slug`` (``items[3].skill_slug`` in a batch, with the ``index``).
+  In a batch it names every item whose slug is unknown (its ``missing``,
+  the problem's ``errors``), so that a client can re-attribute those items
+  and send the batch again; nothing of the request is written.
+- The query API gets the resolved id and nothing else: what is written, and
+  what a replay is compared with, is the skill's id. An item sent with an
+  ``id`` and ``skill_slug`` replays exactly as with that ``id`` and the
+  skill's ``skill_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Self, TypeVar
+
+import pydantic
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from everyskill import catalogue
+from everyskill.errors import UNSTORABLE, NotFoundError, storable
+
+__all__ = [
+    "MAX_SLUG_INPUT",
+    "SKILL_ID_DESCRIPTION",
+    "SKILL_SLUG_DESCRIPTION",
+    "NamesOneSkill",
+    "SkillSlug",
+    "with_skill_ids",
+]
+
+#: The longest slug a body may give: as long as an id may be.
+MAX_SLUG_INPUT = 200
+
+SKILL_ID_DESCRIPTION = "The skill's id; give it or skill_slug, not both."
+SKILL_SLUG_DESCRIPTION = (
+    "The skill's slug (its unique name in the tenant, such as review-code), instead of"
+    " skill_id; give one of the two. An archived skill's slug names it too."
+)
+
+
+def _storable(value: str) -> str:
+    if not storable(value):
+        raise PydanticCustomError("unstorable_text", UNSTORABLE)
+    return value
+
+
+#: A slug as a body gives it (see the module's contract).
+SkillSlug = Annotated[
+    str,
+    pydantic.StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SLUG_INPUT),
+    pydantic.AfterValidator(_storable),
+]
+
+_NEITHER = (
+    "name the skill: give its id as skill_id, or its slug as skill_slug"
+)
+_BOTH = "give skill_id or skill_slug, not both: each names the skill on its own"
+
+
+def _reference_problem(data: object) -> InitErrorDetails | None:
+    """The problem of an item (as sent) that names no skill, or names it twice."""
+    if not isinstance(data, dict):
+        return None  # not an object: the model's own validation says so
+    by_id = data.get("skill_id") is not None
+    by_slug = data.get("skill_slug") is not None
+    if by_id and by_slug:
+        return {"type": PydanticCustomError("skill_reference", _BOTH), "loc": ("skill_slug",),
+                "input": data["skill_slug"]}
+    if not by_id and not by_slug:
+        return {"type": PydanticCustomError("skill_reference", _NEITHER), "loc": ("skill_id",),
+                "input": data}
+    return None
+
+
+class NamesOneSkill(pydantic.BaseModel):
+    """A body item that names its skill by ``skill_id`` or ``skill_slug``
+    (see the module's contract). A subclass may narrow ``skill_id``'s type
+    (optional still)."""
+
+    skill_id: str | None = pydantic.Field(default=None, description=SKILL_ID_DESCRIPTION)
+    skill_slug: SkillSlug | None = pydantic.Field(
+        default=None, description=SKILL_SLUG_DESCRIPTION
+    )
+
+    @pydantic.model_validator(mode="wrap")
+    @classmethod
+    def _names_one_skill(cls, data: Any, handler: pydantic.ModelWrapValidatorHandler[Self]) -> Self:
+        problem = _reference_problem(data)
+        if problem is None:
+            return handler(data)
+        # Listed with the item's other problems, if it has any: one 422
+        # says everything to fix.
+        found: list[InitErrorDetails] = [problem]
+        try:
+            handler(data)
+        except pydantic.ValidationError as error:
+            found += [
+                {
+                    # Their messages as pydantic wrote them (a custom error
+                    # without context is not formatted again).
+                    "type": PydanticCustomError(detail["type"], detail["msg"]),
+                    "loc": detail["loc"],
+                    "input": detail["input"],
+                }
+                for detail in error.errors(include_url=False)
+            ]
+        raise pydantic.ValidationError.from_exception_data(cls.__name__, found)
+
+
+Item = TypeVar("Item", bound=NamesOneSkill)
+
+
+async def with_skill_ids(items: Sequence[Item], *, batch: bool) -> list[Item]:
+    """``items`` with each slug replaced by its skill's id, looked up in the
+    current tenant scope with one query; NotFoundError naming every item
+    whose slug is unknown (``items[i].skill_slug`` when ``batch``). See the
+    module's contract."""
+    slugs = [item.skill_slug for item in items if item.skill_slug is not None]
+    if not slugs:
+        return list(items)
+    ids = await catalogue.skill_ids_by_slug(slugs)
+    unknown: list[tuple[object, str | None]] = [
+        (item.skill_slug, f"items[{index}].skill_slug" if batch else "skill_slug")
+        for index, item in enumerate(items)
+        if item.skill_slug is not None and item.skill_slug not in ids
+    ]
+    if unknown:
+        (slug, field), *more = unknown
+        raise NotFoundError("skill", slug, field, more=more)
+    return [
+        item
+        if item.skill_slug is None
+        # Not validated again: the id is the database's.
+        else item.model_copy(update={"skill_id": ids[item.skill_slug], "skill_slug": None})
+        for item in items
+    ]
