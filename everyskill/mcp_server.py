@@ -20,9 +20,10 @@ Tools (their arguments are typed and described in their input schemas):
   ``expected_output``, ``example_output`` optional), ``bug_report``
   (``comment``); suggestion fields belong to suggestions only, example fields
   to training examples only. Optional for every type: ``comment``,
-  ``quality_score`` (1-10), ``usage_event_id``. It answers what was stored:
-  the id, the type, the review status and the secrets the API redacted.
-  Needs a key with ``feedback:write``.
+  ``quality_score`` (1-10), ``usage_event_id`` (the usage event the
+  feedback follows: an id of the client's, not checked). It answers what
+  was stored: the id, the type, the review status and the secrets the API
+  redacted. Needs a key with ``feedback:write``.
 - ``skill_feedback_summary(skill)``: the skill's aggregates as PostgreSQL
   keeps them (feedback count, thumbs, positive share), its uses and their
   average cost in dollars (``unpriced`` while no use has a known price), and
@@ -41,7 +42,7 @@ to fix; nothing raised by a call ends the server or the session:
 - the API's 422 lists the fields (as the tool's arguments) and messages;
   401: the key is not valid; 403: the scope the key lacks, and that staff
   create keys in the admin; 404: no skill of that name (or the configured
-  user, or the ``usage_event_id``, is not the tenant's);
+  user is not the tenant's);
 - the API unreachable, or answering 429 or a 5xx: ``submit_feedback`` keeps
   the item in the spool (:class:`~everyskill.spool.Spool` in
   ``<state_dir>/spool``, route ``/feedback``) and answers that it is kept
@@ -77,6 +78,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -84,7 +86,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from everyskill import client_config
-from everyskill.api_client import ApiClient, ApiError, ApiProblem, ApiUnreachable
+from everyskill.api_client import ApiClient, ApiError, ApiProblem, ApiUnreachable, Delivery
 from everyskill.client_config import ClientConfig, ConfigError
 from everyskill.spool import Spool
 
@@ -346,27 +348,27 @@ class _Calls:
     spool: Spool
 
     @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[tuple[ApiClient, int]]:
-        """A client of the API, after the spool's feedback was delivered; also
-        how many kept items that delivery stored."""
+    async def client(self) -> AsyncIterator[tuple[ApiClient, Delivery]]:
+        """A client of the API, after the spool's feedback was delivered, and
+        what became of it."""
         async with ApiClient(
             self.config.api_url, self.config.api_key, timeout=self.config.timeout
         ) as client:
             yield client, await self.deliver(client)
 
-    async def deliver(self, client: ApiClient) -> int:
+    async def deliver(self, client: ApiClient) -> Delivery:
         try:
             delivery = await self.spool.deliver(client, paths=(FEEDBACK_PATH,))
         except Exception:  # the spool is best effort: the call itself goes on
             logger.exception("delivering the spool failed")
-            return 0
+            return Delivery()
         for item, reason in delivery.refused:
             logger.warning("kept feedback %s refused by the API: %s", item.get("id"), reason)
         if delivery.unsent:
             logger.info("%d kept feedback item(s) wait: %s", len(delivery.unsent), delivery.error)
         if delivery.stored:
             logger.info("sent %d kept feedback item(s)", len(delivery.stored))
-        return len(delivery.stored)
+        return delivery
 
     async def skill_row(self, client: ApiClient, skill: str) -> dict[str, Any]:
         page = await client.get("/skills", slug=skill, include_archived=True, limit=1)
@@ -431,7 +433,8 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
             Field(
                 min_length=1,
                 max_length=200,
-                description="The id of the token measurement of the use this is about, if known.",
+                description="The usage event this feedback follows, if known: the id its"
+                " token usage was recorded with.",
             ),
         ] = None,
     ) -> FeedbackReceipt:
@@ -462,8 +465,13 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
         ):
             if value is not None:
                 item[name] = value
-        async with calls.client() as (client, earlier):
+        async with calls.client() as (client, delivery):
+            earlier = len(delivery.stored)
             try:
+                if delivery.error is not None and delivery.error.retryable:
+                    # The API failed the spool's delivery a moment ago: keep
+                    # this item with the others rather than wait for it again.
+                    raise delivery.error
                 answer = await client.post(FEEDBACK_PATH, item)
             except ApiError as error:
                 if not error.retryable:
@@ -670,6 +678,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call of the API
     try:
         config = client_config.load()
         server = build_server(config)
@@ -687,12 +696,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "serving streamable HTTP at http://%s:%d/mcp for %s", options.host, options.port,
             config.api_url,
         )
-        server.run(
-            "streamable-http",
-            host=options.host,
-            port=options.port,
-            transport_security=_security(options.host, options.allowed_host),
+        app = server.streamable_http_app(
+            host=options.host, transport_security=_security(options.host, options.allowed_host)
         )
+        # log_config=None: uvicorn's loggers go to the root logger (stderr),
+        # its access lines included (its own configuration prints those on stdout).
+        uvicorn.run(app, host=options.host, port=options.port, log_config=None)
     else:
         server.run("stdio")
 

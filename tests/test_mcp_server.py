@@ -175,13 +175,13 @@ def stdio_session(env: dict[str, str], log: Path) -> Iterator[Session]:
 def http_server(env: dict[str, str], log: Path) -> Iterator[str]:
     """``python -m everyskill.mcp_server --http`` on a free port; yields its URL."""
     port = free_port()
-    with open(log, "wb") as out:
+    with open(log, "wb") as errors, open(log.with_suffix(".stdout"), "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "everyskill.mcp_server", "--http", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env={**os.environ, **env},
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=errors,
         )
     try:
         deadline = time.monotonic() + 60
@@ -258,7 +258,8 @@ def count_feedback(api: Served, setup: Setup, **filters: Any) -> int:
     with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
         total, cursor = 0, None
         while True:
-            page = client.get("/v1/feedback", params={**filters, "limit": 500, "cursor": cursor}).json()
+            params = {**filters, "limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/v1/feedback", params=params).json()
             total += len(page["items"])
             cursor = page["next_cursor"]
             if cursor is None:
@@ -394,6 +395,17 @@ async def test_a_bad_argument_is_a_tool_error_naming_it(
     before = count_feedback(api, setup)
     message = refused(await mcp.call("submit_feedback", arguments))
     assert named in message, message
+    assert count_feedback(api, setup) == before
+
+
+async def test_the_apis_refusal_names_the_argument(mcp: Session, api: Served, setup: Setup) -> None:
+    """Text PostgreSQL cannot store (a NUL character) passes the schema; the
+    API's 422 names the field, which is the tool's argument."""
+    before = count_feedback(api, setup)
+    message = refused(await mcp.call(
+        "submit_feedback", {"skill": SKILL, "feedback_type": "bug_report", "comment": "bad \x00 byte"}
+    ))
+    assert "422" in message and "comment:" in message, message
     assert count_feedback(api, setup) == before
 
 
@@ -569,33 +581,48 @@ async def test_with_the_api_down_feedback_is_kept_then_sent_once(
     hooks = {"id": str(uuid.uuid4()), "skill_id": setup.tenant.rows.skill_id,
              "model_name": "claude-sonnet-4-5", "input_tokens": 1, "output_tokens": 1}
     Spool(state / "spool").add("/token-measurements", [hooks])
+    comments = [f"Kept for later, {uuid.uuid4()}." for _ in range(2)]
     with stdio_session(env, tmp_path / "server.log") as session:
-        kept = stored(await session.call(
-            "submit_feedback", {"skill": SKILL, "feedback_type": "bug_report", "comment": "Kept for later."}
-        ))
-        assert kept["outcome"] == "kept" and kept["review_status"] is None
-        assert "kept" in kept["message"] and "do not submit it again" in kept["message"]
-        assert Spool(state / "spool").pending() == 2
-        # Still down: a read says so, and the item stays.
+        kept = [
+            stored(await session.call(
+                "submit_feedback", {"skill": SKILL, "feedback_type": "bug_report", "comment": comment}
+            ))
+            for comment in comments
+        ]
+        for receipt in kept:
+            assert receipt["outcome"] == "kept" and receipt["review_status"] is None
+            assert "kept" in receipt["message"] and "do not submit it again" in receipt["message"]
+            assert receipt["earlier_items_sent"] == 0
+        assert Spool(state / "spool").pending() == 3
+        # Still down: a read says so, and the items stay.
         message = refused(await session.call("skill_feedback_summary", {"skill": SKILL}))
         assert "cannot be reached" in message
         with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
-            assert client.get(f"/v1/feedback/{kept['id']}").status_code == 404
-        assert Spool(state / "spool").pending() == 2
+            assert client.get(f"/v1/feedback/{kept[0]['id']}").status_code == 404
+        assert Spool(state / "spool").pending() == 3
         async with Relay(port, api.base).serving():
             receipt = stored(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"}))
-            assert receipt["outcome"] == "stored" and receipt["earlier_items_sent"] == 1
-            row = read_feedback(api, setup, kept["id"])
-            assert (row["comment"], row["source"], row["user_id"]) == ("Kept for later.", "mcp", setup.user_id)
+            assert receipt["outcome"] == "stored" and receipt["earlier_items_sent"] == 2
+            for item, comment in zip(kept, comments):
+                row = read_feedback(api, setup, item["id"])
+                assert (row["comment"], row["source"], row["user_id"]) == (comment, "mcp", setup.user_id)
             again = stored(await session.call("skill_feedback_summary", {"skill": SKILL}))
             assert again["skill"] == SKILL
     with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
-        ids = [item["id"] for item in client.get("/v1/feedback", params={"limit": 500}).json()["items"]]
+        reports, cursor = [], None
+        while True:
+            page = client.get("/v1/feedback", params={
+                "feedback_type": "bug_report", "limit": 500, **({"cursor": cursor} if cursor else {}),
+            }).json()
+            reports += page["items"]
+            if (cursor := page["next_cursor"]) is None:
+                break
         measurement = client.get(f"/v1/token-measurements/{hooks['id']}")
-    assert ids.count(kept["id"]) == 1
+    # Each kept item stored once, under the id it was kept with.
+    for item, comment in zip(kept, comments):
+        assert [r["id"] for r in reports if r["comment"] == comment] == [item["id"]]
     assert measurement.status_code == 404  # left for the hook
-    left = Spool(state / "spool")
-    assert left.pending() == 1
+    assert Spool(state / "spool").pending() == 1
     assert "/token-measurements" in next((state / "spool").glob("*.spool.jsonl")).read_text()
 
 
@@ -612,6 +639,9 @@ def test_http_keeps_the_dns_rebinding_protection(api: Served, setup: Setup, tmp_
         foreign_origin = httpx.post(url, json=body, headers={**headers, "Origin": "http://evil.example"})
     assert foreign_host.status_code == 421, foreign_host.text
     assert foreign_origin.status_code == 403, foreign_origin.text
+    # Logs, access lines included, go to stderr only.
+    assert "421" in (tmp_path / "server.log").read_text()
+    assert (tmp_path / "server.stdout").read_text() == ""
 
 
 def test_a_configuration_error_at_start_is_exit_2(tmp_path: Path) -> None:
