@@ -86,7 +86,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from everyskill import client_config
-from everyskill.api_client import ApiClient, ApiError, ApiProblem, ApiUnreachable, Delivery
+from everyskill.api_client import ApiClient, ApiError, ApiProblem, Delivery
 from everyskill.client_config import ClientConfig, ConfigError
 from everyskill.spool import Spool
 
@@ -265,9 +265,8 @@ def _unavailable(error: ApiError) -> str:
 
 def _explain(error: ApiError, skill: str | None) -> str:
     """The text of the tool error for a failed call: what to fix."""
-    if isinstance(error, ApiUnreachable) or error.retryable:
+    if not isinstance(error, ApiProblem) or error.retryable:
         return _unavailable(error) + " Try again later."
-    assert isinstance(error, ApiProblem)
     if error.status == 401:
         return (
             "The configured API key is not valid (unknown, revoked or expired). " + _KEY_ADVICE

@@ -34,6 +34,7 @@ import jsonschema
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 from piccolo.engine.postgres import PostgresEngine
 
@@ -42,7 +43,6 @@ from everyskill.api_keys import create_api_key
 from everyskill.errors import ValidationError
 from everyskill.mcp_server import FEEDBACK_TYPES, check_feedback_fields
 from everyskill.spool import Spool
-from mcp.server.mcpserver.exceptions import ToolError
 from tables import FeedbackType
 from tests.http_support import Served, Tenant, tenant_with_key
 from tests.support import PROJECT_ROOT, connected, free_port
