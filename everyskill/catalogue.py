@@ -30,7 +30,9 @@ Contract
   :func:`list_versions` a skill's versions, highest number first (its first
   page raises NotFoundError for a skill that is not the tenant's).
   :func:`list_skills` leaves archived skills out unless
-  ``include_archived=True``.
+  ``include_archived=True``; ``slug`` keeps only the skill of that slug
+  (none or one: slugs are unique in the tenant), which is how a client that
+  knows a skill by its name finds its row.
 - Skills: :func:`create_skill` (``slug``, ``name``, optional ``description``
   and ``author_id``), :func:`update_skill` (only the fields given; ``None``
   clears ``description`` or ``author_id``), :func:`archive_skill` and
@@ -351,14 +353,24 @@ async def skill_aggregates(skill_id: str) -> SkillAggregates:
 
 
 async def list_skills(
-    *, include_archived: bool = False, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+    *,
+    include_archived: bool = False,
+    slug: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
 ) -> Page[Skill]:
-    """The tenant's skills, newest first; archived ones only with ``include_archived``."""
+    """The tenant's skills, newest first; archived ones only with
+    ``include_archived``; only the one named ``slug`` when given."""
     if not isinstance(include_archived, bool):
         raise ValidationError.of("include_archived", "must be True or False")
+    if slug is not None and not isinstance(slug, str):
+        raise ValidationError.of("slug", "must be a string (a skill's slug, e.g. review-code)")
     where = Filter()
     if not include_archived:
         where.add("archived_at IS NULL")
+    # Slugs are stored stripped and lowercase: the same slug given with
+    # surrounding spaces or capitals finds the same skill.
+    where.equal("slug", None if slug is None else slug.strip().lower())
     async with operation() as scope:
         return await fetch_page(scope.connection, Skill, where, limit=limit, cursor=cursor)
 

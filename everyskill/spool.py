@@ -32,6 +32,11 @@ Contract
     item in two files, which costs a replay, not a double count.
 
   It returns a :class:`~everyskill.api_client.Delivery` of all routes.
+  ``paths``, when given, limits it to those routes: a file holding no item
+  of them is left as it is, and another route's item in a file it reads is
+  kept for later, unsent and uncounted. A client delivers only what it
+  spooled itself (the MCP server's key need not be able to send the hook's
+  measurements, and only the hook knows how to ``repair`` them).
 - :meth:`Spool.pending` counts the items waiting.
 - A line that is not a JSON item (a file edited by hand) is moved to
   ``refused.jsonl`` as it is, with the reason.
@@ -43,7 +48,7 @@ import datetime
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +117,7 @@ class Spool:
         batch_sizes: Mapping[str, int] | None = None,
         repair: Repair | None = None,
         lock_wait: float = 0.2,
+        paths: Collection[str] | None = None,
     ) -> Delivery:
         """Send what the spool holds; see the module's contract."""
         total = Delivery()
@@ -120,10 +126,13 @@ class Spool:
         except filelock.Timeout:
             return total
         try:
-            files = self._files()
+            files: list[Path] = []
             by_path: dict[str, list[dict[str, Any]]] = {}
+            others: dict[str, list[dict[str, Any]]] = {}
             bad: list[tuple[Any, str]] = []
-            for file in files:
+            for file in self._files():
+                read: list[tuple[str, dict[str, Any]]] = []
+                unreadable: list[tuple[Any, str]] = []
                 for line in file.read_text("utf-8").splitlines():
                     if not line.strip():
                         continue
@@ -133,10 +142,17 @@ class Spool:
                         if not isinstance(path, str) or not isinstance(item, dict):
                             raise TypeError
                     except (ValueError, KeyError, TypeError):
-                        bad.append((line, "not a spool entry"))
+                        unreadable.append((line, "not a spool entry"))
                         continue
-                    by_path.setdefault(path, []).append(item)
-            unsent: list[tuple[str, list[dict[str, Any]]]] = []
+                    read.append((path, item))
+                if paths is not None and read and all(path not in paths for path, _ in read):
+                    continue  # another client's file
+                files.append(file)
+                bad += unreadable
+                for path, item in read:
+                    mine = paths is None or path in paths
+                    (by_path if mine else others).setdefault(path, []).append(item)
+            unsent: list[tuple[str, list[dict[str, Any]]]] = list(others.items())
             refused: list[tuple[Any, str]] = list(bad)
             for path, items in by_path.items():
                 if total.error is not None:

@@ -497,6 +497,30 @@ async def test_skills_are_listed_newest_first_in_pages(tenant: TenantRows) -> No
     assert (bad_cursor.value.field, bad_flag.value.field) == ("cursor", "include_archived")
 
 
+async def test_a_skill_is_found_by_its_slug(tenant: TenantRows, other_tenant: TenantRows) -> None:
+    async with tenant_scope(tenant.tenant_id):
+        made = (await catalogue.create_skill(slug="find-me", name="Find me")).row
+        found = await catalogue.list_skills(slug="find-me")
+        spaced = await catalogue.list_skills(slug="  Find-Me ")
+        missing = await catalogue.list_skills(slug="no-such-skill")
+        await catalogue.archive_skill(made.id)
+        archived_hidden = await catalogue.list_skills(slug="find-me")
+        archived_shown = await catalogue.list_skills(slug="find-me", include_archived=True)
+        with pytest.raises(ValidationError) as bad:
+            await catalogue.list_skills(slug=7)  # type: ignore[arg-type]
+    async with tenant_scope(other_tenant.tenant_id):
+        # The other tenant has a skill "review-code" too: each finds its own.
+        theirs = await catalogue.list_skills(slug="review-code")
+        not_theirs = await catalogue.list_skills(slug="find-me", include_archived=True)
+    assert [skill.id for skill in found.items] == [made.id] and found.next_cursor is None
+    assert [skill.id for skill in spaced.items] == [made.id]
+    assert missing.items == [] and archived_hidden.items == []
+    assert [skill.id for skill in archived_shown.items] == [made.id]
+    assert [skill.id for skill in theirs.items] == [other_tenant.skill_id]
+    assert not_theirs.items == []
+    assert bad.value.field == "slug"
+
+
 # -- archiving -------------------------------------------------------------------
 
 

@@ -71,6 +71,19 @@ async def test_skills_from_creation_to_archive(
     assert stored == "Write good tests"
 
 
+async def test_a_skill_is_listed_by_its_slug(api: Served, api_a: Tenant, api_b: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        found = client.get("/v1/skills", params={"slug": "review-code"})
+        missing = client.get("/v1/skills", params={"slug": "no-such-skill"})
+    assert found.status_code == 200, found.text
+    assert [s["id"] for s in found.json()["items"]] == [api_a.rows.skill_id]
+    assert missing.status_code == 200 and missing.json() == {"items": [], "next_cursor": None}
+    # Tenant B's skill of the same slug is B's alone.
+    with httpx.Client(base_url=api.base, headers=api_b.headers()) as client:
+        theirs = client.get("/v1/skills", params={"slug": "review-code"}).json()["items"]
+    assert [s["id"] for s in theirs] == [api_b.rows.skill_id]
+
+
 async def test_versions_of_a_skill(api: Served, api_a: Tenant, owner: asyncpg.Connection) -> None:
     skill_id = api_a.rows.skill_id
     with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:

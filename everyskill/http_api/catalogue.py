@@ -8,8 +8,9 @@ field; 409 for a slug or email already taken, naming it; 404 for an id that
 is not the tenant's, another tenant's included):
 
 - ``POST /v1/skills`` (:func:`~everyskill.catalogue.create_skill`, 201),
-  ``GET /v1/skills`` (``include_archived``), ``GET /v1/skills/{id}`` (the
-  skill's row: its aggregates ``total_feedback``, ``positive_feedback_pct``,
+  ``GET /v1/skills`` (``include_archived``; ``slug``: only that skill),
+  ``GET /v1/skills/{id}`` (the skill's row: its aggregates
+  ``total_feedback``, ``positive_feedback_pct``,
   ``avg_token_cost_microcents`` and their counters included),
   ``PATCH /v1/skills/{id}`` (only the fields given; ``null`` clears
   ``description`` or ``author_id``), ``POST /v1/skills/{id}/archive`` and
@@ -33,10 +34,10 @@ transaction).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from everyskill import catalogue
 from everyskill.errors import NotFoundError
@@ -131,12 +132,16 @@ async def create_skill(key: CatalogueWriter, body: SkillIn, response: Response) 
 async def list_skills(
     key: Reader,
     include_archived: bool = False,
+    slug: Annotated[
+        str | None,
+        Query(description="Only the skill of this slug (none or one): find a skill by its name."),
+    ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     async with tenant_scope(key.tenant_id, autocommit=True):
         page = await catalogue.list_skills(
-            include_archived=include_archived, limit=limit, cursor=cursor
+            include_archived=include_archived, slug=slug, limit=limit, cursor=cursor
         )
     return page_json(page)
 
