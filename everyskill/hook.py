@@ -273,7 +273,9 @@ async def _deliver(spool: Spool, config: client_config.ClientConfig, timeout: fl
         return {**item, "skill_slug": default}
 
     async with ApiClient(config.api_url, config.api_key, timeout=timeout) as client:
-        delivery = await spool.deliver(client, batch_sizes=_BATCH_SIZES, repair=repair)
+        delivery = await spool.deliver(
+            client, batch_sizes=_BATCH_SIZES, repair=repair, paths=(MEASUREMENTS_PATH,)
+        )
     if unknown:
         known = _not_catalogue(config.state_dir)
         _write_json(config.state_dir / "not-catalogue.json", {"slugs": sorted(known | unknown)})
@@ -334,7 +336,7 @@ async def report_usage(
     for offset_file, offset in offsets:
         _write_json(offset_file, offset)
     remaining = deadline - time.monotonic()
-    if remaining <= 0.05 or spool.pending() == 0:
+    if remaining <= 0.05 or spool.pending(paths=(MEASUREMENTS_PATH,)) == 0:
         return
     try:
         delivery = await asyncio.wait_for(

@@ -37,7 +37,8 @@ Contract
   kept for later, unsent and uncounted. A client delivers only what it
   spooled itself (the MCP server's key need not be able to send the hook's
   measurements, and only the hook knows how to ``repair`` them).
-- :meth:`Spool.pending` counts the items waiting.
+- :meth:`Spool.pending` counts the items waiting (for some routes only,
+  given ``paths``).
 - A line that is not a JSON item (a file edited by hand) is moved to
   ``refused.jsonl`` as it is, with the reason.
 """
@@ -94,11 +95,18 @@ class Spool:
         _write_private(temporary, [json.dumps({"path": path, "item": item}) for item in items])
         os.replace(temporary, self.directory / (name + _SUFFIX))
 
-    def pending(self) -> int:
-        """How many items wait in the spool."""
-        return sum(
-            1 for file in self._files() for line in file.read_text("utf-8").splitlines() if line
-        )
+    def pending(self, paths: Collection[str] | None = None) -> int:
+        """How many items wait in the spool (for ``paths``, when given)."""
+        lines = [line for f in self._files() for line in f.read_text("utf-8").splitlines() if line]
+        if paths is None:
+            return len(lines)
+        waiting = 0
+        for line in lines:
+            try:
+                waiting += json.loads(line).get("path") in paths
+            except (ValueError, AttributeError):
+                continue
+        return waiting
 
     def _refuse(self, entries: Sequence[tuple[Any, str]]) -> None:
         if not entries:

@@ -26,6 +26,7 @@ import pytest
 
 from everyskill.api_keys import create_api_key
 from everyskill.hook import measurement_id
+from everyskill.spool import Spool
 from everyskill.transcripts import session_of
 from tests.http_support import Served, Tenant
 from tests.support import PROJECT_ROOT, free_port
@@ -186,14 +187,17 @@ async def test_with_the_api_down_the_next_run_sends_what_waited(
     waiting = list(spool.glob("*.spool.jsonl"))
     assert waiting and all(f.stat().st_mode & 0o777 == 0o600 for f in waiting)
     assert "kept in the spool" in (Path(hook_env["EVERYSKILL_STATE_DIR"]) / "hook.log").read_text()
+    # The MCP server's feedback waiting in the same spool is not the hook's to send.
+    Spool(spool).add("/feedback", [{"id": str(uuid.uuid4()), "skill_slug": SKILL,
+                                    "feedback_type": "thumbs_up"}])
     # Another session's Stop with the API back sends what waited.
     other, other_session = session_copy(tmp_path, "synthetic/cache_5m_1h.jsonl")
     run_hook(hook_env, event("SessionEnd", other, other_session))
+    assert Spool(spool).pending() == Spool(spool).pending(paths=("/feedback",)) == 1
     rows = await stored(owner, api_a)
     assert as_counts(rows) == hand_counts(
         {**expected("synthetic/split_three_lines")["responses"], **expected("synthetic/cache_5m_1h")["responses"]}
     )
-    assert list(spool.glob("*.spool.jsonl")) == []
 
 
 async def test_a_skill_outside_the_catalogue_goes_to_the_default_or_is_skipped(
@@ -270,3 +274,41 @@ def test_it_never_fails_the_session(tmp_path: Path) -> None:
     for given in ("not json", "[1, 2]", json.dumps({"hook_event_name": "Stop", "transcript_path": 3})):
         assert run_hook(configured, given).stdout == ""
     assert "everyskill-hook failed" in (tmp_path / "state" / "hook.log").read_text()
+
+
+def settings_snippet(page: Path) -> dict[str, Any]:
+    """The ``.claude/settings.json`` block of a page."""
+    blocks = [b.split("```", 1)[0] for b in page.read_text().split("```json\n")[1:]]
+    (block,) = [b for b in blocks if '"hooks"' in b]
+    data: dict[str, Any] = json.loads(block)
+    return data
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/clients.md"])
+def test_the_settings_snippet_runs_the_installed_command(tmp_path: Path, page: str) -> None:
+    snippet = settings_snippet(PROJECT_ROOT / page)
+    assert set(snippet["hooks"]) == {"Stop", "SessionEnd", "PostToolUse"}
+    assert snippet["hooks"]["PostToolUse"][0]["matcher"] == "Skill"
+    env = {
+        **os.environ,
+        "EVERYSKILL_API_URL": f"http://127.0.0.1:{free_port()}",
+        "EVERYSKILL_API_KEY": "esk_unused",
+        "EVERYSKILL_CONFIG": str(tmp_path / "no-config.toml"),
+        "EVERYSKILL_STATE_DIR": str(tmp_path / "state"),
+        "EVERYSKILL_DEFAULT_SKILL": DEFAULT,
+    }
+    transcript, session = session_copy(tmp_path, "synthetic/split_three_lines.jsonl")
+    for name, entries in snippet["hooks"].items():
+        (command,) = {hook["command"] for entry in entries for hook in entry["hooks"]}
+        executable = shutil.which(command, path=str(Path(sys.executable).parent))
+        assert executable, f"{command} is not a console script of the environment"
+        given = event(name, transcript, session)
+        if name == "PostToolUse":
+            given |= {"tool_name": "Skill", "tool_input": {"skill": SKILL}}
+        done = subprocess.run([executable], input=json.dumps(given), capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        if name == "PostToolUse":
+            assert json.loads(done.stdout)["hookSpecificOutput"]["hookEventName"] == "PostToolUse"
+    # The API is down: what the session ran is kept for the next run.
+    assert list((tmp_path / "state" / "spool").glob("*.spool.jsonl"))
