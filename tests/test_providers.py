@@ -284,6 +284,18 @@ async def test_malformed_json_is_a_bad_response(server: ModelServer, key: str) -
             assert server.count(model, "broken") == 1
 
 
+async def test_an_unreachable_server_is_a_connection_error(key: str) -> None:
+    from everyskill.providers import ModelConnectionError
+    from tests.support import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with AnthropicClient(api_key=key, base_url=closed, max_retries=1) as client:
+        with pytest.raises(ModelConnectionError) as unreachable:
+            await client.complete(HAIKU, "What is 2 + 2?")
+    assert unreachable.value.attempts == 2 and unreachable.value.status is None
+    assert f"could not reach {closed}" in str(unreachable.value)
+
+
 # -- keys, settings, routes ------------------------------------------------------------
 
 
