@@ -110,6 +110,8 @@ _BATCH_SIZES = {MEASUREMENTS_PATH: 1_000}
 #: Seconds after which a transcript that stopped changing is read to its end
 #: (its session ended without a SessionEnd hook, say).
 STALE_AFTER = 1800
+#: Seconds between two looks for such transcripts (each reads every offset).
+STALE_SCAN_EVERY = 600
 _USAGE_EVENTS = frozenset({"Stop", "SubagentStop", "SessionEnd"})
 _SKILL_TOOL = "Skill"
 # A namespace for the ids, so that they are this hook's alone.
@@ -333,6 +335,7 @@ async def _deliver(
             repair=repair,
             paths=(MEASUREMENTS_PATH,),
             deadline=deadline,
+            lock_wait=0,
         )
     if unknown:
         now = time.time()
@@ -358,6 +361,16 @@ def _responses(
     parent: dict[str, Any] = {}
     parents_ids: set[str] = set()
     for index, path in enumerate(files):
+        agent = _agent_id(path)
+        named = set(_mapping(parent.get("agent_usage"))) | set(_mapping(parent.get("agent_skill")))
+        if index > 0 and not final and agent is not None and agent not in named:
+            # A subagent the session's file does not name yet (running, or
+            # its Task result not written): read once it is, to know the
+            # skill it works for; a stale scan or SessionEnd reads it anyway.
+            offset_file = _offset_file(state_dir, path)
+            if not offset_file.exists():
+                offsets.append((offset_file, {"path": str(path), "end": 0, "held": True}))
+            continue
         reading, offset_file, offset = _read_new(path, state_dir, final=final, parent=parent)
         if index == 0:
             parent = offset
@@ -391,7 +404,26 @@ def _stale_transcripts(state_dir: Path, now: float, skip: Sequence[Path]) -> lis
             offset_file.unlink(missing_ok=True)
         elif kept.get("held") and age >= STALE_AFTER and path not in skip:
             stale.append(path)
-    return stale[:20]
+    return stale[:5]
+
+
+def _warn_of_other_spools(spool: Spool) -> None:
+    """Log the spools of other configurations that still hold measurements.
+
+    A spool belongs to one API address and key: measurements kept under a
+    key since replaced are not sent with the new one (it may be another
+    tenant's). A person decides: set the old key back for a run, or delete
+    the directory.
+    """
+    for other in spool.directory.parent.iterdir():
+        if other != spool.directory and other.is_dir() and Spool(other).pending(
+            paths=(MEASUREMENTS_PATH,)
+        ):
+            logger.warning(
+                "%s holds measurements kept for another API address or key; they are sent"
+                " only with that configuration",
+                other,
+            )
 
 
 async def report_usage(
@@ -402,10 +434,13 @@ async def report_usage(
     files = _transcripts_of(event)
     final = event.get("hook_event_name") == "SessionEnd"
     responses, offsets = _responses(files, config.state_dir, final=final)
-    for path in _stale_transcripts(config.state_dir, time.time(), files):
-        found, saved = _responses([path], config.state_dir, final=True)
-        responses += found
-        offsets += saved
+    scanned = config.state_dir / "stale-scan.json"
+    if time.time() - float(_read_json(scanned).get("at", 0)) >= STALE_SCAN_EVERY:
+        _write_json(scanned, {"at": time.time()})
+        for path in _stale_transcripts(config.state_dir, time.time(), files):
+            found, saved = _responses([path], config.state_dir, final=True)
+            responses += found
+            offsets += saved
     spool = Spool.for_client(config.state_dir, config.api_url, config.api_key)
     spool.add(
         MEASUREMENTS_PATH,
@@ -414,6 +449,7 @@ async def report_usage(
     )
     for offset_file, offset in offsets:
         _write_json(offset_file, offset)
+    _warn_of_other_spools(spool)
     if spool.pending(paths=(MEASUREMENTS_PATH,)) == 0:
         return
     remaining = deadline - time.monotonic()
@@ -478,6 +514,7 @@ def run(event: dict[str, Any], config: client_config.ClientConfig, deadline: flo
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: always exits 0; see the module's contract."""
     started = time.monotonic()
+    os.umask(0o077)  # every file it makes is its user's alone (the log after rotation too)
     try:
         config = client_config.load()
     except client_config.ConfigError as error:

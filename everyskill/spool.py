@@ -29,18 +29,19 @@ Contract
   :func:`~everyskill.api_client.post_items` (``batch_sizes`` per route)
   and settles that file before the next:
 
-  - items stored (or replayed) are done, and the file is deleted;
-  - items the API refused (and ``repair`` did not fix) are appended to
+  - after each request, the items it settled leave the file (rewritten in
+    place, or deleted once empty): items stored (or replayed) are done;
+    items the API refused (and ``repair`` did not fix) are appended to
     ``refused.jsonl`` with the reason and the time, for a person to look
     at, and are never sent again;
-  - items left unsent (the API unreachable, 429, 503, a key it refuses)
-    are written to a new file and the old one is deleted, and the delivery
+  - when the API cannot take the file's items now (unreachable, 429, 503,
+    a key or a route it refuses), they stay in the file and the delivery
     stops there: the other files wait for the next call, unread
     (``Delivery.unsent`` holds the unsent items of the file it stopped at).
 
-  Each file settled is progress kept, whatever happens to the next one: a
-  delivery cancelled in the middle of a file (the hook's deadline) resends
-  only that file, as replays. An item whose ``id`` came earlier in the same
+  So every request's outcome is kept, whatever happens next: a delivery
+  cancelled in the middle of a request (the hook's deadline) resends only
+  that request's items, as replays. An item whose ``id`` came earlier in the same
   delivery (it was spooled twice) is sent once. ``deadline`` (a
   ``time.monotonic()`` value) stops the delivery before the next file once
   passed. ``paths``, when given, limits it to those routes: a client
@@ -195,6 +196,12 @@ class Spool:
                 self._lock.release()
         return total
 
+    def _rewrite(self, file: Path, path: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Replace ``file`` by one holding ``items`` (same name, same place in line)."""
+        temporary = self.directory / f".{file.name}.{uuid.uuid4().hex}.tmp"
+        _write_private(temporary, [json.dumps({"path": path, "item": item}) for item in items])
+        os.replace(temporary, file)
+
     async def _deliver_files(
         self,
         client: ApiClient,
@@ -209,29 +216,44 @@ class Spool:
             if deadline is not None and time.monotonic() >= deadline:
                 return
             path, read, bad = self._read(file)
+            self._refuse(bad)
             items = []
             for item in read:
                 if item.get("id") is None or item.get("id") not in seen:
                     seen.add(item.get("id"))
                     items.append(item)
-            delivery = Delivery()
-            if path is not None and items:
-                delivery = await post_items(
-                    client,
-                    path,
-                    items,
-                    batch_size=(batch_sizes or {}).get(path, DEFAULT_BATCH_SIZE),
-                    repair=repair,
-                )
+            if path is None or not items:
+                file.unlink(missing_ok=True)
+                continue
+            waiting = list(items)
+            route = path
+
+            def settled(
+                stored: list[dict[str, Any]], refused: list[tuple[dict[str, Any], str]]
+            ) -> None:
+                # Keep the progress: the file holds only what is not settled.
+                done = {i.get("id") for i in stored} | {i.get("id") for i, _ in refused}
+                waiting[:] = [i for i in waiting if i.get("id") not in done]
+                self._refuse([({"path": route, "item": i}, why) for i, why in refused])
+                if waiting:
+                    self._rewrite(file, route, waiting)
+                else:
+                    file.unlink(missing_ok=True)
+
+            delivery = await post_items(
+                client,
+                path,
+                items,
+                batch_size=(batch_sizes or {}).get(path, DEFAULT_BATCH_SIZE),
+                repair=repair,
+                settled=settled,
+            )
             total.stored += delivery.stored
             total.refused += delivery.refused
             total.unsent += delivery.unsent
-            self._refuse(bad + [({"path": path, "item": i}, why) for i, why in delivery.refused])
-            if delivery.unsent and path is not None:
-                self.add(path, delivery.unsent)
-            file.unlink(missing_ok=True)
             if delivery.error is not None:
                 # The later files can't be sent now either (the API is away,
-                # or it refuses the key): they wait, unread.
+                # or it refuses the key or the route): they wait, unread.
                 total.error = delivery.error
                 return
+            file.unlink(missing_ok=True)

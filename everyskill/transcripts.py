@@ -52,12 +52,15 @@ Contract
     (the subagent has ended).
   - :attr:`Reading.agent_usage` maps each subagent id whose ``Task``
     result the reading saw to the usage that result reports, and
-    :attr:`Reading.agent_skill` to the skill running when the subagent
-    was launched (its responses did that skill's work).
+    :attr:`Reading.agent_skill` to the skill running when the response
+    that launched it (its ``Task`` tool call) was made: its responses did
+    that skill's work.
   - ``limit`` bounds the bytes read: a reading that stops there is not
     ``final`` (its last response is held back), and the next reading goes
     on from ``end``; a single line longer than ``limit`` is skipped
-    (counted in ``skipped``). :attr:`Reading.held` is the response held back.
+    (counted in ``skipped``), and a response followed by more than
+    ``limit`` bytes before the next is not held back (the reading could not
+    move on otherwise). :attr:`Reading.held` is the response held back.
 - The skill a response ran under (``Response.skill``, a skill *name* as
   Claude Code knows it, or None): a skill starts when the model calls the
   ``Skill`` tool (``tool_use`` named ``Skill``, the name in its input's
@@ -85,6 +88,7 @@ __all__ = ["Reading", "Response", "read_responses", "session_of"]
 
 _SYNTHETIC = "<synthetic>"
 _SKILL_TOOL = "Skill"
+_AGENT_TOOLS = frozenset({"Task", "Agent"})
 _COMMAND = re.compile(r"<command-name>\s*/?([^<\s]+)\s*</command-name>")
 
 
@@ -180,6 +184,27 @@ def _agent_usage(line: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def _agent_launches(message: dict[str, Any]) -> list[str]:
+    """The tool-use ids of the subagents a response launches (``Task``, ``Agent``)."""
+    return [
+        str(block["id"])
+        for block in _content_blocks(message)
+        if block.get("type") == "tool_use"
+        and block.get("name") in _AGENT_TOOLS
+        and isinstance(block.get("id"), str)
+    ]
+
+
+def _result_of(line: dict[str, Any]) -> str | None:
+    """The tool-use id a user line's tool result answers."""
+    message = line.get("message")
+    if isinstance(message, dict):
+        for block in _content_blocks(message):
+            if block.get("type") == "tool_result" and isinstance(block.get("tool_use_id"), str):
+                return str(block["tool_use_id"])
+    return None
+
+
 def session_of(path: str | Path) -> str | None:
     """The ``sessionId`` of a transcript's first line that has one (None if none)."""
     with open(path, "rb") as file:
@@ -218,7 +243,8 @@ def read_responses(
     with open(path, "rb") as file:
         file.seek(start)
         data = file.read(-1 if limit is None else limit + 1)
-    if limit is not None and len(data) > limit:
+    limited = limit is not None and len(data) > limit
+    if limited:
         data = data[:limit]
         final = False  # the file goes on: its last response here may too
     complete = data.rfind(b"\n") + 1
@@ -228,6 +254,7 @@ def read_responses(
     responses: dict[str, Response] = {}
     agent_usage: dict[str, dict[str, Any]] = {}
     agent_skill: dict[str, str | None] = {}
+    launched: dict[str, str | None] = {}
     skipped = 0
     offset = start
     for raw in data[:complete].splitlines(keepends=True):
@@ -247,7 +274,7 @@ def read_responses(
             reported = _agent_usage(line)
             if reported is not None:
                 agent_usage[reported[0]] = reported[1]
-                agent_skill[reported[0]] = skill
+                agent_skill[reported[0]] = launched.get(_result_of(line) or "", skill)
             prompt = _prompt_text(line)
             if prompt is not None:
                 command = _COMMAND.search(prompt)
@@ -286,6 +313,8 @@ def read_responses(
             response.cache_read_tokens, _count(usage, "cache_read_input_tokens")
         )
         response.cache_write_tokens = max(response.cache_write_tokens, _cache_writes(usage))
+        for tool_use in _agent_launches(message):
+            launched[tool_use] = skill
         called = _skill_called(message)
         if called is not None:
             skill = called
@@ -300,7 +329,9 @@ def read_responses(
             last.output_tokens = max(last.output_tokens, _count(last_usage, "output_tokens"))
             final = True
     held = None
-    if found and not final:
+    if found and not final and not (limited and found[-1].offset == start):
+        # (A limited reading whose only place to stop is where it began
+        # would never move on: the response is let go as it is.)
         held = found.pop()
         end, skill = held.offset, held.skill_before
     return Reading(found, end, skill, skipped, agent_usage, agent_skill, held)

@@ -232,6 +232,7 @@ def forwarding(listen: str, target: str) -> Iterator[None]:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            a.close()
 
     def accept() -> None:
         while not stop.is_set():
@@ -239,9 +240,13 @@ def forwarding(listen: str, target: str) -> Iterator[None]:
                 client, _ = listener.accept()
             except OSError:
                 continue
-            upstream = socket.create_connection(
-                (destination.hostname or "127.0.0.1", destination.port or 80)
-            )
+            try:
+                upstream = socket.create_connection(
+                    (destination.hostname or "127.0.0.1", destination.port or 80)
+                )
+            except OSError:
+                client.close()  # the target is down: so is the address
+                continue
             for a, b in ((client, upstream), (upstream, client)):
                 thread = threading.Thread(target=pipe, args=(a, b), daemon=True)
                 thread.start()

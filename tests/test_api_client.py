@@ -117,3 +117,12 @@ async def test_a_retryable_failure_leaves_the_rest_unsent(api_a: Tenant) -> None
         delivery = await post_items(client, "/token-measurements", items, batch_size=2)
     assert delivery.unsent == items and delivery.stored == []
     assert isinstance(delivery.error, ApiUnreachable)
+
+
+async def test_a_route_the_api_does_not_have_keeps_the_items(api: Served, api_a: Tenant) -> None:
+    items = [item(api_a) for _ in range(4)]
+    # An address that already ends in /v1: the client adds its own.
+    async with ApiClient(api.base + "/v1", api_a.key) as client:
+        delivery = await post_items(client, "/token-measurements", items, batch_size=2)
+    assert delivery.refused == [] and delivery.stored == [] and delivery.unsent == items
+    assert isinstance(delivery.error, ApiProblem) and delivery.error.status == 404

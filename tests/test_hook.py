@@ -498,3 +498,18 @@ def test_a_skill_outside_the_catalogue_is_asked_about_again_a_day_later(tmp_path
         json.dumps({"slugs": {SKILL: now - hook.NOT_CATALOGUE_FOR - 60}})
     )
     assert json.loads(run_hook(env, post_tool_use).stdout)["hookSpecificOutput"]
+
+
+def test_the_log_stays_private_after_it_rotates(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "hook.log").write_text("x" * 1_000_001)
+    env = {
+        "EVERYSKILL_API_URL": "http://127.0.0.1:9",
+        "EVERYSKILL_API_KEY": "esk_unused",
+        "EVERYSKILL_CONFIG": str(tmp_path / "no-config.toml"),
+        "EVERYSKILL_STATE_DIR": str(state),
+    }
+    run_hook(env, "not json")
+    assert (state / "hook.log.1").exists()
+    assert (state / "hook.log").stat().st_mode & 0o777 == 0o600

@@ -170,3 +170,44 @@ def test_cache_writes_fall_back_to_the_breakdown() -> None:
     assert sum(r.cache_write_tokens for r in reading.responses) == expected(
         "synthetic/cache_5m_1h"
     )["totals"]["cache_creation_input_tokens"]
+
+
+def line(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, "sessionId": "s", **fields}) + "\n"
+
+
+def assistant(message_id: str, output: int, *blocks: dict[str, Any]) -> str:
+    usage = {"input_tokens": 1, "output_tokens": output, "cache_read_input_tokens": 0,
+             "cache_creation_input_tokens": 0}
+    return line("assistant", message={"id": message_id, "model": "claude-opus-4-6",
+                                      "content": list(blocks), "usage": usage})
+
+
+def test_a_long_stretch_without_responses_does_not_stop_the_reading(tmp_path: Path) -> None:
+    path = tmp_path / "session.jsonl"
+    filler = "".join(line("user", message={"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": "x" * 900}]}) for _ in range(20))
+    path.write_text(assistant("m1", 5) + filler + assistant("m2", 7) + filler + assistant("m3", 9))
+    seen: list[str] = []
+    start, skill = 0, None
+    for _ in range(50):
+        reading = transcripts.read_responses(path, start=start, skill=skill, limit=4_000)
+        seen += [r.message_id for r in reading.responses]
+        if reading.end == start:
+            break
+        start, skill = reading.end, reading.skill
+    seen += [r.message_id for r in transcripts.read_responses(path, start=start, final=True).responses]
+    assert seen == ["m1", "m2", "m3"]
+
+
+def test_a_subagent_works_for_the_skill_that_ran_when_it_was_launched(tmp_path: Path) -> None:
+    path = tmp_path / "session.jsonl"
+    path.write_text(
+        assistant("m1", 5, {"type": "tool_use", "id": "s1", "name": "Skill", "input": {"skill": "pdf"}})
+        + assistant("m2", 5, {"type": "tool_use", "id": "t1", "name": "Task", "input": {}})
+        + line("user", message={"role": "user", "content": "something else now"})
+        + line("user", message={"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+               toolUseResult={"agentId": "a1", "usage": {"input_tokens": 1, "output_tokens": 3}})
+    )
+    reading = transcripts.read_responses(path, final=True)
+    assert reading.agent_skill == {"a1": "pdf"} and reading.skill is None
