@@ -39,8 +39,8 @@ and rate limits are ``everyskill.api_keys`` and ``everyskill.rate_limits``;
 
 The names below are imported on first use (PEP 562), not with the
 package: a short-lived client of the HTTP API (``everyskill.hook``) imports
-no database layer, and starts in a third of the time (see
-docs/clients.md).
+no database layer (``python -m perf.hook`` measures its start against an
+import of the database layer too).
 """
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module("everyskill.tenancy").tenant_scope
     if name in _ERRORS:
         return getattr(importlib.import_module("everyskill.errors"), name)
-    if importlib.util.find_spec(f"everyskill.{name}") is not None:
-        # A submodule not imported yet (``from everyskill import hook``):
-        # the import system imports it once this says it is not an attribute.
-        raise AttributeError(name)
+    if not name.startswith("_") and importlib.util.find_spec(f"everyskill.{name}") is not None:
+        # A submodule not imported yet (``everyskill.tenancy``, or ``from
+        # everyskill import hook``): that module alone.
+        return importlib.import_module(f"everyskill.{name}")
     row_types = importlib.import_module("everyskill.rows")
     if name == "__all__":
         return [*row_types.__all__, *_ERRORS, "tenant_scope"]

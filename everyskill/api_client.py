@@ -23,9 +23,12 @@ Contract
   already stored, which is how a resent item is recognised), ``refused``
   (the API named the item in a 404, 409 or 422: the item and the problem's
   message; the batch's other items are sent again without it, so one bad
-  item does not hold back the others), and ``unsent`` (the items not
-  stored when a retryable failure or a problem that names no item stopped
-  the delivery, with that error in ``error``). Before an item is refused,
+  item does not hold back the others; a problem that is not retryable and
+  names no item, such as a 422 on the body or a 413, halves the batch
+  until the item it is about is alone, and refuses that one), and
+  ``unsent`` (the items not stored when a retryable failure, or a problem
+  of the key itself, 401 or 403, stopped the delivery, with that error in
+  ``error``). Before an item is refused,
   ``repair(item, field)`` may return a changed item to send instead (the
   hook moves a measurement of an unknown skill to its default skill); it
   returns None to refuse it. Every item must carry a client ``id`` (a
@@ -53,6 +56,8 @@ __all__ = [
 ]
 
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Problems of the key, not of an item: no item is to blame.
+_KEY_STATUSES = frozenset({401, 403})
 # A batch item's field is named "items[3].skill_id" or just "skill_id".
 _ITEM_PREFIX = re.compile(r"^items\[\d+\]\.")
 
@@ -217,31 +222,41 @@ async def post_items(
 ) -> Delivery:
     """Post ``items`` to ``path`` in batches; see the contract."""
     delivery = Delivery()
-    queue = [dict(item) for item in items]
-    while queue:
-        batch, queue = queue[:batch_size], queue[batch_size:]
-        while batch:
-            try:
-                await client.post(path, {"items": batch})
-            except ApiError as error:
-                named = _named_items(error, len(batch)) if isinstance(error, ApiProblem) else {}
-                if not named:
-                    delivery.unsent = batch + queue
-                    delivery.error = error
-                    return delivery
-                kept = []
-                for index, item in enumerate(batch):
-                    if index not in named:
-                        kept.append(item)
-                        continue
-                    field, message = named[index]
-                    fixed = repair(item, field) if repair is not None else None
-                    if fixed is None or fixed == item:
-                        delivery.refused.append((item, f"{field}: {message}"))
-                    else:
-                        kept.append(fixed)
-                batch = kept
+    given = [dict(item) for item in items]
+    batches = [given[i : i + batch_size] for i in range(0, len(given), batch_size)]
+    while batches:
+        batch = batches.pop(0)
+        if not batch:
+            continue
+        try:
+            await client.post(path, {"items": batch})
+        except ApiError as error:
+            if not isinstance(error, ApiProblem) or error.retryable or error.status in _KEY_STATUSES:
+                delivery.unsent = batch + [item for rest in batches for item in rest]
+                delivery.error = error
+                return delivery
+            named = _named_items(error, len(batch))
+            if not named:
+                if len(batch) == 1:
+                    delivery.refused.append((batch[0], str(error)))
+                else:
+                    # A problem of some item the answer does not name: halve
+                    # the batch until the item is alone.
+                    half = len(batch) // 2
+                    batches[0:0] = [batch[:half], batch[half:]]
                 continue
-            delivery.stored += batch
-            batch = []
+            kept = []
+            for index, item in enumerate(batch):
+                if index not in named:
+                    kept.append(item)
+                    continue
+                field, message = named[index]
+                fixed = repair(item, field) if repair is not None else None
+                if fixed is None or fixed == item:
+                    delivery.refused.append((item, f"{field}: {message}"))
+                else:
+                    kept.append(fixed)
+            batches.insert(0, kept)
+            continue
+        delivery.stored += batch
     return delivery

@@ -9,6 +9,21 @@ Contract
   records it with :func:`everyskill.benchmarks.record_result` as soon as it
   arrives, then completes the run (the database picks the best and the
   cheapest model) and returns it.
+  - ``scorer`` is a :class:`Scorer` (a function of the output and the
+    expected output, such as :func:`default_scorer`) or a
+    :class:`CaseScorer` (an object whose ``async score_case(case, output)``
+    sees the whole test case, such as :class:`everyskill.judge.ModelJudge`).
+  - The model calls a scorer made (a judge's: :attr:`Score.calls`) are
+    recorded as token measurements of the run, in the same transaction as
+    the result they scored, so that a result is never stored without the
+    cost of judging it, nor that cost twice: the run's skill, the user who
+    triggered the run, ``source`` :data:`~everyskill.benchmarks.SCORING_SOURCE`
+    (``api``) and ``usage_event_id`` the run's id, costed like every
+    measurement. :func:`everyskill.benchmarks.run_cost` adds them to the
+    results' costs.
+  - ``on_progress``, when given, is called with a :class:`RunProgress` once
+    the run is started (counting the results an earlier runner recorded)
+    and after each result is recorded; it must not block.
   - ``content`` is the skill's text: the run's pinned version, else the
     skill's latest version (:func:`everyskill.benchmarks.benchmarked_content`).
   - Each database step is its own short :func:`~everyskill.tenancy.tenant_scope`:
@@ -34,6 +49,9 @@ Contract
     database steps already begun are let finish (a transaction is never
     interrupted half-way), the run is failed with the reason in a fresh
     scope, and the exception is re-raised (``CancelledError`` included).
+    With ``resumable=True`` a cancelled runner (an interrupted command)
+    leaves the run ``running`` instead, with the results recorded so far,
+    for a later call to resume; any other error still fails it.
   - A running run is resumed: the (model, test case) pairs it already has a
     result for are not called again. Two runners of one run do the work
     twice but do no harm: a case the other recorded first is skipped, and
@@ -60,7 +78,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator,
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from everyskill import benchmarks
+from everyskill import benchmarks, usage
 from everyskill.errors import (
     ConflictError,
     InvalidTransitionError,
@@ -71,12 +89,15 @@ from everyskill.tenancy import refuse_inside_scope, tenant_scope
 from tables import BenchmarkRun, BenchmarkStatus
 
 __all__ = [
+    "CaseScorer",
     "Completion",
     "ModelClient",
     "OfflineModelClient",
     "OfflineModelError",
+    "RunProgress",
     "Score",
     "Scorer",
+    "ScorerCall",
     "TestCase",
     "default_scorer",
     "run_benchmark",
@@ -121,18 +142,56 @@ class ModelClient(Protocol):
 
 
 @dataclass(frozen=True)
+class ScorerCall:
+    """A model call a scorer made to score an output (a judge's): what it
+    used, recorded as a token measurement of the run. Tokens as in
+    :class:`~everyskill.pricing.TokenUsage`."""
+
+    model_provider: str
+    model_name: str
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    latency_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class Score:
-    """How good an output is: quality 0-100, whether it matches, notes."""
+    """How good an output is: quality 0-100, whether it matches, notes, and
+    the model calls made to tell (none for an offline scorer)."""
 
     quality: int | None
     matches: bool | None
     notes: str | None = None
+    calls: tuple[ScorerCall, ...] = ()
 
 
 class Scorer(Protocol):
     """Scores an output against the expected output (None when unknown)."""
 
     def __call__(self, output: str, expected: str | None, /) -> Score: ...
+
+
+@runtime_checkable
+class CaseScorer(Protocol):
+    """Scores an output knowing the whole test case (its input too); may
+    call a model to do it."""
+
+    async def score_case(self, case: TestCase, output: str, /) -> Score: ...
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands: ``done`` of ``total`` (model, test case) pairs
+    have a result; ``model``, ``test_case_index`` and ``error`` describe the
+    result just recorded (None at the start)."""
+
+    done: int
+    total: int
+    model: str | None = None
+    test_case_index: int | None = None
+    error: bool | None = None
 
 
 def _normalised(text: str) -> str:
@@ -210,8 +269,10 @@ async def run_benchmark(
     client: ModelClient,
     test_cases: Iterable[TestCase],
     *,
-    scorer: Scorer = default_scorer,
+    scorer: Scorer | CaseScorer = default_scorer,
     concurrency: int = 4,
+    on_progress: Callable[[RunProgress], None] | None = None,
+    resumable: bool = False,
 ) -> BenchmarkRun:
     """Run every model of the run on every test case; see the module's contract."""
     cases = _checked(concurrency, test_cases)
@@ -244,21 +305,62 @@ async def run_benchmark(
         run, content, done = await steps.run(prepare)
     except asyncio.CancelledError as error:
         await steps.settle()
-        await _fail_quietly(steps, run_id, "the benchmark runner was cancelled", error)
+        if not resumable:
+            await _fail_quietly(steps, run_id, "the benchmark runner was cancelled", error)
         raise
 
     progress = _Progress()
     semaphore = asyncio.Semaphore(concurrency)
+    total = len(run.models) * len(cases)
+    finished = len({(model, index) for model, index in done if index < len(cases)})
 
-    async def failed(model: str, index: int, case: TestCase, elapsed: int, message: str) -> None:
+    def report(model: str | None = None, index: int | None = None, error: bool | None = None) -> None:
+        if on_progress is not None:
+            on_progress(RunProgress(finished, total, model, index, error))
+
+    report()
+
+    def scorer_measurements(score: Score) -> list[dict[str, Any]]:
+        """The scorer's model calls as token measurements of the run."""
+        return [
+            {
+                "skill_id": run.skill_id,
+                "user_id": run.triggered_by,
+                "usage_event_id": run_id,
+                "source": benchmarks.SCORING_SOURCE,
+                "model_provider": call.model_provider,
+                "model_name": call.model_name,
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+                "cache_read_tokens": call.cache_read_tokens,
+                "cache_write_tokens": call.cache_write_tokens,
+                "latency_ms": call.latency_ms,
+            }
+            for call in score.calls
+        ]
+
+    async def record(model: str, index: int, measurements: list[dict[str, Any]], **fields: Any) -> None:
+        nonlocal finished
+        await steps.record(run_id, measurements, model_name=model, test_case_index=index, **fields)
+        finished += 1
+        report(model, index, fields.get("error_message") is not None)
+
+    async def failed(
+        model: str,
+        index: int,
+        case: TestCase,
+        elapsed: int,
+        message: str,
+        measurements: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Record the case as an error result; remember the run's first error."""
         if progress.first_error is None:
             progress.first_error = f"{model} on test case {index}: {message}"
-        await steps.record(
-            run_id,
-            model_name=model,
+        await record(
+            model,
+            index,
+            measurements or [],
             model_provider=client.provider_of(model),
-            test_case_index=index,
             input_used=_fitted(case.input),
             expected_output=_fitted(case.expected_output),
             latency_ms=elapsed,
@@ -276,13 +378,18 @@ async def run_benchmark(
                 await failed(model, index, case, elapsed, _error_text(error))
                 return
             elapsed = round((loop.time() - started) * 1000)
-            score = _checked_score(scorer(completion.output, case.expected_output))
+            if isinstance(scorer, CaseScorer):
+                score = await scorer.score_case(case, completion.output)
+            else:
+                score = scorer(completion.output, case.expected_output)
+            score = _checked_score(score)
+            measurements = scorer_measurements(score)
             try:
-                await steps.record(
-                    run_id,
-                    model_name=model,
+                await record(
+                    model,
+                    index,
+                    measurements,
                     model_provider=client.provider_of(model),
-                    test_case_index=index,
                     input_used=_fitted(case.input),
                     output_produced=_fitted(completion.output),
                     expected_output=_fitted(case.expected_output),
@@ -301,7 +408,7 @@ async def run_benchmark(
                 # The client's report does not fit a result (a negative token
                 # count, say): the case is an error, the run goes on.
                 message = f"the answer could not be recorded: {_error_text(refused)}"
-                await failed(model, index, case, elapsed, message)
+                await failed(model, index, case, elapsed, message, measurements)
 
     tasks = [
         asyncio.create_task(one(model, index, case), name=f"benchmark {run_id} {model} #{index}")
@@ -311,8 +418,8 @@ async def run_benchmark(
     ]
     try:
         if tasks:
-            finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in finished:
+            ended, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in ended:
                 task.result()  # the first error escapes
         # Decided from the run's results, those of an earlier runner included.
         summary = await steps.run(lambda: benchmarks.run_summary(run_id))
@@ -336,6 +443,8 @@ async def run_benchmark(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await steps.settle()
+        if resumable and isinstance(error, asyncio.CancelledError):
+            raise  # the run stays running, to be resumed
         reason = (
             "the benchmark runner was cancelled"
             if isinstance(error, asyncio.CancelledError)
@@ -371,9 +480,19 @@ class _Steps:
         task.add_done_callback(self.going.discard)
         return await asyncio.shield(task)
 
-    async def record(self, run_id: str, **fields: Any) -> None:
+    async def record(
+        self, run_id: str, measurements: list[dict[str, Any]], **fields: Any
+    ) -> None:
+        """Record a result and the measurements of its scoring in one
+        transaction: both or neither."""
+
+        async def step() -> None:
+            await benchmarks.record_result(run_id, **fields)
+            if measurements:
+                await usage.record_measurements(measurements)
+
         try:
-            await self.run(lambda: benchmarks.record_result(run_id, **fields))
+            await self.run(step)
         except ConflictError:
             pass  # another runner of the same run recorded this case first
         except RunNotRunningError:

@@ -81,6 +81,13 @@ Contract
   committed). A result's cost is compared only when the caller gave it.
 - :func:`run_summary` gives one :class:`ModelSummary` per model of the run,
   in the run's order, models without results included, from one query.
+- :func:`run_cost` is what a run cost (:class:`RunCost`): its results'
+  costs plus the costs of scoring them with a model (a judge), which the
+  runner records as token measurements of the run's skill with ``source``
+  :data:`SCORING_SOURCE` and ``usage_event_id`` the run's id. Costs
+  unknown (a model without a price) count as nothing in the sums and are
+  counted apart; a failed call without tokens was not billed and is not
+  counted as unknown.
 - :func:`get_run`, :func:`list_runs` (by skill and status, newest first, in
   keyset pages) and :func:`benchmarked_content` (the skill text the run
   benchmarks: its pinned version, else the skill's latest version) read.
@@ -128,6 +135,8 @@ __all__ = [
     "TRANSITIONS",
     "ModelSummary",
     "ResultInput",
+    "RunCost",
+    "SCORING_SOURCE",
     "benchmarked_content",
     "complete_run",
     "create_run",
@@ -137,6 +146,7 @@ __all__ = [
     "record_result",
     "record_results",
     "recorded_cases",
+    "run_cost",
     "run_summary",
     "start_run",
 ]
@@ -147,6 +157,9 @@ MAX_TEXT_LENGTH = 100_000
 MAX_ERROR_LENGTH = 10_000
 #: The most models one run compares.
 MAX_MODELS = 100
+#: The ``source`` of the token measurements of a run's scoring (a judge's
+#: calls); their ``usage_event_id`` is the run's id.
+SCORING_SOURCE = "api"
 #: Free text of a result, redacted before it is written.
 RESULT_TEXT_FIELDS = (
     "input_used",
@@ -852,3 +865,65 @@ async def run_summary(run_id: str) -> list[ModelSummary]:
         )
         for record in records
     ]
+
+
+# -- cost ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What a run cost, in microcents (1e-8 USD): its model calls and the
+    judging of their answers."""
+
+    #: The sum of the results' known costs.
+    results_microcents: int
+    #: The sum of the known costs of the run's scoring calls (a judge's).
+    judging_microcents: int
+    #: How many scoring calls the run has (judgements made).
+    judgements: int
+    #: Results with tokens but no cost (a model without a price).
+    unpriced_results: int
+    #: Scoring calls with tokens but no cost.
+    unpriced_judgements: int
+
+    @property
+    def total_microcents(self) -> int:
+        """The run's cost: its results' and its judging's."""
+        return self.results_microcents + self.judging_microcents
+
+
+_COST = """
+SELECT (SELECT skill_id FROM benchmark_runs WHERE id = $1) AS skill_id,
+       r.results_microcents, r.unpriced_results,
+       j.judging_microcents, j.judgements, j.unpriced_judgements
+  FROM (SELECT coalesce(sum(estimated_cost_microcents), 0)::bigint AS results_microcents,
+               count(*) FILTER (WHERE estimated_cost_microcents IS NULL
+                                  AND (input_tokens IS NOT NULL
+                                       OR output_tokens IS NOT NULL)) AS unpriced_results
+          FROM benchmark_results WHERE benchmark_run_id = $1) r,
+       -- The scoring measurements of the run: tied to it by usage_event_id,
+       -- of its skill (read through the skill's index), with the source the
+       -- runner writes.
+       (SELECT coalesce(sum(m.estimated_cost_microcents), 0)::bigint AS judging_microcents,
+               count(*) AS judgements,
+               count(*) FILTER (WHERE m.estimated_cost_microcents IS NULL) AS unpriced_judgements
+          FROM token_measurements m
+         WHERE m.skill_id = (SELECT skill_id FROM benchmark_runs WHERE id = $1)
+           AND m.usage_event_id = $1 AND m.source = $2) j
+"""
+
+
+async def run_cost(run_id: str) -> RunCost:
+    """What a run cost: its results and its judging; see :class:`RunCost`."""
+    check_id("run_id", run_id)
+    async with operation() as scope:
+        record = await scope.connection.fetchrow(_COST, run_id, SCORING_SOURCE)
+    if record is None or record["skill_id"] is None:
+        raise NotFoundError(_KIND, run_id)
+    return RunCost(
+        results_microcents=int(record["results_microcents"]),
+        judging_microcents=int(record["judging_microcents"]),
+        judgements=int(record["judgements"]),
+        unpriced_results=int(record["unpriced_results"]),
+        unpriced_judgements=int(record["unpriced_judgements"]),
+    )

@@ -21,6 +21,8 @@ Contract
                                                     one is set) or ``skip``
   ``EVERYSKILL_STATE_DIR``   ``state_dir``          the spool, the hook's state and log
   ``EVERYSKILL_TIMEOUT``     ``timeout``            seconds for one call of the API
+  ``EVERYSKILL_HOOK_DEADLINE``  ``hook_deadline``   seconds after its start when the hook
+                                                    stops waiting for the API (0.4)
   =========================  =====================  =================================
 
   and the file's ``[skills]`` table maps an assistant's skill name to a
@@ -60,6 +62,7 @@ _SETTINGS = {
     "unattributed": "EVERYSKILL_UNATTRIBUTED",
     "state_dir": "EVERYSKILL_STATE_DIR",
     "timeout": "EVERYSKILL_TIMEOUT",
+    "hook_deadline": "EVERYSKILL_HOOK_DEADLINE",
 }
 
 
@@ -81,6 +84,7 @@ class ClientConfig:
         default_factory=lambda: Path(platformdirs.user_state_dir(_APP))
     )
     timeout: float = 5.0
+    hook_deadline: float = 0.4
 
     def slug_of(self, skill_name: str) -> str:
         """The catalogue slug of an assistant's skill name."""
@@ -101,6 +105,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -147,18 +153,16 @@ def load(environ: Mapping[str, str] | None = None) -> ClientConfig:
     unattributed = values.get("unattributed", "default")
     if unattributed not in ("default", "skip"):
         raise ConfigError(f"{_SETTINGS['unattributed']} must be 'default' or 'skip'")
-    try:
-        timeout = float(values.get("timeout", 5.0))
-    except (TypeError, ValueError):
-        timeout = -1.0
-    if not 0 < timeout <= 300:
-        raise ConfigError(f"{_SETTINGS['timeout']} must be a number of seconds, 0 to 300")
+    timeout = _seconds(values, "timeout", 5.0)
+    hook_deadline = _seconds(values, "hook_deadline", 0.4)
     skills = data.get("skills", {})
     if not isinstance(skills, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in skills.items()
     ):
         raise ConfigError(f"[skills] in {path} must map skill names to slugs (strings)")
     state_dir = values.get("state_dir")
+    if state_dir is not None and not isinstance(state_dir, str):
+        raise ConfigError(f"state_dir in {path} must be a string (a directory)")
     return ClientConfig(
         api_url=api_url.rstrip("/"),
         api_key=values["api_key"],
@@ -168,4 +172,15 @@ def load(environ: Mapping[str, str] | None = None) -> ClientConfig:
         skills=skills,
         state_dir=Path(state_dir).expanduser() if state_dir else Path(platformdirs.user_state_dir(_APP)),
         timeout=timeout,
+        hook_deadline=hook_deadline,
     )
+
+
+def _seconds(values: Mapping[str, Any], key: str, default: float) -> float:
+    try:
+        seconds = float(values.get(key, default))
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 300:
+        raise ConfigError(f"{_SETTINGS[key]} must be a number of seconds, 0 to 300")
+    return seconds

@@ -8,30 +8,45 @@ key come from :mod:`everyskill.client_config`.
 Contract
 --------
 - **It never breaks the session.** :func:`main` exits 0 whatever happens
-  (a bad input, a missing configuration, the API down, a bug), and it
-  gives up on the API after :data:`DEADLINE` seconds from its start,
-  leaving what it did not send in the spool. Problems are written to
-  ``hook.log`` in the state directory (rotated at 1 MB), never to stdout,
-  which Claude Code reads as the hook's output.
+  (a bad input, a missing or broken configuration, the API down, a bug),
+  and it gives up on the API ``hook_deadline`` seconds after its start
+  (:data:`DEADLINE` by default, see :mod:`everyskill.client_config`),
+  leaving what it did not send in the spool. It reads at most
+  :data:`READ_LIMIT` bytes of each transcript per run (the rest is read by
+  the next runs). Problems are written to ``hook.log`` in the state
+  directory (``0600``, rotated at 1 MB), never to stdout, which Claude Code
+  reads as the hook's output.
 - **Stop, SubagentStop and SessionEnd: token usage.** The transcript is
   read from where the last run stopped (:mod:`everyskill.transcripts`; a
   per-transcript offset and the skill running there are kept in the
   state directory, and a transcript shorter than its offset is read
-  again from the start), with the subagents' own transcripts beside it
-  (``<session>/subagents/*.jsonl``). Each API response becomes one token
-  measurement (:func:`measurement`) with source ``hook``, and they are
-  posted as one batch to ``POST /v1/token-measurements``.
+  again from the start), with the subagents' own transcripts
+  (``<session>/subagents/agent-*.jsonl``, or ``agent-*.jsonl`` beside it
+  whose lines name the session). Each API response becomes one token
+  measurement (:func:`measurement`) with source ``hook``, posted in
+  batches to ``POST /v1/token-measurements``. A Stop holds back the last
+  response of each file (it may still be written, see
+  :mod:`everyskill.transcripts`); SessionEnd reads everything, and so does
+  any run for a transcript left with a response held back that has not
+  changed for :data:`STALE_AFTER` seconds (a session that ended without
+  SessionEnd). A response of a subagent's file whose ``message.id`` the
+  session's own file has (a side question replays a parent's response)
+  is the parent's. A subagent's responses are recorded under the skill
+  that ran when it was launched.
 
   - Each measurement's ``id`` is :func:`measurement_id` of the session and
     the response's ``message.id``: a response read twice (a run repeated,
     the state lost, a Stop in the middle of the session and another at
     its end) is sent with the same id, and the API stores it once (a
     replay writes nothing).
-  - The items are first added to the spool (:mod:`everyskill.spool`), the
-    offset is saved after that, and then the spool is delivered: a crash
+  - The items are first added to the spool of the configuration
+    (:meth:`everyskill.spool.Spool.for_client`), the offsets are saved
+    after that, and then the spool's measurements are delivered: a crash
     at any point loses nothing, and what the API did not take (it is
-    unreachable, answers 429 or 503, or the deadline passed) is sent by
-    a later run.
+    unreachable, answers 429 or 503, or the deadline passed) is sent by a
+    later run. A measurement refused for its ``user_id`` (a configured
+    user that is not the tenant's) is sent without it, anonymous, and the
+    error is logged.
   - The skill: a response made while a skill ran is recorded under the
     catalogue slug of that skill's name (``[skills]`` of the
     configuration maps names to slugs; by default they are the same). A
@@ -47,7 +62,9 @@ Contract
   user (``user_id``, else the operating-system user) and skill
   (:mod:`everyskill.feedback_prompts`); on the first 3 uses and every 10th
   after, the hook prints the output that asks the user for feedback. A
-  skill the API said is not in the catalogue is not asked about.
+  skill the API said is not in the catalogue (within the last
+  :data:`NOT_CATALOGUE_FOR` seconds), and a plugin's skill
+  (``plugin:name``) that ``[skills]`` does not map, are not asked about.
 - Any other event does nothing.
 """
 
@@ -60,6 +77,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import time
 import uuid
@@ -73,10 +91,19 @@ from everyskill.spool import Spool
 
 __all__ = ["DEADLINE", "main", "measurement", "measurement_id", "run"]
 
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
 logger = logging.getLogger("everyskill.hook")
 
-#: Seconds from the hook's start after which it stops waiting for the API.
+#: Seconds from the hook's start after which it stops waiting for the API,
+#: unless the configuration's ``hook_deadline`` says otherwise.
 DEADLINE = 0.4
+#: Bytes of a transcript read per run at most.
+READ_LIMIT = 4 << 20
+#: Seconds the API's "no such skill" is remembered for a slug.
+NOT_CATALOGUE_FOR = 86_400
+#: Offsets of transcripts unchanged for this long are forgotten.
+FORGET_AFTER = 30 * 86_400
 MEASUREMENTS_PATH = "/token-measurements"
 # Requests small enough to finish well within the deadline.
 _BATCH_SIZES = {MEASUREMENTS_PATH: 1_000}
@@ -162,10 +189,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _not_catalogue(state_dir: Path) -> set[str]:
-    """The slugs the API said name no skill of the tenant."""
-    given = _read_json(state_dir / "not-catalogue.json").get("slugs", [])
-    return {s for s in given if isinstance(s, str)} if isinstance(given, list) else set()
+def _not_catalogue(state_dir: Path, now: float | None = None) -> dict[str, float]:
+    """The slugs the API said name no skill of the tenant, with when it said so."""
+    given = _read_json(state_dir / "not-catalogue.json").get("slugs", {})
+    now = time.time() if now is None else now
+    if not isinstance(given, dict):
+        return {}
+    return {
+        slug: when
+        for slug, when in given.items()
+        if isinstance(when, (int, float)) and now - when < NOT_CATALOGUE_FOR
+    }
 
 
 def _agent_id(path: Path) -> str | None:
@@ -184,7 +218,7 @@ def _transcripts_of(event: dict[str, Any]) -> list[Path]:
         return []
     session_id = event.get("session_id")
     found = [main_file]
-    if isinstance(session_id, str) and session_id:
+    if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id):
         nested = main_file.parent / session_id / "subagents"
         if nested.is_dir():
             found += sorted(nested.glob("agent-*.jsonl"))
@@ -206,40 +240,50 @@ def _offset_file(state_dir: Path, path: Path) -> Path:
     return state_dir / "transcripts" / f"{key}.json"
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _read_new(
     path: Path,
     state_dir: Path,
     *,
     final: bool,
-    agent_usage: dict[str, Any],
+    parent: dict[str, Any],
 ) -> tuple[transcripts.Reading, Path, dict[str, Any]]:
-    """The responses added to ``path`` since the last run, and the offset to save."""
+    """The responses added to ``path`` since the last run, and the offset to save.
+
+    ``parent`` is the saved offset of the session's own file: the usage and
+    skill its Task results reported for each subagent.
+    """
     offset_file = _offset_file(state_dir, path)
     kept = _read_json(offset_file)
     start = kept.get("end", 0) if isinstance(kept.get("end"), int) else 0
-    if start > path.stat().st_size:
-        start = 0
     skill = kept.get("skill") if isinstance(kept.get("skill"), str) else None
     agent = _agent_id(path)
-    last_usage = agent_usage.get(agent) if agent is not None else None
+    if start > path.stat().st_size:
+        start, skill = 0, None
+    if start == 0 and agent is not None:
+        launched_under = _mapping(parent.get("agent_skill")).get(agent)
+        skill = launched_under if isinstance(launched_under, str) else None
+    last_usage = _mapping(parent.get("agent_usage")).get(agent) if agent is not None else None
     reading = transcripts.read_responses(
         path,
         start=start,
         skill=skill,
         final=final,
         last_usage=last_usage if isinstance(last_usage, dict) else None,
+        limit=READ_LIMIT,
     )
     if reading.skipped:
         logger.warning("%s: %d line(s) that are not JSON skipped", path, reading.skipped)
-    agents = kept.get("agent_usage")
-    if not isinstance(agents, dict):
-        agents = {}
     offset = {
         "path": str(path),
         "end": reading.end,
         "skill": reading.skill,
         "held": reading.end < path.stat().st_size,
-        "agent_usage": {**agents, **reading.agent_usage},
+        "agent_usage": {**_mapping(kept.get("agent_usage")), **reading.agent_usage},
+        "agent_skill": {**_mapping(kept.get("agent_skill")), **reading.agent_skill},
     }
     return reading, offset_file, offset
 
@@ -259,11 +303,21 @@ def _items(
     return items
 
 
-async def _deliver(spool: Spool, config: client_config.ClientConfig, timeout: float) -> Delivery:
+async def _deliver(
+    spool: Spool, config: client_config.ClientConfig, timeout: float, deadline: float
+) -> Delivery:
     default = config.default_skill if config.unattributed == "default" else None
     unknown: set[str] = set()
 
     def repair(item: dict[str, Any], field: str) -> dict[str, Any] | None:
+        if field == "user_id" and "user_id" in item:
+            logger.error(
+                "user_id %r is not a user of the key's tenant: measurement %s sent without it;"
+                " fix EVERYSKILL_USER_ID (or user_id in the configuration file)",
+                item["user_id"],
+                item.get("id"),
+            )
+            return {k: v for k, v in item.items() if k != "user_id"}
         slug = item.get("skill_slug")
         if field != "skill_slug" or not isinstance(slug, str):
             return None
@@ -274,47 +328,68 @@ async def _deliver(spool: Spool, config: client_config.ClientConfig, timeout: fl
 
     async with ApiClient(config.api_url, config.api_key, timeout=timeout) as client:
         delivery = await spool.deliver(
-            client, batch_sizes=_BATCH_SIZES, repair=repair, paths=(MEASUREMENTS_PATH,)
+            client,
+            batch_sizes=_BATCH_SIZES,
+            repair=repair,
+            paths=(MEASUREMENTS_PATH,),
+            deadline=deadline,
         )
     if unknown:
-        known = _not_catalogue(config.state_dir)
-        _write_json(config.state_dir / "not-catalogue.json", {"slugs": sorted(known | unknown)})
+        now = time.time()
+        known = _not_catalogue(config.state_dir, now)
+        _write_json(
+            config.state_dir / "not-catalogue.json",
+            {"slugs": {**known, **{slug: now for slug in unknown}}},
+        )
     return delivery
 
 
 def _responses(
     files: Sequence[Path], state_dir: Path, *, final: bool
 ) -> tuple[list[transcripts.Response], list[tuple[Path, dict[str, Any]]]]:
-    """The new responses of a session's files, each once, and the offsets to save."""
+    """The new responses of a session's files, each once, and the offsets to save.
+
+    ``files[0]`` is the session's own file, read first: its Task results
+    complete and attribute the subagents' responses, and its message ids
+    (the one held back included) win over a subagent file's copy.
+    """
     responses: dict[str, transcripts.Response] = {}
     offsets: list[tuple[Path, dict[str, Any]]] = []
-    agent_usage: dict[str, Any] = {}
-    for path in files:
-        reading, offset_file, offset = _read_new(
-            path, state_dir, final=final, agent_usage=agent_usage
-        )
-        if not agent_usage:
-            # The session's own file comes first: its Task results complete
-            # the subagents' last responses.
-            agent_usage = offset["agent_usage"]
+    parent: dict[str, Any] = {}
+    parents_ids: set[str] = set()
+    for index, path in enumerate(files):
+        reading, offset_file, offset = _read_new(path, state_dir, final=final, parent=parent)
+        if index == 0:
+            parent = offset
+            parents_ids = {r.message_id for r in reading.responses}
+            if reading.held is not None:
+                parents_ids.add(reading.held.message_id)
         for response in reading.responses:
-            # A message id met again (a side question replays a parent's
-            # response) is the response already read: the session's own
-            # file is read first and wins.
+            if index > 0 and response.message_id in parents_ids:
+                continue
             responses.setdefault(response.message_id, response)
         offsets.append((offset_file, offset))
     return list(responses.values()), offsets
 
 
 def _stale_transcripts(state_dir: Path, now: float, skip: Sequence[Path]) -> list[Path]:
-    """Transcripts whose last response was held back and that no longer change."""
+    """Transcripts whose last response was held back and that no longer change.
+
+    Offsets of transcripts gone, or unchanged for :data:`FORGET_AFTER`
+    seconds, are deleted on the way.
+    """
     stale = []
-    for offset_file in sorted((state_dir / "transcripts").glob("*.json"))[:200]:
+    for offset_file in sorted((state_dir / "transcripts").glob("*.json")):
         kept = _read_json(offset_file)
         path = Path(str(kept.get("path", "")))
-        if not kept.get("held") or not path.is_file() or path in skip:
+        try:
+            age = now - path.stat().st_mtime
+        except OSError:
+            offset_file.unlink(missing_ok=True)
             continue
-        if now - path.stat().st_mtime >= STALE_AFTER:
+        if age >= FORGET_AFTER:
+            offset_file.unlink(missing_ok=True)
+        elif kept.get("held") and age >= STALE_AFTER and path not in skip:
             stale.append(path)
     return stale[:20]
 
@@ -331,22 +406,29 @@ async def report_usage(
         found, saved = _responses([path], config.state_dir, final=True)
         responses += found
         offsets += saved
-    spool = Spool(config.state_dir / "spool")
-    spool.add(MEASUREMENTS_PATH, _items(responses, session_id, config))
+    spool = Spool.for_client(config.state_dir, config.api_url, config.api_key)
+    spool.add(
+        MEASUREMENTS_PATH,
+        _items(responses, session_id, config),
+        per_file=_BATCH_SIZES[MEASUREMENTS_PATH],
+    )
     for offset_file, offset in offsets:
         _write_json(offset_file, offset)
+    if spool.pending(paths=(MEASUREMENTS_PATH,)) == 0:
+        return
     remaining = deadline - time.monotonic()
-    if remaining <= 0.05 or spool.pending(paths=(MEASUREMENTS_PATH,)) == 0:
+    if remaining <= 0.05:
+        logger.warning("no time left to send the measurements: they stay in the spool")
         return
     try:
         delivery = await asyncio.wait_for(
-            _deliver(spool, config, min(config.timeout, remaining)), remaining
+            _deliver(spool, config, min(config.timeout, remaining), deadline), remaining
         )
     except TimeoutError:
         logger.warning("the API did not answer in time; the measurements stay in the spool")
         return
     if delivery.error is not None:
-        logger.warning("%d measurement(s) kept in the spool: %s", len(delivery.unsent), delivery.error)
+        logger.warning("measurements kept in the spool: %s", delivery.error)
     for item, why in delivery.refused:
         logger.warning("measurement %s not recorded: %s", item.get("id"), why)
 
@@ -359,7 +441,10 @@ def ask_for_feedback(event: dict[str, Any], config: client_config.ClientConfig) 
     name = given.get("skill", given.get("command")) if isinstance(given, dict) else None
     if not isinstance(name, str) or not name.strip():
         return None
-    slug = config.slug_of(name.strip().lstrip("/"))
+    name = name.strip().lstrip("/")
+    if ":" in name and name not in config.skills:
+        return None  # a plugin's skill, not the catalogue's
+    slug = config.slug_of(name)
     if slug in _not_catalogue(config.state_dir):
         return None
     user = config.user_id or getpass.getuser()
@@ -369,8 +454,10 @@ def ask_for_feedback(event: dict[str, Any], config: client_config.ClientConfig) 
 
 def _log_to(state_dir: Path) -> None:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = state_dir / "hook.log"
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     handler = logging.handlers.RotatingFileHandler(
-        state_dir / "hook.log", maxBytes=1_000_000, backupCount=1, encoding="utf-8"
+        log, maxBytes=1_000_000, backupCount=1, encoding="utf-8"
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("everyskill").addHandler(handler)
@@ -390,18 +477,21 @@ def run(event: dict[str, Any], config: client_config.ClientConfig, deadline: flo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: always exits 0; see the module's contract."""
-    deadline = time.monotonic() + DEADLINE
+    started = time.monotonic()
     try:
         config = client_config.load()
     except client_config.ConfigError as error:
         print(f"everyskill-hook: {error}", file=sys.stderr)
+        return 0
+    except BaseException as error:  # noqa: BLE001 - a hook must never fail the session
+        print(f"everyskill-hook: the configuration cannot be read: {error!r}", file=sys.stderr)
         return 0
     try:
         _log_to(config.state_dir)
         event = json.loads(sys.stdin.read() or "{}")
         if not isinstance(event, dict):
             raise ValueError("the hook input is not a JSON object")
-        output = run(event, config, deadline)
+        output = run(event, config, started + config.hook_deadline)
         if output is not None:
             print(json.dumps(output))
     except BaseException:  # noqa: BLE001 - a hook must never fail the session

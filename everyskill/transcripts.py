@@ -51,7 +51,13 @@ Contract
     counts, that response takes its output count and is not held back
     (the subagent has ended).
   - :attr:`Reading.agent_usage` maps each subagent id whose ``Task``
-    result the reading saw to the usage that result reports.
+    result the reading saw to the usage that result reports, and
+    :attr:`Reading.agent_skill` to the skill running when the subagent
+    was launched (its responses did that skill's work).
+  - ``limit`` bounds the bytes read: a reading that stops there is not
+    ``final`` (its last response is held back), and the next reading goes
+    on from ``end``; a single line longer than ``limit`` is skipped
+    (counted in ``skipped``). :attr:`Reading.held` is the response held back.
 - The skill a response ran under (``Response.skill``, a skill *name* as
   Claude Code knows it, or None): a skill starts when the model calls the
   ``Skill`` tool (``tool_use`` named ``Skill``, the name in its input's
@@ -112,6 +118,8 @@ class Reading:
     skill: str | None
     skipped: int = 0
     agent_usage: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    agent_skill: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    held: Response | None = None
 
 
 def _count(usage: dict[str, Any], key: str) -> int:
@@ -185,6 +193,18 @@ def session_of(path: str | Path) -> str | None:
     return None
 
 
+def _after_line(path: str | Path, offset: int) -> int:
+    """The offset after the newline that ends the line going on at ``offset``."""
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while chunk := file.read(1 << 20):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return offset + newline + 1
+            offset += len(chunk)
+    return offset
+
+
 def read_responses(
     path: str | Path,
     *,
@@ -192,14 +212,22 @@ def read_responses(
     skill: str | None = None,
     final: bool = False,
     last_usage: dict[str, Any] | None = None,
+    limit: int | None = None,
 ) -> Reading:
     """The responses of the transcript at ``path`` from byte ``start``; see the contract."""
     with open(path, "rb") as file:
         file.seek(start)
-        data = file.read()
+        data = file.read(-1 if limit is None else limit + 1)
+    if limit is not None and len(data) > limit:
+        data = data[:limit]
+        final = False  # the file goes on: its last response here may too
     complete = data.rfind(b"\n") + 1
+    if complete == 0 and limit is not None and len(data) == limit:
+        # One line longer than the limit (a tool's huge output): skip it.
+        return Reading([], _after_line(path, start + limit), skill, skipped=1)
     responses: dict[str, Response] = {}
     agent_usage: dict[str, dict[str, Any]] = {}
+    agent_skill: dict[str, str | None] = {}
     skipped = 0
     offset = start
     for raw in data[:complete].splitlines(keepends=True):
@@ -219,6 +247,7 @@ def read_responses(
             reported = _agent_usage(line)
             if reported is not None:
                 agent_usage[reported[0]] = reported[1]
+                agent_skill[reported[0]] = skill
             prompt = _prompt_text(line)
             if prompt is not None:
                 command = _COMMAND.search(prompt)
@@ -270,7 +299,8 @@ def read_responses(
         ):
             last.output_tokens = max(last.output_tokens, _count(last_usage, "output_tokens"))
             final = True
+    held = None
     if found and not final:
         held = found.pop()
         end, skill = held.offset, held.skill_before
-    return Reading(found, end, skill, skipped, agent_usage)
+    return Reading(found, end, skill, skipped, agent_usage, agent_skill, held)

@@ -20,6 +20,11 @@ of ``--rounds`` runs, against the target of 1 second on the value:
 - ``api_hanging``: the API accepts the connection and never answers: the
   hook's deadline (:data:`everyskill.hook.DEADLINE`) ends the wait.
 - ``post_tool_use``: a feedback prompt's use counted.
+- ``start``: ``python -c "import everyskill.hook"``, against the same with
+  the database layer imported too (``everyskill.rows`` and
+  ``everyskill.tenancy``, which the package imported with itself before
+  its names were imported on first use): what that saves each run.
+  Reported, no target.
 
 ``--scale quick`` makes 200 responses and 3 rounds, ``full`` (the default)
 2,000 responses and 7 rounds. It runs on a scratch database of its own
@@ -172,7 +177,7 @@ async def _alone(url: str, scale_name: str) -> list[Figure]:
             "EVERYSKILL_DEFAULT_SKILL": "general-use",
         }
         times: dict[str, list[float]] = {k: [] for k in
-                                         ("end", "base", "again", "down", "hanging", "post")}
+                                         ("end", "base", "again", "down", "hanging", "post", "start", "start_db")}
         with _hanging_server() as hanging:
             for number in range(rounds):
                 path = scratch / f"session-{number}.jsonl"
@@ -191,11 +196,19 @@ async def _alone(url: str, scale_name: str) -> list[Figure]:
                         "transcript_path": str(other)}
                 times["down"].append(_wall(
                     hook, {**env, "EVERYSKILL_API_URL": "http://127.0.0.1:9"}, json.dumps(down)))
+                stalled = scratch / f"hanging-{number}.jsonl"
+                stalled_session = transcript(stalled, responses)
                 times["hanging"].append(_wall(
-                    hook, {**env, "EVERYSKILL_API_URL": hanging}, json.dumps(down)))
+                    hook, {**env, "EVERYSKILL_API_URL": hanging},
+                    json.dumps({**down, "session_id": stalled_session,
+                                "transcript_path": str(stalled)})))
                 times["post"].append(_wall(hook, env, json.dumps(
                     {"hook_event_name": "PostToolUse", "tool_name": "Skill",
                      "tool_input": {"skill": "general-use"}})))
+                times["start"].append(_wall([sys.executable, "-c", "import everyskill.hook"], env))
+                times["start_db"].append(_wall(
+                    [sys.executable, "-c",
+                     "import everyskill.hook, everyskill.rows, everyskill.tenancy"], env))
         stored = await _count_stored(url, tenant)
     # Each round's session stored by the hook, each response once (the
     # baseline's rows have source 'api'; the spooled sessions are not sent).
@@ -207,7 +220,11 @@ async def _alone(url: str, scale_name: str) -> list[Figure]:
         _figure("api_down", f"API refusing: {responses} responses spooled", times["down"]),
         _figure("api_hanging", "API never answering: the deadline", times["hanging"]),
         _figure("post_tool_use", "PostToolUse: a skill's use counted", times["post"]),
+        _figure("start", "import everyskill.hook", times["start"], times["start_db"]),
     ]
+    figures[-1].target = None
+    figures[-1].baseline_what = "the same with the database layer imported"
+    figures[-1].ratio_meaning = "hook's imports / with the database layer"
     figures[0].checks = {f"stored {stored} of {expected} (each response once)": stored == expected}
     return figures
 

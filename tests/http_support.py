@@ -201,3 +201,59 @@ class CountingProxy:
         await asyncio.gather(
             pump(reader, up_writer, True), pump(up_reader, writer, False), return_exceptions=True
         )
+
+
+@contextmanager
+def forwarding(listen: str, target: str) -> Iterator[None]:
+    """A TCP forwarder from ``listen``'s port to ``target``'s, in threads.
+
+    Lets a client keep one address while the server behind it is down
+    (outside the ``with``) and up (inside).
+    """
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    source, destination = urlsplit(listen), urlsplit(target)
+    listener = socket.create_server((source.hostname or "127.0.0.1", source.port or 80))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (a, b):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(
+                (destination.hostname or "127.0.0.1", destination.port or 80)
+            )
+            for a, b in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=pipe, args=(a, b), daemon=True)
+                thread.start()
+                threads.append(thread)
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+        for thread in threads:
+            thread.join(timeout=5)

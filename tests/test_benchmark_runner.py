@@ -28,7 +28,9 @@ from everyskill.benchmark_runner import (
     Completion,
     OfflineModelClient,
     OfflineModelError,
+    RunProgress,
     Score,
+    ScorerCall,
     TestCase,
     default_scorer,
     run_benchmark,
@@ -555,3 +557,140 @@ async def test_two_runners_of_one_run_do_no_harm(
     rows = await stored_results(owner, run_id)
     assert len(rows) == 2 * len(CASES)
     assert all(row["error_message"] is None for row in rows)
+
+
+# -- scorers that call models, progress, interruptions ------------------------------------
+
+
+class CallingScorer:
+    """A CaseScorer that reports a model call of its own for each score:
+    12 input and 3 output tokens of claude-haiku-4-5 ($1 / $5 per million:
+    12 * 100 + 3 * 500 = 2,700 microcents); a negative count for
+    ``bad_input`` (a broken scorer)."""
+
+    def __init__(self, bad_input: str | None = None) -> None:
+        self.bad_input = bad_input
+        self.seen: list[str] = []
+
+    async def score_case(self, case: TestCase, output: str, /) -> Score:
+        self.seen.append(case.input)
+        tokens = -1 if case.input == self.bad_input else 12
+        call = ScorerCall("anthropic", HAIKU, tokens, 3, latency_ms=9)
+        return Score(60, None, f"scored {case.input}", (call,))
+
+
+async def test_a_case_scorer_sees_the_case_and_its_calls_are_measurements_of_the_run(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    run_id = await new_run(tenant, [SONNET, OPUS])
+    scorer = CallingScorer()
+    run = await run_benchmark(tenant.tenant_id, run_id, offline_client(), CASES[:3], scorer=scorer)
+    assert run.status == "completed"
+    assert sorted(scorer.seen) == sorted(2 * [case.input for case in CASES[:3]])
+    rows = await stored_results(owner, run_id)
+    assert {(r["quality_score"], r["quality_notes"]) for r in rows} == {
+        (60, f"scored {case.input}") for case in CASES[:3]
+    }
+    measurements = await owner.fetch(
+        "SELECT * FROM token_measurements WHERE usage_event_id = $1", run_id
+    )
+    assert len(measurements) == 6
+    assert {(m["skill_id"], m["user_id"], m["source"], m["model_name"], m["input_tokens"],
+             m["output_tokens"], m["latency_ms"], m["estimated_cost_microcents"])
+            for m in measurements} == {
+        (tenant.skill_id, tenant.user_id, "api", HAIKU, 12, 3, 9, 2_700)
+    }
+    async with tenant_scope(tenant.tenant_id):
+        spent = await benchmarks.run_cost(run_id)
+    assert spent.judging_microcents == 6 * 2_700 and spent.judgements == 6
+    assert spent.results_microcents == sum(r["estimated_cost_microcents"] for r in rows)
+
+
+async def test_a_result_and_its_scoring_calls_are_written_together_or_not_at_all(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """The scorer's call on the second case cannot be recorded: neither is
+    that case's result, the runner stops, and every result stored has its
+    scoring call (a step under way when it stopped is let finish)."""
+    run_id = await new_run(tenant, [SONNET])
+    scorer = CallingScorer(bad_input=CASES[1].input)
+    with pytest.raises(ValidationError) as refused:
+        await run_benchmark(
+            tenant.tenant_id, run_id, offline_client(), CASES[:3], scorer=scorer, concurrency=1
+        )
+    assert refused.value.field == "measurements[0].input_tokens"
+    rows = await stored_results(owner, run_id)
+    assert 0 in [r["test_case_index"] for r in rows]
+    assert 1 not in [r["test_case_index"] for r in rows]
+    assert await owner.fetchval(
+        "SELECT count(*) FROM token_measurements WHERE usage_event_id = $1", run_id
+    ) == len(rows)
+    status = await owner.fetchval("SELECT status FROM benchmark_runs WHERE id = $1", run_id)
+    assert status == "failed"
+
+
+async def test_progress_is_reported_from_the_start_and_after_each_result(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    run_id = await new_run(tenant, [SONNET, HAIKU])
+    seen: list[RunProgress] = []
+    failing = {(HAIKU, CASES[0].input)}
+    await run_benchmark(
+        tenant.tenant_id, run_id, offline_client(failures=failing), CASES[:3],
+        on_progress=seen.append,
+    )
+    assert seen[0] == RunProgress(0, 6)
+    assert [p.done for p in seen] == list(range(7)) and {p.total for p in seen} == {6}
+    assert sorted((p.model, p.test_case_index, p.error) for p in seen[1:]) == sorted(
+        (m, i, (m, CASES[i].input) in failing) for m in (SONNET, HAIKU) for i in range(3)
+    )
+    # A resumed run starts from what it has: the fixture's run has 1 of 6.
+    resumed: list[RunProgress] = []
+    await run_benchmark(
+        tenant.tenant_id, tenant.run_id, offline_client(providers={"gpt-4o": "openai"}),
+        CASES[:3], on_progress=resumed.append,
+    )
+    assert resumed[0] == RunProgress(1, 6) and resumed[-1].done == 6 and len(resumed) == 6
+
+
+async def test_a_resumable_runner_cancelled_leaves_the_run_running_to_resume(
+    owner: asyncpg.Connection, tenant: TenantRows, engine: PostgresEngine
+) -> None:
+    run_id = await new_run(tenant, [SONNET])
+    client = BlockingClient()
+    answered = offline_client()
+
+    class HalfBlocking:
+        """Answers the first two cases at once; blocks on the others."""
+
+        def provider_of(self, model: str) -> str:
+            return "anthropic"
+
+        async def complete(self, model: str, prompt: str, *, system: str | None = None) -> Completion:
+            if prompt in (CASES[0].input, CASES[1].input):
+                return await answered.complete(model, prompt, system=system)
+            return await client.complete(model, prompt, system=system)
+
+    seen: list[RunProgress] = []
+    runner = asyncio.create_task(
+        run_benchmark(tenant.tenant_id, run_id, HalfBlocking(), CASES, concurrency=6,
+                      on_progress=seen.append, resumable=True)
+    )
+    for _ in range(500):
+        if client.started == 4 and seen and seen[-1].done == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert client.started == 4 and seen[-1].done == 2
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    row = await owner.fetchrow("SELECT status, error_message FROM benchmark_runs WHERE id = $1", run_id)
+    assert row is not None and (row["status"], row["error_message"]) == ("running", None)
+    assert [r["test_case_index"] for r in await stored_results(owner, run_id)] == [0, 1]
+    assert connections_in_use(engine) == 0
+
+    again = offline_client()
+    run = await run_benchmark(tenant.tenant_id, run_id, again, CASES)
+    assert run.status == "completed"
+    assert sorted(prompt for _, prompt in again.calls) == sorted(c.input for c in CASES[2:])
+    assert len(await stored_results(owner, run_id)) == len(CASES)

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from everyskill import benchmarks, pricing
+from everyskill import benchmarks, pricing, usage
 from everyskill.benchmarks import ModelSummary, ResultInput
 from everyskill.errors import (
     ConflictError,
@@ -916,3 +916,58 @@ async def test_a_temporary_table_cannot_stand_in_for_the_runs(
     assert await owner.fetchval(
         "SELECT count(*) FROM benchmark_results WHERE benchmark_run_id = $1", tenant.run_id
     ) == 1
+
+
+# -- a run's cost ----------------------------------------------------------------------
+
+
+async def test_a_runs_cost_is_its_results_and_its_scoring_measurements(
+    owner: asyncpg.Connection, tenant: TenantRows, other_tenant: TenantRows
+) -> None:
+    """Results: 1,000 and 2,500 microcents given, one unpriced (tokens, an
+    unknown model), one failed call without tokens (not billed). Scoring:
+    the run's measurements of its skill with source api (700 and an
+    unpriced one); measurements with the run's id but another source or
+    skill, or of another tenant, are not the run's."""
+    run_id = await new_run(tenant, [SONNET, "house-model"])
+    async with tenant_scope(tenant.tenant_id):
+        empty = await benchmarks.run_cost(run_id)
+        await benchmarks.record_results(run_id, [
+            result(SONNET, 0, input_tokens=10, output_tokens=2, estimated_cost_microcents=1_000),
+            result(SONNET, 1, input_tokens=10, output_tokens=2, estimated_cost_microcents=2_500),
+            result("house-model", 0, input_tokens=10, output_tokens=2),
+            result("house-model", 1, error_message="timed out"),
+        ])
+        other_skill = await owner.fetchval(
+            "INSERT INTO skills (tenant_id, slug, name) VALUES ($1, 'other', 'Other') RETURNING id",
+            tenant.tenant_id,
+        )
+        await usage.record_measurements([
+            {"skill_id": tenant.skill_id, "model_name": SONNET, "source": "api",
+             "usage_event_id": run_id, "input_tokens": 1, "output_tokens": 1,
+             "estimated_cost_microcents": 700},
+            {"skill_id": tenant.skill_id, "model_name": "house-model", "source": "api",
+             "usage_event_id": run_id, "input_tokens": 1, "output_tokens": 1},
+            {"skill_id": tenant.skill_id, "model_name": SONNET, "source": "hook",
+             "usage_event_id": run_id, "input_tokens": 1, "output_tokens": 1,
+             "estimated_cost_microcents": 50_000},
+            {"skill_id": other_skill, "model_name": SONNET, "source": "api",
+             "usage_event_id": run_id, "input_tokens": 1, "output_tokens": 1,
+             "estimated_cost_microcents": 60_000},
+        ])
+    async with tenant_scope(other_tenant.tenant_id):
+        await usage.record_measurement(
+            skill_id=other_tenant.skill_id, model_name=SONNET, source="api",
+            usage_event_id=run_id, input_tokens=1, output_tokens=1,
+            estimated_cost_microcents=70_000,
+        )
+        with pytest.raises(NotFoundError):
+            await benchmarks.run_cost(run_id)
+    async with tenant_scope(tenant.tenant_id):
+        spent = await benchmarks.run_cost(run_id)
+    assert empty == benchmarks.RunCost(0, 0, 0, 0, 0) and empty.total_microcents == 0
+    assert spent == benchmarks.RunCost(
+        results_microcents=3_500, judging_microcents=700, judgements=2,
+        unpriced_results=1, unpriced_judgements=1,
+    )
+    assert spent.total_microcents == 4_200

@@ -8,6 +8,7 @@ waits for nobody.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import stat
 import uuid
@@ -61,7 +62,8 @@ async def test_items_wait_while_the_api_is_down_then_are_stored_once(
 
     async with ApiClient(f"http://127.0.0.1:{free_port()}", api_a.key, timeout=1) as down:
         delivery = await spool.deliver(down)
-    assert delivery.stored == [] and len(delivery.unsent) == 5 and delivery.error is not None
+    # It stops at the first file; the second waits, unread.
+    assert delivery.stored == [] and len(delivery.unsent) == 3 and delivery.error is not None
     assert spool.pending() == 5
     assert await stored(owner, first + second) == 0
 
@@ -127,3 +129,85 @@ async def test_items_added_while_delivering_are_kept(
         await spool.deliver(client)
     assert spool.pending() == 0
     assert await stored(owner, early + late) == 201
+
+
+def test_each_configuration_has_its_own_spool(tmp_path: Path) -> None:
+    a = Spool.for_client(tmp_path, "http://api:1", "esk_a")
+    b = Spool.for_client(tmp_path, "http://api:1", "esk_b")
+    other_server = Spool.for_client(tmp_path, "http://elsewhere:1", "esk_a")
+    assert len({a.directory, b.directory, other_server.directory}) == 3
+    assert a.directory == Spool.for_client(tmp_path, "http://api:1", "esk_a").directory
+    assert "esk_a" not in str(a.directory) and mode(tmp_path / "spool") == 0o700
+    a.add(PATH, [{"id": "1"}])
+    assert (a.pending(), b.pending()) == (1, 0)
+
+
+async def test_two_deliveries_of_one_process_do_not_send_the_same_files(
+    tmp_path: Path, api_a: Tenant
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.add(PATH, [item(api_a)])
+    async with ApiClient(f"http://127.0.0.1:{free_port()}", api_a.key, timeout=1) as down:
+        for _ in range(3):
+            await asyncio.gather(*(spool.deliver(down, lock_wait=0) for _ in range(3)))
+    assert spool.pending() == 1
+
+
+async def test_an_item_spooled_twice_is_sent_once_and_not_refused(
+    tmp_path: Path, api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    items = [item(api_a) for _ in range(3)]
+    spool.add(PATH, items)
+    spool.add(PATH, items)
+    async with ApiClient(api.base, api_a.key) as client:
+        delivery = await spool.deliver(client)
+    assert len(delivery.stored) == 3 and delivery.refused == []
+    assert not (spool.directory / "refused.jsonl").exists()
+    assert await stored(owner, items) == 3
+
+
+async def test_a_bad_item_the_answer_does_not_name_is_found_and_set_aside(
+    tmp_path: Path, api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    # A NUL in a text is refused as the body's problem, not an item's.
+    bad = item(api_a, usage_event_id="msg_bad\u0000")
+    good = [item(api_a) for _ in range(6)]
+    spool.add(PATH, [*good[:4], bad, *good[4:]])
+    async with ApiClient(api.base, api_a.key) as client:
+        delivery = await spool.deliver(client)
+    assert [i["id"] for i, _ in delivery.refused] == [bad["id"]]
+    assert len(delivery.stored) == 6 and spool.pending() == 0
+    assert await stored(owner, good) == 6
+
+
+async def test_a_key_the_api_refuses_keeps_everything(
+    tmp_path: Path, api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.add(PATH, [item(api_a) for _ in range(2)], per_file=1)
+    async with ApiClient(api.base, "esk_" + "x" * 36) as client:
+        delivery = await spool.deliver(client)
+    assert delivery.error is not None and delivery.refused == [] and spool.pending() == 2
+
+
+async def test_each_file_sent_is_progress_kept(
+    tmp_path: Path, api: Served, api_a: Tenant, owner: asyncpg.Connection
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    items = [item(api_a) for _ in range(6)]
+    spool.add(PATH, items, per_file=2)
+    assert len(list(spool.directory.glob("*.spool.jsonl"))) == 3
+    async with ApiClient(api.base, api_a.key) as client:
+        # A deadline already passed sends nothing.
+        assert (await spool.deliver(client, deadline=0)).stored == []
+        sending = asyncio.create_task(spool.deliver(client))
+        while spool.pending() == 6:
+            await asyncio.sleep(0.001)
+        sending.cancel()  # in the middle: the files sent are gone
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        assert spool.pending() in (0, 2, 4)
+        await spool.deliver(client)
+    assert spool.pending() == 0 and await stored(owner, items) == 6

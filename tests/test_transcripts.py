@@ -81,6 +81,34 @@ def test_a_line_being_written_is_left_for_the_next_reading(tmp_path: Path) -> No
     assert not data.endswith(b"\n")
     assert reading.end == data.rfind(b"\n") + 1
     assert reading.skipped == 1  # the line cut in the middle of the file
+    # The line is finished: the next reading has it, and nothing before it again.
+    growing = tmp_path / "session.jsonl"
+    growing.write_bytes(data)
+    last = next(
+        line for line in map(json.loads, data.splitlines()[:2]) if line["type"] == "assistant"
+    )
+    last["message"]["id"] = "msg_01FINISHEDLATER"
+    finished = data[: reading.end] + json.dumps(last).encode() + b"\n"
+    growing.write_bytes(finished)
+    more = transcripts.read_responses(growing, start=reading.end, final=True)
+    assert [r.message_id for r in more.responses] == ["msg_01FINISHEDLATER"]
+    assert more.end == len(finished)
+
+
+@pytest.mark.parametrize("limit", [300, 2_000, 10_000])
+def test_a_transcript_read_in_pieces_gives_each_response_once(limit: int) -> None:
+    source = FIXTURES / "real/spotter_final_usage_on_later_line.jsonl"
+    whole = transcripts.read_responses(source, final=True)
+    found: list[transcripts.Response] = []
+    start, skill, readings = 0, None, 0
+    while start < source.stat().st_size and readings < 10_000:
+        reading = transcripts.read_responses(source, start=start, skill=skill, limit=limit)
+        found += reading.responses
+        start, skill, readings = reading.end, reading.skill, readings + 1
+        if reading.held is None and not reading.responses and reading.skipped == 0:
+            break
+    found += transcripts.read_responses(source, start=start, skill=skill, final=True).responses
+    assert [counts(r) for r in found] == [counts(r) for r in whole.responses]
 
 
 def test_lines_without_a_type_are_not_responses() -> None:
