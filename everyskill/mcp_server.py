@@ -49,8 +49,9 @@ to fix; nothing raised by a call ends the server or the session:
   create keys in the admin; 404: no skill of that name (or the configured
   user is not the tenant's);
 - the API unreachable, or answering 429 (with the ``Retry-After`` seconds)
-  or a 5xx: ``submit_feedback`` keeps the item in the spool
-  (:class:`~everyskill.spool.Spool`, route ``/feedback``) and answers that
+  or a 5xx: ``submit_feedback`` keeps the item in the spool of its
+  configuration (:meth:`~everyskill.spool.Spool.for_client`: only ever sent
+  to the same API with the same key; route ``/feedback``) and answers that
   it is kept and will be sent by the next call (not an error: calling again
   would record the feedback twice); the reading tools say the API is
   unavailable.
@@ -58,8 +59,9 @@ to fix; nothing raised by a call ends the server or the session:
 Every tool call first delivers the spool's feedback items
 (:meth:`~everyskill.spool.Spool.deliver` limited to ``/feedback``: other
 clients' items, such as the hook's measurements, are theirs to send), with
-``lock_wait=0``: while another call is delivering, it sends nothing of the
-spool and does not wait. Each result (``earlier_items_refused``, and the
+``lock_wait=0``: while another call (the server has one spool object, so
+calls at the same time see each other) or another process is delivering,
+it sends nothing of the spool and does not wait. Each result (``earlier_items_refused``, and the
 text of a receipt or of a tool error) lists the kept items that this
 delivery met and the API refused for good, with the API's reason: a kept
 item whose ``user_id`` (the configured user) is not the tenant's, say.
@@ -476,7 +478,8 @@ class _Calls:
 
 def build_server(config: ClientConfig) -> MCPServer[Any]:
     """The MCP server of ``config``: its three tools; see the module's contract."""
-    calls = _Calls(config, Spool(config.state_dir / "spool"))
+    # One spool object per server: concurrent calls deliver it once.
+    calls = _Calls(config, Spool.for_client(config.state_dir, config.api_url, config.api_key))
     server: MCPServer[Any] = MCPServer(
         "everyskill",
         title="EverySkill feedback",

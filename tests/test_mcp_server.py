@@ -869,13 +869,35 @@ def test_http_on_a_host_of_its_own_allows_the_names_given(
         assert post("mcp.example.internal", "http://evil.example") == 403
 
 
-def test_a_configuration_error_at_start_is_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({}, "EVERYSKILL_API_URL"),
+        ({"EVERYSKILL_API_URL": "ftp://127.0.0.1", "EVERYSKILL_API_KEY": "esk_x"}, "EVERYSKILL_API_URL"),
+        ({"EVERYSKILL_API_URL": "http://127.0.0.1:1"}, "EVERYSKILL_API_KEY"),
+        ({"EVERYSKILL_API_URL": "http://127.0.0.1:1", "EVERYSKILL_API_KEY": "esk_x",
+          "EVERYSKILL_TIMEOUT": "0"}, "EVERYSKILL_TIMEOUT"),
+        ({"shared config": 'api_url = "http://127.0.0.1:1"\napi_key = "esk_x"\n'}, "chmod 600"),
+    ],
+)
+def test_a_missing_or_malformed_setting_is_exit_2_at_start(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    """A setting missing or malformed, not one the API would refuse: the
+    server makes no call at start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVERYSKILL_")}
-    env["EVERYSKILL_CONFIG"] = str(tmp_path / "absent.toml")
+    env["EVERYSKILL_CONFIG"] = str(tmp_path / "config.toml")
+    env["EVERYSKILL_STATE_DIR"] = str(tmp_path / "state")
+    for name, value in settings.items():
+        if name == "shared config":
+            (tmp_path / "config.toml").write_text(value)
+            (tmp_path / "config.toml").chmod(0o644)
+        else:
+            env[name] = value
     done = subprocess.run(
         [sys.executable, "-m", "everyskill.mcp_server"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2, done
     assert done.stdout == ""
-    assert "configuration error" in done.stderr and "EVERYSKILL_API_URL" in done.stderr
+    assert "configuration error" in done.stderr and named in done.stderr, done.stderr
