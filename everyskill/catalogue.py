@@ -32,7 +32,13 @@ Contract
   :func:`list_skills` leaves archived skills out unless
   ``include_archived=True``; ``slug`` keeps only the skill of that slug
   (none or one: slugs are unique in the tenant), which is how a client that
-  knows a skill by its name finds its row.
+  knows a skill by its name finds its row. The slug given is folded as
+  stored slugs are written (:func:`folded_slug`: stripped, lowercase), so
+  ``" Review-Code"`` finds ``review-code``; it must be a non-empty string
+  PostgreSQL can store (a :class:`~everyskill.errors.ValidationError` on
+  ``slug`` otherwise). Whoever resolves a slug a person typed (the HTTP
+  API's ``skill_slug``) folds it the same way before
+  :func:`skill_ids_by_slug`.
 - Skills: :func:`create_skill` (``slug``, ``name``, optional ``description``
   and ``author_id``), :func:`update_skill` (only the fields given; ``None``
   clears ``description`` or ``author_id``), :func:`archive_skill` and
@@ -170,6 +176,7 @@ __all__ = [
     "list_versions",
     "publish_version",
     "skill_aggregates",
+    "folded_slug",
     "skill_ids_by_slug",
     "unarchive_skill",
     "update_skill",
@@ -320,6 +327,14 @@ async def get_skill(skill_id: str) -> Skill:
     return await _get(Skill, "skill", "skill_id", skill_id)
 
 
+def folded_slug(slug: str) -> str:
+    """``slug`` as a stored slug is written: stripped of surrounding
+    whitespace, lowercase (:data:`~everyskill.rules.Slug`). The same slug
+    given with spaces or capitals folds to the stored one; a text that is no
+    slug folds to one no skill has."""
+    return slug.strip().lower()
+
+
 async def skill_ids_by_slug(slugs: Iterable[str]) -> dict[str, str]:
     """The ids of the tenant's skills (archived ones too) with these slugs,
     by slug, read with one query; slugs that name no skill of the tenant are
@@ -363,14 +378,14 @@ async def list_skills(
     ``include_archived``; only the one named ``slug`` when given."""
     if not isinstance(include_archived, bool):
         raise ValidationError.of("include_archived", "must be True or False")
-    if slug is not None and not isinstance(slug, str):
-        raise ValidationError.of("slug", "must be a string (a skill's slug, e.g. review-code)")
+    if slug is not None:
+        if not isinstance(slug, str):
+            raise ValidationError.of("slug", "must be a string (a skill's slug, e.g. review-code)")
+        check_id("slug", slug)
     where = Filter()
     if not include_archived:
         where.add("archived_at IS NULL")
-    # Slugs are stored stripped and lowercase: the same slug given with
-    # surrounding spaces or capitals finds the same skill.
-    where.equal("slug", None if slug is None else slug.strip().lower())
+    where.equal("slug", None if slug is None else folded_slug(slug))
     async with operation() as scope:
         return await fetch_page(scope.connection, Skill, where, limit=limit, cursor=cursor)
 

@@ -21,14 +21,19 @@ Tools (their arguments are typed and described in their input schemas):
   (``comment``); suggestion fields belong to suggestions only, example fields
   to training examples only. Optional for every type: ``comment``,
   ``quality_score`` (1-10), ``usage_event_id`` (the usage event the
-  feedback follows: an id of the client's, not checked). It answers what
+  feedback follows: an id of the client's, not checked). What the API
+  refuses whatever its state is refused before anything is sent or kept
+  (:func:`check_sendable`): text PostgreSQL cannot store (a NUL character,
+  an unpaired surrogate: :func:`everyskill.errors.storable`, the project's
+  one check), a blank ``skill`` or ``usage_event_id``. It answers what
   was stored: the id, the type, the review status and the secrets the API
   redacted. Needs a key with ``feedback:write``.
 - ``skill_feedback_summary(skill)``: the skill's aggregates as PostgreSQL
   keeps them (feedback count, thumbs, positive share), its uses and their
   average cost in dollars (``unpriced`` while no use has a known price), and
-  its latest accepted suggestions (up to :data:`SUGGESTIONS_SHOWN`, newest
-  first). Needs ``read``.
+  its latest accepted suggestions, implemented ones included (an
+  implemented suggestion was accepted first; each says its ``status``): up
+  to :data:`SUGGESTIONS_SHOWN`, newest first. Needs ``read``.
 - ``list_pending_feedback(skill=None, feedback_type=None, limit=20,
   cursor=None)``: feedback waiting for review, newest first, with
   ``next_cursor`` to pass back for the next page. Long texts are cut at
@@ -43,15 +48,26 @@ to fix; nothing raised by a call ends the server or the session:
   401: the key is not valid; 403: the scope the key lacks, and that staff
   create keys in the admin; 404: no skill of that name (or the configured
   user is not the tenant's);
-- the API unreachable, or answering 429 or a 5xx: ``submit_feedback`` keeps
-  the item in the spool (:class:`~everyskill.spool.Spool` in
-  ``<state_dir>/spool``, route ``/feedback``) and answers that it is kept
-  and will be sent by the next call (not an error: calling again would
-  record the feedback twice); the reading tools say the API is unavailable.
+- the API unreachable, or answering 429 (with the ``Retry-After`` seconds)
+  or a 5xx: ``submit_feedback`` keeps the item in the spool of its
+  configuration (:meth:`~everyskill.spool.Spool.for_client`: only ever sent
+  to the same API with the same key; route ``/feedback``) and answers that
+  it is kept and will be sent by the next call (not an error: calling again
+  would record the feedback twice); the reading tools say the API is
+  unavailable.
 
 Every tool call first delivers the spool's feedback items
 (:meth:`~everyskill.spool.Spool.deliver` limited to ``/feedback``: other
-clients' items, such as the hook's measurements, are theirs to send).
+clients' items, such as the hook's measurements, are theirs to send), with
+``lock_wait=0``: while another call (the server has one spool object, so
+calls at the same time see each other) or another process is delivering,
+it sends nothing of the spool and does not wait. Each result (``earlier_items_refused``, and the
+text of a receipt or of a tool error) lists the kept items that this
+delivery met and the API refused for good, with the API's reason: a kept
+item whose ``user_id`` (the configured user) is not the tenant's, say.
+They are not sent again; the spool's ``refused.jsonl`` keeps them. So an
+item kept during an outage is stored later, or reported refused, never
+dropped without a word.
 
 Transports: ``everyskill-mcp`` (or ``python -m everyskill.mcp_server``)
 serves over stdio, the default; ``everyskill-mcp --http [--host 127.0.0.1]
@@ -61,8 +77,10 @@ can reach the port acts with the configured key (its tenant and scopes). So
 it listens on the loopback address unless told otherwise, and the SDK's
 DNS-rebinding protection stays on (the ``Host`` and ``Origin`` headers must
 name the loopback address, or the ``--host`` and ``--allowed-host`` names).
-A configuration error (:class:`~everyskill.client_config.ConfigError`) at
-start is a message on stderr and exit status 2. Logs go to stderr: stdout
+A missing or malformed setting (:class:`~everyskill.client_config.ConfigError`)
+is a message on stderr and exit status 2 at start; a setting the API
+refuses (a key it does not know, a user not of the tenant) is known only at
+a tool call, whose error says so. Logs go to stderr: stdout
 is the stdio transport's channel.
 """
 
@@ -71,6 +89,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import decimal
 import logging
 import sys
@@ -88,6 +107,7 @@ from pydantic import BaseModel, Field
 from everyskill import client_config
 from everyskill.api_client import ApiClient, ApiError, ApiProblem, Delivery
 from everyskill.client_config import ClientConfig, ConfigError
+from everyskill.errors import UNSTORABLE, storable
 from everyskill.spool import Spool
 
 __all__ = [
@@ -97,6 +117,7 @@ __all__ = [
     "TEXT_SHOWN",
     "build_server",
     "check_feedback_fields",
+    "check_sendable",
     "main",
 ]
 
@@ -140,8 +161,10 @@ _TYPE_NAMES = {
     "training_example": "a training example",
     "bug_report": "a bug report",
 }
+# Arguments the API strips of surrounding whitespace before it checks them.
+_STRIPPED = frozenset({"skill", "usage_event_id"})
 # The API's names of fields that are not the tools' argument names.
-_ARGUMENT_OF = {"skill_slug": "skill", "skill_id": "skill"}
+_ARGUMENT_OF = {"skill_slug": "skill", "skill_id": "skill", "slug": "skill"}
 
 Skill = Annotated[
     str,
@@ -156,6 +179,22 @@ Text = Annotated[str | None, Field(max_length=100_000)]
 
 
 # -- results ------------------------------------------------------------------------
+
+
+class RefusedItem(BaseModel):
+    """A feedback item kept by an earlier call that the API then refused for
+    good: it is not sent again (the spool's ``refused.jsonl`` keeps it)."""
+
+    id: str | None = Field(description="The id the item was kept with.")
+    skill: str | None
+    feedback_type: str | None
+    reason: str = Field(description="The field the API refused and why.")
+
+
+_REFUSED_DESCRIPTION = (
+    "Feedback items kept by earlier calls (the API being unavailable then) that the API"
+    " refused when this call sent them: they are not stored and will not be sent again."
+)
 
 
 class FeedbackReceipt(BaseModel):
@@ -176,11 +215,15 @@ class FeedbackReceipt(BaseModel):
         description="Secrets replaced by markers before the text was stored, by kind."
     )
     earlier_items_sent: int = Field(description="Items kept by earlier calls, sent by this one.")
+    earlier_items_refused: list[RefusedItem] = Field(description=_REFUSED_DESCRIPTION)
     message: str
 
 
 class AcceptedSuggestion(BaseModel):
     id: str
+    status: Literal["accepted", "implemented"] = Field(
+        description="accepted by a reviewer; implemented: accepted, and since made in the skill."
+    )
     created_at: str
     suggested_content: str | None
     suggested_diff: str | None
@@ -209,8 +252,10 @@ class SkillSummary(BaseModel):
         description="Mean cost of the priced uses in US dollars, or 'unpriced'."
     )
     latest_accepted_suggestions: list[AcceptedSuggestion] = Field(
-        description="Suggestions accepted by a reviewer (not yet implemented), newest first."
+        description="Suggestions a reviewer accepted, the implemented ones included, newest"
+        f" first (at most {SUGGESTIONS_SHOWN})."
     )
+    earlier_items_refused: list[RefusedItem] = Field(description=_REFUSED_DESCRIPTION)
 
 
 class PendingItem(BaseModel):
@@ -237,6 +282,7 @@ class PendingPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass it as cursor for the next page; null on the last page."
     )
+    earlier_items_refused: list[RefusedItem] = Field(description=_REFUSED_DESCRIPTION)
 
 
 # -- errors -------------------------------------------------------------------------
@@ -317,6 +363,57 @@ def check_feedback_fields(feedback_type: str, given: Mapping[str, str | None]) -
         raise ToolError("Invalid arguments: " + "; ".join(problems) + ".")
 
 
+def check_sendable(given: Mapping[str, str | None]) -> None:
+    """ToolError naming each argument of ``given`` (text arguments by name)
+    the API would refuse whatever its state: text PostgreSQL cannot store
+    (:func:`everyskill.errors.storable`), and a ``skill`` or
+    ``usage_event_id`` that is blank (the API strips them). Checked before an
+    item is sent or kept, so that no item is kept that the API then refuses."""
+    problems: list[str] = []
+    for name, value in given.items():
+        if value is None:
+            continue
+        if not storable(value):
+            problems.append(f"{name}: {UNSTORABLE}")
+        elif name in _STRIPPED and not value.strip():
+            problems.append(f"{name}: must not be blank")
+    if problems:
+        raise ToolError("Invalid arguments: " + "; ".join(problems) + ".")
+
+
+def _refused(delivery: Delivery) -> list[RefusedItem]:
+    """The kept items ``delivery`` met refused for good."""
+    return [
+        RefusedItem(
+            id=_text_or_none(item.get("id")),
+            skill=_text_or_none(item.get("skill_slug")),
+            feedback_type=_text_or_none(item.get("feedback_type")),
+            reason=reason,
+        )
+        for item, reason in delivery.refused
+    ]
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _refusal_note(refused: Sequence[RefusedItem]) -> str:
+    """What a result says of the earlier items the API refused (``""``: none)."""
+    if not refused:
+        return ""
+    listed = "; ".join(f"{item.id} ({item.reason})" for item in refused)
+    return (
+        f" {len(refused)} feedback item(s) kept by earlier calls were refused by the API when"
+        f" this call sent them, and will not be sent again: {listed}."
+    )
+
+
+def _failure(message: str, delivery: Delivery) -> ToolError:
+    """The tool error of ``message``, telling of the refusals ``delivery`` met."""
+    return ToolError(message + _refusal_note(_refused(delivery)))
+
+
 # -- formatting ---------------------------------------------------------------------
 
 
@@ -357,7 +454,9 @@ class _Calls:
 
     async def deliver(self, client: ApiClient) -> Delivery:
         try:
-            delivery = await self.spool.deliver(client, paths=(FEEDBACK_PATH,))
+            # lock_wait=0: never block the event loop on the spool's lock;
+            # while another call delivers, this one sends nothing of it.
+            delivery = await self.spool.deliver(client, paths=(FEEDBACK_PATH,), lock_wait=0)
         except Exception:  # the spool is best effort: the call itself goes on
             logger.exception("delivering the spool failed")
             return Delivery()
@@ -369,17 +468,18 @@ class _Calls:
             logger.info("sent %d kept feedback item(s)", len(delivery.stored))
         return delivery
 
-    async def skill_row(self, client: ApiClient, skill: str) -> dict[str, Any]:
+    async def skill_row(self, client: ApiClient, skill: str, delivery: Delivery) -> dict[str, Any]:
         page = await client.get("/skills", slug=skill, include_archived=True, limit=1)
         if not page["items"]:
-            raise ToolError(_explain(ApiProblem(404, {"title": "Not found"}), skill))
+            raise _failure(_explain(ApiProblem(404, {"title": "Not found"}), skill), delivery)
         row: dict[str, Any] = page["items"][0]
         return row
 
 
 def build_server(config: ClientConfig) -> MCPServer[Any]:
     """The MCP server of ``config``: its three tools; see the module's contract."""
-    calls = _Calls(config, Spool(config.state_dir / "spool"))
+    # One spool object per server: concurrent calls deliver it once.
+    calls = _Calls(config, Spool.for_client(config.state_dir, config.api_url, config.api_key))
     server: MCPServer[Any] = MCPServer(
         "everyskill",
         title="EverySkill feedback",
@@ -439,8 +539,9 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
     ) -> FeedbackReceipt:
         """Record feedback on an EverySkill skill: a thumbs up or down, a suggested change,
         a training example or a bug report. Secrets in the text are redacted before they
-        are stored. Call it once per piece of feedback: an item the API cannot take now is
-        kept and sent later, never lost."""
+        are stored. Call it once per piece of feedback: an item the API cannot take now
+        (unreachable, rate-limited, failing) is kept on this machine and sent by a later
+        call; if the API then refuses it, that later call's result says so."""
         texts = {
             "comment": comment,
             "suggested_content": suggested_content,
@@ -449,6 +550,7 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
             "example_output": example_output,
             "expected_output": expected_output,
         }
+        check_sendable({"skill": skill, **texts, "usage_event_id": usage_event_id})
         check_feedback_fields(feedback_type, texts)
         item: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -466,6 +568,7 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
                 item[name] = value
         async with calls.client() as (client, delivery):
             earlier = len(delivery.stored)
+            refused = _refused(delivery)
             try:
                 if delivery.error is not None and delivery.error.retryable:
                     # The API failed the spool's delivery a moment ago: keep
@@ -474,7 +577,7 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
                 answer = await client.post(FEEDBACK_PATH, item)
             except ApiError as error:
                 if not error.retryable:
-                    raise ToolError(_explain(error, skill)) from None
+                    raise _failure(_explain(error, skill), delivery) from None
                 calls.spool.add(FEEDBACK_PATH, [item])
                 logger.info("feedback %s kept in the spool: %s", item["id"], error)
                 return FeedbackReceipt(
@@ -486,9 +589,11 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
                     user_id=config.user_id,
                     redactions={},
                     earlier_items_sent=earlier,
+                    earlier_items_refused=refused,
                     message=(
                         f"{_unavailable(error)} The feedback is kept on this machine and will be"
                         " sent with the next call of this server's tools; do not submit it again."
+                        + _refusal_note(refused)
                     ),
                 )
         row = answer["row"]
@@ -503,27 +608,43 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
             user_id=row["user_id"],
             redactions=redactions,
             earlier_items_sent=earlier,
+            earlier_items_refused=refused,
             message=f"Stored {_TYPE_NAMES[row['feedback_type']]} on {skill}"
-            + (f"; {hidden} secret(s) in it were redacted." if hidden else "."),
+            + (f"; {hidden} secret(s) in it were redacted." if hidden else ".")
+            + _refusal_note(refused),
         )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     async def skill_feedback_summary(skill: Skill) -> SkillSummary:
         """How an EverySkill skill is doing: its feedback count, thumbs up and down, the
-        average cost of a use in dollars, and the latest suggestions a reviewer accepted."""
-        async with calls.client() as (client, _):
+        average cost of a use in dollars, and the latest suggestions a reviewer accepted
+        (implemented ones included)."""
+        check_sendable({"skill": skill})
+        async with calls.client() as (client, delivery):
             try:
-                row = await calls.skill_row(client, skill)
+                row = await calls.skill_row(client, skill, delivery)
                 usage = await client.get("/usage/summary", by="skill", skill_id=row["id"])
-                accepted = await client.get(
-                    FEEDBACK_PATH,
-                    skill_id=row["id"],
-                    feedback_type="suggestion",
-                    status="accepted",
-                    limit=SUGGESTIONS_SHOWN,
-                )
+                # Implemented suggestions were accepted first: the latest of
+                # both, merged newest first as the API orders each list.
+                accepted = [
+                    item
+                    for status in ("accepted", "implemented")
+                    for item in (
+                        await client.get(
+                            FEEDBACK_PATH,
+                            skill_id=row["id"],
+                            feedback_type="suggestion",
+                            status=status,
+                            limit=SUGGESTIONS_SHOWN,
+                        )
+                    )["items"]
+                ]
             except ApiError as error:
-                raise ToolError(_explain(error, skill)) from None
+                raise _failure(_explain(error, skill), delivery) from None
+        accepted.sort(
+            key=lambda item: (datetime.datetime.fromisoformat(item["created_at"]), item["id"]),
+            reverse=True,
+        )
         uses = sum(int(group["calls"]) for group in usage["items"])
         priced = int(row["costed_measurements"])
         up, down = int(row["feedback_thumbs_up"]), int(row["feedback_thumbs_down"])
@@ -545,14 +666,16 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
             latest_accepted_suggestions=[
                 AcceptedSuggestion(
                     id=item["id"],
+                    status=item["status"],
                     created_at=item["created_at"],
                     suggested_content=item["suggested_content"],
                     suggested_diff=item["suggested_diff"],
                     comment=item["comment"],
                     quality_score=item["quality_score"],
                 )
-                for item in accepted["items"]
+                for item in accepted[:SUGGESTIONS_SHOWN]
             ],
+            earlier_items_refused=_refused(delivery),
         )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
@@ -576,12 +699,14 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
     ) -> PendingPage:
         """Feedback on EverySkill skills that waits for a reviewer, newest first, one page
         at a time. For reviewers: the key needs the read scope."""
-        async with calls.client() as (client, _):
+        if skill is not None:
+            check_sendable({"skill": skill})
+        async with calls.client() as (client, delivery):
             try:
                 skill_id: str | None = None
                 slugs: dict[str, str] = {}
                 if skill is not None:
-                    row = await calls.skill_row(client, skill)
+                    row = await calls.skill_row(client, skill, delivery)
                     skill_id, slugs[row["id"]] = row["id"], row["slug"]
                 page = await client.get(
                     FEEDBACK_PATH,
@@ -599,11 +724,12 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
                 if isinstance(error, ApiProblem) and any(
                     e.get("field") == "cursor" for e in error.errors
                 ):
-                    raise ToolError(
+                    raise _failure(
                         "cursor: not a cursor of this list; pass next_cursor of the previous"
-                        " page as it was, or no cursor for the first page."
+                        " page as it was, or no cursor for the first page.",
+                        delivery,
                     ) from None
-                raise ToolError(_explain(error, skill)) from None
+                raise _failure(_explain(error, skill), delivery) from None
         texts = ("comment", "suggested_content", "suggested_diff", "example_input",
                  "example_output", "expected_output")
         return PendingPage(
@@ -622,6 +748,7 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
                 for item in page["items"]
             ],
             next_cursor=page["next_cursor"],
+            earlier_items_refused=_refused(delivery),
         )
 
     return server
@@ -629,10 +756,12 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
 
 def _security(host: str, allowed: Sequence[str]) -> TransportSecuritySettings | None:
     """The SDK's DNS-rebinding protection for ``host``: its own default on a
-    loopback address without other names; else the names given."""
+    loopback address without other names; else the loopback names (a client
+    on the machine itself), ``host`` and the names ``allowed``, with any
+    port, in ``Host`` and in ``Origin`` (``http`` or ``https``)."""
     if host in _LOOPBACK and not allowed:
         return None
-    names = [*(_LOOPBACK if host in _LOOPBACK else ()), host, *allowed]
+    names = list(dict.fromkeys([*_LOOPBACK, host, *allowed]))
     hosts = [f"[{name}]" if ":" in name else name for name in names]
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,

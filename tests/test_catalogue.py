@@ -508,6 +508,11 @@ async def test_a_skill_is_found_by_its_slug(tenant: TenantRows, other_tenant: Te
         archived_shown = await catalogue.list_skills(slug="find-me", include_archived=True)
         with pytest.raises(ValidationError) as bad:
             await catalogue.list_skills(slug=7)  # type: ignore[arg-type]
+        unstorable: list[tuple[str | None, bool]] = []
+        for slug in ("find\x00me", "find-\ud800", "  "):
+            with pytest.raises(ValidationError) as refused:
+                await catalogue.list_skills(slug=slug)
+            unstorable.append((refused.value.field, "NUL" in str(refused.value)))
     async with tenant_scope(other_tenant.tenant_id):
         # The other tenant has a skill "review-code" too: each finds its own.
         theirs = await catalogue.list_skills(slug="review-code")
@@ -519,6 +524,9 @@ async def test_a_skill_is_found_by_its_slug(tenant: TenantRows, other_tenant: Te
     assert [skill.id for skill in theirs.items] == [other_tenant.skill_id]
     assert not_theirs.items == []
     assert bad.value.field == "slug"
+    assert unstorable == [("slug", True), ("slug", True), ("slug", False)]
+    # Folded as stored slugs are written, the same function the writes use.
+    assert catalogue.folded_slug("  Find-Me ") == "find-me"
 
 
 # -- archiving -------------------------------------------------------------------

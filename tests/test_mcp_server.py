@@ -7,8 +7,11 @@ each feedback type stored, as the tenant reads it back, from ``mcp`` and the
 configured user, secrets redacted; bad arguments, a key without a scope or
 not valid, an unknown skill, each a tool error that says what to fix; the
 summary in dollars; pending feedback in pages; the API down (the feedback
-kept, sent by the next call, stored once); the DNS-rebinding protection; a
-configuration error at start.
+kept, sent by the next call, stored once; calls at the same time keeping
+and sending each item once; a real 429 and its Retry-After; what the API
+would refuse in any case not kept; kept items the API refuses later
+reported); a skill named in any case; the DNS-rebinding protection, on the
+loopback and on a host of its own; a configuration error at start.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -41,7 +45,7 @@ from piccolo.engine.postgres import PostgresEngine
 from everyskill import feedback
 from everyskill.api_keys import create_api_key
 from everyskill.errors import ValidationError
-from everyskill.mcp_server import FEEDBACK_TYPES, check_feedback_fields
+from everyskill.mcp_server import FEEDBACK_TYPES, _security, check_feedback_fields, check_sendable
 from everyskill.spool import Spool
 from tables import FeedbackType
 from tests.http_support import Served, Tenant, tenant_with_key
@@ -172,12 +176,14 @@ def stdio_session(env: dict[str, str], log: Path) -> Iterator[Session]:
 
 
 @contextmanager
-def http_server(env: dict[str, str], log: Path) -> Iterator[str]:
-    """``python -m everyskill.mcp_server --http`` on a free port; yields its URL."""
+def http_server(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
+    """``python -m everyskill.mcp_server --http`` on a free port (``args``
+    added: ``--host`` ...); yields its URL."""
     port = free_port()
+    host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
     with open(log, "wb") as errors, open(log.with_suffix(".stdout"), "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "everyskill.mcp_server", "--http", "--port", str(port)],
+            [sys.executable, "-m", "everyskill.mcp_server", "--http", "--port", str(port), *args],
             cwd=PROJECT_ROOT,
             env={**os.environ, **env},
             stdout=out,
@@ -188,12 +194,12 @@ def http_server(env: dict[str, str], log: Path) -> Iterator[str]:
         while True:
             assert process.poll() is None, log.read_text()
             try:
-                httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+                httpx.get(f"http://{host}:{port}/mcp", timeout=1)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://{host}:{port}/mcp"
     finally:
         process.terminate()
         try:
@@ -264,6 +270,20 @@ def count_feedback(api: Served, setup: Setup, **filters: Any) -> int:
             cursor = page["next_cursor"]
             if cursor is None:
                 return total
+
+
+def bug_reports(api: Served, setup: Setup) -> list[dict[str, Any]]:
+    """Every bug report of the tenant."""
+    with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
+        reports: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = client.get("/v1/feedback", params={
+                "feedback_type": "bug_report", "limit": 500, **({"cursor": cursor} if cursor else {}),
+            }).json()
+            reports += page["items"]
+            if (cursor := page["next_cursor"]) is None:
+                return reports
 
 
 # -- the tools and their schemas ----------------------------------------------------
@@ -398,15 +418,42 @@ async def test_a_bad_argument_is_a_tool_error_naming_it(
     assert count_feedback(api, setup) == before
 
 
-async def test_the_apis_refusal_names_the_argument(mcp: Session, api: Served, setup: Setup) -> None:
-    """Text PostgreSQL cannot store (a NUL character) passes the schema; the
-    API's 422 names the field, which is the tool's argument."""
+def test_what_the_api_refuses_in_any_case_is_refused_here() -> None:
+    """check_sendable: the project's storable-text check, and blank names."""
+    check_sendable({"skill": SKILL, "comment": None, "usage_event_id": " event-7 "})
+    for given, named in (
+        ({"comment": "bad \x00 byte"}, "comment: must not contain NUL"),
+        ({"expected_output": "half a pair \ud800"}, "expected_output: must not contain NUL"),
+        ({"skill": "review\x00code"}, "skill: must not contain NUL"),
+        ({"skill": " \t "}, "skill: must not be blank"),
+        ({"usage_event_id": "   "}, "usage_event_id: must not be blank"),
+    ):
+        with pytest.raises(ToolError) as error:
+            check_sendable({"skill": SKILL, **given})
+        assert named in str(error.value), (given, error.value)
+
+
+async def test_the_apis_refusal_names_the_field(api: Served, setup: Setup, tmp_path: Path) -> None:
+    """A configured user id longer than any id passes the server's checks;
+    the API's 422 names the field and says why."""
+    env = server_env(api.base, setup.server_key, tmp_path, user_id="u" * 201)
     before = count_feedback(api, setup)
-    message = refused(await mcp.call(
-        "submit_feedback", {"skill": SKILL, "feedback_type": "bug_report", "comment": "bad \x00 byte"}
-    ))
-    assert "422" in message and "comment:" in message, message
+    with stdio_session(env, tmp_path / "server.log") as session:
+        message = refused(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"}))
+    assert "422" in message and "user_id: String should have at most 200 characters" in message, message
     assert count_feedback(api, setup) == before
+
+
+async def test_a_skill_is_named_in_any_case(mcp: Session, api: Served, setup: Setup) -> None:
+    """Slugs are stored lowercase; the API reads a slug so in the list and
+    in the write alike."""
+    receipt = stored(await mcp.call("submit_feedback", {"skill": " Review-Code ", "feedback_type": "thumbs_up"}))
+    assert receipt["outcome"] == "stored"
+    assert read_feedback(api, setup, receipt["id"])["skill_id"] == setup.tenant.rows.skill_id
+    summary = stored(await mcp.call("skill_feedback_summary", {"skill": "REVIEW-CODE"}))
+    assert (summary["skill"], summary["skill_id"]) == (SKILL, setup.tenant.rows.skill_id)
+    page = stored(await mcp.call("list_pending_feedback", {"skill": "Review-Code", "limit": 100}))
+    assert receipt["id"] in {item["id"] for item in page["items"]}
 
 
 async def test_an_unknown_skill_is_a_tool_error(mcp: Session, api: Served, setup: Setup) -> None:
@@ -447,12 +494,17 @@ async def test_the_summary_of_a_skill_in_dollars(mcp: Session, api: Served, setu
             }))["id"]
             for n in range(3)
         ]
-        for feedback_id in suggestions[:2]:
+        for feedback_id in suggestions:
             reviewed = client.post(
                 f"/v1/feedback/{feedback_id}/review",
                 json={"reviewer_id": setup.user_id, "decision": "accepted"},
             )
             assert reviewed.status_code == 200, reviewed.text
+        # The middle one is made in the skill: implemented, still shown, in its place.
+        implemented = client.post(
+            f"/v1/feedback/{suggestions[1]}/implemented", json={"reviewer_id": setup.user_id}
+        )
+        assert implemented.status_code == 200, implemented.text
     summary = stored(await mcp.call("skill_feedback_summary", {"skill": slug}))
 
     assert unpriced["average_cost_per_use"] == "unpriced" and unpriced["uses"] == 0
@@ -464,11 +516,11 @@ async def test_the_summary_of_a_skill_in_dollars(mcp: Session, api: Served, setu
     assert (summary["uses"], summary["priced_uses"], summary["unpriced_uses"]) == (3, 2, 1)
     assert summary["average_cost_per_use"] == "$0.005000"
     accepted = summary["latest_accepted_suggestions"]
-    assert {item["id"] for item in accepted} == set(suggestions[:2])
-    assert [item["created_at"] for item in accepted] == sorted(
-        (item["created_at"] for item in accepted), reverse=True
-    )
-    assert {item["suggested_content"] for item in accepted} == {"Take 0.", "Take 1."}
+    # Newest first across both statuses (not the accepted ones, then the implemented).
+    assert [item["id"] for item in accepted] == suggestions[::-1]
+    assert [item["status"] for item in accepted] == ["accepted", "implemented", "accepted"]
+    assert [item["suggested_content"] for item in accepted] == ["Take 2.", "Take 1.", "Take 0."]
+    assert summary["earlier_items_refused"] == []
 
 
 async def test_pending_feedback_in_pages(mcp: Session, api: Served, setup: Setup) -> None:
@@ -580,7 +632,7 @@ async def test_with_the_api_down_feedback_is_kept_then_sent_once(
     # The hook's measurement, kept in the same spool: not the MCP server's to send.
     hooks = {"id": str(uuid.uuid4()), "skill_id": setup.tenant.rows.skill_id,
              "model_name": "claude-sonnet-4-5", "input_tokens": 1, "output_tokens": 1}
-    Spool(state / "spool").add("/token-measurements", [hooks])
+    spool_of(env).add("/token-measurements", [hooks])
     comments = [f"Kept for later, {uuid.uuid4()}." for _ in range(2)]
     with stdio_session(env, tmp_path / "server.log") as session:
         kept = [
@@ -593,13 +645,13 @@ async def test_with_the_api_down_feedback_is_kept_then_sent_once(
             assert receipt["outcome"] == "kept" and receipt["review_status"] is None
             assert "kept" in receipt["message"] and "do not submit it again" in receipt["message"]
             assert receipt["earlier_items_sent"] == 0
-        assert Spool(state / "spool").pending() == 3
+        assert spool_of(env).pending() == 3
         # Still down: a read says so, and the items stay.
         message = refused(await session.call("skill_feedback_summary", {"skill": SKILL}))
         assert "cannot be reached" in message
         with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
             assert client.get(f"/v1/feedback/{kept[0]['id']}").status_code == 404
-        assert Spool(state / "spool").pending() == 3
+        assert spool_of(env).pending() == 3
         async with Relay(port, api.base).serving():
             receipt = stored(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"}))
             assert receipt["outcome"] == "stored" and receipt["earlier_items_sent"] == 2
@@ -608,22 +660,155 @@ async def test_with_the_api_down_feedback_is_kept_then_sent_once(
                 assert (row["comment"], row["source"], row["user_id"]) == (comment, "mcp", setup.user_id)
             again = stored(await session.call("skill_feedback_summary", {"skill": SKILL}))
             assert again["skill"] == SKILL
+    reports = bug_reports(api, setup)
     with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
-        reports, cursor = [], None
-        while True:
-            page = client.get("/v1/feedback", params={
-                "feedback_type": "bug_report", "limit": 500, **({"cursor": cursor} if cursor else {}),
-            }).json()
-            reports += page["items"]
-            if (cursor := page["next_cursor"]) is None:
-                break
         measurement = client.get(f"/v1/token-measurements/{hooks['id']}")
     # Each kept item stored once, under the id it was kept with.
     for item, comment in zip(kept, comments):
         assert [r["id"] for r in reports if r["comment"] == comment] == [item["id"]]
     assert measurement.status_code == 404  # left for the hook
-    assert Spool(state / "spool").pending() == 1
-    assert "/token-measurements" in next((state / "spool").glob("*.spool.jsonl")).read_text()
+    assert spool_of(env).pending() == 1
+    assert "/token-measurements" in next(spool_of(env).directory.glob("*.spool.jsonl")).read_text()
+
+
+def spool_of(env: dict[str, str]) -> Spool:
+    """The spool of the server configured by ``env`` (its URL and key)."""
+    return Spool.for_client(
+        Path(env["EVERYSKILL_STATE_DIR"]), env["EVERYSKILL_API_URL"], env["EVERYSKILL_API_KEY"]
+    )
+
+
+def down_env(setup: Setup, state: Path, user_id: str | None = None) -> tuple[int, dict[str, str]]:
+    """A free port (nothing listens: the API is down) and a server's env for it."""
+    port = free_port()
+    return port, server_env(f"http://127.0.0.1:{port}", setup.server_key, state, user_id or setup.user_id)
+
+
+async def test_calls_at_the_same_time_keep_each_item_once(
+    api: Served, setup: Setup, tmp_path: Path
+) -> None:
+    """Calls run at once (the SDK serves them concurrently): with the API
+    down, each submitted item is kept once, and calls delivering the spool
+    at the same time do not copy what it holds; up again, each is stored
+    once."""
+    port, env = down_env(setup, tmp_path / "state")
+    comments = [f"Kept at once, {uuid.uuid4()}." for _ in range(4)]
+
+    def submit(comment: str) -> Any:
+        return session.call("submit_feedback", {"skill": SKILL, "feedback_type": "bug_report", "comment": comment})
+
+    with stdio_session(env, tmp_path / "server.log") as session:
+        kept = [stored(result) for result in await asyncio.gather(*map(submit, comments))]
+        assert [receipt["outcome"] for receipt in kept] == ["kept"] * 4
+        assert spool_of(env).pending() == 4
+        for _ in range(3):
+            reads = await asyncio.gather(*(
+                session.call("skill_feedback_summary", {"skill": SKILL}) for _ in range(4)
+            ), session.call("list_pending_feedback", {}))
+            assert all("cannot be reached" in refused(result) for result in reads)
+            assert spool_of(env).pending() == 4
+        async with Relay(port, api.base).serving():
+            after = [stored(result) for result in await asyncio.gather(*(
+                session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"})
+                for _ in range(4)
+            ))]
+    assert all(receipt["outcome"] == "stored" for receipt in after)
+    assert sum(receipt["earlier_items_sent"] for receipt in after) == 4
+    assert spool_of(env).pending() == 0
+    reports = bug_reports(api, setup)
+    for receipt, comment in zip(kept, comments):
+        assert [r["id"] for r in reports if r["comment"] == comment] == [receipt["id"]]
+
+
+async def test_what_the_api_would_refuse_is_not_kept(setup: Setup, tmp_path: Path) -> None:
+    """With the API down, an argument the API refuses in any case is a tool
+    error, and nothing is kept."""
+    _, env = down_env(setup, tmp_path / "state")
+    with stdio_session(env, tmp_path / "server.log") as session:
+        for arguments, named in (
+            ({"feedback_type": "bug_report", "comment": "bad \x00 byte"}, "comment: must not contain NUL"),
+            ({"feedback_type": "thumbs_up", "usage_event_id": "   "}, "usage_event_id: must not be blank"),
+            ({"feedback_type": "thumbs_up", "skill": "   "}, "skill: must not be blank"),
+            ({"feedback_type": "thumbs_up", "skill": "review\x00code"}, "skill: must not contain NUL"),
+        ):
+            message = refused(await session.call("submit_feedback", {"skill": SKILL, **arguments}))
+            assert named in message, message
+        message = refused(await session.call("skill_feedback_summary", {"skill": "a\x00b"}))
+        assert "skill: must not contain NUL" in message, message
+    assert spool_of(env).pending() == 0
+
+
+async def test_kept_items_the_api_refuses_later_are_reported(
+    api: Served, setup: Setup, tmp_path: Path
+) -> None:
+    """A user id that is not the tenant's (the API's 404, known only when
+    the API answers): items kept during an outage are refused when sent;
+    the call that sent them lists each, with the API's reason, once."""
+    stranger = str(uuid.uuid4())
+    port, env = down_env(setup, tmp_path / "state", user_id=stranger)
+    with stdio_session(env, tmp_path / "server.log") as session:
+        kept = [
+            stored(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": kind}))
+            for kind in ("thumbs_up", "thumbs_down")
+        ]
+        assert [receipt["outcome"] for receipt in kept] == ["kept", "kept"]
+        async with Relay(port, api.base).serving():
+            summary = stored(await session.call("skill_feedback_summary", {"skill": SKILL}))
+            again = stored(await session.call("skill_feedback_summary", {"skill": SKILL}))
+            # And the submit of the moment: refused at once, as a tool error.
+            message = refused(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"}))
+    reported = summary["earlier_items_refused"]
+    assert sorted(item["id"] for item in reported) == sorted(receipt["id"] for receipt in kept)
+    assert all(item["skill"] == SKILL and "user_id" in item["reason"] for item in reported), reported
+    assert {item["feedback_type"] for item in reported} == {"thumbs_up", "thumbs_down"}
+    assert again["earlier_items_refused"] == []
+    assert "configured user" in message and "EVERYSKILL_USER_ID" in message
+    assert spool_of(env).pending() == 0
+    for receipt in kept:
+        with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
+            assert client.get(f"/v1/feedback/{receipt['id']}").status_code == 404
+        assert receipt["id"] in (spool_of(env).directory / "refused.jsonl").read_text()
+
+
+async def test_a_refusal_is_reported_in_a_tool_error_too(
+    api: Served, setup: Setup, tmp_path: Path
+) -> None:
+    """The call that sends the refused items fails itself (an unknown
+    skill): its error lists them."""
+    port, env = down_env(setup, tmp_path / "state", user_id=str(uuid.uuid4()))
+    with stdio_session(env, tmp_path / "server.log") as session:
+        kept = stored(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"}))
+        async with Relay(port, api.base).serving():
+            message = refused(await session.call("skill_feedback_summary", {"skill": "no-such-skill"}))
+    assert "No skill named 'no-such-skill'" in message
+    assert "refused by the API" in message and kept["id"] in message and "user_id" in message
+
+
+async def test_a_429_keeps_the_item_and_says_for_how_long(
+    api: Served, setup: Setup, tmp_path: Path
+) -> None:
+    """A key allowed one request a minute: the real API answers the second
+    with 429 and Retry-After; the item is kept, not an error."""
+    limited = (await create_api_key(
+        setup.tenant.rows.tenant_id, "mcp one a minute", "feedback:write,read", rate_limit_per_minute=1
+    )).key
+    env = server_env(api.base, limited, tmp_path / "state", setup.user_id)
+    with stdio_session(env, tmp_path / "server.log") as session:
+        first = stored(await session.call("submit_feedback", {"skill": SKILL, "feedback_type": "thumbs_up"}))
+        second = stored(await session.call(
+            "submit_feedback", {"skill": SKILL, "feedback_type": "bug_report", "comment": "Rate limited."}
+        ))
+        # A read meanwhile: the API's 429 is the tool error's reason.
+        message = refused(await session.call("skill_feedback_summary", {"skill": SKILL}))
+    assert first["outcome"] == "stored"
+    assert second["outcome"] == "kept" and second["review_status"] is None
+    wait = re.search(r"rate limit is used up for (\d+(?:\.\d+)?) seconds", second["message"])
+    assert wait is not None and 0 < float(wait.group(1)) <= 60, second["message"]
+    assert "do not submit it again" in second["message"]
+    assert "rate limit is used up" in message and "Try again later" in message, message
+    assert spool_of(env).pending() == 1
+    with httpx.Client(base_url=api.base, headers=setup.tenant.headers()) as client:
+        assert client.get(f"/v1/feedback/{second['id']}").status_code == 404
 
 
 # -- serving ------------------------------------------------------------------------
@@ -644,13 +829,75 @@ def test_http_keeps_the_dns_rebinding_protection(api: Served, setup: Setup, tmp_
     assert (tmp_path / "server.stdout").read_text() == ""
 
 
-def test_a_configuration_error_at_start_is_exit_2(tmp_path: Path) -> None:
+def test_the_names_allowed_beside_a_host_of_its_own() -> None:
+    loopback = _security("127.0.0.1", [])
+    assert loopback is None  # the SDK's own protection for a loopback host
+    settings = _security("0.0.0.0", ["mcp.example.internal", "::2"])
+    assert settings is not None and settings.enable_dns_rebinding_protection
+    for name in ("127.0.0.1", "localhost", "[::1]", "0.0.0.0", "mcp.example.internal", "[::2]"):
+        assert {name, f"{name}:*"} <= set(settings.allowed_hosts), name
+        assert {f"http://{name}:*", f"https://{name}"} <= set(settings.allowed_origins), name
+    assert not any("evil" in name for name in settings.allowed_hosts)
+    named = _security("localhost", ["laptop.local"])
+    assert named is not None and "laptop.local:*" in named.allowed_hosts
+
+
+def test_http_on_a_host_of_its_own_allows_the_names_given(
+    api: Served, setup: Setup, tmp_path: Path
+) -> None:
+    """--host that is not a loopback name (127.0.0.2, still this machine)
+    and --allowed-host: requests naming them, or the loopback, are served;
+    another name is refused."""
+    env = server_env(api.base, setup.server_key, tmp_path)
+    with http_server(env, tmp_path / "server.log", "--host", "127.0.0.2",
+                     "--allowed-host", "mcp.example.internal") as url:
+        port = httpx.URL(url).port
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        }}
+        headers = {"Accept": "application/json, text/event-stream"}
+
+        def post(host: str, origin: str | None = None) -> int:
+            sent = {**headers, "Host": f"{host}:{port}", **({"Origin": origin} if origin else {})}
+            return httpx.post(url, json=body, headers=sent).status_code
+
+        assert post("mcp.example.internal", "http://mcp.example.internal") == 200
+        assert post("127.0.0.2", f"https://127.0.0.2:{port}") == 200
+        assert post("localhost", "http://localhost") == 200
+        assert post("evil.example") == 421
+        assert post("mcp.example.internal", "http://evil.example") == 403
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({}, "EVERYSKILL_API_URL"),
+        ({"EVERYSKILL_API_URL": "ftp://127.0.0.1", "EVERYSKILL_API_KEY": "esk_x"}, "EVERYSKILL_API_URL"),
+        ({"EVERYSKILL_API_URL": "http://127.0.0.1:1"}, "EVERYSKILL_API_KEY"),
+        ({"EVERYSKILL_API_URL": "http://127.0.0.1:1", "EVERYSKILL_API_KEY": "esk_x",
+          "EVERYSKILL_TIMEOUT": "0"}, "EVERYSKILL_TIMEOUT"),
+        ({"shared config": 'api_url = "http://127.0.0.1:1"\napi_key = "esk_x"\n'}, "chmod 600"),
+    ],
+)
+def test_a_missing_or_malformed_setting_is_exit_2_at_start(
+    tmp_path: Path, settings: dict[str, str], named: str
+) -> None:
+    """A setting missing or malformed, not one the API would refuse: the
+    server makes no call at start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVERYSKILL_")}
-    env["EVERYSKILL_CONFIG"] = str(tmp_path / "absent.toml")
+    env["EVERYSKILL_CONFIG"] = str(tmp_path / "config.toml")
+    env["EVERYSKILL_STATE_DIR"] = str(tmp_path / "state")
+    for name, value in settings.items():
+        if name == "shared config":
+            (tmp_path / "config.toml").write_text(value)
+            (tmp_path / "config.toml").chmod(0o644)
+        else:
+            env[name] = value
     done = subprocess.run(
         [sys.executable, "-m", "everyskill.mcp_server"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2, done
     assert done.stdout == ""
-    assert "configuration error" in done.stderr and "EVERYSKILL_API_URL" in done.stderr
+    assert "configuration error" in done.stderr and named in done.stderr, done.stderr

@@ -15,8 +15,12 @@ Contract
   (``items[3].skill_slug`` in a batch), whose message says which, listed
   with the item's other problems in the same 422 (unless ``skill_id`` is
   refused itself: its own problem is then listed). :data:`SkillSlug` is
-  the slug's type: text PostgreSQL can store, stripped of surrounding
-  whitespace, 1 to :data:`MAX_SLUG_INPUT` characters.
+  the slug's type: text PostgreSQL can store, 1 to :data:`MAX_SLUG_INPUT`
+  characters once stripped of surrounding whitespace, folded to lowercase
+  (:func:`everyskill.catalogue.folded_slug`). Stored slugs are lowercase,
+  and ``GET /v1/skills?slug=`` folds its slug the same way: a slug that
+  finds a skill there names it here too (``Review-Code`` is
+  ``review-code``).
 - :func:`with_skill_ids` turns the items that give a slug into items that
   give their skill's id (``skill_id`` set, ``skill_slug`` None), in the
   current tenant scope, with one query for all the slugs of the request
@@ -43,7 +47,7 @@ from collections.abc import Sequence
 from typing import Annotated, TypeVar
 
 import pydantic
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from everyskill import catalogue
 from everyskill.errors import UNSTORABLE, NotFoundError, storable
@@ -63,7 +67,8 @@ MAX_SLUG_INPUT = 200
 SKILL_ID_DESCRIPTION = "The skill's id; give it or skill_slug, not both."
 SKILL_SLUG_DESCRIPTION = (
     "The skill's slug (its unique name in the tenant, such as review-code), instead of"
-    " skill_id; give one of the two. An archived skill's slug names it too."
+    " skill_id; give one of the two. Read without surrounding whitespace and in lowercase,"
+    " as slugs are stored. An archived skill's slug names it too."
 )
 
 
@@ -73,11 +78,19 @@ def _storable(value: str) -> str:
     return value
 
 
+def _folded(value: str) -> str:
+    folded = catalogue.folded_slug(value)
+    if not folded:  # Python strips a few characters pydantic leaves
+        raise PydanticKnownError("string_too_short", {"min_length": 1})
+    return folded
+
+
 #: A slug as a body gives it (see the module's contract).
 SkillSlug = Annotated[
     str,
     pydantic.StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SLUG_INPUT),
     pydantic.AfterValidator(_storable),
+    pydantic.AfterValidator(_folded),
 ]
 
 _NEITHER = "name the skill: give its id as skill_id, or its slug as skill_slug"
