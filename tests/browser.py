@@ -18,7 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-from playwright.async_api import Browser, Locator, Page, async_playwright
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+# Assertions wait as long as actions do (the contexts' default timeout): on a
+# loaded machine the admin's first fetch of a table can take more than
+# Playwright's default 5 s for an assertion.
+expect.set_options(timeout=15_000)
 
 from everyskill.database import environment_for
 from tests.support import PROJECT_ROOT, free_port, wait_until_served

