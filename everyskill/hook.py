@@ -31,8 +31,9 @@ Contract
   changed for :data:`STALE_AFTER` seconds (a session that ended without
   SessionEnd). A response of a subagent's file whose ``message.id`` the
   session's own file has (a side question replays a parent's response)
-  is the parent's. A subagent's responses are recorded under the skill
-  that ran when it was launched.
+  is the parent's. A subagent's file is read once the session's file
+  names the subagent (its ``Task`` result), or by SessionEnd; its
+  responses are recorded under the skill that ran when it was launched.
 
   - Each measurement's ``id`` is :func:`measurement_id` of the session and
     the response's ``message.id``: a response read twice (a run repeated,
@@ -97,7 +98,7 @@ logger = logging.getLogger("everyskill.hook")
 
 #: Seconds from the hook's start after which it stops waiting for the API,
 #: unless the configuration's ``hook_deadline`` says otherwise.
-DEADLINE = 0.4
+DEADLINE = client_config.ClientConfig.hook_deadline
 #: Bytes of a transcript read per run at most.
 READ_LIMIT = 4 << 20
 #: Seconds the API's "no such skill" is remembered for a slug.
