@@ -347,7 +347,9 @@ def _check_scorer(recorded: Sequence[_Recorded], judge: str | None) -> None:
         return
     if len(scorers) > 1:
         names = ", ".join(sorted("offline" if name is None else name for name in scorers))
-        raise ValidationError.of("judge", f"the run's answers were scored by {names}: resume it with one of them")
+        raise ValidationError.of(
+            "judge", f"the run's answers were scored by {names}: resume it with one of them"
+        )
     (recorded_judge,) = scorers
     if recorded_judge is None:
         raise ValidationError.of(
@@ -572,7 +574,8 @@ async def _print_summary(
     unjudged = sum(model.unscored for model in summary) if judged else 0
     if unjudged:
         console.print(
-            f"Not judged: {unjudged} answers (the judge's call failed; their quality_notes say why)"
+            f"Not judged: {unjudged} answers (the judge failed, or answered off its schema;"
+            " their quality_notes say why)"
         )
     if run.error_message:
         console.print(f"The run failed: {run.error_message}")

@@ -192,7 +192,9 @@ async def test_failed_calls_exit_3_and_a_run_where_every_call_fails_exits_1(
     # costed answers cost 2,560 ($0.000026), 1,280 ($0.000013) on average:
     # its error has no cost, and is neither a 0 in the average nor a third
     # average in the sum.
-    assert re.search(rf"{GPT} +│ openai +│ +3 │ +1 │ .* │ \$0\.000013 │ \$0\.000026 │", some.stdout), some.stdout
+    assert re.search(
+        rf"{GPT} +│ openai +│ +3 │ +1 │ .* │ \$0\.000013 │ \$0\.000026 │", some.stdout
+    ), some.stdout
     assert "Run cost: $0.000132 = model calls $0.000132 + judging $0.000000 (0 judgements)" in some.stdout
     assert cost_column(some.stdout) == ["$0.000106", "$0.000026"]
     assert sum(Decimal(cost[1:]) for cost in cost_column(some.stdout)) == Decimal("0.000132")
