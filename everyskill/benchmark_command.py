@@ -25,27 +25,45 @@ Contract
   only the providers the models and the judge need are asked for. Base URLs:
   ``--anthropic-base-url`` and ``--openai-base-url`` (else
   ``ANTHROPIC_BASE_URL`` / ``OPENAI_BASE_URL``); ``--openai-provider NAME``
-  prices an OpenAI-compatible server's models as that provider's. The
+  prices an OpenAI-compatible server's models as that provider's. One
+  client serves each provider's API: ``gpt-*`` names and ``openai:NAME``
+  share the OpenAI client, its base URL and its provider name, so
+  ``--openai-provider`` other than ``openai`` with a name known as OpenAI's
+  (without the ``openai:`` prefix, the judge's included) is refused. The
   bound on each call: ``--max-retries`` (2), ``--timeout`` seconds per
   attempt (120), ``--deadline`` seconds per call, retries included (600);
   see :mod:`everyskill.providers`.
 - While it runs, a progress bar over the (model, case) pairs is drawn on
-  standard error (``rich``); when it ends, standard output has a table per
-  model (results, errors, quality, match rate, latency, cost), the picks
-  (best, cheapest) and the run's cost, judging included
+  standard error (``rich``), with the errors recorded so far (an earlier
+  runner's included); when it ends, standard output has a table per model
+  (results, errors, quality, match rate, latency, the average cost of a
+  costed result and the sum of the model's known costs: the sums add up to
+  the run's model calls), how many answers the judge could not score, the
+  picks (best, cheapest) and the run's cost, judging included
   (:func:`everyskill.benchmarks.run_cost`).
 - Ctrl-C (SIGINT) or SIGTERM stops it: calls under way are abandoned,
   results recorded stay, and the run stays ``running``; the command prints
-  how to resume it: the same command with ``--resume RUN_ID`` (``--skill``
-  and ``--models`` may then be left out, and must agree with the run when
-  given). A resumed run calls only the (model, case) pairs without a
-  result, and refuses a cases file whose recorded inputs differ.
+  how to resume it: the same command with ``--resume RUN_ID``, every option
+  given again (``--skill``, ``--user`` and ``--version`` are the run's),
+  quoted for a POSIX shell. ``--skill`` and ``--models`` may be left out,
+  and must agree with the run when given. A resumed run calls only the
+  (model, case) pairs without a result, and refuses (exit 2):
+  - a cases file that is not the run's, as far as the run recorded it: a
+    case with a result that is not in the file at its position, or whose
+    input or expected output differ from those recorded. (The run does not
+    record how many cases its file had: cases after the last one with a
+    result cannot be told from cases added since. Each model still
+    answers the same cases.)
+  - a ``--judge`` other than the run's: the run's answers are scored by one
+    scorer. The judge of a run is read from its results' notes (a judge's
+    begin ``judge <model>: ``, :data:`everyskill.judge.NOTES_PREFIX`); the
+    message says which ``--judge`` to pass, or to pass none.
 - Exit codes (:data:`EXIT_CODES`): 0 the run completed and every call
-  answered; 3 it completed, but some calls failed (their results are
-  errors); 1 it failed (every call failed, or the runner stopped on an
-  error); 2 nothing was run: bad options, cases file, tenant, skill, user,
-  version or run, or a missing key; 130 interrupted, the run can be
-  resumed.
+  answered; 3 it completed, but some calls failed: a model's (the result is
+  an error) or the judge's (the answer is not judged); 1 it failed (every
+  model call failed, or the runner stopped on an error); 2 nothing was run:
+  bad options, cases file, tenant, skill, user, version, run or judge to
+  resume, or a missing key; 130 interrupted, the run can be resumed.
 - The tenant is found as the owner (``DATABASE_URL``, as ``create_api_key``
   does); everything else runs in that tenant's scope as the application's
   login, under row-level security.
@@ -56,6 +74,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -68,7 +88,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from everyskill import benchmarks
-from everyskill.benchmark_runner import RunProgress, Scorer, TestCase, default_scorer, run_benchmark
+from everyskill.benchmark_runner import (
+    RunProgress,
+    Scorer,
+    TestCase,
+    default_scorer,
+    fitted,
+    run_benchmark,
+)
 from everyskill.errors import EverySkillError, ValidationError
 from everyskill.overview import dollars
 from everyskill.redaction import redact_fields_async
@@ -102,9 +129,10 @@ EXIT_INTERRUPTED = 130
 #: What each exit code means.
 EXIT_CODES = {
     EXIT_COMPLETED: "the run completed and every call answered",
-    EXIT_FAILED: "the run failed: every call failed, or the runner stopped on an error",
+    EXIT_FAILED: "the run failed: every model call failed, or the runner stopped on an error",
     EXIT_USAGE: "nothing was run: an option, the cases file, a name or a key is wrong",
-    EXIT_ERRORS: "the run completed, but some calls failed (their results are errors)",
+    EXIT_ERRORS: "the run completed, but some calls failed: a model's (its result is an error)"
+    " or the judge's (the answer is not judged)",
     EXIT_INTERRUPTED: "interrupted: the run stays running and can be resumed",
 }
 
@@ -196,6 +224,8 @@ class _Target:
     run_id: str
     models: list[str]
     resumed: bool
+    #: How many of the run's recorded results are errors.
+    errors: int = 0
 
 
 async def _tenant_id(tenant: str) -> str:
@@ -243,29 +273,98 @@ async def _version_id(skill_id: str, version: int | None) -> str | None:
     return str(rows[0]["id"])
 
 
-async def _recorded_inputs(run_id: str) -> dict[int, str | None]:
+@dataclass(frozen=True)
+class _Recorded:
+    """What a result of the run says of its case and of how it was scored."""
+
+    index: int
+    input_used: str | None
+    expected_output: str | None
+    quality_notes: str | None
+    error: bool
+
+
+async def _recorded(run_id: str) -> list[_Recorded]:
     from tables import BenchmarkResult
 
     rows = await BenchmarkResult.select(
-        BenchmarkResult.test_case_index, BenchmarkResult.input_used
+        BenchmarkResult.test_case_index,
+        BenchmarkResult.input_used,
+        BenchmarkResult.expected_output,
+        BenchmarkResult.quality_notes,
+        BenchmarkResult.error_message,
     ).where(BenchmarkResult.benchmark_run_id == run_id)
-    return {row["test_case_index"]: row["input_used"] for row in rows}
+    return [
+        _Recorded(
+            row["test_case_index"], row["input_used"], row["expected_output"],
+            row["quality_notes"], row["error_message"] is not None,
+        )
+        for row in rows
+    ]
 
 
-async def _check_cases(run_id: str, cases: Sequence[TestCase]) -> None:
-    """Refuse a cases file that is not the one the run started with."""
-    recorded = await _recorded_inputs(run_id)
-    beyond = [index for index in recorded if index >= len(cases)]
+async def _check_cases(recorded: Sequence[_Recorded], cases: Sequence[TestCase]) -> None:
+    """Refuse a cases file that is not the one the run started with: every
+    case the run has a result for must be in the file, at its position,
+    with the input and expected output recorded for it (as the runner
+    stores them: cut to a field's length, redacted)."""
+    beyond = [result.index for result in recorded if result.index >= len(cases)]
     if beyond:
         raise ValidationError.of(
             "cases", f"the run has results for case {max(beyond)}, but the file has {len(cases)} cases"
         )
-    stored, _ = await redact_fields_async({str(i): cases[i].input for i in recorded})
-    for index, used in sorted(recorded.items()):
-        if used is not None and stored[str(index)] != used:
-            raise ValidationError.of(
-                "cases", f"case {index} (line order) differs from the input the run recorded for it"
-            )
+    texts: dict[str, str | None] = {}
+    for index in {result.index for result in recorded}:
+        texts[f"{index} input"] = fitted(cases[index].input)
+        texts[f"{index} expected output"] = fitted(cases[index].expected_output)
+    stored, _ = await redact_fields_async(texts)
+    for result in sorted(recorded, key=lambda result: result.index):
+        if result.input_used is None:
+            continue  # not a result the runner recorded: it says nothing of its case
+        for what, used in (("input", result.input_used), ("expected output", result.expected_output)):
+            if stored[f"{result.index} {what}"] != used:
+                raise ValidationError.of(
+                    "cases",
+                    f"case {result.index} (line order) differs from the {what} the run recorded for it",
+                )
+
+
+#: How the notes of a result a judge scored begin: ``judge <model>: ``
+#: (:data:`everyskill.judge.NOTES_PREFIX`); other notes are the offline
+#: scorer's.
+_JUDGED = re.compile(r"judge (\S+): ")
+
+
+def _check_scorer(recorded: Sequence[_Recorded], judge: str | None) -> None:
+    """Refuse to score the rest of a run otherwise than its recorded
+    answers were: by the same judge, or offline when they were."""
+    scorers = {
+        found.group(1) if (found := _JUDGED.match(result.quality_notes or "")) else None
+        for result in recorded
+        if not result.error
+    }
+    if not scorers or judge in scorers:
+        return
+    if len(scorers) > 1:
+        names = ", ".join(sorted("offline" if name is None else name for name in scorers))
+        raise ValidationError.of(
+            "judge", f"the run's answers were scored by {names}: resume it with one of them"
+        )
+    (recorded_judge,) = scorers
+    if recorded_judge is None:
+        raise ValidationError.of(
+            "judge", "the run's answers were scored offline (text similarity): resume it without --judge"
+        )
+    from everyskill.providers import model_routes
+
+    try:
+        model_routes([recorded_judge], "judge")
+        option = f"--judge {recorded_judge}"
+    except ValidationError:
+        option = f"--judge openai:{recorded_judge} (or anthropic:{recorded_judge}, as it was given)"
+    raise ValidationError.of(
+        "judge", f"the run's answers were judged by {recorded_judge}: resume it with {option}"
+    )
 
 
 async def _target(options: argparse.Namespace, cases: Sequence[TestCase]) -> _Target:
@@ -287,8 +386,11 @@ async def _target(options: argparse.Namespace, cases: Sequence[TestCase]) -> _Ta
                 raise ValidationError.of(
                     "models", f"the run to resume compares {', '.join(run.models)}"
                 )
-            await _check_cases(str(run.id), cases)
-            return _Target(tenant_id, str(run.id), list(run.models), True)
+            recorded = await _recorded(str(run.id))
+            await _check_cases(recorded, cases)
+            _check_scorer(recorded, _judge_model(options))
+            errors = sum(result.error for result in recorded)
+            return _Target(tenant_id, str(run.id), list(run.models), True, errors)
         if options.skill is None or given_models is None:
             raise ValidationError.of("skill" if options.skill is None else "models", "is required (or --resume)")
         skill = await _skill(options.skill)
@@ -321,10 +423,13 @@ def _router(options: argparse.Namespace, models: Sequence[str]) -> ModelRouter:
 
     given = [name for name in (options.models or "").split(",") if name.strip()]
     # The names as given (with their provider prefixes) when they are the run's.
-    routes = model_routes(given) if given else model_routes(models)
+    names = given or list(models)
+    routes = model_routes(names)
     if options.judge:
+        names.append(options.judge)
         for model, provider in model_routes([options.judge], "judge").items():
             routes.setdefault(model, provider)
+    _check_openai_provider(options.openai_provider, names)
     settings = {
         "max_retries": options.max_retries,
         "timeout": options.timeout,
@@ -341,6 +446,33 @@ def _router(options: argparse.Namespace, models: Sequence[str]) -> ModelRouter:
     return ModelRouter(clients, routes)
 
 
+def _check_openai_provider(provider: str | None, names: Sequence[str]) -> None:
+    """Refuse to price OpenAI's own models as another provider's.
+
+    One OpenAI client serves every model of OpenAI's API: ``gpt-*`` and
+    ``o1``/``o3``/``o4`` names and ``openai:NAME``, with one base URL and one
+    provider name. ``--openai-provider`` names the provider of an
+    OpenAI-compatible server; a name known as OpenAI's, given without the
+    ``openai:`` prefix, would be sent to that server and priced as its.
+    """
+    from everyskill.providers import PROVIDERS, model_routes
+
+    if provider is None or provider.strip() in ("", "openai"):
+        return
+    for name in names:
+        prefix, _, rest = name.strip().partition(":")
+        if prefix in PROVIDERS and rest.strip():
+            continue  # its provider said: served by the compatible server
+        if model_routes([name])[name.strip()] == "openai":
+            raise ValidationError.of(
+                "openai_provider",
+                f"would send {name.strip()} to the OpenAI-compatible server and price it as"
+                f" {provider.strip()}'s: one client serves every model of OpenAI's API. Benchmark"
+                f" OpenAI's own models in another run, or write openai:{name.strip()} if that"
+                " server serves a model of that name",
+            )
+
+
 def _judge_model(options: argparse.Namespace) -> str | None:
     from everyskill.providers import model_routes
 
@@ -352,11 +484,45 @@ def _judge_model(options: argparse.Namespace) -> str | None:
 # -- output ------------------------------------------------------------------------------
 
 
+#: The options a resumed run is run with again, as the command line spells them.
+_RESUMED_OPTIONS = (
+    ("models", "--models"),
+    ("judge", "--judge"),
+    ("concurrency", "--concurrency"),
+    ("anthropic_base_url", "--anthropic-base-url"),
+    ("openai_base_url", "--openai-base-url"),
+    ("openai_provider", "--openai-provider"),
+    ("max_retries", "--max-retries"),
+    ("timeout", "--timeout"),
+    ("deadline", "--deadline"),
+    ("max_tokens", "--max-tokens"),
+)
+
+
+def _resume_command(options: argparse.Namespace, run_id: str) -> str:
+    """The command that resumes the run with the options it was given
+    (those left at their defaults left out), quoted for a POSIX shell."""
+    parser = _parser()
+    words = [
+        "piccolo", "everyskill", _COMMAND, "--tenant", options.tenant, "--cases", options.cases,
+        "--resume", run_id,
+    ]
+    for name, option in _RESUMED_OPTIONS:
+        value = getattr(options, name)
+        if value is None or value == "" or value == parser.get_default(name):
+            continue
+        words += [option, format(value, "g") if isinstance(value, float) else str(value)]
+    return shlex.join(words)
+
+
 def _number(value: float | None, places: int = 0, suffix: str = "") -> str:
     return "-" if value is None else f"{value:,.{places}f}{suffix}"
 
 
-async def _print_summary(tenant_id: str, run_id: str, console: Console) -> benchmarks.RunCost:
+async def _print_summary(
+    tenant_id: str, run_id: str, console: Console, judged: bool
+) -> list[benchmarks.ModelSummary]:
+    """Print the run's table, picks and cost; return its summary."""
     async with tenant_scope(tenant_id):
         run = await benchmarks.get_run(run_id)
         summary = await benchmarks.run_summary(run_id)
@@ -370,7 +536,6 @@ async def _print_summary(tenant_id: str, run_id: str, console: Console) -> bench
                     "avg latency", "p95 latency", "avg cost", "cost"):
         table.add_column(heading, justify="left" if heading in ("model", "provider") else "right")
     for model in summary:
-        total = None if model.avg_cost_microcents is None else model.avg_cost_microcents * model.results
         table.add_row(
             model.model_name,
             providers.get(model.model_name, "-"),
@@ -381,7 +546,7 @@ async def _print_summary(tenant_id: str, run_id: str, console: Console) -> bench
             _number(model.avg_latency_ms, 0, " ms"),
             _number(model.p95_latency_ms, 0, " ms"),
             dollars(None if model.avg_cost_microcents is None else round(model.avg_cost_microcents), places=6),
-            dollars(None if total is None else round(total), places=6),
+            dollars(model.cost_microcents, places=6),
         )
     console.print(table)
     picks = Table(title="Picks", show_header=True)
@@ -406,9 +571,15 @@ async def _print_summary(tenant_id: str, run_id: str, console: Console) -> bench
         f" ({cost.judgements} judgements)"
         + (f"; {unpriced} calls without a price are not counted" if unpriced else "")
     )
+    unjudged = sum(model.unscored for model in summary) if judged else 0
+    if unjudged:
+        console.print(
+            f"Not judged: {unjudged} answers (the judge failed, or answered off its schema;"
+            " their quality_notes say why)"
+        )
     if run.error_message:
         console.print(f"The run failed: {run.error_message}")
-    return cost
+    return summary
 
 
 async def _providers(run_id: str) -> list[dict[str, Any]]:
@@ -473,12 +644,7 @@ async def main(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO
         scorer: Scorer | ModelJudge = (
             default_scorer if judge_model is None else ModelJudge(router, judge_model)
         )
-        resume = (
-            f"piccolo everyskill {_COMMAND} --tenant {options.tenant} --cases {options.cases}"
-            f" --resume {target.run_id}"
-            + (f" --models {options.models}" if options.models else "")
-            + (f" --judge {options.judge}" if options.judge else "")
-        )
+        resume = _resume_command(options, target.run_id)
         if interrupted.is_set():
             err.print(
                 f"Interrupted before run {target.run_id} started. Resume it with:\n  {resume}",
@@ -501,8 +667,9 @@ async def main(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO
                 TimeElapsedColumn(),
                 console=err,
             ) as bar:
-                task = bar.add_task("cases", total=len(target.models) * len(cases), errors=0)
-                errors = 0
+                # The errors an earlier runner recorded count from the start.
+                errors = target.errors
+                task = bar.add_task("cases", total=len(target.models) * len(cases), errors=errors)
 
                 def advance(progress: RunProgress) -> None:
                     nonlocal errors
@@ -531,11 +698,14 @@ async def main(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO
                 markup=False, highlight=False, soft_wrap=True,
             )
             return EXIT_INTERRUPTED
-        await _print_summary(target.tenant_id, target.run_id, out)
+        summary = await _print_summary(target.tenant_id, target.run_id, out, judge_model is not None)
         if run.status != "completed":
             return EXIT_FAILED
-        async with tenant_scope(target.tenant_id):
-            failed = sum(model.errors for model in await benchmarks.run_summary(target.run_id))
+        # Failed calls: the models' (error results) and the judge's (answers
+        # it could not score).
+        failed = sum(
+            model.errors + (model.unscored if judge_model is not None else 0) for model in summary
+        )
         return EXIT_ERRORS if failed else EXIT_COMPLETED
     except Exception as error:  # the runner stopped: it failed the run
         err.print(f"run_benchmark: the run stopped: {type(error).__name__}: {error}", markup=False, highlight=False)

@@ -100,6 +100,7 @@ __all__ = [
     "ScorerCall",
     "TestCase",
     "default_scorer",
+    "fitted",
     "run_benchmark",
 ]
 
@@ -230,8 +231,10 @@ def _checked_score(score: Score) -> Score:
 _TRUNCATED = " …[truncated]"
 
 
-def _fitted(text: str | None) -> str | None:
-    """``text`` cut to the longest a result field holds, marked when cut."""
+def fitted(text: str | None) -> str | None:
+    """``text`` cut to the longest a result field holds, marked when cut:
+    what the runner records of a case's input, output and expected output
+    (before redaction)."""
     if text is None or len(text) <= benchmarks.MAX_TEXT_LENGTH:
         return text
     return text[: benchmarks.MAX_TEXT_LENGTH - len(_TRUNCATED)] + _TRUNCATED
@@ -361,8 +364,8 @@ async def run_benchmark(
             index,
             measurements or [],
             model_provider=client.provider_of(model),
-            input_used=_fitted(case.input),
-            expected_output=_fitted(case.expected_output),
+            input_used=fitted(case.input),
+            expected_output=fitted(case.expected_output),
             latency_ms=elapsed,
             error_message=message,
         )
@@ -390,9 +393,9 @@ async def run_benchmark(
                     index,
                     measurements,
                     model_provider=client.provider_of(model),
-                    input_used=_fitted(case.input),
-                    output_produced=_fitted(completion.output),
-                    expected_output=_fitted(case.expected_output),
+                    input_used=fitted(case.input),
+                    output_produced=fitted(completion.output),
+                    expected_output=fitted(case.expected_output),
                     input_tokens=completion.input_tokens,
                     output_tokens=completion.output_tokens,
                     cache_read_tokens=completion.cache_read_tokens,

@@ -80,7 +80,9 @@ Contract
   a batch that wrote other rows it ends the scope (nothing of it is
   committed). A result's cost is compared only when the caller gave it.
 - :func:`run_summary` gives one :class:`ModelSummary` per model of the run,
-  in the run's order, models without results included, from one query.
+  in the run's order, models without results included, from one query:
+  counts, averages, and the sum of its results' known costs (the sums of
+  the models are :attr:`RunCost.results_microcents`).
 - :func:`run_cost` is what a run cost (:class:`RunCost`): its results'
   costs plus the costs of scoring them with a model (a judge), which the
   runner records as token measurements of the run's skill with ``source``
@@ -820,9 +822,18 @@ class ModelSummary:
     avg_latency_ms: float | None
     #: 95th percentile of latency, linearly interpolated (percentile_cont).
     p95_latency_ms: float | None
+    #: Average cost of the results with a known cost (the costed ones).
     avg_cost_microcents: float | None
     #: How many results are errors (have an error message).
     errors: int
+    #: The sum of the results' known costs, in microcents; None when none
+    #: is known. The sums of a run's models are its results' cost
+    #: (:attr:`RunCost.results_microcents`).
+    cost_microcents: int | None
+    #: How many results are answers without a quality score: answers a
+    #: judge could not score, or (offline scoring) cases without an
+    #: expected output.
+    unscored: int
 
 
 _SUMMARY = """
@@ -834,7 +845,9 @@ SELECT m.model_name,
        avg(r.latency_ms)::float8 AS avg_latency_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS p95_latency_ms,
        avg(r.estimated_cost_microcents)::float8 AS avg_cost_microcents,
-       count(r.error_message) AS errors
+       count(r.error_message) AS errors,
+       sum(r.estimated_cost_microcents)::bigint AS cost_microcents,
+       count(r.id) FILTER (WHERE r.error_message IS NULL AND r.quality_score IS NULL) AS unscored
   FROM benchmark_runs run
  CROSS JOIN LATERAL unnest(run.models) WITH ORDINALITY AS m(model_name, position)
   LEFT JOIN benchmark_results r
@@ -862,6 +875,8 @@ async def run_summary(run_id: str) -> list[ModelSummary]:
             p95_latency_ms=record["p95_latency_ms"],
             avg_cost_microcents=record["avg_cost_microcents"],
             errors=record["errors"],
+            cost_microcents=record["cost_microcents"],
+            unscored=record["unscored"],
         )
         for record in records
     ]

@@ -45,7 +45,12 @@ Contract
   3), each waits at most ``timeout`` seconds for an answer (default 120),
   and the call as a whole, waits included, is given up after ``deadline``
   seconds (default 600): so no call outlasts ``deadline``, whatever the
-  server asks. Authentication (401, 403) and bad requests (400, 404, 413,
+  server asks. A response that asks for a wait (``retry-after-ms``, or
+  ``retry-after`` in seconds or as a date) longer than the time the deadline
+  leaves is not retried: the call fails at once with that response's error
+  (a 429 is :class:`ModelRateLimited`, status 429), instead of holding a
+  place of the runner's concurrency until the deadline to end as a
+  timeout. Authentication (401, 403) and bad requests (400, 404, 413,
   422) are not retried.
 - Errors are :class:`ModelCallError` subclasses, which the runner records as
   the result's error: :class:`ModelRateLimited` (429),
@@ -54,25 +59,34 @@ Contract
   (another 4xx), :class:`ModelTimeout` (no answer within ``timeout`` on the
   last attempt, or within ``deadline``), :class:`ModelConnectionError` (the
   server could not be reached) and :class:`ModelBadResponse` (an answer
-  that is not the API's JSON). Each says the provider, the model, the
+  that is not JSON, or JSON that is not the API's answer: content that is
+  not a list of blocks, no choices, a token count that is missing or not a
+  count; the SDKs do not check). Each says the provider, the model, the
   status, the number of attempts made and the provider's message (key cut
   out, at most 500 characters); ``status`` and ``attempts`` are attributes.
+  A mapped error has neither cause nor context: the SDK's error, whose
+  request carries the key, is not reachable from it.
 - :class:`ModelRouter` is one client over several: each model is served by
   its provider's client (:func:`model_routes` reads ``provider:model`` names
   and knows ``claude-*`` as Anthropic's and ``gpt-*``, ``o1``/``o3``/``o4``
-  and ``chatgpt-*`` as OpenAI's). Clients are closed with ``aclose()`` or
-  ``async with``.
+  and ``chatgpt-*`` as OpenAI's). It holds one client per provider's API:
+  OpenAI's own models and those of an OpenAI-compatible server
+  (``openai:NAME``) share the OpenAI client, its base URL and its provider
+  name. Clients are closed with ``aclose()`` or ``async with``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import email.utils
+import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -148,20 +162,74 @@ class ModelBadResponse(ModelCallError):
     """The provider answered something that is not its API's answer."""
 
 
-# -- attempts: counted by the HTTP client, per call ----------------------------------
+# -- each call's state, kept by the HTTP client's hooks ------------------------------
 
-# Each call counts its own attempts: the runner runs each call in a task of
-# its own, and a task sees its own value of a context variable.
-_attempts: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-    "everyskill_provider_attempts", default=None
+
+@dataclass
+class _Call:
+    """One call of a client: its attempts so far, when its deadline passes
+    (on the event loop's clock), and a wait the server asked for that the
+    deadline could not give (the wait and the time that was left)."""
+
+    ends_at: float
+    attempts: int = 0
+    refused_wait: tuple[float, float] | None = None
+
+
+# Each call has its own state: the runner runs each call in a task of its
+# own, and a task sees its own value of a context variable (the HTTP
+# client's hooks run in the task that sends).
+_calls: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "everyskill_provider_call", default=None
 )
 
 
 async def _count_attempt(request: object) -> None:
     """An HTTP client's request hook: one more attempt of the current call."""
-    counter = _attempts.get()
-    if counter is not None:
-        counter[0] += 1
+    call = _calls.get()
+    if call is not None:
+        call.attempts += 1
+
+
+def _asked_wait(headers: Mapping[str, str]) -> float | None:
+    """The wait in seconds a response asks for: ``retry-after-ms``, else
+    ``retry-after`` in seconds or as an HTTP date; None when it asks none."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        given = headers.get(name)
+        if given is None:
+            continue
+        try:
+            wait = float(given) * scale
+        except ValueError:
+            if name == "retry-after-ms":
+                continue
+            try:
+                when = email.utils.parsedate_to_datetime(given)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            wait = (when - datetime.now(timezone.utc)).total_seconds()
+        return wait if math.isfinite(wait) else None
+    return None
+
+
+async def _refuse_long_waits(response: Any) -> None:
+    """An HTTP client's response hook: a response the SDK would retry after
+    a wait longer than the call's deadline leaves is not retried (the SDK's
+    own ``x-should-retry: false``), so that the call fails at once with the
+    provider's status instead of holding its place until the deadline."""
+    call = _calls.get()
+    status = response.status_code
+    if call is None or not (status in (408, 409, 429) or status >= 500):
+        return
+    wait = _asked_wait(response.headers)
+    if wait is None:
+        return
+    left = call.ends_at - asyncio.get_running_loop().time()
+    if wait >= left:
+        call.refused_wait = (wait, max(left, 0.0))
+        response.headers["x-should-retry"] = "false"
 
 
 # -- clients ---------------------------------------------------------------------------
@@ -247,9 +315,7 @@ class ProviderClient:
 
     async def complete(self, model: str, prompt: str, *, system: str | None = None) -> Completion:
         """The model's answer to ``prompt`` with ``system`` as system prompt."""
-        async with self._call(model) as timing:
-            completion = await self._create(model, prompt, system, None, self.max_tokens)
-        return _with_latency(completion, timing)
+        return await self._call(model, lambda: self._create(model, prompt, system, None, self.max_tokens))
 
     async def complete_json(
         self,
@@ -262,11 +328,12 @@ class ProviderClient:
         max_tokens: int | None = None,
     ) -> Completion:
         """An answer matching ``schema`` (a JSON schema), as JSON text."""
-        async with self._call(model) as timing:
-            completion = await self._create(
+        return await self._call(
+            model,
+            lambda: self._create(
                 model, prompt, system, (schema_name, schema), max_tokens or self.max_tokens
-            )
-        return _with_latency(completion, timing)
+            ),
+        )
 
     async def _create(
         self,
@@ -293,35 +360,40 @@ class ProviderClient:
     ) -> None:
         await self.aclose()
 
-    @asynccontextmanager
-    async def _call(self, model: str) -> AsyncIterator[list[float]]:
+    async def _call(self, model: str, create: Callable[[], Awaitable[Completion]]) -> Completion:
         """One call: attempts counted, the deadline kept, errors mapped, the
-        latency measured (``timing`` holds the start, then the latency)."""
-        counter = [0]
-        token = _attempts.set(counter)
-        timing = [time.perf_counter()]
+        latency measured around it all."""
+        call = _Call(ends_at=asyncio.get_running_loop().time() + self.deadline)
+        token = _calls.set(call)
+        started = time.perf_counter()
+        mapped: ModelCallError
         try:
             async with asyncio.timeout(self.deadline):
-                yield timing
+                completion = await create()
         except TimeoutError:
-            raise ModelTimeout(
-                self._message(model, f"no answer within the deadline of {self.deadline:g} s", counter[0]),
-                attempts=counter[0],
-            ) from None
-        except ModelCallError:
-            raise
+            mapped = ModelTimeout(
+                self._message(model, f"no answer within the deadline of {self.deadline:g} s", call.attempts),
+                attempts=call.attempts,
+            )
         except (anthropic.APIError, openai.APIError) as error:
-            raise self._mapped(error, model, counter[0]) from None
+            mapped = self._mapped(error, model, call)
         except ValueError as error:  # a body that is not JSON, or not the API's
-            raise ModelBadResponse(
-                self._message(model, f"the answer could not be read: {type(error).__name__}: {error}", counter[0]),
-                attempts=counter[0],
-            ) from None
+            mapped = ModelBadResponse(
+                self._message(
+                    model, f"the answer could not be read: {type(error).__name__}: {error}", call.attempts
+                ),
+                attempts=call.attempts,
+            )
+        else:
+            return _with_latency(completion, time.perf_counter() - started)
         finally:
-            _attempts.reset(token)
-        timing[0] = time.perf_counter() - timing[0]
+            _calls.reset(token)
+        # Raised here, outside the handlers, the error has no context: the
+        # SDK's error (whose request holds the key) is not reachable from it.
+        raise mapped
 
-    def _mapped(self, error: anthropic.APIError | openai.APIError, model: str, attempts: int) -> ModelCallError:
+    def _mapped(self, error: anthropic.APIError | openai.APIError, model: str, call: _Call) -> ModelCallError:
+        attempts = call.attempts
         if isinstance(error, (anthropic.APITimeoutError, openai.APITimeoutError)):
             return ModelTimeout(
                 self._message(model, f"no answer within {self.timeout:g} s", attempts), attempts=attempts
@@ -344,6 +416,12 @@ class ProviderClient:
                 kind, what = ModelRequestRefused, "request refused"
             retry_after = error.response.headers.get("retry-after")
             asked = f", retry-after {retry_after}" if status == 429 and retry_after else ""
+            if call.refused_wait is not None:
+                wait, left = call.refused_wait
+                asked = (
+                    f", retry-after {wait:g} s, more than the {left:.1f} s"
+                    " the deadline leaves: not retried"
+                )
             return kind(
                 self._message(model, f"{status} {what}{asked}: {error}", attempts),
                 status=status,
@@ -361,14 +439,118 @@ class ProviderClient:
         return f"{self.provider} {model}: {text} ({attempts} attempt{plural})"
 
 
-def _with_latency(completion: Completion, timing: list[float]) -> Completion:
+def _with_latency(completion: Completion, seconds: float) -> Completion:
     return Completion(
         output=completion.output,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
         cache_read_tokens=completion.cache_read_tokens,
         cache_write_tokens=completion.cache_write_tokens,
-        latency_ms=round(timing[0] * 1000),
+        latency_ms=round(seconds * 1000),
+    )
+
+
+# -- reading answers -----------------------------------------------------------------
+#
+# The SDKs build their answer objects without validating them: a body that is
+# JSON but not the API's answer (content null, a count that is text, a list)
+# arrives as an object with None or anything in its fields. What is read is
+# checked here; anything off is a ValueError, so a ModelBadResponse.
+
+
+def _read(reader: Callable[[Any], Completion], answer: Any) -> Completion:
+    """``reader(answer)``; any error reading it is a ValueError naming it."""
+    try:
+        return reader(answer)
+    except ValueError:
+        raise
+    except (TypeError, AttributeError, LookupError) as error:
+        raise ValueError(f"the answer is not the API's: {type(error).__name__}: {error}") from None
+
+
+def _count(value: object, name: str) -> int:
+    """A token count the answer must have: a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"the answer's {name} is {value!r}, not a count of tokens")
+    return value
+
+
+def _optional_count(value: object, name: str) -> int | None:
+    """A token count the answer may leave out (None)."""
+    return None if value is None else _count(value, name)
+
+
+def _anthropic_completion(message: Any) -> Completion:
+    if not isinstance(message, anthropic.types.Message):
+        raise ValueError(f"the answer is a {type(message).__name__}, not a message")
+    # Read as what they may be (anything), not as what they are typed.
+    content: Any = message.content
+    if not isinstance(content, list):
+        raise ValueError(f"the answer's content is {content!r}, not a list of blocks")
+    texts: list[str] = []
+    for block in content:
+        kind = getattr(block, "type", None)
+        if not isinstance(kind, str):
+            raise ValueError(f"the answer's content holds {block!r}, not a block")
+        if kind == "text":
+            text = getattr(block, "text", None)
+            if not isinstance(text, str):
+                raise ValueError(f"the answer's text block has text {text!r}, not text")
+            texts.append(text)
+    usage: Any = message.usage
+    if not isinstance(usage, anthropic.types.Usage):
+        raise ValueError(f"the answer's usage is {usage!r}")
+    return Completion(
+        output="".join(texts),
+        input_tokens=_count(usage.input_tokens, "input_tokens"),
+        output_tokens=_count(usage.output_tokens, "output_tokens"),
+        cache_read_tokens=_optional_count(
+            usage.cache_read_input_tokens, "cache_read_input_tokens"
+        ),
+        cache_write_tokens=_optional_count(
+            usage.cache_creation_input_tokens, "cache_creation_input_tokens"
+        ),
+    )
+
+
+def _openai_completion(completion: Any) -> Completion:
+    if not isinstance(completion, openai.types.chat.ChatCompletion):
+        raise ValueError(f"the answer is a {type(completion).__name__}, not a chat completion")
+    # Read as what they may be (anything), not as what they are typed.
+    choices: Any = completion.choices
+    if not isinstance(choices, list) or not choices:
+        raise ValueError(f"the answer's choices are {choices!r}, not a list of choices")
+    message = getattr(choices[0], "message", None)
+    if not isinstance(message, openai.types.chat.ChatCompletionMessage):
+        raise ValueError(f"the answer's first choice has no message: {choices[0]!r}")
+    content: Any = message.content
+    if content is not None and not isinstance(content, str):
+        raise ValueError(f"the answer's message has content {content!r}, not text")
+    text = content or ""
+    usage: Any = completion.usage
+    if usage is None:  # a local server may report none: tokens unknown
+        return Completion(output=text)
+    if not isinstance(usage, openai.types.CompletionUsage):
+        raise ValueError(f"the answer's usage is {usage!r}")
+    prompt_tokens = _count(usage.prompt_tokens, "prompt_tokens")
+    output_tokens = _count(usage.completion_tokens, "completion_tokens")
+    details: Any = usage.prompt_tokens_details
+    cache_read = cache_write = None
+    if details is not None:
+        cache_read = _optional_count(details.cached_tokens, "cached_tokens")
+        cache_write = _optional_count(details.cache_write_tokens, "cache_write_tokens")
+    input_tokens = prompt_tokens - (cache_read or 0) - (cache_write or 0)
+    if input_tokens < 0:
+        raise ValueError(
+            f"the answer's usage does not add up: {prompt_tokens} prompt tokens,"
+            f" {cache_read} cached, {cache_write} written to the cache"
+        )
+    return Completion(
+        output=text,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
@@ -401,8 +583,11 @@ class AnthropicClient(ProviderClient):
             base_url=base_url,
             max_retries=max_retries,
             timeout=self.timeout,
-            # The SDK's own HTTP client, counting each call's attempts.
-            http_client=anthropic.DefaultAsyncHttpxClient(event_hooks={"request": [_count_attempt]}),
+            # The SDK's own HTTP client, counting each call's attempts and
+            # refusing waits longer than its deadline leaves.
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                event_hooks={"request": [_count_attempt], "response": [_refuse_long_waits]}
+            ),
         )
         self.base_url = str(self._sdk.base_url)
 
@@ -432,15 +617,7 @@ class AnthropicClient(ProviderClient):
             messages=[{"role": "user", "content": prompt}],
             **options,
         )
-        text = "".join(block.text for block in message.content if block.type == "text")
-        usage = message.usage
-        return Completion(
-            output=text,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_input_tokens,
-            cache_write_tokens=usage.cache_creation_input_tokens,
-        )
+        return _read(_anthropic_completion, message)
 
     async def aclose(self) -> None:
         await self._sdk.close()
@@ -474,8 +651,11 @@ class OpenAIClient(ProviderClient):
             base_url=base_url,
             max_retries=max_retries,
             timeout=self.timeout,
-            # The SDK's own HTTP client, counting each call's attempts.
-            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_attempt]}),
+            # The SDK's own HTTP client, counting each call's attempts and
+            # refusing waits longer than its deadline leaves.
+            http_client=openai.DefaultAsyncHttpxClient(
+                event_hooks={"request": [_count_attempt], "response": [_refuse_long_waits]}
+            ),
         )
         self.base_url = str(self._sdk.base_url)
 
@@ -502,28 +682,7 @@ class OpenAIClient(ProviderClient):
         completion = await self._sdk.chat.completions.create(
             model=model, messages=messages, **options  # type: ignore[arg-type]
         )
-        if not completion.choices:
-            raise ValueError("the answer has no choices")
-        text = completion.choices[0].message.content or ""
-        usage = completion.usage
-        if usage is None:
-            return Completion(output=text)
-        details = usage.prompt_tokens_details
-        cache_read = details.cached_tokens if details is not None else None
-        cache_write = details.cache_write_tokens if details is not None else None
-        input_tokens = usage.prompt_tokens - (cache_read or 0) - (cache_write or 0)
-        if input_tokens < 0:
-            raise ValueError(
-                f"the usage does not add up: {usage.prompt_tokens} prompt tokens,"
-                f" {cache_read} cached, {cache_write} written to the cache"
-            )
-        return Completion(
-            output=text,
-            input_tokens=input_tokens,
-            output_tokens=usage.completion_tokens,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-        )
+        return _read(_openai_completion, completion)
 
     async def aclose(self) -> None:
         await self._sdk.close()

@@ -53,7 +53,8 @@ class Answer:
 
     ``input_tokens`` are Anthropic's (uncached input); the OpenAI route
     reports ``prompt_tokens`` = input + cache read + cache write, with the
-    cache reads as ``cached_tokens``, as OpenAI counts them.
+    cache reads as ``cached_tokens`` and the cache writes (when any) as
+    ``cache_write_tokens``, as OpenAI counts them.
     """
 
     text: str
@@ -246,7 +247,13 @@ class ModelServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": answer.output_tokens,
                 "total_tokens": prompt_tokens + answer.output_tokens,
-                "prompt_tokens_details": {"cached_tokens": answer.cache_read_tokens},
+                "prompt_tokens_details": {
+                    "cached_tokens": answer.cache_read_tokens,
+                    # Reported by OpenAI's API for prompts it wrote to its
+                    # cache (included in prompt_tokens, as reads are).
+                    **({"cache_write_tokens": answer.cache_write_tokens}
+                       if answer.cache_write_tokens else {}),
+                },
                 "completion_tokens_details": {"reasoning_tokens": 0},
             },
         }

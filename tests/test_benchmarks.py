@@ -715,8 +715,10 @@ async def test_run_summary_matches_a_hand_computation(tenant: TenantRows) -> Non
     linear interpolation: position 0.95 * (5 - 1) = 3.8, so 400 + 0.8 *
     (1000 - 400) = 880. Qualities 80, 90, -, 70, 100 -> 85. Matches True,
     False, -, True, True -> 3 of 4 judged = 0.75. Costs 10, 20, -, 30, 45
-    -> 26.25. One error. Model y: one result, none of it measured. Model z:
-    no result at all."""
+    -> 26.25 on average, 105 in all (the error's unknown cost is not a 0 in
+    the average). One error, and no answer without a score. Model y: one
+    result, none of it measured: an answer without a score, costing 0.
+    Model z: no result at all. The models' costs add up to the run's."""
     run_id = await new_run(tenant, ["x", "y", "z"])
     x = [
         (100, 80, True, 10, None),
@@ -736,11 +738,13 @@ async def test_run_summary_matches_a_hand_computation(tenant: TenantRows) -> Non
         summary = await benchmarks.run_summary(run_id)
         with pytest.raises(NotFoundError):
             await benchmarks.run_summary("no-such-run")
+        spent = await benchmarks.run_cost(run_id)
     assert summary == [
-        ModelSummary("x", 5, 85.0, 0.75, 400.0, pytest.approx(880.0), 26.25, 1),  # type: ignore[arg-type]
-        ModelSummary("y", 1, None, None, None, None, 0.0, 0),
-        ModelSummary("z", 0, None, None, None, None, None, 0),
+        ModelSummary("x", 5, 85.0, 0.75, 400.0, pytest.approx(880.0), 26.25, 1, 105, 0),  # type: ignore[arg-type]
+        ModelSummary("y", 1, None, None, None, None, 0.0, 0, 0, 1),
+        ModelSummary("z", 0, None, None, None, None, None, 0, None, 0),
     ]
+    assert sum(m.cost_microcents or 0 for m in summary) == spent.results_microcents == 105
 
 
 # -- a completion racing a writer ----------------------------------------------------

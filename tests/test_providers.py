@@ -3,9 +3,11 @@ everyskill.providers: the Anthropic and OpenAI clients on their official
 SDKs, against a local server that speaks each provider's API
 (tests/model_server.py) reached through the SDK's ``base_url`` over real
 sockets; never the network. Normal answers with usage and cache tokens, the
-system prompt, 429 with retry-after, 529 and 503 overload, 401, 400, a
-timeout, the deadline, malformed JSON; the attempts the server counted;
-keys from the environment; no key in any error or log. Then whole runs with
+system prompt, 429 with retry-after (a wait longer than the deadline leaves
+fails at once), 529 and 503 overload, 401, 400, a timeout, the deadline,
+malformed JSON and JSON that is not the API's answer; the attempts the
+server counted; keys from the environment; no key in any error, in what an
+error leads to, or in a log. Then whole runs with
 these clients against the real database: results, tokens, hand-worked
 costs, errors, retries, and no key in any text column of any table.
 """
@@ -28,6 +30,7 @@ from everyskill.providers import (
     AnthropicClient,
     ModelAuthenticationError,
     ModelBadResponse,
+    ModelCallError,
     ModelRateLimited,
     ModelRequestRefused,
     ModelRouter,
@@ -259,18 +262,62 @@ async def test_a_timeout_is_an_error_after_the_retries(server: ModelServer, key:
 async def test_the_deadline_bounds_a_call_whatever_the_server_asks(
     server: ModelServer, key: str
 ) -> None:
-    """A 429 asking for an hour's wait: the call gives up at its deadline."""
+    """A server that does not answer within the deadline: the call gives
+    up at its deadline, however long each attempt could have waited."""
     prompt = "What is 2 + 2?"
-    server.script[(HAIKU, prompt)] = [Reply(429, {"retry-after": "3600"}, anthropic_error(
-        429, "rate_limit_error", "slow down").body)]
+    server.script[(HAIKU, prompt)] = [Reply(delay=5)]
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with anthropic(server, key, deadline=1.0) as claude:
+    async with anthropic(server, key, deadline=1.0, timeout=30) as claude:
         with pytest.raises(ModelTimeout) as late:
             await claude.complete(HAIKU, prompt)
-    assert 0.9 <= loop.time() - started < 5
+    assert 0.9 <= loop.time() - started < 4
     assert "no answer within the deadline of 1 s" in str(late.value)
-    assert late.value.attempts == 1 and server.count(HAIKU, prompt) == 1
+    assert late.value.attempts == 1 and late.value.status is None
+
+
+@pytest.mark.parametrize("asked", ["3600", "ms", "date"])
+async def test_a_429_asking_for_a_wait_longer_than_the_deadline_fails_at_once(
+    server: ModelServer, key: str, asked: str
+) -> None:
+    """A 429 asking for an hour's wait (in seconds, in milliseconds, or as a
+    date) is not waited for: the call is rate limited at once, with its
+    status, instead of holding its place until the deadline."""
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+
+    headers = {
+        "3600": {"retry-after": "3600"},
+        "ms": {"retry-after-ms": "3600000"},
+        "date": {"retry-after": format_datetime(
+            datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)},
+    }[asked]
+    prompt = "What is 2 + 2?"
+    server.script[(HAIKU, prompt)] = [
+        Reply(429, headers, anthropic_error(429, "rate_limit_error", "slow down").body)
+    ]
+    server.script[(GPT, prompt)] = [
+        Reply(429, headers, openai_error(429, "requests", "Rate limit reached").body)
+    ]
+    loop = asyncio.get_running_loop()
+    async with anthropic(server, key, deadline=20) as claude, openai(server, key, deadline=20) as gpt:
+        for client, model in ((claude, HAIKU), (gpt, GPT)):
+            started = loop.time()
+            with pytest.raises(ModelRateLimited) as limited:
+                await client.complete(model, prompt)
+            assert loop.time() - started < 2
+            assert limited.value.status == 429 and limited.value.attempts == 1
+            assert server.count(model, prompt) == 1
+            assert "429 rate limited, retry-after 3" in str(limited.value)
+            assert "the deadline leaves: not retried" in str(limited.value)
+    # A wait the deadline leaves room for is waited (as above: 1 s), and a
+    # call that was cut short does not change the next one.
+    server.script[(HAIKU, prompt)] = [
+        Reply(429, {"retry-after": "1"}, anthropic_error(429, "rate_limit_error", "slow").body)
+    ]
+    async with anthropic(server, key, deadline=20) as claude:
+        assert (await claude.complete(HAIKU, prompt)).output == "4"
+    assert server.count(HAIKU, prompt) == 3
 
 
 async def test_malformed_json_is_a_bad_response(server: ModelServer, key: str) -> None:
@@ -282,6 +329,98 @@ async def test_malformed_json_is_a_bad_response(server: ModelServer, key: str) -
                 await client.complete(model, "broken")
             assert "the answer could not be read" in str(bad.value)
             assert server.count(model, "broken") == 1
+
+
+# JSON answers that are not the API's: the SDKs build their objects without
+# checking them.
+ANTHROPIC_SHAPES = [
+    {"type": "message"},  # no content, no usage
+    {"type": "message", "content": "4", "usage": {"input_tokens": 1, "output_tokens": 1}},
+    {"type": "message", "content": [{"type": "text"}], "usage": {"input_tokens": 1, "output_tokens": 1}},
+    {"type": "message", "content": ["4"], "usage": {"input_tokens": 1, "output_tokens": 1}},
+    {"type": "message", "content": [{"type": "text", "text": "4"}], "usage": {"output_tokens": 1}},
+    {"type": "message", "content": [{"type": "text", "text": "4"}],
+     "usage": {"input_tokens": "12", "output_tokens": 1}},
+    {"type": "message", "content": [{"type": "text", "text": "4"}],
+     "usage": {"input_tokens": 1, "output_tokens": 1, "cache_read_input_tokens": -3}},
+    [{"type": "text", "text": "4"}],
+    "4",
+]
+OPENAI_SHAPES = [
+    {"object": "chat.completion"},  # no choices
+    {"choices": [{"index": 0}]},  # no message
+    {"choices": "4"},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": 4}}]},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}}],
+     "usage": {"completion_tokens": 3}},  # no prompt_tokens
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}}],
+     "usage": {"prompt_tokens": 10, "completion_tokens": 3,
+               "prompt_tokens_details": {"cached_tokens": "a"}}},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}}],
+     "usage": {"prompt_tokens": 10, "completion_tokens": 3,
+               "prompt_tokens_details": {"cached_tokens": 8, "cache_write_tokens": 8}}},
+    [1, 2],
+]
+
+
+async def test_json_that_is_not_the_apis_answer_is_a_bad_response(
+    server: ModelServer, key: str
+) -> None:
+    for index, body in enumerate(ANTHROPIC_SHAPES):
+        server.script[(HAIKU, f"shape {index}")] = [Reply(200, body=body)]
+    for index, body in enumerate(OPENAI_SHAPES):
+        server.script[(GPT, f"shape {index}")] = [Reply(200, body=body)]
+    async with anthropic(server, key) as claude, openai(server, key) as gpt:
+        for client, model, shapes in ((claude, HAIKU, ANTHROPIC_SHAPES), (gpt, GPT, OPENAI_SHAPES)):
+            for index, body in enumerate(shapes):
+                with pytest.raises(ModelBadResponse) as bad:
+                    await client.complete(model, f"shape {index}")
+                assert "the answer could not be read: ValueError: the answer" in str(bad.value), body
+                assert bad.value.attempts == 1 and bad.value.status is None
+                assert server.count(model, f"shape {index}") == 1  # not retried
+                assert bad.value.__cause__ is None and bad.value.__context__ is None
+
+
+async def test_openai_cache_writes_are_taken_out_of_the_input_tokens(
+    server: ModelServer, key: str
+) -> None:
+    """France: 130 uncached and 1500 written to the cache; the server
+    reports prompt_tokens 1630 with cache_write_tokens 1500 (and 0 cached)."""
+    async with openai(server, key) as client:
+        completion = await client.complete(GPT, "Name the capital of France.", system=SYSTEM)
+    assert (completion.input_tokens, completion.output_tokens) == (130, 5)
+    assert (completion.cache_read_tokens, completion.cache_write_tokens) == (0, 1500)
+
+
+async def test_no_key_is_reachable_from_a_mapped_error(server: ModelServer, key: str) -> None:
+    """The SDK's error quotes the key the server was sent and carries the
+    request with its headers: the mapped error neither quotes it nor leads
+    to it through its cause or context, nor prints it in a traceback."""
+    import traceback
+
+    wrong = new_key("wrong-key")
+    server.script[(HAIKU, "overloaded")] = [anthropic_error(529, "overloaded_error", "Overloaded")]
+    async with anthropic(server, wrong) as claude, openai(server, wrong) as gpt, anthropic(
+        server, key, max_retries=0
+    ) as good:
+        calls = [
+            (claude.complete(HAIKU, "What is 2 + 2?"), wrong),
+            (gpt.complete(GPT, "What is 2 + 2?"), wrong),
+            (good.complete(HAIKU, "overloaded"), key),
+        ]
+        for call, secret in calls:
+            with pytest.raises(ModelCallError) as refused:
+                await call
+            chain: list[BaseException] = []
+            error: BaseException | None = refused.value
+            while error is not None and error not in chain:
+                chain.append(error)
+                error = error.__cause__ or error.__context__
+            assert chain == [refused.value]
+            for link in chain:
+                assert secret not in str(link) and secret not in repr(link)
+                assert secret not in repr(vars(link))
+            assert secret not in "".join(traceback.format_exception(refused.value))
 
 
 async def test_an_unreachable_server_is_a_connection_error(key: str) -> None:
