@@ -241,7 +241,11 @@ async def _tenant_id(tenant: str) -> str:
 async def _skill(slug: str) -> dict[str, Any]:
     from tables import Skill
 
-    rows = await Skill.select(Skill.id, Skill.author_id).where((Skill.slug == slug) | (Skill.id == slug))
+    from everyskill.catalogue import folded_slug
+
+    rows = await Skill.select(Skill.id, Skill.author_id).where(
+        (Skill.slug == folded_slug(slug)) | (Skill.id == slug)
+    )
     if not rows:
         raise ValidationError.of("skill", f"the tenant has no skill with the slug or id {slug!r}")
     return dict(rows[0])
@@ -301,6 +305,30 @@ async def _recorded(run_id: str) -> list[_Recorded]:
         )
         for row in rows
     ]
+
+
+async def _check_providers(run_id: str, models: str, openai_provider: str | None) -> None:
+    """Refuse to resume a run with a model served by another provider than
+    its recorded results were (``openai:claude-...`` through a compatible
+    server, resumed without the prefix, would go to Anthropic)."""
+    from everyskill.providers import model_routes
+    from tables import BenchmarkResult
+
+    routes = model_routes([name for name in models.split(",") if name.strip()])
+    rows = await BenchmarkResult.select(
+        BenchmarkResult.model_name, BenchmarkResult.model_provider
+    ).where(BenchmarkResult.benchmark_run_id == run_id).distinct()
+    for row in rows:
+        served_by = routes.get(row["model_name"])
+        if served_by == "openai" and openai_provider:
+            served_by = openai_provider  # the name an OpenAI-compatible server is priced by
+        if served_by is not None and served_by != row["model_provider"]:
+            raise ValidationError.of(
+                "models",
+                f"the run's results for {row['model_name']!r} came from"
+                f" {row['model_provider']}: resume with --models naming"
+                f" {row['model_provider']}:{row['model_name']}",
+            )
 
 
 async def _check_cases(recorded: Sequence[_Recorded], cases: Sequence[TestCase]) -> None:
@@ -387,6 +415,9 @@ async def _target(options: argparse.Namespace, cases: Sequence[TestCase]) -> _Ta
                     "models", f"the run to resume compares {', '.join(run.models)}"
                 )
             recorded = await _recorded(str(run.id))
+            await _check_providers(
+                str(run.id), options.models or ",".join(run.models), options.openai_provider
+            )
             await _check_cases(recorded, cases)
             _check_scorer(recorded, _judge_model(options))
             errors = sum(result.error for result in recorded)
@@ -499,6 +530,11 @@ _RESUMED_OPTIONS = (
 )
 
 
+def _option_number(value: float) -> str:
+    """A number as given, in full (``30``, ``0.1234567``, ``1234567``)."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _resume_command(options: argparse.Namespace, run_id: str) -> str:
     """The command that resumes the run with the options it was given
     (those left at their defaults left out), quoted for a POSIX shell."""
@@ -511,7 +547,7 @@ def _resume_command(options: argparse.Namespace, run_id: str) -> str:
         value = getattr(options, name)
         if value is None or value == "" or value == parser.get_default(name):
             continue
-        words += [option, format(value, "g") if isinstance(value, float) else str(value)]
+        words += [option, _option_number(value) if isinstance(value, float) else str(value)]
     return shlex.join(words)
 
 

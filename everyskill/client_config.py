@@ -144,6 +144,13 @@ def load(environ: Mapping[str, str] | None = None) -> ClientConfig:
     for key in ("user_id", "default_skill"):
         if key in values and not isinstance(values[key], str):
             raise ConfigError(f"{key} in {path} must be a string")
+        if key in values:
+            values[key] = values[key].strip()
+            if not 1 <= len(values[key]) <= 200 or "\x00" in values[key]:
+                raise ConfigError(
+                    f"{_SETTINGS[key]} (or {key} in {path}) must be 1 to 200 characters,"
+                    " without NUL"
+                )
     api_url = values["api_url"]
     if not api_url.startswith(("http://", "https://")):
         raise ConfigError(

@@ -91,6 +91,7 @@ import contextlib
 import dataclasses
 import datetime
 import decimal
+import ipaddress
 import logging
 import sys
 import uuid
@@ -463,7 +464,8 @@ class _Calls:
         for item, reason in delivery.refused:
             logger.warning("kept feedback %s refused by the API: %s", item.get("id"), reason)
         if delivery.unsent:
-            logger.info("%d kept feedback item(s) wait: %s", len(delivery.unsent), delivery.error)
+            waits = logger.info if delivery.error is None or delivery.error.retryable else logger.warning
+            waits("%d kept feedback item(s) wait: %s", len(delivery.unsent), delivery.error)
         if delivery.stored:
             logger.info("sent %d kept feedback item(s)", len(delivery.stored))
         return delivery
@@ -480,6 +482,15 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
     """The MCP server of ``config``: its three tools; see the module's contract."""
     # One spool object per server: concurrent calls deliver it once.
     calls = _Calls(config, Spool.for_client(config.state_dir, config.api_url, config.api_key))
+    for other in calls.spool.directory.parent.iterdir():
+        if other != calls.spool.directory and other.is_dir() and Spool(other).pending(
+            paths=(FEEDBACK_PATH,)
+        ):
+            logger.warning(
+                "%s holds feedback kept for another API address or key; it is sent only with"
+                " that configuration",
+                other,
+            )
     server: MCPServer[Any] = MCPServer(
         "everyskill",
         title="EverySkill feedback",
@@ -754,6 +765,13 @@ def build_server(config: ClientConfig) -> MCPServer[Any]:
     return server
 
 
+def _is_ipv6(name: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
 def _security(host: str, allowed: Sequence[str]) -> TransportSecuritySettings | None:
     """The SDK's DNS-rebinding protection for ``host``: its own default on a
     loopback address without other names; else the loopback names (a client
@@ -762,7 +780,7 @@ def _security(host: str, allowed: Sequence[str]) -> TransportSecuritySettings | 
     if host in _LOOPBACK and not allowed:
         return None
     names = list(dict.fromkeys([*_LOOPBACK, host, *allowed]))
-    hosts = [f"[{name}]" if ":" in name else name for name in names]
+    hosts = [f"[{name}]" if _is_ipv6(name) else name for name in names]
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[*hosts, *(f"{name}:*" for name in hosts)],

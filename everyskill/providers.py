@@ -210,7 +210,9 @@ def _asked_wait(headers: Mapping[str, str]) -> float | None:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
             wait = (when - datetime.now(timezone.utc)).total_seconds()
-        return wait if math.isfinite(wait) else None
+        if math.isnan(wait):
+            return None
+        return wait  # an infinite wait is longer than any deadline
     return None
 
 
@@ -714,6 +716,8 @@ def model_routes(names: Sequence[str], field: str = "models") -> dict[str, str]:
                 f"say which provider serves {name!r}: anthropic:{name} or openai:{name}"
                 " (openai for an OpenAI-compatible server)",
             )
+        if any(character.isspace() for character in model):
+            raise ValidationError.of(field, f"a model name has no spaces: {model!r}")
         if model in routes:
             raise ValidationError.of(field, f"names {model!r} twice")
         routes[model] = provider

@@ -353,6 +353,9 @@ async def test_an_interrupted_run_is_resumed_where_it_stopped(
         (("--judge", SONNET), str(cases_file(tmp_path, [PROMPTS[1], PROMPTS[0], *PROMPTS[2:]], "other.jsonl")),
          "case 0 (line order) differs from the input the run recorded for it"),
     ]
+    # The same model through another provider (an OpenAI-compatible server).
+    refusals.append((("--models", f"openai:{HAIKU},{GPT}", "--judge", SONNET), cases,
+                     f"the run's results for {HAIKU!r} came from anthropic"))
     changed = tmp_path / "changed.jsonl"
     changed.write_text(Path(cases).read_text().replace('"expected_output": "4"', '"expected_output": "four"'))
     refusals.append((("--judge", SONNET), str(changed),

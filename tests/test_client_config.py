@@ -111,3 +111,11 @@ def test_the_default_file_is_in_the_users_config_directory(tmp_path: Path) -> No
     default = config_path({})
     assert default.name == "config.toml" and default.parent.name == "everyskill"
     assert str(default).startswith(os.path.expanduser("~"))
+
+
+@pytest.mark.parametrize("value", ['""', '"   "', '"' + "u" * 201 + '"'])
+def test_a_blank_or_overlong_user_or_skill_is_refused(tmp_path: Path, value: str) -> None:
+    for key in ("user_id", "default_skill"):
+        config_file = write(tmp_path / "config.toml", f'api_url = "http://x:1"\n{key} = {value}\n')
+        with pytest.raises(ConfigError, match=key):
+            load({"EVERYSKILL_CONFIG": str(config_file), "EVERYSKILL_API_KEY": KEY})

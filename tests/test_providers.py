@@ -14,6 +14,7 @@ costs, errors, retries, and no key in any text column of any table.
 
 from __future__ import annotations
 
+import math
 import asyncio
 import logging
 import secrets
@@ -642,3 +643,17 @@ def test_the_clients_implement_the_runners_protocol() -> None:
     assert isinstance(client, ModelClient) and isinstance(client, JsonModelClient)
     assert isinstance(client, ProviderClient)
     assert Completion("x").latency_ms is None
+
+
+def test_an_endless_wait_asked_is_longer_than_any_deadline() -> None:
+    from everyskill.providers import _asked_wait
+
+    assert _asked_wait({"retry-after": "1e999"}) == math.inf
+    assert _asked_wait({"retry-after-ms": "inf"}) == math.inf
+    assert _asked_wait({"retry-after": "nan"}) is None
+    assert _asked_wait({"retry-after": "2"}) == 2.0
+
+
+def test_a_model_name_with_a_space_is_refused() -> None:
+    with pytest.raises(ValidationError, match="no spaces"):
+        model_routes(["openai:my judge"], "judge")
