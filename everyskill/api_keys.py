@@ -28,7 +28,8 @@ Contract
   to (``piccolo_conf``'s), each one statement (one transaction; should a
   new key's display prefix be taken already, a new key is drawn and the
   statement run again):
-  :func:`create_api_key` (a tenant by slug or id; a name; scopes from
+  :func:`create_api_key` (a tenant by slug or id; a name, whose secrets
+  are redacted (:mod:`everyskill.redaction`); scopes from
   :data:`SCOPES`; optional expiry in days and rate limit per minute),
   :func:`revoke_api_key` (by display prefix; revoking again keeps the first
   revocation time), :func:`list_api_keys` (never the hash). Bad input is a
@@ -100,6 +101,7 @@ from everyskill.errors import (
     storable,
 )
 from everyskill.rate_limits import RateLimitStatus, outcome
+from everyskill.redaction import redact_fields_async
 from everyskill.tenancy import _CONNECTION_ERRORS
 
 __all__ = [
@@ -326,6 +328,9 @@ async def create_api_key(
     in the result and nowhere else. See the module's contract."""
     check_id("tenant", tenant)
     clean_name = _check_name(name)
+    # The name is typed by a person: a secret pasted into it is not kept.
+    redacted, _found = await redact_fields_async({"name": clean_name})
+    clean_name = str(redacted["name"])
     clean_scopes = _check_scopes(scopes)
     days = _check_positive("expires_in_days", expires_in_days, EXPIRY_MAX_DAYS)
     limit = _check_positive("rate_limit_per_minute", rate_limit_per_minute, RATE_LIMIT_MAX)

@@ -84,8 +84,8 @@ Contract
   rules include the database's (:data:`everyskill.rules.NON_EMPTY`); the
   tests hold the API, the models and the database together.
   An update that gives no field is a ValidationError on ``input``.
-- Free text (descriptions, version content, changelogs: :data:`TEXT_FIELDS`)
-  goes through :func:`everyskill.redaction.redact_fields_async` before it is
+- Free text (descriptions, version content, changelogs) and the names of
+  skills and users (:data:`TEXT_FIELDS`) go through :func:`everyskill.redaction.redact_fields_async` before it is
   written; the :class:`~everyskill.rows.Saved` returned by the calls that
   write text counts what was replaced. Calls that write no free text return
   the row itself.
@@ -186,8 +186,9 @@ __all__ = [
 
 #: Free text of the catalogue, redacted before it is written, by table.
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "skills": ("description",),
+    "skills": ("name", "description"),
     "skill_versions": ("content", "changelog"),
+    "users": ("name",),
 }
 
 
@@ -415,11 +416,13 @@ async def create_skill(
         _NewSkill,
         {"slug": slug, "name": name, "description": description, "author_id": author_id},
     )
-    texts, redactions = await redact_fields_async({"description": values.get("description")})
+    texts, redactions = await redact_fields_async(
+        {"name": values["name"], "description": values.get("description")}
+    )
     row_id = given_id or str(uuid.uuid4())
     given = {
         "slug": values["slug"],
-        "name": values["name"],
+        "name": texts["name"],
         "description": texts["description"],
         "author_id": values.get("author_id"),
     }
@@ -493,10 +496,10 @@ async def update_skill(
         _SkillChanges,
         {"slug": slug, "name": name, "description": description, "author_id": author_id},
     )
-    redactions: dict[str, int] = {}
-    if "description" in values:
-        texts, redactions = await redact_fields_async({"description": values["description"]})
-        values.update(texts)
+    texts, redactions = await redact_fields_async(
+        {name: values[name] for name in TEXT_FIELDS["skills"] if name in values}
+    )
+    values.update(texts)
     async with operation(values) as scope:
         connection = scope.connection
         if "slug" in values:
@@ -739,6 +742,8 @@ async def create_user(*, email: str, name: str, id: str | None = None) -> Saved[
     """Add a user to the tenant; see the module's contract."""
     given_id = checked_id(id)
     values = _validated(_NewUser, {"email": email, "name": name})
+    texts, redactions = await redact_fields_async({"name": values["name"]})
+    values.update(texts)
     row_id = given_id or str(uuid.uuid4())
     given = {"email": values["email"], "name": values["name"]}
     async with operation(values) as scope:
@@ -772,7 +777,7 @@ async def create_user(*, email: str, name: str, id: str | None = None) -> Saved[
                     field="email",
                 )
             raise _email_taken(holder)
-    return Saved(row_from_record(User, record), replayed=replayed)
+    return Saved(row_from_record(User, record), redactions, replayed=replayed)
 
 
 async def update_user(
@@ -781,6 +786,9 @@ async def update_user(
     """Change the fields given of a user; see the module's contract."""
     check_id("user_id", user_id)
     values = _changes(_UserChanges, {"email": email, "name": name})
+    if "name" in values:
+        texts, _redactions = await redact_fields_async({"name": values["name"]})
+        values.update(texts)
     async with operation(values) as scope:
         connection = scope.connection
         if "email" in values:

@@ -879,12 +879,21 @@ _ASSIGNED = re.compile(
     r"(?=[ \t]+=[^=>])"
     r"|[ \t]+[A-Za-z_][\w.]{0,40}(?=[ \t]*=[^=>]))?"
     r"(?:[ \t]*(?P<op>:=|=>|===?|!==?|=|:)[ \t]*|[ \t]+(?P<is>is)[ \t]+|(?P<ws>[ \t]+))"
-    r"(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\"|[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'"
-    r"|`(?P<bq>[^`\n]{0,1024})`|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\""
+    # A quoted value, perhaps in parentheses ("KEY = ('...')") or ANSI-C
+    # quoted in shell ("$'...'"); Ruby's %q(...) and Lua's [[...]]; a YAML
+    # block scalar ("key: >" and the value on the next line, indented).
+    r"(?:\(?(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\""
+    r"|\$?[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'|`(?P<bq>[^`\n]{0,1024})`)"
+    r"|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\""
+    r"|%[qQ]?\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>[^\]\n]{0,1024})\]\]"
+    r"|[|>][-+]?[ \t]*\r?\n[ \t]+(?P<yb>[^\n]{0,1024})"
     # An unquoted value runs to a space; a quote or a backslash inside it
     # is part of it ("Xk9m'Q2v", "Xk9m\\Q2v"), not a closing quote or an
     # escaped line break after it.
-    r"|(?P<bare>[^\s\"'`\\](?:[^\s\"'`\\]|[\"'`](?=[^\s,;)\]}>\"'`\\])|\\(?=[^\s\"'`\\nrt])){0,1023}))"
+    # It stops before "&name=" (the next parameter), so that a query of
+    # many parameters is not read over again from each one.
+    r"|(?P<bare>[^\s\"'`\\](?:[^\s\"'`\\&]|&(?![\w.\-]{1,100}=)"
+    r"|[\"'`](?=[^\s,;)\]}>\"'`\\])|\\(?=[^\s\"'`\\nrt])){0,1023}))"
 )
 _XML_ASSIGNMENT = re.compile(
     r"<(?P<tag>[\w\-.:]{0,80}?(?:" + _KEYWORDS + r"))>(?P<v>[^<\s][^<\n]{0,1024}?)</(?P=tag)>",
@@ -1008,7 +1017,12 @@ def _assignment_values(
     # random (12 characters or more, upper and lower case and digits).
     opaque_only = match.group("is") is not None and _TOKEN_OR_SECRET.search(name) is not None
     quoted = next(
-        (group for group in ("dq", "sq", "bq", "eq") if match.group(group) is not None), None
+        (
+            group
+            for group in ("dq", "sq", "bq", "eq", "pq", "lq", "yb")
+            if match.group(group) is not None
+        ),
+        None,
     )
     if quoted is not None:
         if (

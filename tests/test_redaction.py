@@ -380,6 +380,31 @@ def test_unquoted_values_run_to_a_space() -> None:
         assert redact(text).text is text, text
 
 
+def test_quoting_forms_of_many_languages() -> None:
+    # Parentheses around a quoted value (Python), ANSI-C quoting (shell),
+    # Ruby's %q() and Lua's long brackets, a YAML block scalar.
+    value = corpus.mixed(_rng("quoting forms"), corpus.ALNUM, 18)
+    m = marker("password_assignment")
+    for template in (
+        "SECRET_KEY = ('{s}')",
+        'password = ("{s}")',
+        "export TOKEN=$'{s}'",
+        "api_key = %q({s})",
+        "api_key = %Q({s})",
+        "secret = [[{s}]]",
+        "password: >\n  {s}\n",
+        "password: |-\n    {s}\n",
+    ):
+        result = redact(template.format(s=value))
+        assert result.text == template.format(s=m), template
+    for text in (
+        "description: >\n  The token is refreshed every hour.\n",
+        "password = (a + b)",
+        "secret = [[abc]]",
+    ):
+        assert redact(text).text is text, text
+
+
 def test_a_token_or_secret_that_is_a_random_value_in_prose() -> None:
     value = corpus.mixed(_rng("prose is"), corpus.ALNUM, 28)
     m = marker("password_assignment")

@@ -130,11 +130,13 @@ def _config(
 tenant_config = _config(
     Tenant,
     CATALOGUE,
+    hooks=redacting(Tenant.name),
     visible_filters=[Tenant.name, Tenant.slug, Tenant.created_at],
 )
 user_config = _config(
     User,
     CATALOGUE,
+    hooks=redacting(User.name),
     visible_filters=[User.tenant_id, User.email, User.created_at],
 )
 skill_config = _config(
@@ -161,7 +163,7 @@ skill_config = _config(
         Skill.updated_at,
         Skill.archived_at,
     ],
-    hooks=redacting(Skill.description),
+    hooks=redacting(Skill.name, Skill.description),
     link_column=Skill.name,
     visible_filters=[
         Skill.tenant_id, Skill.name, Skill.slug, Skill.author_id, Skill.created_at,
