@@ -85,9 +85,10 @@ Contract
   tests hold the API, the models and the database together.
   An update that gives no field is a ValidationError on ``input``.
 - Free text (descriptions, version content, changelogs) and the names of
-  skills and users (:data:`TEXT_FIELDS`) go through :func:`everyskill.redaction.redact_fields_async` before it is
-  written; the :class:`~everyskill.rows.Saved` returned by the calls that
-  write text counts what was replaced. Calls that write no free text return
+  skills and users (:data:`TEXT_FIELDS`) go through
+  :func:`everyskill.redaction.redact_fields_async` before they are written;
+  the :class:`~everyskill.rows.Saved` returned by the calls that write text
+  counts what was replaced. Calls that write no free text return
   the row itself.
 - Uniqueness: a skill's slug and a user's email are unique within the
   tenant (an archived skill keeps its slug). A duplicate is a
