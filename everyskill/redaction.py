@@ -98,14 +98,13 @@ Contract
     templating (``{{ }}``, ``%(x)s``), an environment variable's name
     (``"OPENAI_API_KEY"``), a keyword and digits (``"token123"``), a
     capitalised or non-ASCII word (a label: ``"Password": "Passwort"``);
-  - a value of fewer than 4 characters; for this module's detectors, an
-    unquoted value of digits only (a count, a port) and a quoted value with
-    a space in it (a label or a sentence), a file name or a path, a
-    comparison with a variable, a tuple assignment (``user, password =
-    "admin", make()``: which value is whose?). The rule set's
-    ``generic-password`` does take a value of 5 or more characters assigned
-    to a password name, with spaces or of digits (``password: 123456`` is
-    redacted as ``generic_password``); it keeps labels as above;
+  - a value of fewer than 4 characters; an unquoted value of digits only
+    (a count, a port) and a quoted value with a space in it (a label or a
+    sentence), except a value of 5 or more characters assigned to a
+    password's name (``password: 123456``, ``passphrase = "correct horse
+    battery staple"``); a file name or a path, a comparison with a
+    variable, a tuple assignment (``user, password = "admin", make()``:
+    which value is whose?);
   - a bearer token shorter than 12 characters or without a digit (prose:
     "Bearer authentication");
   - UUIDs, hexadecimal digests and commit hashes (their entropy is too low
