@@ -911,21 +911,18 @@ _UPPER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 #: Names whose "<name> is <value>" is taken as an assignment in prose.
 _PROSE_NAME = re.compile(r"(?i)(?:passw(?:or)?d|passphrase|pwd|key|token|secret)$")
 _TOKEN_OR_SECRET = re.compile(r"(?i)(?:token|secret)$")
-_PASSWORD_NAME = re.compile(r"(?i)(?:passw(?:or)?d|pwd|passphrase)(?:[_\-]?confirm(?:ation)?)?\d*$")
-_DIGITS = re.compile(r"\d{5,}")
 _TUPLE_TARGET = re.compile(r"(?:^|[\n;(\[])[ \t]*[\w.]+[ \t]*,[ \t]*(?:[\w.]+[ \t]*,[ \t]*)*$")
 _NEXT_PARAMETER = re.compile(r"&(?=[\w.\-]+=)")
 _QUERY_END = re.compile(r"[&#]")
 
 
-def _literal_ok(value: str, *, spaces: bool = False) -> bool:
-    """Whether a literal (quoted, or known to be literal) value is a secret;
-    with ``spaces``, a value of 5 or more characters may hold spaces."""
+def _literal_ok(value: str) -> bool:
+    """Whether a literal (quoted, or known to be literal) value is a secret."""
     return (
         len(value) >= 4
         and not (value.isalpha() and (value.istitle() or not value.isascii()))  # a label
         and _MASK not in value
-        and (_WHITESPACE.search(value) is None or (spaces and len(value.strip()) >= 5))
+        and _WHITESPACE.search(value) is None
         and not _is_placeholder(value)
         and not _ENV_NAME.fullmatch(value)
         and not _PATH_OR_FILE.fullmatch(value)
@@ -1018,13 +1015,6 @@ def _assignment_values(
     # gpt-4o-mini": a token or secret "is" a value only when the value looks
     # random (12 characters or more, upper and lower case and digits).
     opaque_only = match.group("is") is not None and _TOKEN_OR_SECRET.search(name) is not None
-    # A password assigned (not "is", not prose) may be a passphrase with
-    # spaces, or of digits only (5 or more characters).
-    passphrase = (
-        op is not None
-        and op not in ("==", "===", "!=", "!==")
-        and _PASSWORD_NAME.search(name) is not None
-    )
     quoted = next(
         (
             group
@@ -1044,7 +1034,7 @@ def _assignment_values(
             (start, start + len(piece))
             for piece, start in _value_pieces(match.group(quoted), match.start(quoted))
             if values.worth_vetting(start, start + len(piece))
-            and _literal_ok(piece, spaces=passphrase)
+            and _literal_ok(piece)
             and (not opaque_only or (len(piece) >= 12 and _has_classes(piece)))
         ]
     value, value_start = match.group("bare"), match.start("bare")
@@ -1067,7 +1057,7 @@ def _assignment_values(
         (start, start + len(piece))
         for piece, start in _value_pieces(value, value_start)
         if values.worth_vetting(start, start + len(piece))
-        and (_bare_ok(piece, name, glued, in_query) or (passphrase and _DIGITS.fullmatch(piece)))
+        and _bare_ok(piece, name, glued, in_query)
         and (not opaque_only or (len(piece) >= 12 and _has_classes(piece)))
     ]
 

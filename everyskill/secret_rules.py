@@ -17,12 +17,7 @@ A rule's kind is its id (``slack-bot-token`` -> ``slack_bot_token``, a
 version suffix such as ``.1`` dropped), except that rules for the providers
 the scanner knew before keep the kind names it reported
 (:data:`_KIND_OF_PREFIX`). Rules that find identifiers rather than secrets
-(client ids, public keys) are not reported (:data:`IGNORED_RULES`). The
-engine runs its embedded rules less ``generic-password``
-(:data:`CONFIG`, ``betterleaks.toml`` next to this module): that rule cost
-most of the scan's time on text dense with "password", and
-:mod:`everyskill.redaction`'s own ``password_assignment`` finds what it
-found.
+(client ids, public keys) are not reported (:data:`IGNORED_RULES`).
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from betterleaks._lib import get_binding
@@ -126,17 +120,10 @@ class _Offsets:
         return bisect.bisect_left(self._char_starts, byte)
 
 
-#: The rule set's configuration: Betterleaks' own, less the rules it names
-#: (``generic-password``: see the file for why).
-CONFIG = Path(__file__).with_name("betterleaks.toml")
-#: The rules :data:`CONFIG` leaves out.
-DISABLED_RULES = frozenset({"generic-password"})
-
-
 def _scan(text: str) -> list[dict[str, Any]]:
     # The engine takes a C string: a NUL byte would end the text early.
     # (NUL is one byte in UTF-8, as its stand-in is, so offsets are kept.)
-    response = get_binding().scan_string(text.replace("\0", " "), str(CONFIG))
+    response = get_binding().scan_string(text.replace("\0", " "))
     data = response.get("data") or []
     return list(data)
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import random
 import subprocess
-import tomllib
 from collections import Counter
 from pathlib import Path
 
 import betterleaks
-from betterleaks._lib import get_binding
 import pytest
 
 from everyskill import secret_rules
@@ -156,22 +154,6 @@ def test_rule_ids_are_the_engines() -> None:
         timeout=60,
     ).stdout.split()
     assert tuple(listed) == secret_rules.RULE_IDS
-
-
-def test_the_configuration_leaves_out_the_disabled_rules_only() -> None:
-    with secret_rules.CONFIG.open("rb") as file:
-        config = tomllib.load(file)
-    assert config == {
-        "extend": {"useDefault": True, "disabledRules": sorted(secret_rules.DISABLED_RULES)}
-    }
-    assert secret_rules.DISABLED_RULES <= set(secret_rules.RULE_IDS)
-    # The engine reads it: the rule left out finds nothing, the others do.
-    text = 'password = "correct horse battery staple"\nghp_R8bQz4Lk2mN7pX9vT3wY6cH1jF5dS0aEuK4i'
-    binding = get_binding()
-    everything = {f["rule_id"] for f in binding.scan_string(text)["data"]}
-    configured = {f["rule_id"] for f in binding.scan_string(text, str(secret_rules.CONFIG))["data"]}
-    assert everything == {"generic-password", "github-pat"}
-    assert configured == {"github-pat"}
 
 
 def test_ignored_rules_exist() -> None:
