@@ -331,6 +331,12 @@ async def create_api_key(
     # The name is typed by a person: a secret pasted into it is not kept.
     redacted, _found = await redact_fields_async({"name": clean_name})
     clean_name = str(redacted["name"])
+    if len(clean_name) > NAME_MAX:
+        raise ValidationError.of(
+            "name",
+            f"must be at most {NAME_MAX} characters once the secret in it is replaced by a"
+            " marker: shorten it (and keep secrets out of names)",
+        )
     clean_scopes = _check_scopes(scopes)
     days = _check_positive("expires_in_days", expires_in_days, EXPIRY_MAX_DAYS)
     limit = _check_positive("rate_limit_per_minute", rate_limit_per_minute, RATE_LIMIT_MAX)

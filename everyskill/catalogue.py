@@ -122,7 +122,7 @@ Contract
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Final
@@ -271,6 +271,24 @@ def _validated(model: type[_Input], fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+async def _redacted(values: dict[str, Any], names: Sequence[str]) -> dict[str, int]:
+    """Redact ``values``' fields ``names`` (those given) in place; the
+    counts by kind. A name a marker made longer than a name may be is a
+    ValidationError (a short secret becomes a longer marker)."""
+    texts, redactions = await redact_fields_async(
+        {name: values[name] for name in names if name in values}
+    )
+    values.update(texts)
+    name = values.get("name")
+    if redactions and isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise ValidationError.of(
+            "name",
+            f"must be at most {MAX_NAME_LENGTH} characters once the secret in it is"
+            " replaced by a marker: shorten it (and keep secrets out of names)",
+        )
+    return redactions
+
+
 def _changes(model: type[_Input], fields: dict[str, Any]) -> dict[str, Any]:
     values = _validated(model, fields)
     if not values:
@@ -417,14 +435,13 @@ async def create_skill(
         _NewSkill,
         {"slug": slug, "name": name, "description": description, "author_id": author_id},
     )
-    texts, redactions = await redact_fields_async(
-        {"name": values["name"], "description": values.get("description")}
-    )
+    values.setdefault("description", None)
+    redactions = await _redacted(values, TEXT_FIELDS["skills"])
     row_id = given_id or str(uuid.uuid4())
     given = {
         "slug": values["slug"],
-        "name": texts["name"],
-        "description": texts["description"],
+        "name": values["name"],
+        "description": values["description"],
         "author_id": values.get("author_id"),
     }
     async with operation(values) as scope:
@@ -497,10 +514,7 @@ async def update_skill(
         _SkillChanges,
         {"slug": slug, "name": name, "description": description, "author_id": author_id},
     )
-    texts, redactions = await redact_fields_async(
-        {name: values[name] for name in TEXT_FIELDS["skills"] if name in values}
-    )
-    values.update(texts)
+    redactions = await _redacted(values, TEXT_FIELDS["skills"])
     async with operation(values) as scope:
         connection = scope.connection
         if "slug" in values:
@@ -743,8 +757,7 @@ async def create_user(*, email: str, name: str, id: str | None = None) -> Saved[
     """Add a user to the tenant; see the module's contract."""
     given_id = checked_id(id)
     values = _validated(_NewUser, {"email": email, "name": name})
-    texts, redactions = await redact_fields_async({"name": values["name"]})
-    values.update(texts)
+    redactions = await _redacted(values, TEXT_FIELDS["users"])
     row_id = given_id or str(uuid.uuid4())
     given = {"email": values["email"], "name": values["name"]}
     async with operation(values) as scope:
@@ -783,13 +796,11 @@ async def create_user(*, email: str, name: str, id: str | None = None) -> Saved[
 
 async def update_user(
     user_id: str, *, email: str | _Unset = _UNSET, name: str | _Unset = _UNSET
-) -> User:
+) -> Saved[User]:
     """Change the fields given of a user; see the module's contract."""
     check_id("user_id", user_id)
     values = _changes(_UserChanges, {"email": email, "name": name})
-    if "name" in values:
-        texts, _redactions = await redact_fields_async({"name": values["name"]})
-        values.update(texts)
+    redactions = await _redacted(values, TEXT_FIELDS["users"])
     async with operation(values) as scope:
         connection = scope.connection
         if "email" in values:
@@ -809,4 +820,4 @@ async def update_user(
         record = await _update(connection, "users", _USER, user_id, values)
     if record is None:
         raise NotFoundError("user", user_id)
-    return row_from_record(User, record)
+    return Saved(row_from_record(User, record), redactions)

@@ -98,13 +98,14 @@ Contract
     templating (``{{ }}``, ``%(x)s``), an environment variable's name
     (``"OPENAI_API_KEY"``), a keyword and digits (``"token123"``), a
     capitalised or non-ASCII word (a label: ``"Password": "Passwort"``);
-  - a value of fewer than 4 characters; an unquoted value of digits only
-    (a count, a port) and a quoted value with a space in it (a label or a
-    sentence), except a value of 5 or more characters assigned to a
-    password's name (``password: 123456``, ``passphrase = "correct horse
-    battery staple"``); a file name or a path, a comparison with a
-    variable, a tuple assignment (``user, password = "admin", make()``:
-    which value is whose?);
+  - a value of fewer than 4 characters; for this module's detectors, an
+    unquoted value of digits only (a count, a port) and a quoted value with
+    a space in it (a label or a sentence), a file name or a path, a
+    comparison with a variable, a tuple assignment (``user, password =
+    "admin", make()``: which value is whose?). The rule set's
+    ``generic-password`` does take a value of 5 or more characters assigned
+    to a password name, with spaces or of digits (``password: 123456`` is
+    redacted as ``generic_password``); it keeps labels as above;
   - a bearer token shorter than 12 characters or without a digit (prose:
     "Bearer authentication");
   - UUIDs, hexadecimal digests and commit hashes (their entropy is too low
@@ -878,14 +879,16 @@ _ASSIGNED = re.compile(
     r"(?=[ \t]+=[^=>])"
     r"|[ \t]+[A-Za-z_][\w.]{0,40}(?=[ \t]*=[^=>]))?"
     r"(?:[ \t]*(?P<op>:=|=>|===?|!==?|=|:)[ \t]*|[ \t]+(?P<is>is)[ \t]+|(?P<ws>[ \t]+))"
-    # A quoted value, perhaps in parentheses ("KEY = ('...')") or ANSI-C
-    # quoted in shell ("$'...'"); Ruby's %q(...) and Lua's [[...]]; a YAML
-    # block scalar ("key: >" and the value on the next line, indented).
-    r"(?:\(?(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\""
+    # A quoted value, perhaps in parentheses ("KEY = ('...')", after an
+    # operator only) or ANSI-C quoted in shell ("$'...'"); Ruby's %q(...)
+    # and Lua's [[...]]; a YAML block scalar ("key: |", then its lines, as
+    # indented as the first).
+    r"(?:(?P<paren>\()?(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\""
     r"|\$?[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'|`(?P<bq>[^`\n]{0,1024})`)"
     r"|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\""
-    r"|%[qQ]?\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>[^\]\n]{0,1024})\]\]"
-    r"|[|>][-+]?[ \t]*\r?\n[ \t]+(?P<yb>[^\n]{0,1024})"
+    r"|%[qQ]\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>[^\]\n]{0,1024})\]\]"
+    r"|[|>][-+]?[1-9]?[ \t]*(?:\#[^\n]{0,200})?\r?\n(?:[ \t]*\r?\n){0,8}(?P<indent>[ \t]+)"
+    r"(?P<yb>[^\s][^\n]{0,1023}(?:\n(?P=indent)[^\n]{0,1024}){0,49})"
     # An unquoted value runs to a space; a quote or a backslash inside it
     # is part of it ("Xk9m'Q2v", "Xk9m\\Q2v"), not a closing quote or an
     # escaped line break after it.
@@ -1026,10 +1029,12 @@ def _assignment_values(
     if quoted is not None:
         if (
             match.group("ws") is not None
-            and quoted not in ("dq", "sq")
+            and (quoted not in ("dq", "sq") or match.group("paren") is not None)
             and not name.startswith("-")
         ):
-            return []  # "pass `x` to": code in prose
+            return []  # "pass `x` to", 'the access key ("primary")': prose
+        if quoted == "yb":
+            return _block_lines(match, values, opaque_only)
         return [
             (start, start + len(piece))
             for piece, start in _value_pieces(match.group(quoted), match.start(quoted))
@@ -1060,6 +1065,34 @@ def _assignment_values(
         and _bare_ok(piece, name, glued, in_query)
         and (not opaque_only or (len(piece) >= 12 and _has_classes(piece)))
     ]
+
+
+def _block_lines(match: re.Match[str], values: _Values, opaque_only: bool) -> list[_Span]:
+    """The lines of a YAML block scalar that are secrets: each line of a
+    block whose first line is one word (a key cut into lines, a token); none
+    of a block of text (a sentence, a certificate's BEGIN line first)."""
+    block, origin = match.group("yb"), match.start("yb")
+    lines = block.split("\n")
+    if _WHITESPACE.search(lines[0].strip()):
+        return []
+    spans: list[_Span] = []
+    position = origin
+    for line in lines:
+        stripped = line.strip()
+        start = position + (len(line) - len(line.lstrip()))
+        position += len(line) + 1
+        if not stripped:
+            continue
+        if _WHITESPACE.search(stripped):
+            break  # the block goes on as text: not a value
+        end = start + len(stripped)
+        if (
+            values.worth_vetting(start, end)
+            and _literal_ok(stripped)
+            and (not opaque_only or (len(stripped) >= 12 and _has_classes(stripped)))
+        ):
+            spans.append((start, end))
+    return spans
 
 
 def _value_pieces(value: str, start: int) -> Sequence[tuple[str, int]]:

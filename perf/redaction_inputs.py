@@ -137,4 +137,11 @@ CRAFTED: dict[str, Callable[[int], str]] = {
     "netrc": _repeat("machine h login u "),
     "discord shapes": _repeat("MTA4NjY3ODk2NzU0MzIxMDk4Nw."),
     "unquoted values with parentheses": _repeat("password=f(" + ")x" * 300 + "# "),
+    "values in parentheses": _repeat("password = ('"),
+    "%q(": _repeat("api_key = %q("),
+    "[[": _repeat("secret = [["),
+    "$'": _repeat("TOKEN=$'"),
+    "YAML block indicators": _repeat("token: |\n  "),
+    "YAML block of lines": _repeat("Xk9mQ2vL7pR4\n  ", head="token: |\n  "),
+    "query parameters with values": _repeat("pwd=1&pwd="),
 }

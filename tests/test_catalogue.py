@@ -725,8 +725,8 @@ async def test_users_are_created_read_updated_and_listed(
 ) -> None:
     async with tenant_scope(tenant.tenant_id):
         user = (await catalogue.create_user(email="  Grace.Hopper@Navy.MIL ", name=" Grace ")).row
-        renamed = await catalogue.update_user(user.id, name="Grace Hopper")
-        moved = await catalogue.update_user(user.id, email="grace@example.org")
+        renamed = (await catalogue.update_user(user.id, name="Grace Hopper")).row
+        moved = (await catalogue.update_user(user.id, email="grace@example.org")).row
         read = await catalogue.get_user(user.id)
         listed = await catalogue.list_users()
     # The domain is case-insensitive and lowercased; the local part is kept.

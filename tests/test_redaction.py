@@ -397,10 +397,28 @@ def test_quoting_forms_of_many_languages() -> None:
     ):
         result = redact(template.format(s=value))
         assert result.text == template.format(s=m), template
+    # A block's lines, as indented as its first, after blank lines or a comment.
+    other = corpus.mixed(_rng("quoting forms, second line"), corpus.ALNUM, 16)
+    for template, expected in (
+        ("secret_key: |\n  {s}\n  {o}\nuser: bob\n", "secret_key: |\n  {m}\n  {m}\nuser: bob\n"),
+        ("client_secret: |\n\n  {s}\n", "client_secret: |\n\n  {m}\n"),
+        ("token: | # the CI token\n  {s}\n", "token: | # the CI token\n  {m}\n"),
+        ("  password: >-\n    {s}\n  user: {o}\n", "  password: >-\n    {m}\n  user: {o}\n"),
+    ):
+        result = redact(template.format(s=value, o=other))
+        assert result.text == expected.format(m=m, o=other), template
     for text in (
         "description: >\n  The token is refreshed every hour.\n",
+        "password: |\n  The password used to connect to the database.\n",
+        "key: |\n  -----BEGIN CERTIFICATE-----\n  MIIBszCCAVmgAwIBAgIUXk9mQ2vL7pR4tY6u\n"
+        "  -----END CERTIFICATE-----\n",
         "password = (a + b)",
         "secret = [[abc]]",
+        # Interpolation, not a value; prose with a parenthesis.
+        "password = %(db_password)s",
+        "[db]\napi_key = %(apikeyenv)s",
+        'Use the access key ("primary") for reads.',
+        'The refresh token ("rt_expired_yesterday") expired.',
     ):
         assert redact(text).text is text, text
 

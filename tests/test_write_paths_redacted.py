@@ -44,6 +44,7 @@ import tables
 from everyskill import api_keys, benchmarks, catalogue, feedback, pricing, usage
 from everyskill.admin.guards import REDACTED_BY_HOOK, redacted_columns
 from everyskill.admin.table_configs import TABLE_CONFIGS
+from everyskill.errors import ValidationError
 from everyskill.tenancy import tenant_scope
 from tests.admin_client import Staff, add, save
 from tests.http_support import Served, Tenant
@@ -203,6 +204,7 @@ async def test_the_admin_hooks_replace_a_secret(table_name: str) -> None:
         for hook in config.hooks or []
         if hook.callable in REDACTED_BY_HOOK and hook.hook_type.name == "pre_patch"
     ]
+    assert patches
     for hook in patches:
         values = {
             config.table_class._meta.get_column_by_name(column): f"x {SECRET}"
@@ -827,3 +829,25 @@ def test_every_table_the_admin_edits_is_added_to_here() -> None:
     added = {case.split()[0] for case in ADMIN_NEW_ROWS}
     assert not added & set(ADMIN_ADDS_NO_TEXT)
     assert added | set(ADMIN_ADDS_NO_TEXT) == set(ADMIN_TABLES)
+
+
+async def test_a_name_a_marker_makes_too_long_is_refused(tenant: TenantRows) -> None:
+    # A short secret becomes a longer marker: the name would pass its limit.
+    name = "k" * 190 + " pwd=Xk9m2"
+    async with tenant_scope(tenant.tenant_id):
+        with pytest.raises(ValidationError) as refused:
+            await catalogue.create_skill(slug="long-name", name=name)
+    assert refused.value.field == "name"
+    with pytest.raises(ValidationError) as refused:
+        await api_keys.create_api_key(tenant.tenant_id, "k" * 90 + " pwd=Xk9m2", ["read"])
+    assert refused.value.field == "name"
+
+
+def test_changing_a_users_name_over_http_reports_the_redaction(api: Served, api_a: Tenant) -> None:
+    with httpx.Client(base_url=api.base, headers=api_a.headers()) as client:
+        response = client.patch(
+            f"/v1/users/{api_a.rows.user_id}", json={"name": f"Ann {SECRET}"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["redactions"] == {"github_token": 1}
+    assert response.json()["row"]["name"] == "Ann [REDACTED:github_token]"
