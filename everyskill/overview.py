@@ -7,16 +7,23 @@ Contract
   fix: ``days`` one of :data:`PERIODS` (default 30), ``tenant`` a tenant's
   id or empty for all, ``zone`` one of :data:`TIME_ZONES` (default UTC).
   The period is the last ``days`` whole days in that zone, today included.
-- :func:`overview` reads the hourly rollups (``usage_hourly``,
-  ``feedback_hourly``; see the migration ``2026-12-07T04:10``), never the
+- :func:`overview` reads rollups that PostgreSQL keeps exact, never the
   raw tables but for the ten most recent benchmark runs (an index scan), so
   that its cost depends on the period, tenants, skills and models, not on
   how many measurements or feedback items there are. Days are the days of
-  the chosen zone: every zone offered has whole-hour offsets at every date
-  (summer time included), so a day is a union of whole UTC hours and the
+  the chosen zone. For UTC (the default) it reads the daily rollups
+  (``usage_daily_models`` for cost, tokens and calls per day and model,
+  ``usage_daily_skills`` for the top skills, ``feedback_daily``; see the
+  migration ``2026-12-07T04:40``): a row per day and tenant and model, or
+  skill. For another zone it reads the hourly rollups (``usage_hourly``,
+  ``feedback_hourly``; migration ``2026-12-07T04:10``), 24 rows where UTC
+  reads one: every zone offered has whole-hour offsets at every date
+  (summer time included), so its day is a union of whole UTC hours and the
   figures are exact. Zones with :30 or :45 offsets (Asia/Kolkata,
   Asia/Kathmandu, Australia/Adelaide, America/St_Johns) are not offered:
   they would need 15-minute buckets, four times the rows on every read.
+  The review queue (pending feedback of all time, whatever the zone) reads
+  ``feedback_daily``. :func:`source_of` says which rollups a query reads.
 - Money stays in microcents (1e-8 USD) in the figures; :func:`dollars`
   writes it for people: ``$0.0244``, and ``unpriced`` when no call of the
   group had a cost (NULL costs are unknown prices, never $0). A sum over
@@ -46,6 +53,8 @@ from piccolo.querystring import QueryString
 from everyskill.errors import NotFoundError, ValidationError
 
 __all__ = [
+    "DAILY",
+    "HOURLY",
     "DEFAULT_DAYS",
     "PERIODS",
     "TIME_ZONES",
@@ -57,6 +66,7 @@ __all__ = [
     "overview",
     "overview_query",
     "run_comparison",
+    "source_of",
 ]
 
 #: The periods the page offers, in days.
@@ -180,50 +190,99 @@ async def _rows(sql: str, *args: Any) -> list[dict[str, Any]]:
     return rows
 
 
-# The rollups' rows of the period, for one tenant or all ({tenant}).
+# What a query reads: the daily rollups for UTC days, the hourly ones for the
+# days of another zone. {day}: a row's day; {lo}, {hi}: its bounds, as dates
+# (UTC days) or instants (local midnights); {usage}, {skills}, {feedback}: the
+# tables. The other placeholders are the query's arguments ({} in order: the
+# zone where {day} names it, the bounds, the tenant twice).
+@dataclass(frozen=True)
+class _Source:
+    usage: str
+    skills: str
+    feedback: str
+    day: str
+    bucket: str
+
+
+DAILY = _Source(
+    usage="usage_daily_models", skills="usage_daily_skills", feedback="feedback_daily",
+    day="{alias}.day", bucket="day",
+)
+HOURLY = _Source(
+    usage="usage_hourly", skills="usage_hourly", feedback="feedback_hourly",
+    day="({alias}.hour_start AT TIME ZONE {{}})::date", bucket="hour_start",
+)
+
 USAGE_BY_DAY = """
-SELECT (u.hour_start AT TIME ZONE {}) ::date AS day, u.model_name,
+SELECT {u_day} AS day, u.model_name,
        sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
        CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents,
        sum(u.input_tokens)::bigint AS input_tokens, sum(u.output_tokens)::bigint AS output_tokens,
        sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
        sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
        sum(u.total_tokens)::bigint AS total_tokens
-  FROM usage_hourly u
- WHERE u.hour_start >= {} AND u.hour_start < {} AND ({}::text IS NULL OR u.tenant_id = {})
+  FROM {usage} u
+ WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}} AND ({{}}::text IS NULL OR u.tenant_id = {{}})
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 TOP_SKILLS = """
 SELECT u.tenant_id, t.name AS tenant_name, u.skill_id, s.name AS skill_name,
        sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
        CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents
-  FROM usage_hourly u
+  FROM {skills} u
   JOIN skills s ON s.id = u.skill_id
   JOIN tenants t ON t.id = u.tenant_id
- WHERE u.hour_start >= {} AND u.hour_start < {} AND ({}::text IS NULL OR u.tenant_id = {})
+ WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}} AND ({{}}::text IS NULL OR u.tenant_id = {{}})
  GROUP BY 1, 2, 3, 4
  ORDER BY sum(u.cost_microcents) DESC, sum(u.calls) DESC, 3 LIMIT 10
 """
 FEEDBACK_BY_DAY = """
-SELECT (f.hour_start AT TIME ZONE {})::date AS day, f.feedback_type, sum(f.items)::bigint AS items
-  FROM feedback_hourly f
- WHERE f.hour_start >= {} AND f.hour_start < {} AND ({}::text IS NULL OR f.tenant_id = {})
+SELECT {f_day} AS day, f.feedback_type, sum(f.items)::bigint AS items
+  FROM {feedback} f
+ WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}} AND ({{}}::text IS NULL OR f.tenant_id = {{}})
    AND f.status <> 'dismissed'
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 POSITIVE_SHARE = """
-SELECT (f.hour_start AT TIME ZONE {})::date AS day, f.skill_id, s.name AS skill_name,
+SELECT {f_day} AS day, f.skill_id, s.name AS skill_name,
        coalesce(sum(f.items) FILTER (WHERE f.feedback_type = 'thumbs_up'), 0)::bigint AS up,
        sum(f.items)::bigint AS thumbs
-  FROM feedback_hourly f JOIN skills s ON s.id = f.skill_id
- WHERE f.hour_start >= {} AND f.hour_start < {} AND ({}::text IS NULL OR f.tenant_id = {})
+  FROM {feedback} f JOIN skills s ON s.id = f.skill_id
+ WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}} AND ({{}}::text IS NULL OR f.tenant_id = {{}})
    AND f.status <> 'dismissed' AND f.feedback_type IN ('thumbs_up', 'thumbs_down')
  GROUP BY 1, 2, 3 ORDER BY 1, 3, 2
 """
+
+
+def _sql(template: str, source: _Source) -> str:
+    return template.format(
+        u_day=source.day.format(alias="u"),
+        f_day=source.day.format(alias="f"),
+        usage=source.usage,
+        skills=source.skills,
+        feedback=source.feedback,
+        bucket=source.bucket,
+    )
+
+
+#: The page's queries of a period, for each source.
+QUERIES = {
+    source: {
+        name: _sql(template, source)
+        for name, template in (
+            ("usage", USAGE_BY_DAY),
+            ("top_skills", TOP_SKILLS),
+            ("feedback", FEEDBACK_BY_DAY),
+            ("positive_share", POSITIVE_SHARE),
+        )
+    }
+    for source in (DAILY, HOURLY)
+}
+# Pending feedback of all time, whatever the zone: the daily rollup's pending rows.
 REVIEW_QUEUE = """
 SELECT f.tenant_id, t.name AS tenant_name, f.skill_id, s.name AS skill_name,
        sum(f.items)::bigint AS pending
-  FROM feedback_hourly f
+  FROM feedback_daily f
   JOIN skills s ON s.id = f.skill_id
   JOIN tenants t ON t.id = f.tenant_id
  WHERE f.status = 'pending' AND ({}::text IS NULL OR f.tenant_id = {})
@@ -248,17 +307,31 @@ async def overview(query: OverviewQuery) -> Overview:
     tenants = await _rows("SELECT id, name FROM tenants ORDER BY name, id")
     if tenant is not None and tenant not in {row["id"] for row in tenants}:
         raise ValidationError([("tenant", "is no tenant's id: choose one from the list, or all")])
-    period = (query.zone, start, end, tenant, tenant)
+    source = source_of(query)
+    queries = QUERIES[source]
+    if source is DAILY:
+        # UTC days: the dates themselves, [first day, the day after today).
+        bounds: tuple[Any, ...] = (query.first_day, query.today + timedelta(days=1))
+        by_day: tuple[Any, ...] = (*bounds, tenant, tenant)
+    else:
+        bounds = (start, end)
+        by_day = (query.zone, *bounds, tenant, tenant)
+    period = (*bounds, tenant, tenant)
     return Overview(
         query=query,
         tenants=tenants,
-        usage=await _rows(USAGE_BY_DAY, *period),
-        top_skills=await _rows(TOP_SKILLS, start, end, tenant, tenant),
-        feedback=await _rows(FEEDBACK_BY_DAY, *period),
-        positive_share=await _rows(POSITIVE_SHARE, *period),
+        usage=await _rows(queries["usage"], *by_day),
+        top_skills=await _rows(queries["top_skills"], *period),
+        feedback=await _rows(queries["feedback"], *by_day),
+        positive_share=await _rows(queries["positive_share"], *by_day),
         review_queue=await _rows(REVIEW_QUEUE, tenant, tenant),
         recent_runs=await _rows(RECENT_RUNS, tenant, tenant),
     )
+
+
+def source_of(query: OverviewQuery) -> _Source:
+    """The rollups ``query`` reads: the daily ones for UTC, the hourly ones otherwise."""
+    return DAILY if query.zone == "UTC" else HOURLY
 
 
 @dataclass(frozen=True)
