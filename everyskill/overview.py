@@ -225,16 +225,21 @@ SELECT {u_day} AS day, u.model_name,
  WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}} AND ({{}}::text IS NULL OR u.tenant_id = {{}})
  GROUP BY 1, 2 ORDER BY 1, 2
 """
+# The ten skills first, by their ids; their names then (ten lookups).
 TOP_SKILLS = """
-SELECT u.tenant_id, t.name AS tenant_name, u.skill_id, s.name AS skill_name,
-       sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
-       CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents
-  FROM {skills} u
-  JOIN skills s ON s.id = u.skill_id
-  JOIN tenants t ON t.id = u.tenant_id
- WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}} AND ({{}}::text IS NULL OR u.tenant_id = {{}})
- GROUP BY 1, 2, 3, 4
- ORDER BY sum(u.cost_microcents) DESC, sum(u.calls) DESC, 3 LIMIT 10
+SELECT top.tenant_id, t.name AS tenant_name, top.skill_id, s.name AS skill_name,
+       top.calls, top.costed_calls,
+       CASE WHEN top.costed_calls > 0 THEN top.cost END AS cost_microcents
+  FROM (SELECT u.tenant_id, u.skill_id, sum(u.calls)::bigint AS calls,
+               sum(u.costed_calls)::bigint AS costed_calls, sum(u.cost_microcents)::bigint AS cost
+          FROM {skills} u
+         WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}
+           AND ({{}}::text IS NULL OR u.tenant_id = {{}})
+         GROUP BY 1, 2
+         ORDER BY 5 DESC, 3 DESC, 2 LIMIT 10) AS top
+  JOIN skills s ON s.id = top.skill_id
+  JOIN tenants t ON t.id = top.tenant_id
+ ORDER BY top.cost DESC, top.calls DESC, top.skill_id
 """
 FEEDBACK_BY_DAY = """
 SELECT {f_day} AS day, f.feedback_type, sum(f.items)::bigint AS items
