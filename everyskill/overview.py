@@ -191,10 +191,14 @@ async def _rows(sql: str, *args: Any) -> list[dict[str, Any]]:
 
 
 # What a query reads: the daily rollups for UTC days, the hourly ones for the
-# days of another zone. {day}: a row's day; {lo}, {hi}: its bounds, as dates
-# (UTC days) or instants (local midnights); {usage}, {skills}, {feedback}: the
-# tables. The other placeholders are the query's arguments ({} in order: the
-# zone where {day} names it, the bounds, the tenant twice).
+# days of another zone. In the templates, {day} is a row's day, {bucket} the
+# column its bounds apply to (dates for UTC days, instants for local
+# midnights), {usage}, {skills} and {feedback} the tables, {tenant} the
+# tenant's condition: none for all tenants, so that each query has a plan
+# of its own for each case (one query for both, "$n IS NULL OR tenant_id =
+# $n", gets a generic plan that reads the whole rollup). The {} left are the
+# query's arguments, in order: the zone where {day} names it, the bounds,
+# the tenant.
 @dataclass(frozen=True)
 class _Source:
     usage: str
@@ -222,7 +226,7 @@ SELECT {u_day} AS day, u.model_name,
        sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
        sum(u.total_tokens)::bigint AS total_tokens
   FROM {usage} u
- WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}} AND ({{}}::text IS NULL OR u.tenant_id = {{}})
+ WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}{tenant_u}
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 # The ten skills first, by their ids; their names then (ten lookups).
@@ -233,8 +237,7 @@ SELECT top.tenant_id, t.name AS tenant_name, top.skill_id, s.name AS skill_name,
   FROM (SELECT u.tenant_id, u.skill_id, sum(u.calls)::bigint AS calls,
                sum(u.costed_calls)::bigint AS costed_calls, sum(u.cost_microcents)::bigint AS cost
           FROM {skills} u
-         WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}
-           AND ({{}}::text IS NULL OR u.tenant_id = {{}})
+         WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}{tenant_u}
          GROUP BY 1, 2
          ORDER BY 5 DESC, 3 DESC, 2 LIMIT 10) AS top
   JOIN skills s ON s.id = top.skill_id
@@ -244,7 +247,7 @@ SELECT top.tenant_id, t.name AS tenant_name, top.skill_id, s.name AS skill_name,
 FEEDBACK_BY_DAY = """
 SELECT {f_day} AS day, f.feedback_type, sum(f.items)::bigint AS items
   FROM {feedback} f
- WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}} AND ({{}}::text IS NULL OR f.tenant_id = {{}})
+ WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}}{tenant_f}
    AND f.status <> 'dismissed'
  GROUP BY 1, 2 ORDER BY 1, 2
 """
@@ -253,36 +256,10 @@ SELECT {f_day} AS day, f.skill_id, s.name AS skill_name,
        coalesce(sum(f.items) FILTER (WHERE f.feedback_type = 'thumbs_up'), 0)::bigint AS up,
        sum(f.items)::bigint AS thumbs
   FROM {feedback} f JOIN skills s ON s.id = f.skill_id
- WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}} AND ({{}}::text IS NULL OR f.tenant_id = {{}})
+ WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}}{tenant_f}
    AND f.status <> 'dismissed' AND f.feedback_type IN ('thumbs_up', 'thumbs_down')
  GROUP BY 1, 2, 3 ORDER BY 1, 3, 2
 """
-
-
-def _sql(template: str, source: _Source) -> str:
-    return template.format(
-        u_day=source.day.format(alias="u"),
-        f_day=source.day.format(alias="f"),
-        usage=source.usage,
-        skills=source.skills,
-        feedback=source.feedback,
-        bucket=source.bucket,
-    )
-
-
-#: The page's queries of a period, for each source.
-QUERIES = {
-    source: {
-        name: _sql(template, source)
-        for name, template in (
-            ("usage", USAGE_BY_DAY),
-            ("top_skills", TOP_SKILLS),
-            ("feedback", FEEDBACK_BY_DAY),
-            ("positive_share", POSITIVE_SHARE),
-        )
-    }
-    for source in (DAILY, HOURLY)
-}
 # Pending feedback of all time, whatever the zone: the daily rollup's pending rows.
 REVIEW_QUEUE = """
 SELECT f.tenant_id, t.name AS tenant_name, f.skill_id, s.name AS skill_name,
@@ -290,7 +267,7 @@ SELECT f.tenant_id, t.name AS tenant_name, f.skill_id, s.name AS skill_name,
   FROM feedback_daily f
   JOIN skills s ON s.id = f.skill_id
   JOIN tenants t ON t.id = f.tenant_id
- WHERE f.status = 'pending' AND ({}::text IS NULL OR f.tenant_id = {})
+ WHERE f.status = 'pending'{tenant_f}
  GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC, 2, 4
 """
 RECENT_RUNS = """
@@ -300,9 +277,42 @@ SELECT r.id, r.tenant_id, t.name AS tenant_name, s.name AS skill_name, r.status,
   FROM benchmark_runs r
   JOIN skills s ON s.id = r.skill_id
   JOIN tenants t ON t.id = r.tenant_id
- WHERE ({}::text IS NULL OR r.tenant_id = {})
+ WHERE true{tenant_r}
  ORDER BY r.created_at DESC, r.id DESC LIMIT 10
 """
+TEMPLATES = {
+    "usage": USAGE_BY_DAY,
+    "top_skills": TOP_SKILLS,
+    "feedback": FEEDBACK_BY_DAY,
+    "positive_share": POSITIVE_SHARE,
+    "review_queue": REVIEW_QUEUE,
+    "recent_runs": RECENT_RUNS,
+}
+
+
+def _sql(template: str, source: _Source, one_tenant: bool) -> str:
+    return template.format(
+        u_day=source.day.format(alias="u"),
+        f_day=source.day.format(alias="f"),
+        usage=source.usage,
+        skills=source.skills,
+        feedback=source.feedback,
+        bucket=source.bucket,
+        **{
+            f"tenant_{alias}": f" AND {alias}.tenant_id = {{}}" if one_tenant else ""
+            for alias in "ufr"
+        },
+    )
+
+
+#: The page's queries, for each source, for one tenant (True) or all.
+QUERIES = {
+    (source, one_tenant): {
+        name: _sql(template, source, one_tenant) for name, template in TEMPLATES.items()
+    }
+    for source in (DAILY, HOURLY)
+    for one_tenant in (True, False)
+}
 
 
 async def overview(query: OverviewQuery) -> Overview:
@@ -313,15 +323,15 @@ async def overview(query: OverviewQuery) -> Overview:
     if tenant is not None and tenant not in {row["id"] for row in tenants}:
         raise ValidationError([("tenant", "is no tenant's id: choose one from the list, or all")])
     source = source_of(query)
-    queries = QUERIES[source]
+    queries = QUERIES[source, tenant is not None]
+    chosen: tuple[Any, ...] = () if tenant is None else (tenant,)
     if source is DAILY:
         # UTC days: the dates themselves, [first day, the day after today).
-        bounds: tuple[Any, ...] = (query.first_day, query.today + timedelta(days=1))
-        by_day: tuple[Any, ...] = (*bounds, tenant, tenant)
+        period: tuple[Any, ...] = (query.first_day, query.today + timedelta(days=1), *chosen)
+        by_day = period
     else:
-        bounds = (start, end)
-        by_day = (query.zone, *bounds, tenant, tenant)
-    period = (*bounds, tenant, tenant)
+        period = (start, end, *chosen)
+        by_day = (query.zone, *period)
     return Overview(
         query=query,
         tenants=tenants,
@@ -329,8 +339,8 @@ async def overview(query: OverviewQuery) -> Overview:
         top_skills=await _rows(queries["top_skills"], *period),
         feedback=await _rows(queries["feedback"], *by_day),
         positive_share=await _rows(queries["positive_share"], *by_day),
-        review_queue=await _rows(REVIEW_QUEUE, tenant, tenant),
-        recent_runs=await _rows(RECENT_RUNS, tenant, tenant),
+        review_queue=await _rows(queries["review_queue"], *chosen),
+        recent_runs=await _rows(queries["recent_runs"], *chosen),
     )
 
 
