@@ -243,10 +243,19 @@ async def test_every_kind_of_write_keeps_both_rollups_exact(
         skill,
     )
     await assert_exact(owner)
-    # An update that changes no measure writes no rollup row.
+    # An update that changes no measure writes no rollup row (their row
+    # versions stay as they were).
+    versions = (
+        "SELECT array_agg(xmin::text ORDER BY ctid) FROM {} WHERE tenant_id = $1"
+    )
+    usage_tables = ("usage_hourly", "usage_daily", "usage_daily_models", "usage_daily_skills")
+    before = [await owner.fetchval(versions.format(table), tenant.tenant_id) for table in usage_tables]
     await owner.execute(
         "UPDATE token_measurements SET latency_ms = 5 WHERE skill_id = $1", skill
     )
+    assert [
+        await owner.fetchval(versions.format(table), tenant.tenant_id) for table in usage_tables
+    ] == before
     await assert_exact(owner)
 
     # Deletes, down to nothing: emptied rollup rows go.
