@@ -7,16 +7,23 @@ Contract
   fix: ``days`` one of :data:`PERIODS` (default 30), ``tenant`` a tenant's
   id or empty for all, ``zone`` one of :data:`TIME_ZONES` (default UTC).
   The period is the last ``days`` whole days in that zone, today included.
-- :func:`overview` reads the hourly rollups (``usage_hourly``,
-  ``feedback_hourly``; see the migration ``2026-12-07T04:10``), never the
+- :func:`overview` reads rollups that PostgreSQL keeps exact, never the
   raw tables but for the ten most recent benchmark runs (an index scan), so
   that its cost depends on the period, tenants, skills and models, not on
   how many measurements or feedback items there are. Days are the days of
-  the chosen zone: every zone offered has whole-hour offsets at every date
-  (summer time included), so a day is a union of whole UTC hours and the
+  the chosen zone. For UTC (the default) it reads the daily rollups
+  (``usage_daily_models`` for cost, tokens and calls per day and model,
+  ``usage_daily_skills`` for the top skills, ``feedback_daily``; see the
+  migration ``2026-12-07T04:40``): a row per day and tenant and model, or
+  skill. For another zone it reads the hourly rollups (``usage_hourly``,
+  ``feedback_hourly``; migration ``2026-12-07T04:10``), 24 rows where UTC
+  reads one: every zone offered has whole-hour offsets at every date
+  (summer time included), so its day is a union of whole UTC hours and the
   figures are exact. Zones with :30 or :45 offsets (Asia/Kolkata,
   Asia/Kathmandu, Australia/Adelaide, America/St_Johns) are not offered:
   they would need 15-minute buckets, four times the rows on every read.
+  The review queue (pending feedback of all time, whatever the zone) reads
+  ``feedback_daily``. :func:`source_of` says which rollups a query reads.
 - Money stays in microcents (1e-8 USD) in the figures; :func:`dollars`
   writes it for people: ``$0.0244``, and ``unpriced`` when no call of the
   group had a cost (NULL costs are unknown prices, never $0). A sum over
@@ -46,6 +53,8 @@ from piccolo.querystring import QueryString
 from everyskill.errors import NotFoundError, ValidationError
 
 __all__ = [
+    "DAILY",
+    "HOURLY",
     "DEFAULT_DAYS",
     "PERIODS",
     "TIME_ZONES",
@@ -57,6 +66,7 @@ __all__ = [
     "overview",
     "overview_query",
     "run_comparison",
+    "source_of",
 ]
 
 #: The periods the page offers, in days.
@@ -180,53 +190,84 @@ async def _rows(sql: str, *args: Any) -> list[dict[str, Any]]:
     return rows
 
 
-# The rollups' rows of the period, for one tenant or all ({tenant}).
+# What a query reads: the daily rollups for UTC days, the hourly ones for the
+# days of another zone. In the templates, {day} is a row's day, {bucket} the
+# column its bounds apply to (dates for UTC days, instants for local
+# midnights), {usage}, {skills} and {feedback} the tables, {tenant} the
+# tenant's condition: none for all tenants, so that each query has a plan
+# of its own for each case (one query for both, "$n IS NULL OR tenant_id =
+# $n", gets a generic plan that reads the whole rollup). The {} left are the
+# query's arguments, in order: the zone where {day} names it, the bounds,
+# the tenant.
+@dataclass(frozen=True)
+class _Source:
+    usage: str
+    skills: str
+    feedback: str
+    day: str
+    bucket: str
+
+
+DAILY = _Source(
+    usage="usage_daily_models", skills="usage_daily_skills", feedback="feedback_daily",
+    day="{alias}.day", bucket="day",
+)
+HOURLY = _Source(
+    usage="usage_hourly", skills="usage_hourly", feedback="feedback_hourly",
+    day="({alias}.hour_start AT TIME ZONE {{}})::date", bucket="hour_start",
+)
+
 USAGE_BY_DAY = """
-SELECT (u.hour_start AT TIME ZONE {}) ::date AS day, u.model_name,
+SELECT {u_day} AS day, u.model_name,
        sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
        CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents,
        sum(u.input_tokens)::bigint AS input_tokens, sum(u.output_tokens)::bigint AS output_tokens,
        sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
        sum(u.cache_write_tokens)::bigint AS cache_write_tokens,
        sum(u.total_tokens)::bigint AS total_tokens
-  FROM usage_hourly u
- WHERE u.hour_start >= {} AND u.hour_start < {} AND ({}::text IS NULL OR u.tenant_id = {})
+  FROM {usage} u
+ WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}{tenant_u}
  GROUP BY 1, 2 ORDER BY 1, 2
 """
+# The ten skills first, by their ids; their names then (ten lookups).
 TOP_SKILLS = """
-SELECT u.tenant_id, t.name AS tenant_name, u.skill_id, s.name AS skill_name,
-       sum(u.calls)::bigint AS calls, sum(u.costed_calls)::bigint AS costed_calls,
-       CASE WHEN sum(u.costed_calls) > 0 THEN sum(u.cost_microcents) END::bigint AS cost_microcents
-  FROM usage_hourly u
-  JOIN skills s ON s.id = u.skill_id
-  JOIN tenants t ON t.id = u.tenant_id
- WHERE u.hour_start >= {} AND u.hour_start < {} AND ({}::text IS NULL OR u.tenant_id = {})
- GROUP BY 1, 2, 3, 4
- ORDER BY sum(u.cost_microcents) DESC, sum(u.calls) DESC, 3 LIMIT 10
+SELECT top.tenant_id, t.name AS tenant_name, top.skill_id, s.name AS skill_name,
+       top.calls, top.costed_calls,
+       CASE WHEN top.costed_calls > 0 THEN top.cost END AS cost_microcents
+  FROM (SELECT u.tenant_id, u.skill_id, sum(u.calls)::bigint AS calls,
+               sum(u.costed_calls)::bigint AS costed_calls, sum(u.cost_microcents)::bigint AS cost
+          FROM {skills} u
+         WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}{tenant_u}
+         GROUP BY 1, 2
+         ORDER BY 5 DESC, 3 DESC, 2 LIMIT 10) AS top
+  JOIN skills s ON s.id = top.skill_id
+  JOIN tenants t ON t.id = top.tenant_id
+ ORDER BY top.cost DESC, top.calls DESC, top.skill_id
 """
 FEEDBACK_BY_DAY = """
-SELECT (f.hour_start AT TIME ZONE {})::date AS day, f.feedback_type, sum(f.items)::bigint AS items
-  FROM feedback_hourly f
- WHERE f.hour_start >= {} AND f.hour_start < {} AND ({}::text IS NULL OR f.tenant_id = {})
+SELECT {f_day} AS day, f.feedback_type, sum(f.items)::bigint AS items
+  FROM {feedback} f
+ WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}}{tenant_f}
    AND f.status <> 'dismissed'
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 POSITIVE_SHARE = """
-SELECT (f.hour_start AT TIME ZONE {})::date AS day, f.skill_id, s.name AS skill_name,
+SELECT {f_day} AS day, f.skill_id, s.name AS skill_name,
        coalesce(sum(f.items) FILTER (WHERE f.feedback_type = 'thumbs_up'), 0)::bigint AS up,
        sum(f.items)::bigint AS thumbs
-  FROM feedback_hourly f JOIN skills s ON s.id = f.skill_id
- WHERE f.hour_start >= {} AND f.hour_start < {} AND ({}::text IS NULL OR f.tenant_id = {})
+  FROM {feedback} f JOIN skills s ON s.id = f.skill_id
+ WHERE f.{bucket} >= {{}} AND f.{bucket} < {{}}{tenant_f}
    AND f.status <> 'dismissed' AND f.feedback_type IN ('thumbs_up', 'thumbs_down')
  GROUP BY 1, 2, 3 ORDER BY 1, 3, 2
 """
+# Pending feedback of all time, whatever the zone: the daily rollup's pending rows.
 REVIEW_QUEUE = """
 SELECT f.tenant_id, t.name AS tenant_name, f.skill_id, s.name AS skill_name,
        sum(f.items)::bigint AS pending
-  FROM feedback_hourly f
+  FROM feedback_daily f
   JOIN skills s ON s.id = f.skill_id
   JOIN tenants t ON t.id = f.tenant_id
- WHERE f.status = 'pending' AND ({}::text IS NULL OR f.tenant_id = {})
+ WHERE f.status = 'pending'{tenant_f}
  GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC, 2, 4
 """
 RECENT_RUNS = """
@@ -236,9 +277,42 @@ SELECT r.id, r.tenant_id, t.name AS tenant_name, s.name AS skill_name, r.status,
   FROM benchmark_runs r
   JOIN skills s ON s.id = r.skill_id
   JOIN tenants t ON t.id = r.tenant_id
- WHERE ({}::text IS NULL OR r.tenant_id = {})
+ WHERE true{tenant_r}
  ORDER BY r.created_at DESC, r.id DESC LIMIT 10
 """
+TEMPLATES = {
+    "usage": USAGE_BY_DAY,
+    "top_skills": TOP_SKILLS,
+    "feedback": FEEDBACK_BY_DAY,
+    "positive_share": POSITIVE_SHARE,
+    "review_queue": REVIEW_QUEUE,
+    "recent_runs": RECENT_RUNS,
+}
+
+
+def _sql(template: str, source: _Source, one_tenant: bool) -> str:
+    return template.format(
+        u_day=source.day.format(alias="u"),
+        f_day=source.day.format(alias="f"),
+        usage=source.usage,
+        skills=source.skills,
+        feedback=source.feedback,
+        bucket=source.bucket,
+        **{
+            f"tenant_{alias}": f" AND {alias}.tenant_id = {{}}" if one_tenant else ""
+            for alias in "ufr"
+        },
+    )
+
+
+#: The page's queries, for each source, for one tenant (True) or all.
+QUERIES = {
+    (source, one_tenant): {
+        name: _sql(template, source, one_tenant) for name, template in TEMPLATES.items()
+    }
+    for source in (DAILY, HOURLY)
+    for one_tenant in (True, False)
+}
 
 
 async def overview(query: OverviewQuery) -> Overview:
@@ -248,17 +322,31 @@ async def overview(query: OverviewQuery) -> Overview:
     tenants = await _rows("SELECT id, name FROM tenants ORDER BY name, id")
     if tenant is not None and tenant not in {row["id"] for row in tenants}:
         raise ValidationError([("tenant", "is no tenant's id: choose one from the list, or all")])
-    period = (query.zone, start, end, tenant, tenant)
+    source = source_of(query)
+    queries = QUERIES[source, tenant is not None]
+    chosen: tuple[Any, ...] = () if tenant is None else (tenant,)
+    if source is DAILY:
+        # UTC days: the dates themselves, [first day, the day after today).
+        period: tuple[Any, ...] = (query.first_day, query.today + timedelta(days=1), *chosen)
+        by_day = period
+    else:
+        period = (start, end, *chosen)
+        by_day = (query.zone, *period)
     return Overview(
         query=query,
         tenants=tenants,
-        usage=await _rows(USAGE_BY_DAY, *period),
-        top_skills=await _rows(TOP_SKILLS, start, end, tenant, tenant),
-        feedback=await _rows(FEEDBACK_BY_DAY, *period),
-        positive_share=await _rows(POSITIVE_SHARE, *period),
-        review_queue=await _rows(REVIEW_QUEUE, tenant, tenant),
-        recent_runs=await _rows(RECENT_RUNS, tenant, tenant),
+        usage=await _rows(queries["usage"], *by_day),
+        top_skills=await _rows(queries["top_skills"], *period),
+        feedback=await _rows(queries["feedback"], *by_day),
+        positive_share=await _rows(queries["positive_share"], *by_day),
+        review_queue=await _rows(queries["review_queue"], *chosen),
+        recent_runs=await _rows(queries["recent_runs"], *chosen),
     )
+
+
+def source_of(query: OverviewQuery) -> _Source:
+    """The rollups ``query`` reads: the daily ones for UTC, the hourly ones otherwise."""
+    return DAILY if query.zone == "UTC" else HOURLY
 
 
 @dataclass(frozen=True)

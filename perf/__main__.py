@@ -100,7 +100,7 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         run_completion,
         single_feedback,
     )
-    from perf.data import add_measurements, make_catalogue
+    from perf.data import SPAN_SECONDS, add_measurements, make_catalogue
     from perf.served import RssWatch, served_main, staff_client
 
     # The query API's engine (everyskill_api), started as an application
@@ -119,9 +119,15 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
     load_at_start = os.getloadavg()[0]
     try:
         context = Context(url, owner, await make_catalogue(owner), scale)
-        await add_measurements(owner, context.catalogue, scale.small_measurements)
+        # Spread over the 90 days, as the overview's big size will be (see
+        # perf.overview): its small size is the run's first data.
+        await add_measurements(
+            owner,
+            context.catalogue,
+            scale.small_measurements,
+            step=SPAN_SECONDS / scale.small_measurements,
+        )
         await owner.execute("VACUUM ANALYZE")
-        # The overview's small size is the run's first data (small_measurements).
         _say(f"the overview at {scale.small_measurements:,} measurements")
         overview_small = await overview.reads(context, scale.overview_reads)
         with served_main(url) as served:

@@ -126,14 +126,25 @@ async def add_feedback(owner: asyncpg.Connection, tenant_id: str, skill_id: str,
     )
 
 
+#: The span the measurements cover, in seconds: 90 days.
+SPAN_SECONDS = 90 * 24 * 3600
+
+
 async def add_measurements(
-    owner: asyncpg.Connection, catalogue: Catalogue, count: int, *, offset: int = 0
+    owner: asyncpg.Connection,
+    catalogue: Catalogue,
+    count: int,
+    *,
+    offset: int = 0,
+    step: float = 1.0,
 ) -> None:
     """``count`` measurements over every skill and model, in the last 90 days.
 
     The rows are numbers ``offset + 1`` to ``offset + count`` of one series
-    (row ``g`` is ``g`` seconds old, modulo 90 days): calls with the offsets
-    0, n, 2n, ... write what one call of all the rows would.
+    (row ``g`` is ``g * step`` seconds old, modulo 90 days): calls with the
+    offsets 0, n, 2n, ... write what one call of all the rows would. With
+    the default step (a second) a thousand rows fall in the last 17 minutes;
+    ``step = SPAN_SECONDS / count`` spreads ``count`` rows over the 90 days.
     """
     skills = catalogue.skills
     await owner.execute(
@@ -146,7 +157,7 @@ async def add_measurements(
                'anthropic', 1000 + g % 5000, 200 + g % 800,
                1200 + g % 5000 + g % 800, (1000 + g % 5000) * 3 + (200 + g % 800) * 15,
                300 + g % 4000, 'hook',
-               now() - (g % 7776000) * interval '1 second'
+               now() - mod((g * $6::float8)::numeric, 7776000)::float8 * interval '1 second'
           FROM generate_series($5::int + 1, $5::int + $4) AS g,
                LATERAL (SELECT (1 + (g::bigint * 7919) % cardinality($2::text[]))::int AS s) AS pick,
                LATERAL (SELECT $1::text[] AS tenants, $2::text[] AS skills,
@@ -157,6 +168,7 @@ async def add_measurements(
         list(MODELS),
         count,
         offset,
+        step,
     )
 
 

@@ -3,6 +3,8 @@ The overview's figures and a run's comparison, each compared with SQL over
 the raw tables: a dataset that spans time zones (rows next to local
 midnights, across Europe's and America's summer-time changes), two tenants,
 a model without a price (NULL costs), dismissed feedback and deleted rows.
+UTC days are read from the daily rollups, other zones' days from the hourly
+ones: the zones below cover both.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import asyncpg
 import pytest
 
 from everyskill.errors import NotFoundError, ValidationError
-from everyskill.overview import dollars, overview, overview_query, run_comparison
+from everyskill.overview import (
+    DAILY,
+    HOURLY,
+    dollars,
+    overview,
+    overview_query,
+    run_comparison,
+    source_of,
+)
 from tests.support import TenantRows, make_tenant
 
 NOW = datetime(2026, 3, 30, 12, 0, tzinfo=timezone.utc)
@@ -170,6 +180,14 @@ async def test_the_days_of_a_zone_are_not_utc_days(owner: asyncpg.Connection, en
         data = await overview(overview_query(days=7, tenant=tenant.tenant_id, zone=zone, now=NOW))
         days[zone] = [(row["day"].isoformat(), row["cost_microcents"]) for row in data.usage]
     assert days == {"UTC": [("2026-03-27", 2439840)], "Europe/Berlin": [("2026-03-28", 2439840)]}
+
+
+def test_utc_reads_the_daily_rollups_and_other_zones_the_hourly_ones() -> None:
+    assert source_of(overview_query(now=NOW)) is DAILY
+    assert [source_of(overview_query(zone=zone, now=NOW)) for zone in ZONES] == [
+        DAILY, HOURLY, HOURLY, HOURLY, HOURLY
+    ]
+    assert DAILY.usage == "usage_daily_models" and HOURLY.usage == "usage_hourly"
 
 
 def test_money_in_dollars() -> None:

@@ -1,8 +1,10 @@
 """
-The hourly rollups of the overview (``usage_hourly``, ``feedback_hourly``),
-maintained by PostgreSQL: after every kind of write, by any writer, and under
-concurrent writers, they hold exactly what a recount of the raw rows gives.
-The application's roles can neither read nor write them.
+The rollups of the overview, hourly (``usage_hourly``, ``feedback_hourly``)
+and daily (``usage_daily``, ``usage_daily_models``, ``usage_daily_skills``,
+``feedback_daily``), maintained by PostgreSQL: after every kind of write, by
+any writer, and under concurrent writers, they hold exactly what a recount
+of the raw rows gives. The application's roles can neither read nor write
+them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from everyskill import usage
 from everyskill.tenancy import tenant_scope, tenant_transaction
-from tests.support import TenantRows, connected
+from tests.support import TenantRows, connected, make_tenant
 
 # The rollups recounted from the raw rows, written independently of the
 # migration: the hour is the UTC hour of created_at, whatever the session's
@@ -49,6 +51,46 @@ SELECT hour_start AT TIME ZONE 'UTC', tenant_id, skill_id, feedback_type, status
   FROM feedback_hourly ORDER BY 1, 2, 3, 4, 5
 """
 
+# The daily rollups recounted the same way: the day is the UTC date of
+# created_at; the narrow ones sum over the skills or over the models.
+USAGE_MEASURES = """count(*), count(estimated_cost_microcents),
+       coalesce(sum(estimated_cost_microcents), 0), coalesce(sum(input_tokens), 0),
+       coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0),
+       coalesce(sum(cache_write_tokens), 0), coalesce(sum(total_tokens), 0)"""
+STORED_MEASURES = """calls, costed_calls, cost_microcents, input_tokens, output_tokens,
+       cache_read_tokens, cache_write_tokens, total_tokens"""
+DAILY = [
+    (
+        f"SELECT (created_at AT TIME ZONE 'UTC')::date, tenant_id, skill_id, model_name,"
+        f" {USAGE_MEASURES} FROM token_measurements GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        f"SELECT day, tenant_id, skill_id, model_name, {STORED_MEASURES}"
+        " FROM usage_daily ORDER BY 1, 2, 3, 4",
+    ),
+    (
+        f"SELECT (created_at AT TIME ZONE 'UTC')::date, tenant_id, model_name,"
+        f" {USAGE_MEASURES} FROM token_measurements GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        f"SELECT day, tenant_id, model_name, {STORED_MEASURES}"
+        " FROM usage_daily_models ORDER BY 1, 2, 3",
+    ),
+    (
+        "SELECT (created_at AT TIME ZONE 'UTC')::date, tenant_id, skill_id, count(*),"
+        " count(estimated_cost_microcents), coalesce(sum(estimated_cost_microcents), 0)"
+        " FROM token_measurements GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        "SELECT day, tenant_id, skill_id, calls, costed_calls, cost_microcents"
+        " FROM usage_daily_skills ORDER BY 1, 2, 3",
+    ),
+    (
+        "SELECT (created_at AT TIME ZONE 'UTC')::date, tenant_id, skill_id, feedback_type,"
+        " status, count(*) FROM skill_feedback GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+        "SELECT day, tenant_id, skill_id, feedback_type, status, items"
+        " FROM feedback_daily ORDER BY 1, 2, 3, 4, 5",
+    ),
+]
+ROLLUP_TABLES = [
+    "usage_hourly", "feedback_hourly", "usage_daily", "usage_daily_models",
+    "usage_daily_skills", "feedback_daily",
+]
+
 T0 = datetime(
     2026, 3, 28, 21, 30, tzinfo=timezone.utc
 )  # the eve of Europe's summer time
@@ -62,13 +104,18 @@ MEASURE = (
 
 
 async def assert_exact(connection: asyncpg.Connection) -> tuple[int, int]:
-    """The rollups equal a recount; returns their row counts."""
+    """Every rollup, hourly and daily, equals a recount; returns the row
+    counts of the hourly ones."""
     usage_rows = [tuple(row) for row in await connection.fetch(USAGE_STORED)]
     assert usage_rows == [tuple(row) for row in await connection.fetch(USAGE_RECOUNT)]
     feedback_rows = [tuple(row) for row in await connection.fetch(FEEDBACK_STORED)]
     assert feedback_rows == [
         tuple(row) for row in await connection.fetch(FEEDBACK_RECOUNT)
     ]
+    for recount, stored in DAILY:
+        assert [tuple(row) for row in await connection.fetch(stored)] == [
+            tuple(row) for row in await connection.fetch(recount)
+        ], stored
     return len(usage_rows), len(feedback_rows)
 
 
@@ -150,10 +197,39 @@ async def test_every_kind_of_write_keeps_both_rollups_exact(
         )
     await assert_exact(owner)
 
-    # Updates that move rows between skills, hours and models, and change costs.
+    # A backfill: rows of days long past, over a UTC midnight, some unpriced.
+    await owner.execute(
+        "INSERT INTO token_measurements (tenant_id, skill_id, model_name, input_tokens,"
+        " total_tokens, estimated_cost_microcents, created_at)"
+        " SELECT $1, $2, (ARRAY['gpt-4o', 'mystery-model'])[n % 2 + 1], n, n,"
+        "  CASE WHEN n % 2 = 0 THEN n * 3 END,"
+        "  $3::timestamptz - interval '40 days' + n * interval '41 minutes'"
+        " FROM generate_series(1, 60) AS n",
+        tenant.tenant_id,
+        other,
+        T0,
+    )
+    await assert_exact(owner)
+
+    # Updates that move rows between skills, hours, days, tenants and
+    # models, and change costs.
     await owner.execute(
         "UPDATE token_measurements SET skill_id = $2 WHERE id = $1", first, other
     )
+    await assert_exact(owner)
+    moved_to = await make_tenant(owner, "rollup-moved")
+    await owner.execute(
+        "UPDATE token_measurements SET tenant_id = $3, skill_id = $4,"
+        " created_at = created_at - interval '3 days'"
+        " WHERE tenant_id = $1 AND skill_id = $2 AND input_tokens % 4 = 0",
+        tenant.tenant_id,
+        other,
+        moved_to.tenant_id,
+        moved_to.skill_id,
+    )
+    assert await owner.fetchval(
+        "SELECT sum(calls) FROM usage_daily_skills WHERE skill_id = $1", moved_to.skill_id
+    ) > 1
     await assert_exact(owner)
     await owner.execute(
         "UPDATE token_measurements SET created_at = created_at + interval '1 day'"
@@ -167,16 +243,34 @@ async def test_every_kind_of_write_keeps_both_rollups_exact(
         skill,
     )
     await assert_exact(owner)
-    # An update that changes no measure writes no rollup row.
+    # An update that changes no measure writes no rollup row (their row
+    # versions stay as they were).
+    versions = (
+        "SELECT array_agg(xmin::text ORDER BY ctid) FROM {} WHERE tenant_id = $1"
+    )
+    usage_tables = ("usage_hourly", "usage_daily", "usage_daily_models", "usage_daily_skills")
+    before = [await owner.fetchval(versions.format(table), tenant.tenant_id) for table in usage_tables]
     await owner.execute(
         "UPDATE token_measurements SET latency_ms = 5 WHERE skill_id = $1", skill
     )
+    assert [
+        await owner.fetchval(versions.format(table), tenant.tenant_id) for table in usage_tables
+    ] == before
     await assert_exact(owner)
 
     # Deletes, down to nothing: emptied rollup rows go.
     await owner.execute("DELETE FROM token_measurements WHERE id = $1", first)
+    # It was the other skill's only call of that model, hour and day.
+    for table in ("usage_hourly", "usage_daily"):
+        assert not await owner.fetchval(
+            f"SELECT count(*) FROM {table} WHERE skill_id = $1"
+            " AND model_name = 'claude-sonnet-4-5'",
+            other,
+        )
     assert not await owner.fetchval(
-        "SELECT count(*) FROM usage_hourly WHERE skill_id = $1", other
+        "SELECT count(*) FROM usage_daily_skills WHERE skill_id = $1 AND day = $2",
+        other,
+        T0.date(),
     )
     await owner.execute(
         "DELETE FROM token_measurements WHERE skill_id = $1 AND total_tokens % 2 = 0",
@@ -239,7 +333,7 @@ async def test_every_kind_of_write_keeps_both_rollups_exact(
 
     # A skill deleted (by staff) takes its rows with it: the cascade counts.
     await owner.execute("DELETE FROM skills WHERE id = $1", other)
-    for table in ("usage_hourly", "feedback_hourly"):
+    for table in [table for table in ROLLUP_TABLES if table != "usage_daily_models"]:
         assert not await owner.fetchval(
             f"SELECT count(*) FROM {table} WHERE skill_id = $1", other
         )
@@ -265,14 +359,17 @@ async def test_truncate_empties_the_rollups(
     await assert_exact(owner)
 
 
-async def test_the_migration_recounts_existing_rows(
+HOURLY_MIGRATION = "piccolo_migrations.everyskill_2026_12_07t04_10_00_000000"
+DAILY_MIGRATION = "piccolo_migrations.everyskill_2026_12_07t04_40_00_000000"
+
+
+async def test_the_hourly_migration_recounts_existing_rows(
     owner: asyncpg.Connection, tenant: TenantRows
 ) -> None:
     """forwards on a database with rows (here: rollups emptied and spoiled by
     hand, triggers off) rebuilds both rollups from the rows, and is idempotent."""
-    migration = importlib.import_module(
-        "piccolo_migrations.everyskill_2026_12_07t04_10_00_000000"
-    )
+    migration = importlib.import_module(HOURLY_MIGRATION)
+    daily = importlib.import_module(DAILY_MIGRATION)
     await measure(owner, tenant, tenant.skill_id, "m", T0, 7)
     transaction = owner.transaction()
     await transaction.start()
@@ -281,13 +378,56 @@ async def test_the_migration_recounts_existing_rows(
         await owner.execute("UPDATE feedback_hourly SET items = items + 1")
         await owner.execute(migration.forwards_sql())
         await owner.execute(migration.forwards_sql())
+        # The daily migration, which comes after, puts back the functions
+        # that maintain the daily rollups too.
+        await owner.execute(daily.forwards_sql())
         assert (await assert_exact(owner))[0] > 0
-        # backwards removes it all; forwards brings it back, recounted.
+        # backwards (the daily migration's, then this one's) removes it all;
+        # forwards brings it back, recounted.
+        await owner.execute(daily.backwards_sql())
         await owner.execute(migration.backwards_sql())
         assert not await owner.fetchval(
             "SELECT to_regclass('usage_hourly') IS NOT NULL"
         )
         await measure(owner, tenant, tenant.skill_id, "m", T0, 9)
+        await owner.execute(migration.forwards_sql())
+        await owner.execute(daily.forwards_sql())
+        await assert_exact(owner)
+    finally:
+        await transaction.rollback()
+    await assert_exact(owner)
+
+
+async def test_the_daily_migration_recounts_existing_rows(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """The daily migration's forwards rebuilds the daily rollups from the
+    rows (here: emptied and spoiled by hand) and is idempotent; its
+    backwards drops them and leaves the hourly ones maintained."""
+    migration = importlib.import_module(DAILY_MIGRATION)
+    await measure(owner, tenant, tenant.skill_id, "m", T0, 7)
+    await measure(owner, tenant, tenant.skill_id, "m", T0 - timedelta(days=9), None)
+    transaction = owner.transaction()
+    await transaction.start()
+    try:
+        await owner.execute("DELETE FROM usage_daily")
+        await owner.execute("UPDATE usage_daily_models SET cost_microcents = cost_microcents + 1")
+        await owner.execute("DELETE FROM usage_daily_skills WHERE costed_calls = 0")
+        await owner.execute("UPDATE feedback_daily SET items = items + 1")
+        await owner.execute(migration.forwards_sql())
+        await owner.execute(migration.forwards_sql())
+        await assert_exact(owner)
+        assert await owner.fetchval("SELECT count(*) FROM usage_daily") > 0
+        await owner.execute(migration.backwards_sql())
+        await owner.execute(migration.backwards_sql())
+        for table in ("usage_daily", "usage_daily_models", "usage_daily_skills", "feedback_daily"):
+            assert not await owner.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+        # The hourly rollups are still maintained, by the functions of their migration.
+        await measure(owner, tenant, tenant.skill_id, "m", T0, 9)
+        await owner.execute("DELETE FROM token_measurements WHERE created_at < $1", T0)
+        assert [tuple(row) for row in await owner.fetch(USAGE_STORED)] == [
+            tuple(row) for row in await owner.fetch(USAGE_RECOUNT)
+        ]
         await owner.execute(migration.forwards_sql())
         await assert_exact(owner)
     finally:
@@ -300,14 +440,22 @@ async def test_the_application_can_neither_read_nor_write_the_rollups(
 ) -> None:
     await measure(owner, tenant, tenant.skill_id, "m", T0, 5)
     statements = [
-        "SELECT count(*) FROM usage_hourly",
-        "SELECT count(*) FROM feedback_hourly",
-        "UPDATE usage_hourly SET calls = calls + 1",
-        "DELETE FROM feedback_hourly",
+        statement
+        for table in ROLLUP_TABLES
+        for statement in (
+            f"SELECT count(*) FROM {table}",
+            f"DELETE FROM {table}",
+            f"TRUNCATE {table}",
+            f"UPDATE {table} SET tenant_id = tenant_id",
+        )
+    ] + [
         "INSERT INTO usage_hourly (hour_start, tenant_id, skill_id, model_name, calls,"
         " costed_calls, cost_microcents, input_tokens, output_tokens, cache_read_tokens,"
         " cache_write_tokens, total_tokens) VALUES (now(), 'x', 'x', 'x', 1, 0, 0, 0, 0, 0, 0, 0)",
-        "TRUNCATE usage_hourly",
+        "INSERT INTO usage_daily_skills (day, tenant_id, skill_id, calls, costed_calls,"
+        " cost_microcents) VALUES (current_date, 'x', 'x', 1, 0, 0)",
+        "INSERT INTO feedback_daily (day, tenant_id, skill_id, feedback_type, status, items)"
+        " VALUES (current_date, 'x', 'x', 'thumbs_up', 'pending', 1)",
     ]
     for statement in statements:
         # Inside its tenant's transaction, as everyskill_app ...
