@@ -604,6 +604,14 @@ class _ScopeTransaction(PostgresTransaction):
                 lost = isinstance(
                     error, (*_CONNECTION_ERRORS, asyncpg.InterfaceError)
                 ) and _lost(self.raw_connection)
+                if isinstance(error, asyncpg.InternalClientError):
+                    # A connection ended while idle in the pool may have read
+                    # the server's last message and not yet the end of its
+                    # socket: asyncpg then refuses the first query with this
+                    # ("another operation is in progress"). It is of no use:
+                    # ended here, the pool replaces it.
+                    self.raw_connection.terminate()
+                    lost = True
                 await self._release()
                 if not lost:
                     raise

@@ -9,7 +9,8 @@ ones: the zones below cover both.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import random
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -248,3 +249,77 @@ async def test_a_run_comparison_equals_sql_over_its_results(
     assert [m.avg_cost_microcents for m in comparison.models if m.model_name == "gpt-4o"] == [None]
     with pytest.raises(NotFoundError):
         await run_comparison("no-such-run")
+
+
+async def test_a_day_begins_and_ends_at_its_midnights(
+    owner: asyncpg.Connection, engine: object
+) -> None:
+    """The period's first and last instants are in, the ones just outside
+    are not, written in a session whose TimeZone is not UTC."""
+    rows = await make_tenant(owner, "midnights")
+    await owner.execute("DELETE FROM token_measurements WHERE tenant_id = $1", rows.tenant_id)
+    now = datetime(2026, 3, 30, 23, 59, 59, tzinfo=timezone.utc)
+    query = overview_query(days=7, tenant=rows.tenant_id, now=now)
+    stamps = [
+        datetime(2026, 3, 24, 0, 0, tzinfo=timezone.utc),  # the first day's midnight: in
+        datetime(2026, 3, 23, 23, 59, 59, 999000, tzinfo=timezone.utc),  # before it: out
+        datetime(2026, 3, 30, 23, 59, 59, 999000, tzinfo=timezone.utc),  # today's last: in
+        datetime(2026, 3, 31, 0, 0, tzinfo=timezone.utc),  # tomorrow's midnight: out
+    ]
+    await owner.execute("SET TimeZone = 'America/Los_Angeles'")
+    try:
+        for number, stamp in enumerate(stamps):
+            await owner.execute(
+                "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
+                " estimated_cost_microcents, created_at) VALUES ($1, $2, 'm', $3, $4)",
+                rows.tenant_id, rows.skill_id, 10**number, stamp,
+            )
+    finally:
+        await owner.execute("RESET TimeZone")
+    data = await overview(query)
+    assert sorted((r["day"].isoformat(), r["cost_microcents"]) for r in data.usage) == [
+        ("2026-03-24", 1), ("2026-03-30", 100)
+    ]
+    assert [(r["skill_id"], r["cost_microcents"]) for r in data.top_skills] == [(rows.skill_id, 101)]
+
+
+RAW_TOP_SKILLS = """
+SELECT tenant_id, skill_id, count(*) AS calls, count(estimated_cost_microcents) AS costed,
+       sum(estimated_cost_microcents) AS cost
+  FROM token_measurements WHERE created_at >= $1 AND created_at < $2
+ GROUP BY 1, 2
+ ORDER BY coalesce(sum(estimated_cost_microcents), 0) DESC, count(*) DESC, skill_id LIMIT 10
+"""
+
+
+async def test_the_top_skills_of_all_tenants_are_ranked_as_sql_ranks_them(
+    owner: asyncpg.Connection, engine: object
+) -> None:
+    """Sixteen skills of two tenants, some unpriced: the ten that cost most,
+    in order, for UTC days and another zone's."""
+    rng = random.Random("top skills")
+    now = datetime(2031, 5, 10, 12, tzinfo=timezone.utc)  # a period no other test writes in
+    for label in ("rank-a", "rank-b"):
+        rows = await make_tenant(owner, label)
+        for number in range(8):
+            skill_id = await owner.fetchval(
+                "INSERT INTO skills (tenant_id, slug, name) VALUES ($1, $2, $2) RETURNING id",
+                rows.tenant_id, f"ranked-{number}",
+            )
+            for _ in range(rng.randrange(1, 6)):
+                await owner.execute(
+                    "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
+                    " estimated_cost_microcents, created_at) VALUES ($1, $2, 'm', $3, $4)",
+                    rows.tenant_id, skill_id, rng.choice([None, 0, 5, 5, 17]),
+                    now - timedelta(hours=rng.randrange(0, 200)),
+                )
+    for zone in ("UTC", "Asia/Tokyo"):
+        query = overview_query(days=7, zone=zone, now=now)
+        start, end = query.day_bounds()
+        data = await overview(query)
+        found = [
+            (r["tenant_id"], r["skill_id"], r["calls"], r["costed_calls"], r["cost_microcents"])
+            for r in data.top_skills
+        ]
+        expected = [tuple(r) for r in await owner.fetch(RAW_TOP_SKILLS, start, end)]
+        assert len(expected) == 10 and found == expected, zone
