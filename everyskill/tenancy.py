@@ -157,8 +157,12 @@ _CONNECTION_ERRORS = (
     asyncpg.TooManyConnectionsError,
 )
 # What a query on a lost connection raises, besides those: asyncpg's refusal
-# to use a closed connection (InterfaceError) or any other database error.
-_RAW_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# to use a closed connection (InterfaceError), its refusal to start a query
+# while it still reads the server's last message (InternalClientError,
+# "another operation is in progress"), or any other database error.
+_RAW_ERRORS = (
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError
+)
 
 
 def _lost(connection: asyncpg.Connection) -> bool:
