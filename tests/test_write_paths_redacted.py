@@ -731,7 +731,7 @@ async def test_an_http_write_stores_no_secret(
 ADMIN_TABLES = sorted({table for table, _ in FREE_TEXT} - set(ADMIN_READ_ONLY))
 
 
-async def _admin_row(table: str, rows: TenantRows, owner: asyncpg.Connection) -> str:
+async def _admin_row(table: str, rows: TenantRows) -> str:
     """A row of ``table`` the admin may write every free-text column of."""
     if table == "benchmark_runs":  # the error message is written when a run fails
         async with tenant_scope(rows.tenant_id):
@@ -758,7 +758,7 @@ async def _admin_columns(table: str, row_id: str, owner: asyncpg.Connection) -> 
 async def test_the_admin_stores_no_secret_on_edit(
     table_name: str, staff: Staff, tenant: TenantRows, owner: asyncpg.Connection
 ) -> None:
-    row_id = await _admin_row(table_name, tenant, owner)
+    row_id = await _admin_row(table_name, tenant)
     columns = await _admin_columns(table_name, row_id, owner)
     assert columns
     changes: dict[str, Any] = {c: _text(c) for c in columns}
