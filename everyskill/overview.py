@@ -13,9 +13,11 @@ Contract
   how many measurements or feedback items there are. Days are the days of
   the chosen zone. For UTC (the default) it reads the daily rollups
   (``usage_daily_models`` for cost, tokens and calls per day and model,
-  ``usage_daily_skills`` for the top skills, ``feedback_daily``; see the
-  migration ``2026-12-07T04:40``): a row per day and tenant and model, or
-  skill. For another zone it reads the hourly rollups (``usage_hourly``,
+  ``feedback_daily``; see the migration ``2026-12-07T04:40``): a row per
+  day and tenant and model, or skill; the top skills read the period's
+  whole weeks from ``usage_weekly_skills`` (migration ``2026-12-07T15:00``)
+  and its other days from ``usage_daily_skills`` (:func:`whole_weeks`).
+  For another zone it reads the hourly rollups (``usage_hourly``,
   ``feedback_hourly``; migration ``2026-12-07T04:10``), 24 rows where UTC
   reads one: every zone offered has whole-hour offsets at every date
   (summer time included), so its day is a union of whole UTC hours and the
@@ -67,6 +69,7 @@ __all__ = [
     "overview_query",
     "run_comparison",
     "source_of",
+    "whole_weeks",
 ]
 
 #: The periods the page offers, in days.
@@ -193,7 +196,8 @@ async def _rows(sql: str, *args: Any) -> list[dict[str, Any]]:
 # What a query reads: the daily rollups for UTC days, the hourly ones for the
 # days of another zone. In the templates, {day} is a row's day, {bucket} the
 # column its bounds apply to (dates for UTC days, instants for local
-# midnights), {usage}, {skills} and {feedback} the tables, {tenant} the
+# midnights), {usage} and {feedback} the tables, {skill_rows} the rows the
+# top skills add up (a source's own query, with its arguments), {tenant} the
 # tenant's condition: none for all tenants, so that each query has a plan
 # of its own for each case (one query for both, "$n IS NULL OR tenant_id =
 # $n", gets a generic plan that reads the whole rollup). The {} left are the
@@ -202,20 +206,54 @@ async def _rows(sql: str, *args: Any) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class _Source:
     usage: str
-    skills: str
+    #: The rows (tenant_id, skill_id, calls, costed_calls, cost_microcents)
+    #: of the period that the top skills add up, with the tenant's condition.
+    skill_rows: str
     feedback: str
     day: str
     bucket: str
 
 
+_SKILL_COLUMNS = "u.tenant_id, u.skill_id, u.calls, u.costed_calls, u.cost_microcents"
+
+# UTC days: the period's whole weeks (Monday to Sunday) from the weekly
+# rollup, the days before the first and after the last of them from the
+# daily one (migration 2026-12-07T15:00): 6 to 12 rows per skill for 30
+# days where the daily rollup alone reads 30. Arguments: the weeks'
+# bounds, then the days' two ranges (see whole_weeks()), each followed by
+# the tenant when one is chosen.
 DAILY = _Source(
-    usage="usage_daily_models", skills="usage_daily_skills", feedback="feedback_daily",
+    usage="usage_daily_models",
+    skill_rows=f"""
+        SELECT {_SKILL_COLUMNS} FROM usage_weekly_skills u
+         WHERE u.week >= {{{{}}}} AND u.week < {{{{}}}}{{tenant_u}}
+        UNION ALL
+        SELECT {_SKILL_COLUMNS} FROM usage_daily_skills u
+         WHERE u.day >= {{{{}}}} AND u.day < {{{{}}}}{{tenant_u}}
+        UNION ALL
+        SELECT {_SKILL_COLUMNS} FROM usage_daily_skills u
+         WHERE u.day >= {{{{}}}} AND u.day < {{{{}}}}{{tenant_u}}""",
+    feedback="feedback_daily",
     day="{alias}.day", bucket="day",
 )
 HOURLY = _Source(
-    usage="usage_hourly", skills="usage_hourly", feedback="feedback_hourly",
+    usage="usage_hourly",
+    skill_rows=f"""
+        SELECT {_SKILL_COLUMNS} FROM usage_hourly u
+         WHERE u.hour_start >= {{{{}}}} AND u.hour_start < {{{{}}}}{{tenant_u}}""",
+    feedback="feedback_hourly",
     day="({alias}.hour_start AT TIME ZONE {{}})::date", bucket="hour_start",
 )
+
+
+def whole_weeks(first: date, end: date) -> tuple[date, date]:
+    """The whole weeks (Monday to Sunday) of the days [first, end), as
+    [Monday, Monday); (end, end) when there is none. The days of [first,
+    end) outside them are [first, start) and [stop, end)."""
+    start = first + timedelta(days=-first.weekday() % 7)
+    stop = end - timedelta(days=end.weekday())
+    return (start, stop) if start < stop else (end, end)
+
 
 USAGE_BY_DAY = """
 SELECT {u_day} AS day, u.model_name,
@@ -236,8 +274,7 @@ SELECT top.tenant_id, t.name AS tenant_name, top.skill_id, s.name AS skill_name,
        CASE WHEN top.costed_calls > 0 THEN top.cost END AS cost_microcents
   FROM (SELECT u.tenant_id, u.skill_id, sum(u.calls)::bigint AS calls,
                sum(u.costed_calls)::bigint AS costed_calls, sum(u.cost_microcents)::bigint AS cost
-          FROM {skills} u
-         WHERE u.{bucket} >= {{}} AND u.{bucket} < {{}}{tenant_u}
+          FROM ({skill_rows}) AS u
          GROUP BY 1, 2
          ORDER BY 5 DESC, 3 DESC, 2 LIMIT 10) AS top
   JOIN skills s ON s.id = top.skill_id
@@ -291,17 +328,15 @@ TEMPLATES = {
 
 
 def _sql(template: str, source: _Source, one_tenant: bool) -> str:
+    tenant = {alias: f" AND {alias}.tenant_id = {{}}" if one_tenant else "" for alias in "ufr"}
     return template.format(
         u_day=source.day.format(alias="u"),
         f_day=source.day.format(alias="f"),
         usage=source.usage,
-        skills=source.skills,
+        skill_rows=source.skill_rows.format(tenant_u=tenant["u"]),
         feedback=source.feedback,
         bucket=source.bucket,
-        **{
-            f"tenant_{alias}": f" AND {alias}.tenant_id = {{}}" if one_tenant else ""
-            for alias in "ufr"
-        },
+        **{f"tenant_{alias}": condition for alias, condition in tenant.items()},
     )
 
 
@@ -327,16 +362,24 @@ async def overview(query: OverviewQuery) -> Overview:
     chosen: tuple[Any, ...] = () if tenant is None else (tenant,)
     if source is DAILY:
         # UTC days: the dates themselves, [first day, the day after today).
-        period: tuple[Any, ...] = (query.first_day, query.today + timedelta(days=1), *chosen)
+        first, after = query.first_day, query.today + timedelta(days=1)
+        period: tuple[Any, ...] = (first, after, *chosen)
         by_day = period
+        weeks_start, weeks_stop = whole_weeks(first, after)
+        skill_rows: tuple[Any, ...] = (
+            weeks_start, weeks_stop, *chosen,
+            first, weeks_start, *chosen,
+            weeks_stop, after, *chosen,
+        )
     else:
         period = (start, end, *chosen)
         by_day = (query.zone, *period)
+        skill_rows = period
     return Overview(
         query=query,
         tenants=tenants,
         usage=await _rows(queries["usage"], *by_day),
-        top_skills=await _rows(queries["top_skills"], *period),
+        top_skills=await _rows(queries["top_skills"], *skill_rows),
         feedback=await _rows(queries["feedback"], *by_day),
         positive_share=await _rows(queries["positive_share"], *by_day),
         review_queue=await _rows(queries["review_queue"], *chosen),

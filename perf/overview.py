@@ -3,8 +3,9 @@
 The overview (:func:`everyskill.overview.overview`) reads rollups that
 PostgreSQL keeps exact, never the raw measurements: for UTC days (the
 default) the daily ones of the migration ``2026-12-07T04:40``
-(``usage_daily_models``, ``usage_daily_skills``, ``feedback_daily``), for
-another zone the hourly ones of the migration ``2026-12-07T04:10``. Two
+(``usage_daily_models``, ``usage_daily_skills``, ``feedback_daily``) and,
+for the top skills' whole weeks, the weekly one of the migration
+``2026-12-07T15:00`` (``usage_weekly_skills``), for another zone the hourly ones of the migration ``2026-12-07T04:10``. Two
 figures:
 
 - ``overview_read``: the overview's figures for the default period (the
@@ -35,7 +36,7 @@ figures:
 - ``overview_write``: one measurement written through the Python API
   (``tenant_scope`` and ``usage.record_measurement``: validation, pricing,
   the INSERT under row-level security with its triggers) with every rollup
-  maintained (hourly and daily: one trigger function, four upserts),
+  maintained (hourly, daily and weekly: one trigger function, five upserts),
   against the same write with all of ``token_measurements``' rollup
   triggers (``token_measurements_rollup_*``) disabled by ``ALTER TABLE ...
   DISABLE TRIGGER`` around the baseline rounds only (outside the timing).
@@ -64,7 +65,7 @@ from piccolo.engine import engine_finder
 from piccolo.engine.postgres import PostgresEngine
 
 from everyskill import usage
-from everyskill.overview import overview, overview_query
+from everyskill.overview import overview, overview_query, whole_weeks
 from everyskill.tenancy import tenant_scope
 from perf.context import Context
 from perf.data import MODELS, PROVIDERS, SPAN_SECONDS, add_measurements
@@ -79,11 +80,14 @@ TRIGGERS = [f"token_measurements_rollup_{event}" for event in ("insert", "update
 OTHER_ZONE = "America/New_York"
 
 # What the overview reads of the rollups for the period (all tenants): the
-# daily ones for UTC ($1, $2: dates), the hourly ones for the other zone
-# ($3, $4: instants).
+# daily ones for UTC ($1, $2: dates; the top skills: the whole weeks [$5,
+# $6) from the weekly rollup, the other days from the daily one), the
+# hourly ones for the other zone ($3, $4: instants).
 ROLLUP_ROWS = """
 SELECT (SELECT count(*) FROM usage_daily_models WHERE day >= $1 AND day < $2) AS daily_models,
-       (SELECT count(*) FROM usage_daily_skills WHERE day >= $1 AND day < $2) AS daily_skills,
+       (SELECT count(*) FROM usage_daily_skills
+         WHERE day >= $1 AND day < $2 AND NOT (day >= $5 AND day < $6)) AS daily_skills,
+       (SELECT count(*) FROM usage_weekly_skills WHERE week >= $5 AND week < $6) AS weekly_skills,
        (SELECT coalesce(sum(calls), 0) FROM usage_daily_models
          WHERE day >= $1 AND day < $2)::bigint AS calls,
        (SELECT count(*) FROM usage_hourly WHERE hour_start >= $3 AND hour_start < $4) AS hourly
@@ -98,12 +102,14 @@ SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model_name, count(*) AS cal
 """
 HOUR = "date_trunc('hour', created_at, 'UTC')"
 DAY = "(created_at AT TIME ZONE 'UTC')::date"
+WEEK = "date_trunc('week', created_at AT TIME ZONE 'UTC')::date"
 #: Each usage rollup: its bucket (SQL over a measurement, and its column) and other keys.
 USAGE_ROLLUPS = {
     "usage_hourly": (HOUR, "hour_start", "tenant_id, skill_id, model_name"),
     "usage_daily": (DAY, "day", "tenant_id, skill_id, model_name"),
     "usage_daily_models": (DAY, "day", "tenant_id, model_name"),
     "usage_daily_skills": (DAY, "day", "tenant_id, skill_id"),
+    "usage_weekly_skills": (WEEK, "week", "tenant_id, skill_id"),
 }
 # A usage rollup recounted from the measurements ($1: one tenant, or all),
 # compared with what it holds: the rows that differ.
@@ -197,8 +203,10 @@ async def reads(context: Context, rounds: int, *, raw_rounds: int = 0) -> Reads:
             other.append(time.perf_counter() - started)
     query = data.query
     other_start, other_end = other_data.query.day_bounds()
+    after = query.today + timedelta(days=1)
     period = await owner.fetchrow(
-        ROLLUP_ROWS, query.first_day, query.today + timedelta(days=1), other_start, other_end
+        ROLLUP_ROWS, query.first_day, after, other_start, other_end,
+        *whole_weeks(query.first_day, after),
     )
     assert period is not None
     result = Reads(
@@ -208,6 +216,7 @@ async def reads(context: Context, rounds: int, *, raw_rounds: int = 0) -> Reads:
         {
             "usage_daily_models": period["daily_models"],
             "usage_daily_skills": period["daily_skills"],
+            "usage_weekly_skills": period["weekly_skills"],
             f"usage_hourly ({OTHER_ZONE})": period["hourly"],
         },
         period["calls"],
@@ -290,6 +299,8 @@ SELECT (SELECT coalesce(sum(calls), 0) FROM usage_hourly WHERE skill_id = $1)::b
        (SELECT coalesce(sum(calls), 0) FROM usage_daily WHERE skill_id = $1)::bigint AS daily,
        (SELECT coalesce(sum(calls), 0) FROM usage_daily_skills WHERE skill_id = $1)::bigint
            AS daily_skills,
+       (SELECT coalesce(sum(calls), 0) FROM usage_weekly_skills WHERE skill_id = $1)::bigint
+           AS weekly_skills,
        (SELECT coalesce(sum(calls), 0) FROM usage_daily_models WHERE tenant_id = $2)::bigint
            AS tenant_daily_models
 """
@@ -353,7 +364,7 @@ async def writes(context: Context) -> Figure:
     after = {way: await _counted(owner, skill, tenant.tenant_id) for way, skill in skills.items()}
     maintained_exact = not any((await differences(owner, skill=skills["maintained"])).values())
     everything = rows * (rounds + 1)
-    counted = ("hourly", "daily", "daily_skills")
+    counted = ("hourly", "daily", "daily_skills", "weekly_skills")
     trigger_was_off = (
         len(written["without"]) == everything
         and all(after["without"][key] == before["without"][key] for key in counted)
@@ -377,7 +388,7 @@ async def writes(context: Context) -> Figure:
     maintained, without = p50(throughput["maintained"]), p50(throughput["without"])
     return Figure(
         key="overview_write",
-        what="one measurement through the API, every rollup maintained (hourly and daily)",
+        what="one measurement through the API, every rollup maintained (hourly, daily, weekly)",
         measured=maintained,
         unit="rows/s",
         baseline_what="the same write with the rollup triggers (token_measurements_rollup_*) disabled",

@@ -3,14 +3,15 @@ The overview's figures and a run's comparison, each compared with SQL over
 the raw tables: a dataset that spans time zones (rows next to local
 midnights, across Europe's and America's summer-time changes), two tenants,
 a model without a price (NULL costs), dismissed feedback and deleted rows.
-UTC days are read from the daily rollups, other zones' days from the hourly
-ones: the zones below cover both.
+UTC days are read from the daily rollups (the top skills: whole weeks from
+the weekly one), other zones' days from the hourly ones: the zones below
+cover both.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +28,7 @@ from everyskill.overview import (
     overview_query,
     run_comparison,
     source_of,
+    whole_weeks,
 )
 from tests.support import TenantRows, make_tenant
 
@@ -323,3 +325,70 @@ async def test_the_top_skills_of_all_tenants_are_ranked_as_sql_ranks_them(
         ]
         expected = [tuple(r) for r in await owner.fetch(RAW_TOP_SKILLS, start, end)]
         assert len(expected) == 10 and found == expected, zone
+
+
+def test_whole_weeks_and_the_days_around_them_are_the_period() -> None:
+    """For every period of 1 to 100 days starting on any day of two weeks:
+    the weeks are whole (Monday to Sunday) and inside the period, the days
+    around them are the rest of it, and no whole week of the period is
+    left to the days."""
+    for offset in range(14):
+        first = date(2026, 2, 23) + timedelta(days=offset)
+        for length in range(1, 101):
+            end = first + timedelta(days=length)
+            start, stop = whole_weeks(first, end)
+            period = {first + timedelta(days=n) for n in range(length)}
+            weeks = {start + timedelta(days=n) for n in range((stop - start).days)}
+            around = {day for day in period if day < start or day >= stop}
+            assert weeks <= period and weeks | around == period and not weeks & around
+            assert start.weekday() == 0 and (stop - start).days % 7 == 0 or start == stop == end
+            monday = first + timedelta(days=-first.weekday() % 7)
+            assert (monday + timedelta(days=7) <= end) == (start < stop)
+
+
+@pytest.mark.parametrize(
+    "now, days",
+    [
+        # A Wednesday, 30 days: 3 whole weeks, 6 days before and 3 after them.
+        (datetime(2032, 6, 9, 15, tzinfo=timezone.utc), 30),
+        # A Sunday, 7 days: one whole week and nothing around it.
+        (datetime(2032, 6, 13, 15, tzinfo=timezone.utc), 7),
+        # A Sunday, 30 days: 4 whole weeks and the 2 days before them.
+        (datetime(2032, 6, 13, 15, tzinfo=timezone.utc), 30),
+    ],
+)
+async def test_the_top_skills_count_each_instant_of_the_period_once(
+    owner: asyncpg.Connection, engine: object, now: datetime, days: int
+) -> None:
+    """A call at each edge of the period and of its whole weeks (the first
+    and last instants in, the ones just outside out), written in a session
+    whose TimeZone is not UTC: the top skills count each call of the period
+    once, from the weekly or the daily rollup, and none outside it."""
+    rows = await make_tenant(owner, "week-edges")
+    await owner.execute("DELETE FROM token_measurements WHERE tenant_id = $1", rows.tenant_id)
+    query = overview_query(days=days, tenant=rows.tenant_id, now=now)
+    start, end = query.day_bounds()
+    midnights = {start, end}
+    first_monday = start + timedelta(days=-start.weekday() % 7)
+    monday = first_monday
+    while monday <= end:
+        midnights.add(monday)
+        monday += timedelta(days=7)
+    tick = timedelta(milliseconds=1)
+    stamps = sorted({stamp for midnight in midnights for stamp in (midnight - tick, midnight)})
+    await owner.execute("SET TimeZone = 'Pacific/Auckland'")
+    try:
+        for number, stamp in enumerate(stamps):
+            await owner.execute(
+                "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
+                " estimated_cost_microcents, created_at) VALUES ($1, $2, 'm', $3, $4)",
+                rows.tenant_id, rows.skill_id, 2**number, stamp,
+            )
+    finally:
+        await owner.execute("RESET TimeZone")
+    inside = [2**number for number, stamp in enumerate(stamps) if start <= stamp < end]
+    data = await overview(query)
+    assert [(r["skill_id"], r["calls"], r["cost_microcents"]) for r in data.top_skills] == [
+        (rows.skill_id, len(inside), sum(inside))
+    ]
+    assert len(stamps) - len(inside) == 2  # just before the period, and its end

@@ -1,7 +1,7 @@
 """
 The rollups of the overview, hourly (``usage_hourly``, ``feedback_hourly``)
-and daily (``usage_daily``, ``usage_daily_models``, ``usage_daily_skills``,
-``feedback_daily``), maintained by PostgreSQL: after every kind of write, by
+daily (``usage_daily``, ``usage_daily_models``, ``usage_daily_skills``,
+``feedback_daily``) and weekly (``usage_weekly_skills``), maintained by PostgreSQL: after every kind of write, by
 any writer, and under concurrent writers, they hold exactly what a recount
 of the raw rows gives. The application's roles can neither read nor write
 them.
@@ -80,6 +80,15 @@ DAILY = [
         " FROM usage_daily_skills ORDER BY 1, 2, 3",
     ),
     (
+        # The UTC week: the Monday on or before the UTC date (ISO day 1 to 7).
+        "SELECT (created_at AT TIME ZONE 'UTC')::date"
+        "  - (extract(isodow FROM created_at AT TIME ZONE 'UTC')::int - 1), tenant_id, skill_id,"
+        " count(*), count(estimated_cost_microcents), coalesce(sum(estimated_cost_microcents), 0)"
+        " FROM token_measurements GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        "SELECT week, tenant_id, skill_id, calls, costed_calls, cost_microcents"
+        " FROM usage_weekly_skills ORDER BY 1, 2, 3",
+    ),
+    (
         "SELECT (created_at AT TIME ZONE 'UTC')::date, tenant_id, skill_id, feedback_type,"
         " status, count(*) FROM skill_feedback GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
         "SELECT day, tenant_id, skill_id, feedback_type, status, items"
@@ -88,7 +97,7 @@ DAILY = [
 ]
 ROLLUP_TABLES = [
     "usage_hourly", "feedback_hourly", "usage_daily", "usage_daily_models",
-    "usage_daily_skills", "feedback_daily",
+    "usage_daily_skills", "feedback_daily", "usage_weekly_skills",
 ]
 
 T0 = datetime(
@@ -237,6 +246,17 @@ async def test_every_kind_of_write_keeps_both_rollups_exact(
         skill,
     )
     await assert_exact(owner)
+    # Saturday evening to Monday: into the next UTC week.
+    await owner.execute(
+        "UPDATE token_measurements SET created_at = created_at + interval '2 days'"
+        " WHERE skill_id = $1 AND model_name = 'gpt-4o' AND total_tokens % 3 = 1",
+        skill,
+    )
+    assert await owner.fetchval(
+        "SELECT calls FROM usage_weekly_skills WHERE skill_id = $1 AND week = $2",
+        skill, (T0 + timedelta(days=2)).date(),
+    ) > 0
+    await assert_exact(owner)
     await owner.execute(
         "UPDATE token_measurements SET model_name = 'gpt-4o-mini', estimated_cost_microcents = NULL"
         " WHERE skill_id = $1 AND total_tokens % 5 = 0",
@@ -248,7 +268,10 @@ async def test_every_kind_of_write_keeps_both_rollups_exact(
     versions = (
         "SELECT array_agg(xmin::text ORDER BY ctid) FROM {} WHERE tenant_id = $1"
     )
-    usage_tables = ("usage_hourly", "usage_daily", "usage_daily_models", "usage_daily_skills")
+    usage_tables = (
+        "usage_hourly", "usage_daily", "usage_daily_models", "usage_daily_skills",
+        "usage_weekly_skills",
+    )
     before = [await owner.fetchval(versions.format(table), tenant.tenant_id) for table in usage_tables]
     await owner.execute(
         "UPDATE token_measurements SET latency_ms = 5 WHERE skill_id = $1", skill
@@ -361,6 +384,7 @@ async def test_truncate_empties_the_rollups(
 
 HOURLY_MIGRATION = "piccolo_migrations.everyskill_2026_12_07t04_10_00_000000"
 DAILY_MIGRATION = "piccolo_migrations.everyskill_2026_12_07t04_40_00_000000"
+WEEKLY_MIGRATION = "piccolo_migrations.everyskill_2026_12_07t15_00_00_000000"
 
 
 async def test_the_hourly_migration_recounts_existing_rows(
@@ -370,6 +394,7 @@ async def test_the_hourly_migration_recounts_existing_rows(
     hand, triggers off) rebuilds both rollups from the rows, and is idempotent."""
     migration = importlib.import_module(HOURLY_MIGRATION)
     daily = importlib.import_module(DAILY_MIGRATION)
+    weekly = importlib.import_module(WEEKLY_MIGRATION)
     await measure(owner, tenant, tenant.skill_id, "m", T0, 7)
     transaction = owner.transaction()
     await transaction.start()
@@ -378,12 +403,14 @@ async def test_the_hourly_migration_recounts_existing_rows(
         await owner.execute("UPDATE feedback_hourly SET items = items + 1")
         await owner.execute(migration.forwards_sql())
         await owner.execute(migration.forwards_sql())
-        # The daily migration, which comes after, puts back the functions
-        # that maintain the daily rollups too.
+        # The migrations that come after put back the functions that
+        # maintain their rollups too.
         await owner.execute(daily.forwards_sql())
+        await owner.execute(weekly.forwards_sql())
         assert (await assert_exact(owner))[0] > 0
-        # backwards (the daily migration's, then this one's) removes it all;
+        # backwards (the later migrations', then this one's) removes it all;
         # forwards brings it back, recounted.
+        await owner.execute(weekly.backwards_sql())
         await owner.execute(daily.backwards_sql())
         await owner.execute(migration.backwards_sql())
         assert not await owner.fetchval(
@@ -392,6 +419,7 @@ async def test_the_hourly_migration_recounts_existing_rows(
         await measure(owner, tenant, tenant.skill_id, "m", T0, 9)
         await owner.execute(migration.forwards_sql())
         await owner.execute(daily.forwards_sql())
+        await owner.execute(weekly.forwards_sql())
         await assert_exact(owner)
     finally:
         await transaction.rollback()
@@ -405,6 +433,7 @@ async def test_the_daily_migration_recounts_existing_rows(
     rows (here: emptied and spoiled by hand) and is idempotent; its
     backwards drops them and leaves the hourly ones maintained."""
     migration = importlib.import_module(DAILY_MIGRATION)
+    weekly = importlib.import_module(WEEKLY_MIGRATION)
     await measure(owner, tenant, tenant.skill_id, "m", T0, 7)
     await measure(owner, tenant, tenant.skill_id, "m", T0 - timedelta(days=9), None)
     transaction = owner.transaction()
@@ -416,8 +445,11 @@ async def test_the_daily_migration_recounts_existing_rows(
         await owner.execute("UPDATE feedback_daily SET items = items + 1")
         await owner.execute(migration.forwards_sql())
         await owner.execute(migration.forwards_sql())
+        # The weekly migration, which comes after, puts back its function.
+        await owner.execute(weekly.forwards_sql())
         await assert_exact(owner)
         assert await owner.fetchval("SELECT count(*) FROM usage_daily") > 0
+        await owner.execute(weekly.backwards_sql())
         await owner.execute(migration.backwards_sql())
         await owner.execute(migration.backwards_sql())
         for table in ("usage_daily", "usage_daily_models", "usage_daily_skills", "feedback_daily"):
@@ -428,6 +460,43 @@ async def test_the_daily_migration_recounts_existing_rows(
         assert [tuple(row) for row in await owner.fetch(USAGE_STORED)] == [
             tuple(row) for row in await owner.fetch(USAGE_RECOUNT)
         ]
+        await owner.execute(migration.forwards_sql())
+        await owner.execute(weekly.forwards_sql())
+        await assert_exact(owner)
+    finally:
+        await transaction.rollback()
+    await assert_exact(owner)
+
+
+async def test_the_weekly_migration_recounts_existing_rows(
+    owner: asyncpg.Connection, tenant: TenantRows
+) -> None:
+    """The weekly migration's forwards rebuilds its rollup from the rows
+    (here: spoiled by hand) and is idempotent; its backwards drops it and
+    leaves the daily rollups maintained."""
+    migration = importlib.import_module(WEEKLY_MIGRATION)
+    await measure(owner, tenant, tenant.skill_id, "m", T0, 7)
+    await measure(owner, tenant, tenant.skill_id, "m", T0 + timedelta(days=2), None)
+    transaction = owner.transaction()
+    await transaction.start()
+    try:
+        await owner.execute("UPDATE usage_weekly_skills SET calls = calls + 1")
+        await owner.execute("DELETE FROM usage_weekly_skills WHERE week = $1", T0.date() - timedelta(days=5))
+        await owner.execute(migration.forwards_sql())
+        await owner.execute(migration.forwards_sql())
+        await assert_exact(owner)
+        await owner.execute(migration.backwards_sql())
+        await owner.execute(migration.backwards_sql())
+        assert not await owner.fetchval("SELECT to_regclass('usage_weekly_skills') IS NOT NULL")
+        # The daily rollups are still maintained, by the functions of their migration.
+        await measure(owner, tenant, tenant.skill_id, "m", T0 - timedelta(days=8), 3)
+        await owner.execute("TRUNCATE token_measurements")
+        await measure(owner, tenant, tenant.skill_id, "m", T0, 2)
+        for recount, stored in DAILY:
+            if "usage_weekly_skills" not in stored:
+                assert [tuple(row) for row in await owner.fetch(stored)] == [
+                    tuple(row) for row in await owner.fetch(recount)
+                ], stored
         await owner.execute(migration.forwards_sql())
         await assert_exact(owner)
     finally:
@@ -456,6 +525,8 @@ async def test_the_application_can_neither_read_nor_write_the_rollups(
         " cost_microcents) VALUES (current_date, 'x', 'x', 1, 0, 0)",
         "INSERT INTO feedback_daily (day, tenant_id, skill_id, feedback_type, status, items)"
         " VALUES (current_date, 'x', 'x', 'thumbs_up', 'pending', 1)",
+        "INSERT INTO usage_weekly_skills (week, tenant_id, skill_id, calls, costed_calls,"
+        " cost_microcents) VALUES (date_trunc('week', current_date)::date, 'x', 'x', 1, 0, 0)",
     ]
     for statement in statements:
         # Inside its tenant's transaction, as everyskill_app ...
