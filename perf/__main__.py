@@ -129,7 +129,8 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         )
         await owner.execute("VACUUM ANALYZE")
         _say(f"the overview at {scale.small_measurements:,} measurements")
-        overview_small = await overview.reads(context, scale.overview_reads)
+        overview_now = overview.busiest_now()
+        overview_small = await overview.reads(context, scale.overview_reads, overview_now)
         with served_main(url) as served:
             watch = RssWatch(served.process.pid)
             started_rss = watch.now()
@@ -166,7 +167,9 @@ async def _run(url: str, scale: Scale) -> tuple[list[Figure], dict[str, Any]]:
         _say(f"adding measurements up to {scale.overview_big:,}")
         seconds = await overview.grow_to(context, scale.overview_big)
         _say(f"the overview at {scale.overview_big:,} measurements")
-        overview_big = await overview.reads(context, scale.overview_reads, raw_rounds=3)
+        overview_big = await overview.reads(
+            context, scale.overview_reads, overview_now, raw_rounds=3
+        )
         figures.insert(0, overview.read_figure(overview_small, overview_big, seconds))
         facts = {
             "scale": scale.name,

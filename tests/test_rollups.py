@@ -539,6 +539,9 @@ async def test_the_application_can_neither_read_nor_write_the_rollups(
     await assert_exact(owner)
 
 
+ZONES_OF_WRITERS = ("Pacific/Auckland", "UTC", "America/Los_Angeles")
+
+
 async def test_concurrent_writers_lose_nothing_and_never_deadlock(
     owner: asyncpg.Connection,
     tenant: TenantRows,
@@ -546,21 +549,25 @@ async def test_concurrent_writers_lose_nothing_and_never_deadlock(
     database_url_for_tests: str,
 ) -> None:
     """12 writers at once, as the application and as raw SQL, each statement
-    a transaction: batches over the same skills, models and hours in random
-    orders, dismissals, deletes and moves. Nobody deadlocks, and both rollups
-    equal a recount afterwards."""
+    a transaction, in sessions of three time zones: batches over the same
+    skills, models and hours (on both sides of a UTC week's end) in random
+    orders, dismissals, deletes and moves. Nobody deadlocks, and every
+    rollup equals a recount afterwards."""
     skills = [await new_skill(owner, tenant, f"rollup-busy-{i}") for i in range(4)]
     models = ["claude-sonnet-4-5", "gpt-4o", "unpriced-model"]
 
     async def writer(seed: int, url: str, as_app: bool, phase: str) -> None:
         chooser = random.Random(seed)
         async with connected(url) as connection:
+            # The buckets are UTC's whatever the session's zone.
+            await connection.execute(f"SET TimeZone = '{ZONES_OF_WRITERS[seed % 3]}'")
             for _ in range(12):
                 rows = [
                     (
                         chooser.choice(skills),
                         chooser.choice(models),
-                        T0 + timedelta(minutes=chooser.randrange(0, 180)),
+                        # Saturday evening, or around Monday's midnight (a new UTC week).
+                        T0 + timedelta(minutes=chooser.choice([0, 1500]) + chooser.randrange(0, 180)),
                         chooser.choice([None, chooser.randrange(0, 5000)]),
                     )
                     for _ in range(6)
