@@ -520,7 +520,7 @@ def report(result: dict[str, Any]) -> str:
         "# Secret-detection candidates",
         "",
         f"date: {result['date']}, Python: {result['python']}, CPUs: {result['cpus']}, "
-        f"load average: {result['load']}, "
+        f"load average (1 min) at start and end: {result['load'][0]}, {result['load'][1]}, "
         f"{'QUICK (a slice; not the table of docs/redaction.md), ' if result['quick'] else ''}"
         f"{first['secrets']} secrets of {result['formats']} formats in "
         f"{result['syntaxes']} syntaxes, {first['benign']} benign texts, "
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         args.comments, args.rounds = min(args.comments, 12), 1
 
     texts = comments(args.comments)
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    load_at_start = os.getloadavg()[0]
     with candidates() as (entries, note):
         figures: dict[str, dict[str, Any]] = {}
         for entry in entries:
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
-        "load": load,
+        "load": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
         "quick": args.quick,
         "formats": formats,
         "syntaxes": len({case.syntax for case in cases}),
