@@ -402,7 +402,10 @@ _PATH_OR_FILE = re.compile(r"""(?x)
     """)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_placeholder(value: str) -> bool:
+    # Cached: a value is vetted again once its span is claimed, and text
+    # packed with assignments repeats its values.
     stripped = value.strip()
     if not stripped:
         return True
@@ -886,7 +889,9 @@ _ASSIGNED = re.compile(
     r"(?:(?P<paren>\()?(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\""
     r"|\$?[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'|`(?P<bq>[^`\n]{0,1024})`)"
     r"|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\""
-    r"|%[qQ]\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>[^\]\n]{0,1024})\]\]"
+    # (A long bracket's value holds no "[[", as a %q()'s holds no
+    # parenthesis: the next name's opening stops a value never closed.)
+    r"|%[qQ]\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>(?:[^\[\]\n]|\[(?!\[)){0,1024})\]\]"
     r"|[|>][-+]?[1-9]?[ \t]*(?:\#[^\n]{0,200})?\r?\n(?:[ \t]*\r?\n){0,8}(?P<indent>[ \t]+)"
     r"(?P<yb>[^\s][^\n]{0,1023}(?:\n(?P=indent)[^\n]{0,1024}){0,49})"
     # An unquoted value runs to a space; a quote or a backslash inside it
@@ -967,34 +972,35 @@ def _is_secret_name(name: str) -> bool:
 
 
 class _Values:
-    """The values read by _find_assignments: those found, and those vetted.
+    """The values read by _find_assignments: those found, and those read.
 
     A name can sit in the value of a name before it ("password=x;token=y"),
     and text made of names, "password=password=...", would have each value,
-    up to 1,024 characters, vetted once per name in it. So a long value
-    (over ``_SHORT_VALUE`` characters) that overlaps a long one found is not
-    vetted (redact would drop it), and a name in the long values of
-    ``_VALUE_DEPTH`` names before it is not read: each character is vetted
-    a bounded number of times. (Short values cost little to vet, and nothing
-    to leave out of this bookkeeping.)
+    up to 1,024 characters, read and vetted once per name in it. So a long
+    value (over ``_SHORT_VALUE`` characters) that overlaps a long one found
+    is not vetted (redact would drop it), and a name in the long reads (what
+    follows a name, up to the end of its value, vetted or not: a tuple
+    target's, a comparison's) of ``_VALUE_DEPTH`` names before it is not
+    read: each character is read a bounded number of times. (Short values
+    cost little to read, and nothing to leave out of this bookkeeping.)
     """
 
     __slots__ = ("ends", "found", "_last")
 
     def __init__(self) -> None:
         self.found = _Spans()
-        #: A heap: the ends of the values vetted (_find_assignments drops
-        #: those before the name it reads).
+        #: A heap: the ends of the long reads (_find_assignments drops those
+        #: before the name it reads).
         self.ends: list[int] = []
         self._last: _Span = (-1, -1)
 
-    def worth_vetting(self, start: int, end: int) -> bool:
-        if end - start <= _SHORT_VALUE:
-            return True
-        if (start, end) != self._last:  # "API key" and "key" share a value
+    def read(self, start: int, end: int) -> None:
+        if end - start > _SHORT_VALUE and (start, end) != self._last:  # "API key", "key": one read
             heapq.heappush(self.ends, end)
             self._last = (start, end)
-        return not (self.found and self.found.overlaps(start, end))
+
+    def worth_vetting(self, start: int, end: int) -> bool:
+        return end - start <= _SHORT_VALUE or not (self.found and self.found.overlaps(start, end))
 
     def add_found(self, start: int, end: int) -> None:
         if end - start > _SHORT_VALUE:
@@ -1010,7 +1016,11 @@ def _assignment_values(
 ) -> list[_Span]:
     """The span of the value assigned in ``match`` if it is a secret (or of its ends)."""
     name, op = text[name_start : match.start()], match.group("op")
-    if op == "=" and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start):
+    if (
+        op == "="
+        and text[max(0, name_start - 80) : name_start].rstrip(" \t").endswith(",")
+        and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start)
+    ):
         return []  # "user, password = 'admin', make_password()": which value is whose?
     if match.group("is") is not None and not _PROSE_NAME.search(name):
         return []  # "the name is ...": too often prose
@@ -1143,7 +1153,15 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
         back = _NAME_BACK.match(backwards, size - index)
         start = index - (back.end() - back.start()) if back is not None else index
         names.add((start, name_end))
-        if start > 1 and text[start - 1] == " ":
+        if (
+            start > 1
+            and text[start - 1] == " "
+            and not (name_end - start <= _NAME_MAX and _is_secret_name(text[start:name_end]))
+        ):
+            # The word before only makes a name that is no secret one alone
+            # ("API key"); before one that is ("my password"), it finds
+            # nothing more (a name of two words is neither a flag nor an
+            # upper-case one).
             word = _PREVIOUS_WORD.match(backwards, size - start + 1)
             if word is not None:
                 names.add((start - 1 - (word.end() - word.start()), name_end))
@@ -1159,6 +1177,7 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
                 continue
         match = _ASSIGNED.match(text, end)
         if match is not None:
+            values.read(end, match.end())
             for span in _assignment_values(text, start, match, values):
                 values.add_found(*span)
                 yield span
