@@ -1610,7 +1610,7 @@ def _after_glued_option(text: str, start: int) -> bool:
 
 #: Texts of this many characters or more are scanned by the engine in a
 #: worker thread while this module's detectors run.
-_PARALLEL_MIN = 4 * secret_rules.WINDOW
+_PARALLEL_MIN = 8192
 _POOLS: list[concurrent.futures.ThreadPoolExecutor] = []
 
 
