@@ -404,8 +404,6 @@ _PATH_OR_FILE = re.compile(r"""(?x)
 
 @functools.lru_cache(maxsize=4096)
 def _is_placeholder(value: str) -> bool:
-    # Cached: a value is vetted again once its span is claimed, and text
-    # packed with assignments repeats its values.
     stripped = value.strip()
     if not stripped:
         return True
@@ -924,6 +922,7 @@ _NEXT_PARAMETER = re.compile(r"&(?=[\w.\-]+=)")
 _QUERY_END = re.compile(r"[&#]")
 
 
+@functools.lru_cache(maxsize=1024)
 def _literal_ok(value: str) -> bool:
     """Whether a literal (quoted, or known to be literal) value is a secret."""
     return (
@@ -938,6 +937,7 @@ def _literal_ok(value: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _bare_ok(value: str, name: str, glued: bool, in_query: bool) -> bool:
     """Whether an unquoted value is a secret rather than code or a word."""
     if not _literal_ok(value) or value[0] in "-&*@!<([{" or _NUMBER.fullmatch(value):
@@ -1028,14 +1028,8 @@ def _assignment_values(
     # gpt-4o-mini": a token or secret "is" a value only when the value looks
     # random (12 characters or more, upper and lower case and digits).
     opaque_only = match.group("is") is not None and _TOKEN_OR_SECRET.search(name) is not None
-    quoted = next(
-        (
-            group
-            for group in ("dq", "sq", "bq", "eq", "pq", "lq", "yb")
-            if match.group(group) is not None
-        ),
-        None,
-    )
+    # The value's group closes last: "dq", "sq", "bq", "eq", "pq", "lq", "yb" or "bare".
+    quoted = match.lastgroup if match.lastgroup != "bare" else None
     if quoted is not None:
         if (
             match.group("ws") is not None
@@ -1521,6 +1515,15 @@ def redact(text: str) -> Redaction:
     """
     if not isinstance(text, str):
         raise TypeError(f"redact() takes a str, not {type(text).__name__}")
+    try:
+        return _redact(text)
+    finally:
+        # The caches of values vetted serve one call: no value outlives it.
+        for cached in _VALUE_CACHES:
+            cached.cache_clear()
+
+
+def _redact(text: str) -> Redaction:
     shields = _shields(text)
     shield_spans = _Spans()
     for start, end in shields:
@@ -1555,6 +1558,12 @@ def redact(text: str) -> Redaction:
     pieces.append(text[position:])
     counts = Counter(kind for _, _, kind in merged)
     return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+
+
+#: The vetting functions whose results are cached during a call of redact
+#: (text packed with assignments repeats its values, and a value is vetted
+#: again once its span is claimed).
+_VALUE_CACHES = (_is_placeholder, _literal_ok, _bare_ok)
 
 
 #: Own kinds that win over a rule's kind when their spans overlap: they are
