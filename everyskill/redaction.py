@@ -1147,18 +1147,18 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
         back = _NAME_BACK.match(backwards, size - index)
         start = index - (back.end() - back.start()) if back is not None else index
         names.add((start, name_end))
-        if (
-            start > 1
-            and text[start - 1] == " "
-            and not (name_end - start <= _NAME_MAX and _is_secret_name(text[start:name_end]))
-        ):
-            # The word before only makes a name that is no secret one alone
-            # ("API key"); before one that is ("my password"), it finds
-            # nothing more (a name of two words is neither a flag nor an
-            # upper-case one).
+        if start > 1 and text[start - 1] == " ":
             word = _PREVIOUS_WORD.match(backwards, size - start + 1)
             if word is not None:
-                names.add((start - 1 - (word.end() - word.start()), name_end))
+                word_start = start - 1 - (word.end() - word.start())
+                # The word before makes a name that is no secret one alone
+                # ("API key"), or a command line's option and its name
+                # ("-p password", "--set auth.token="); before a secret
+                # name that is no option ("my password") it adds nothing.
+                if text[word_start] == "-" or not (
+                    name_end - start <= _NAME_MAX and _is_secret_name(text[start:name_end])
+                ):
+                    names.add((word_start, name_end))
     values = _Values()
     ends = values.ends
     for start, end in sorted(names):
@@ -1518,7 +1518,9 @@ def redact(text: str) -> Redaction:
     try:
         return _redact(text)
     finally:
-        # The caches of values vetted serve one call: no value outlives it.
+        # The caches of values and names vetted serve the calls running: none
+        # outlives them (calls in other threads share them; each call's end
+        # empties them).
         for cached in _VALUE_CACHES:
             cached.cache_clear()
 
@@ -1562,8 +1564,9 @@ def _redact(text: str) -> Redaction:
 
 #: The vetting functions whose results are cached during a call of redact
 #: (text packed with assignments repeats its values, and a value is vetted
-#: again once its span is claimed).
-_VALUE_CACHES = (_is_placeholder, _literal_ok, _bare_ok)
+#: again once its span is claimed); the names read are cached too (a name
+#: read around a keyword may be a secret value itself).
+_VALUE_CACHES = (_is_placeholder, _literal_ok, _bare_ok, _is_secret_name)
 
 
 #: Own kinds that win over a rule's kind when their spans overlap: they are
