@@ -144,8 +144,9 @@ def _scan(text: str) -> list[dict[str, Any]]:
 #: keep it linear. A secret shorter than the overlap lies whole in some
 #: window; longer ones (key blocks) are this module's callers' own detectors'.
 #: Windows of 8,192 characters scan the crafted inputs of
-#: ``perf/redaction_inputs.py`` as fast as windows of 2,048 or faster (at
-#: 100,000 characters: ``xoxa-`` 0.11 s either way, ``password=`` 0.10 s
+#: ``perf/redaction_inputs.py`` in about the engine time of windows of
+#: 2,048 (a little less in total; some families a few milliseconds slower,
+#: the slowest ones faster: ``password=`` at 100,000 characters 0.10 s
 #: against 0.12 s), in a quarter of the calls: a call made from a worker
 #: thread waits for the interpreter after it, while the caller's detectors
 #: run, so fewer calls finish sooner.
