@@ -402,6 +402,7 @@ _PATH_OR_FILE = re.compile(r"""(?x)
     """)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_placeholder(value: str) -> bool:
     stripped = value.strip()
     if not stripped:
@@ -886,7 +887,9 @@ _ASSIGNED = re.compile(
     r"(?:(?P<paren>\()?(?:[rRbBuUfF]{0,2}\"(?P<dq>[^\"\n]{0,1024})\""
     r"|\$?[rRbBuUfF]{0,2}'(?P<sq>[^'\n]{0,1024})'|`(?P<bq>[^`\n]{0,1024})`)"
     r"|\\\"(?P<eq>[^\"\\\n]{0,1024})\\\""
-    r"|%[qQ]\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>[^\]\n]{0,1024})\]\]"
+    # (A long bracket's value holds no "[[", as a %q()'s holds no
+    # parenthesis: the next name's opening stops a value never closed.)
+    r"|%[qQ]\((?P<pq>[^()\n]{0,1024})\)|\[\[(?P<lq>(?:[^\[\]\n]|\[(?!\[)){0,1024})\]\]"
     r"|[|>][-+]?[1-9]?[ \t]*(?:\#[^\n]{0,200})?\r?\n(?:[ \t]*\r?\n){0,8}(?P<indent>[ \t]+)"
     r"(?P<yb>[^\s][^\n]{0,1023}(?:\n(?P=indent)[^\n]{0,1024}){0,49})"
     # An unquoted value runs to a space; a quote or a backslash inside it
@@ -919,6 +922,7 @@ _NEXT_PARAMETER = re.compile(r"&(?=[\w.\-]+=)")
 _QUERY_END = re.compile(r"[&#]")
 
 
+@functools.lru_cache(maxsize=1024)
 def _literal_ok(value: str) -> bool:
     """Whether a literal (quoted, or known to be literal) value is a secret."""
     return (
@@ -933,6 +937,7 @@ def _literal_ok(value: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _bare_ok(value: str, name: str, glued: bool, in_query: bool) -> bool:
     """Whether an unquoted value is a secret rather than code or a word."""
     if not _literal_ok(value) or value[0] in "-&*@!<([{" or _NUMBER.fullmatch(value):
@@ -967,34 +972,35 @@ def _is_secret_name(name: str) -> bool:
 
 
 class _Values:
-    """The values read by _find_assignments: those found, and those vetted.
+    """The values read by _find_assignments: those found, and those read.
 
     A name can sit in the value of a name before it ("password=x;token=y"),
     and text made of names, "password=password=...", would have each value,
-    up to 1,024 characters, vetted once per name in it. So a long value
-    (over ``_SHORT_VALUE`` characters) that overlaps a long one found is not
-    vetted (redact would drop it), and a name in the long values of
-    ``_VALUE_DEPTH`` names before it is not read: each character is vetted
-    a bounded number of times. (Short values cost little to vet, and nothing
-    to leave out of this bookkeeping.)
+    up to 1,024 characters, read and vetted once per name in it. So a long
+    value (over ``_SHORT_VALUE`` characters) that overlaps a long one found
+    is not vetted (redact would drop it), and a name in the long reads (what
+    follows a name, up to the end of its value, vetted or not: a tuple
+    target's, a comparison's) of ``_VALUE_DEPTH`` names before it is not
+    read: each character is read a bounded number of times. (Short values
+    cost little to read, and nothing to leave out of this bookkeeping.)
     """
 
     __slots__ = ("ends", "found", "_last")
 
     def __init__(self) -> None:
         self.found = _Spans()
-        #: A heap: the ends of the values vetted (_find_assignments drops
-        #: those before the name it reads).
+        #: A heap: the ends of the long reads (_find_assignments drops those
+        #: before the name it reads).
         self.ends: list[int] = []
         self._last: _Span = (-1, -1)
 
-    def worth_vetting(self, start: int, end: int) -> bool:
-        if end - start <= _SHORT_VALUE:
-            return True
-        if (start, end) != self._last:  # "API key" and "key" share a value
+    def read(self, start: int, end: int) -> None:
+        if end - start > _SHORT_VALUE and (start, end) != self._last:  # "API key", "key": one read
             heapq.heappush(self.ends, end)
             self._last = (start, end)
-        return not (self.found and self.found.overlaps(start, end))
+
+    def worth_vetting(self, start: int, end: int) -> bool:
+        return end - start <= _SHORT_VALUE or not (self.found and self.found.overlaps(start, end))
 
     def add_found(self, start: int, end: int) -> None:
         if end - start > _SHORT_VALUE:
@@ -1010,7 +1016,11 @@ def _assignment_values(
 ) -> list[_Span]:
     """The span of the value assigned in ``match`` if it is a secret (or of its ends)."""
     name, op = text[name_start : match.start()], match.group("op")
-    if op == "=" and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start):
+    if (
+        op == "="
+        and text[max(0, name_start - 80) : name_start].rstrip(" \t").endswith(",")
+        and _TUPLE_TARGET.search(text, max(0, name_start - 80), name_start)
+    ):
         return []  # "user, password = 'admin', make_password()": which value is whose?
     if match.group("is") is not None and not _PROSE_NAME.search(name):
         return []  # "the name is ...": too often prose
@@ -1018,14 +1028,8 @@ def _assignment_values(
     # gpt-4o-mini": a token or secret "is" a value only when the value looks
     # random (12 characters or more, upper and lower case and digits).
     opaque_only = match.group("is") is not None and _TOKEN_OR_SECRET.search(name) is not None
-    quoted = next(
-        (
-            group
-            for group in ("dq", "sq", "bq", "eq", "pq", "lq", "yb")
-            if match.group(group) is not None
-        ),
-        None,
-    )
+    # The value's group closes last: "dq", "sq", "bq", "eq", "pq", "lq", "yb" or "bare".
+    quoted = match.lastgroup if match.lastgroup != "bare" else None
     if quoted is not None:
         if (
             match.group("ws") is not None
@@ -1146,7 +1150,15 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
         if start > 1 and text[start - 1] == " ":
             word = _PREVIOUS_WORD.match(backwards, size - start + 1)
             if word is not None:
-                names.add((start - 1 - (word.end() - word.start()), name_end))
+                word_start = start - 1 - (word.end() - word.start())
+                # The word before makes a name that is no secret one alone
+                # ("API key"), or a command line's option and its name
+                # ("-p password", "--set auth.token="); before a secret
+                # name that is no option ("my password") it adds nothing.
+                if text[word_start] == "-" or not (
+                    name_end - start <= _NAME_MAX and _is_secret_name(text[start:name_end])
+                ):
+                    names.add((word_start, name_end))
     values = _Values()
     ends = values.ends
     for start, end in sorted(names):
@@ -1159,6 +1171,7 @@ def _find_assignments(text: str, lowered: str) -> Iterator[_Span]:
                 continue
         match = _ASSIGNED.match(text, end)
         if match is not None:
+            values.read(end, match.end())
             for span in _assignment_values(text, start, match, values):
                 values.add_found(*span)
                 yield span
@@ -1502,6 +1515,17 @@ def redact(text: str) -> Redaction:
     """
     if not isinstance(text, str):
         raise TypeError(f"redact() takes a str, not {type(text).__name__}")
+    try:
+        return _redact(text)
+    finally:
+        # The caches of values and names vetted serve the calls running: none
+        # outlives them (calls in other threads share them; each call's end
+        # empties them).
+        for cached in _VALUE_CACHES:
+            cached.cache_clear()
+
+
+def _redact(text: str) -> Redaction:
     shields = _shields(text)
     shield_spans = _Spans()
     for start, end in shields:
@@ -1536,6 +1560,13 @@ def redact(text: str) -> Redaction:
     pieces.append(text[position:])
     counts = Counter(kind for _, _, kind in merged)
     return Redaction("".join(pieces), MappingProxyType(dict(sorted(counts.items()))))
+
+
+#: The vetting functions whose results are cached during a call of redact
+#: (text packed with assignments repeats its values, and a value is vetted
+#: again once its span is claimed); the names read are cached too (a name
+#: read around a keyword may be a secret value itself).
+_VALUE_CACHES = (_is_placeholder, _literal_ok, _bare_ok, _is_secret_name)
 
 
 #: Own kinds that win over a rule's kind when their spans overlap: they are
@@ -1591,7 +1622,7 @@ def _after_glued_option(text: str, start: int) -> bool:
 
 #: Texts of this many characters or more are scanned by the engine in a
 #: worker thread while this module's detectors run.
-_PARALLEL_MIN = 4 * secret_rules.WINDOW
+_PARALLEL_MIN = 8192
 _POOLS: list[concurrent.futures.ThreadPoolExecutor] = []
 
 

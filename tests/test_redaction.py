@@ -397,6 +397,34 @@ def test_passwords_only_the_rule_sets_generic_password_finds() -> None:
     assert redact('password = "correct horse battery staple"').text == f'password = "{m}"'
 
 
+def test_a_secret_name_after_a_command_line_option() -> None:
+    # "-p password X", "--set db.password X", "--set auth.token=X": the option
+    # and the name are read together, whatever the value looks like.
+    value = corpus.mixed(_rng("option and name"), corpus.ALNUM, 12)
+    for text, secret in (
+        (f"mysqladmin -u root -p password {value}", value),
+        (f"run --set db.password {value}", value),
+        ("helm install app --set auth.token=supersecret --wait", "supersecret"),
+        ("docker run -e db_pwd=letmeinnow postgres", "letmeinnow"),
+        ("helm upgrade x --set passphrase=correct_horse_battery", "correct_horse_battery"),
+    ):
+        result = redact(text)
+        assert secret not in result.text and result.found, text
+
+
+def test_no_value_or_name_stays_cached_after_a_call() -> None:
+    # Every cache of the module: a name read around a keyword may be a value.
+    from everyskill import redaction
+
+    redact('db_password = "SuperSecret2024"\nexport API_TOKEN=Monkey-Key-99')
+    cached = {
+        name: function.cache_info().currsize
+        for name, function in vars(redaction).items()
+        if hasattr(function, "cache_info")
+    }
+    assert "_is_secret_name" in cached and set(cached.values()) == {0}, cached
+
+
 def test_quoting_forms_of_many_languages() -> None:
     # Parentheses around a quoted value (Python), ANSI-C quoting (shell),
     # Ruby's %q() and Lua's long brackets, a YAML block scalar.

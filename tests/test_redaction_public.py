@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import random
 import subprocess
+import tomllib
 from collections import Counter
 from pathlib import Path
 
 import betterleaks
 import pytest
+from betterleaks._lib import get_binding
 
 from everyskill import secret_rules
 from everyskill.redaction import KINDS, redact
@@ -154,6 +156,77 @@ def test_rule_ids_are_the_engines() -> None:
         timeout=60,
     ).stdout.split()
     assert tuple(listed) == secret_rules.RULE_IDS
+
+
+def _engine(*arguments: str) -> str:
+    binary = Path(betterleaks.__file__).parent / "bin" / "betterleaks"
+    return subprocess.run(
+        [str(binary), *arguments], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+
+
+def test_the_engines_configuration_changes_only_generic_passwords_filter() -> None:
+    """secret_rules.toml keeps every embedded rule, and generic-password's
+    regex, keywords and component as they are embedded: only its filter is
+    its own (its verdicts: the next test)."""
+    assert tuple(_engine("config", "show", "ids", "-c", str(secret_rules.CONFIG)).split()) == (
+        secret_rules.RULE_IDS
+    )
+    embedded = tomllib.loads(_engine("config", "show", "toml"))["rules"]
+    ours = tomllib.loads(secret_rules.CONFIG.read_text(encoding="utf-8"))["rules"]
+    assert [rule["id"] for rule in ours] == ["generic-password"]
+    (original,) = (rule for rule in embedded if rule["id"] == "generic-password")
+    assert original.pop("filter") != ours[0].pop("filter")
+    assert ours[0] == original
+
+
+#: Texts for each part of generic-password's filter: values it keeps and
+#: values it drops (placeholders, references, algorithm names, encrypted
+#: values, nested assignments), its login() form, and context lines.
+_GENERIC_PASSWORD_TEXTS = (
+    'password = "Xk9mQ2vL7pR4"\n',
+    'db = connect(host="h", user="bob", password="Xk9mQ2vL7pR4")\n',
+    "client.login(username, 'Xk9mQ2vL7pR4')",
+    'authenticate(user_name, "Xk9mQ2vL7pR4")',
+    "DB_PW=Xk9mQ2vL7pR4\n",
+    'psw = "Xk9mQ2vL7pR4"',
+    "# password: Xk9mQ2vL7pR4\n",
+    'password = "correct horse battery staple"\n',
+    "password: 123456\n",
+    'hashed_password = "SHA256"\n',
+    'x = 1\nhashed_password = "Blowfish"\n',
+    'password = "SHA256"\n',
+    'password = "AES-256-GCM"\n',
+    "password: ENC[AES256,abc]\n",
+    'password = "<secret>"',
+    'password = "your_password"',
+    "password=$PW\n",
+    "password=foo.bar()\n",
+    "password = config.password\n",
+    "password=a,b=c\n",
+    "password: null\n",
+    "password: string\n",
+    "PGPASSWORD=DB_PASSWORD\n",
+    "password=${DB_PASSWORD}\n",
+    "password=f(" + ")x" * 30 + "# ",
+    "user=bob\nhost=db\npassword=Xk9mQ2vL7pR4\nport=5432\n",
+)
+
+
+def _findings(text: str, config: str | None) -> list[tuple[str, str, str]]:
+    data = get_binding().scan_string(text, config).get("data") or []
+    return sorted(
+        (str(f["rule_id"]), str(f["match"]["value"]), str(f["location"])) for f in data
+    )
+
+
+def test_generic_passwords_filter_gives_the_embedded_filters_verdicts() -> None:
+    found = 0
+    for text in _GENERIC_PASSWORD_TEXTS:
+        embedded = _findings(text, None)
+        assert _findings(text, str(secret_rules.CONFIG)) == embedded, text
+        found += any(rule == "generic-password" for rule, _, _ in embedded)
+    assert 8 <= found < len(_GENERIC_PASSWORD_TEXTS)
 
 
 def test_ignored_rules_exist() -> None:
