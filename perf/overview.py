@@ -5,8 +5,8 @@ PostgreSQL keeps exact, never the raw measurements: for UTC days (the
 default) the daily ones of the migration ``2026-12-07T04:40``
 (``usage_daily_models``, ``usage_daily_skills``, ``feedback_daily``) and,
 for the top skills' whole weeks, the weekly one of the migration
-``2026-12-07T15:00`` (``usage_weekly_skills``), for another zone the hourly ones of the migration ``2026-12-07T04:10``. Two
-figures:
+``2026-12-07T15:00`` (``usage_weekly_skills``); for another zone the
+hourly ones of the migration ``2026-12-07T04:10``. Two figures:
 
 - ``overview_read``: the overview's figures for the default period (the
   last 30 days), all tenants, UTC days (``overview_query(now=...)``, then
@@ -14,10 +14,10 @@ figures:
   ending on the latest day, today or up to six days before, whose period
   has 3 whole weeks and 9 days around them (:func:`busiest_now`: the top
   skills read a row per week and per day outside whole weeks), read as
-  the admin reads them (the
-  owner's engine, its pool started) with ``overview_measurements_big``
-  token measurements (ten million at full scale) against the same with
-  ``overview_measurements_small`` (a thousand). Like is compared with like:
+  the admin reads them (the owner's engine, its pool started) with
+  ``overview_measurements_big`` token measurements (ten million at full
+  scale) against the same with ``overview_measurements_small`` (a
+  thousand). Like is compared with like:
   the same catalogue (4 tenants, 100 skills, 6 models) and the same 90 days
   at both sizes; only the number of measurements differs. Both datasets
   come from one generator (:func:`perf.data.add_measurements`) with its
@@ -33,8 +33,9 @@ figures:
   read had to read (the rollup rows of the period, per rollup, and the
   measurements they stand for) and how long the big dataset took to
   write. Reported with it, not judged: the same for the 30 days ending
-  today (as the page opens; 6 to 12 rows per skill, by weekday), the same overview for another zone
-  (America/New_York, read from the hourly rollups) at both sizes, and one
+  today (as the page opens; 6 to 12 rows per skill, by weekday), the same
+  overview for another zone (America/New_York, read from the hourly
+  rollups) at both sizes, and one
   read of the period's cost per day and model computed from the raw
   measurements at the big size, which is what the page would cost without
   the rollups.
