@@ -12,11 +12,17 @@ Contract
 - :func:`validated_check` is the SQL of a CHECK constraint added to a table
   that may hold older rows: enforced on new writes at once, validated when
   the old rows allow it.
+- :func:`earlier_migration` loads another migration's module from its file
+  (migration files are not an importable package), for a migration that
+  reuses or restores an earlier one's SQL.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
@@ -58,6 +64,17 @@ def raw_migration(
     manager.add_raw(run)
     manager.add_raw_backwards(run_backwards)
     return manager
+
+
+def earlier_migration(here: str, filename: str) -> ModuleType:
+    """The migration module in ``filename``, a file next to ``here`` (a
+    migration's ``__file__``), loaded from its file."""
+    path = Path(here).with_name(filename)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def validated_check(table: str, name: str, definition: str, why: str) -> str:

@@ -64,7 +64,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import date, datetime, time as clock, timedelta, timezone
 from typing import Any
 
 from piccolo.engine import engine_finder
@@ -161,7 +161,7 @@ def busiest_now() -> datetime:
     skill (4 weeks and 2 days: 6 rows)."""
     today = datetime.now(timezone.utc).date()
 
-    def days_outside(day: Any) -> int:
+    def days_outside(day: date) -> int:
         start, stop = whole_weeks(day - timedelta(days=DEFAULT_DAYS - 1), day + timedelta(days=1))
         return DEFAULT_DAYS - (stop - start).days
 

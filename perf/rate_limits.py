@@ -34,7 +34,6 @@ prints its figures.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ import asyncpg
 from everyskill.api_keys import display_prefix, generate_key, is_well_formed, key_hash, resolve
 from everyskill.database import app_engine
 from everyskill.errors import AuthenticationError, RateLimitedError
+from everyskill.migration_sql import earlier_migration
 from perf.context import Context
 from perf.alone import run_alone
 from perf.harness import Figure, p50
@@ -61,11 +61,7 @@ Call = Callable[[str], Awaitable[object]]
 
 
 def _lookup_sql() -> str:
-    spec = importlib.util.spec_from_file_location(LOOKUP_MIGRATION.stem, LOOKUP_MIGRATION)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sql = module.LOOKUP
+    sql = earlier_migration(str(LOOKUP_MIGRATION), LOOKUP_MIGRATION.name).LOOKUP
     assert isinstance(sql, str)
     return sql
 

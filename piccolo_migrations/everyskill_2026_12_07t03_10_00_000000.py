@@ -28,11 +28,9 @@ Every statement is idempotent, and ``backwards`` restores ``api_key_lookup``
 (from the migration that made it) and removes the rest.
 """
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-from everyskill.migration_sql import raw_migration
+from everyskill.migration_sql import earlier_migration, raw_migration
 
 ID = "2026-12-07T03:10:00:000000"
 VERSION = "1.38.0"
@@ -254,12 +252,7 @@ _LOOKUP_MIGRATION = "everyskill_2026_12_07t02_10_00_000000.py"
 
 def lookup_migration() -> ModuleType:
     """The migration module that made ``api_key_lookup``."""
-    path = Path(__file__).with_name(_LOOKUP_MIGRATION)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return earlier_migration(__file__, _LOOKUP_MIGRATION)
 
 
 def forwards_sql() -> str:

@@ -43,11 +43,9 @@ idempotent; ``backwards`` restores the functions of the two earlier
 migrations (loaded from their files), which count the same rows.
 """
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-from everyskill.migration_sql import raw_migration
+from everyskill.migration_sql import earlier_migration, raw_migration
 
 ID = "2026-12-07T04:20:00:000000"
 VERSION = "1.38.0"
@@ -200,12 +198,7 @@ def _maintain(spec: dict[str, str]) -> str:
 
 def _migration(filename: str) -> ModuleType:
     """An earlier migration module, loaded from its file."""
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return earlier_migration(__file__, filename)
 
 
 def _hardened() -> str:

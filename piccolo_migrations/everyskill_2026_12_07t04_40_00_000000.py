@@ -48,11 +48,9 @@ the migration ``2026-12-07T04:10`` (hourly rollups only, loaded from its
 file), then drops the daily rollups.
 """
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-from everyskill.migration_sql import raw_migration
+from everyskill.migration_sql import earlier_migration, raw_migration
 
 ID = "2026-12-07T04:40:00:000000"
 VERSION = "1.38.0"
@@ -354,12 +352,7 @@ def forwards_sql() -> str:
 
 def _hourly_migration() -> ModuleType:
     """The hourly rollups' migration, loaded from its file."""
-    path = Path(__file__).with_name(_HOURLY_MIGRATION)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return earlier_migration(__file__, _HOURLY_MIGRATION)
 
 
 def backwards_sql() -> str:

@@ -24,11 +24,9 @@ Every statement is idempotent. ``backwards`` puts back the ``2026-12-07T04:40``
 functions, then drops the table.
 """
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-from everyskill.migration_sql import raw_migration
+from everyskill.migration_sql import earlier_migration, raw_migration
 
 ID = "2026-12-07T15:00:00:000000"
 VERSION = "1.38.0"
@@ -39,12 +37,7 @@ _DAILY_MIGRATION = "everyskill_2026_12_07t04_40_00_000000.py"
 
 def _daily_migration() -> ModuleType:
     """The daily rollups' migration, loaded from its file."""
-    path = Path(__file__).with_name(_DAILY_MIGRATION)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return earlier_migration(__file__, _DAILY_MIGRATION)
 
 
 # The UTC week of a row: the Monday it starts with, whatever the session's TimeZone.

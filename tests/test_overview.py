@@ -258,6 +258,27 @@ async def test_a_run_comparison_equals_sql_over_its_results(
         await run_comparison("no-such-run")
 
 
+async def _measure_at(
+    owner: asyncpg.Connection,
+    rows: TenantRows,
+    zone: str,
+    costs: list[int],
+    stamps: list[datetime],
+) -> None:
+    """One measurement of ``rows``' skill per cost and instant, written in
+    a session whose TimeZone is ``zone``."""
+    await owner.execute(f"SET TimeZone = '{zone}'")
+    try:
+        for cost, stamp in zip(costs, stamps, strict=True):
+            await owner.execute(
+                "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
+                " estimated_cost_microcents, created_at) VALUES ($1, $2, 'm', $3, $4)",
+                rows.tenant_id, rows.skill_id, cost, stamp,
+            )
+    finally:
+        await owner.execute("RESET TimeZone")
+
+
 async def test_a_day_begins_and_ends_at_its_midnights(
     owner: asyncpg.Connection, engine: object
 ) -> None:
@@ -273,16 +294,7 @@ async def test_a_day_begins_and_ends_at_its_midnights(
         datetime(2026, 3, 30, 23, 59, 59, 999000, tzinfo=timezone.utc),  # today's last: in
         datetime(2026, 3, 31, 0, 0, tzinfo=timezone.utc),  # tomorrow's midnight: out
     ]
-    await owner.execute("SET TimeZone = 'America/Los_Angeles'")
-    try:
-        for number, stamp in enumerate(stamps):
-            await owner.execute(
-                "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
-                " estimated_cost_microcents, created_at) VALUES ($1, $2, 'm', $3, $4)",
-                rows.tenant_id, rows.skill_id, 10**number, stamp,
-            )
-    finally:
-        await owner.execute("RESET TimeZone")
+    await _measure_at(owner, rows, "America/Los_Angeles", [10**n for n in range(4)], stamps)
     data = await overview(query)
     assert sorted((r["day"].isoformat(), r["cost_microcents"]) for r in data.usage) == [
         ("2026-03-24", 1), ("2026-03-30", 100)
@@ -374,23 +386,15 @@ async def test_the_top_skills_count_each_instant_of_the_period_once(
     query = overview_query(days=days, tenant=rows.tenant_id, now=now)
     start, end = query.day_bounds()
     midnights = {start, end}
-    first_monday = start + timedelta(days=-start.weekday() % 7)
-    monday = first_monday
+    monday = start + timedelta(days=-start.weekday() % 7)
     while monday <= end:
         midnights.add(monday)
         monday += timedelta(days=7)
     tick = timedelta(milliseconds=1)
     stamps = sorted({stamp for midnight in midnights for stamp in (midnight - tick, midnight)})
-    await owner.execute("SET TimeZone = 'Pacific/Auckland'")
-    try:
-        for number, stamp in enumerate(stamps):
-            await owner.execute(
-                "INSERT INTO token_measurements (tenant_id, skill_id, model_name,"
-                " estimated_cost_microcents, created_at) VALUES ($1, $2, 'm', $3, $4)",
-                rows.tenant_id, rows.skill_id, 2**number, stamp,
-            )
-    finally:
-        await owner.execute("RESET TimeZone")
+    await _measure_at(
+        owner, rows, "Pacific/Auckland", [2**n for n in range(len(stamps))], stamps
+    )
     inside = [2**number for number, stamp in enumerate(stamps) if start <= stamp < end]
     data = await overview(query)
     assert [(r["skill_id"], r["calls"], r["cost_microcents"]) for r in data.top_skills] == [
